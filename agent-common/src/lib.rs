@@ -1,0 +1,303 @@
+//! The wire contract between the kernel programs (`agent-ebpf`) and user space (`agent`).
+//!
+//! Everything here is `#[repr(C)]`, `Copy`, has no padding the compiler could choose, and is
+//! read by user space straight out of ring-buffer records and maps. Changing a layout is a
+//! protocol change: bump [`EVENT_VERSION`] so a mismatched agent/object pair is detected at the
+//! first event instead of producing garbage.
+//!
+//! Every ring-buffer record starts with one [`EventHeader`]; `header.kind` says which of the
+//! payload structs follows ([`ConnOpenEvent`], [`ConnCloseEvent`], [`DataEvent`],
+//! [`ProcExitEvent`]). A [`DataEvent`] is followed by `len` bytes of captured payload.
+//!
+//! This crate owns only types and constants. What the kernel does with them lives in
+//! `agent-ebpf`; how user space interprets them lives in `agent::ebpf`.
+#![no_std]
+
+/// Version of the record layouts below. Checked by user space on every record.
+pub const EVENT_VERSION: u8 = 1;
+
+/// Hard upper bound for payload bytes copied per syscall. The runtime limit
+/// ([`Config::capture_bytes`]) can only lower it. Must be a power of two: the kernel masks
+/// lengths with `MAX_PAYLOAD - 1` so the verifier can prove every copy is in bounds.
+pub const MAX_PAYLOAD: usize = 16384;
+/// The scratch buffer that builds a data record is twice [`MAX_PAYLOAD`] so that a copy at any
+/// offset below `MAX_PAYLOAD` of up to `MAX_PAYLOAD` bytes is provably in bounds (iovec arrays).
+pub const SCRATCH_PAYLOAD: usize = 2 * MAX_PAYLOAD;
+/// iovecs looked at per readv/writev/sendmsg/recvmsg. Later ones are counted as truncated.
+pub const MAX_IOV: usize = 8;
+
+/// Connection ids minted by user space for sockets found in procfs at start-up have this bit
+/// set; ids minted by the kernel never do, so the two can never collide.
+pub const USER_CONN_ID_BIT: u64 = 1 << 63;
+
+/// What kind of record follows the header.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    ConnOpen = 1,
+    ConnClose = 2,
+    Data = 3,
+    ProcExit = 4,
+}
+
+impl EventKind {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::ConnOpen,
+            2 => Self::ConnClose,
+            3 => Self::Data,
+            4 => Self::ProcExit,
+            _ => return None,
+        })
+    }
+}
+
+/// Which way the bytes went, seen from the traced process.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Not a data record.
+    None = 0,
+    /// The process sent the bytes (write, writev, sendto, sendmsg, sendfile).
+    Egress = 1,
+    /// The process received the bytes (read, readv, recvfrom, recvmsg).
+    Ingress = 2,
+}
+
+impl Direction {
+    pub fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Egress,
+            2 => Self::Ingress,
+            _ => Self::None,
+        }
+    }
+}
+
+/// Which end of the TCP connection the process is.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Found in procfs without a listening socket to tell; decided later from the traffic.
+    Unknown = 0,
+    /// The process called connect().
+    Client = 1,
+    /// The process got the socket from accept().
+    Server = 2,
+}
+
+impl Role {
+    pub fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Client,
+            2 => Self::Server,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// The syscall a data record came from (for diagnostics and for sendfile's payload-less bytes).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Syscall {
+    Read = 1,
+    Write = 2,
+    Readv = 3,
+    Writev = 4,
+    RecvFrom = 5,
+    SendTo = 6,
+    RecvMsg = 7,
+    SendMsg = 8,
+    /// Bytes went from a file straight to the socket: `len` is 0, `orig_len` counts them.
+    SendFile = 9,
+}
+
+/// Common prefix of every ring-buffer record. 32 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    /// An [`EventKind`].
+    pub kind: u8,
+    /// [`EVENT_VERSION`] of the object that wrote the record.
+    pub version: u8,
+    /// A [`Direction`] (data records only).
+    pub direction: u8,
+    pub _pad0: u8,
+    /// Process id (the kernel's tgid).
+    pub pid: u32,
+    /// Thread id (the kernel's pid).
+    pub tid: u32,
+    pub _pad1: u32,
+    /// CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns) when the syscall returned.
+    pub ts_ns: u64,
+    /// Connection id: unique for the agent's lifetime, survives fd reuse (see [`ConnInfo`]).
+    pub conn_id: u64,
+}
+
+/// An IPv4 or IPv6 endpoint. IPv4 is stored as an IPv4-mapped IPv6 address (::ffff:a.b.c.d).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SockAddr {
+    /// Network byte order.
+    pub addr: [u8; 16],
+    /// Host byte order.
+    pub port: u16,
+    pub _pad: [u8; 6],
+}
+
+/// A TCP connection the kernel started tracking (connect/accept returned).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnOpenEvent {
+    pub header: EventHeader,
+    pub fd: u32,
+    /// A [`Role`].
+    pub role: u8,
+    /// AF_INET (2) or AF_INET6 (10), as the socket was created.
+    pub family: u8,
+    pub _pad: [u8; 2],
+    pub local: SockAddr,
+    pub remote: SockAddr,
+}
+
+/// The process closed a tracked socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnCloseEvent {
+    pub header: EventHeader,
+    pub fd: u32,
+    pub _pad: u32,
+}
+
+/// Payload bytes one syscall moved on a tracked socket. Followed by `len` bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DataEvent {
+    pub header: EventHeader,
+    pub fd: u32,
+    /// A [`Syscall`].
+    pub syscall: u8,
+    pub _pad: [u8; 3],
+    /// Bytes captured and following this struct (`<= orig_len`, `<= capture_bytes`).
+    pub len: u32,
+    /// Bytes the syscall actually moved. `orig_len - len` bytes are missing after the payload.
+    pub orig_len: u32,
+    /// CLOCK_MONOTONIC nanoseconds when the syscall was entered.
+    pub enter_ts_ns: u64,
+}
+
+/// A process (thread-group leader) exited: everything keyed by its pid can go.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcExitEvent {
+    pub header: EventHeader,
+}
+
+/// Per-connection state in the kernel's `CONNS` map, keyed by [`conn_key`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnInfo {
+    pub conn_id: u64,
+    /// A [`Role`].
+    pub role: u8,
+    pub _pad: [u8; 7],
+}
+
+/// Key of the `CONNS` map: the (pid, fd) pair a syscall names.
+#[inline(always)]
+pub fn conn_key(pid: u32, fd: u32) -> u64 {
+    ((pid as u64) << 32) | fd as u64
+}
+
+/// Values of the `PID_FILTER` map.
+pub mod pid_filter {
+    /// Never trace this process (the agent itself, configured exclusions).
+    pub const EXCLUDE: u8 = 1;
+    /// Trace this process when `Config::trace_all` is false.
+    pub const INCLUDE: u8 = 2;
+}
+
+/// Indices into the per-CPU `COUNTERS` array: what the kernel side lost or skipped.
+pub mod counter {
+    /// A record did not fit in the ring buffer (user space too slow): the event is lost.
+    pub const RINGBUF_FULL: u32 = 0;
+    /// Payload bytes were cut to `capture_bytes` (or `MAX_IOV` iovecs).
+    pub const TRUNCATED: u32 = 1;
+    /// A syscall exit found no saved arguments (map full, or agent started mid-call).
+    pub const MISSING_ENTRY: u32 = 2;
+    /// connect/accept returned a socket whose kernel struct could not be read.
+    pub const SOCK_READ_FAILED: u32 = 3;
+    /// A bpf_probe_read_user of the payload failed (page not present); record sent without it.
+    pub const PAYLOAD_READ_FAILED: u32 = 4;
+    /// A connection could not be inserted into `CONNS`.
+    pub const CONN_INSERT_FAILED: u32 = 5;
+    pub const COUNT: u32 = 6;
+}
+
+/// Runtime settings, set as a global in the object before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// Payload bytes captured per syscall, `1..=MAX_PAYLOAD`.
+    pub capture_bytes: u32,
+    /// 1: trace every process not excluded in `PID_FILTER`; 0: only those marked INCLUDE.
+    pub trace_all: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Kernel struct field offsets, read by user space from the running kernel's BTF
+/// (/sys/kernel/btf/vmlinux) and set as a global before load: Rust eBPF has no CO-RE
+/// relocations, so this is how the programs follow `task->files->fdt->fd[fd]->...->sk`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelOffsets {
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_inode: u32,
+    pub file_private_data: u32,
+    pub inode_mode: u32,
+    pub socket_type: u32,
+    pub socket_sk: u32,
+    pub sk_family: u32,
+    pub sk_num: u32,
+    pub sk_dport: u32,
+    pub sk_rcv_saddr: u32,
+    pub sk_daddr: u32,
+    pub sk_v6_rcv_saddr: u32,
+    pub sk_v6_daddr: u32,
+    /// 1 once user space filled the struct; the programs do nothing socket-related before.
+    pub valid: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)], Copy, made only of integers and integer arrays,
+    // with explicit padding fields, so every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::ConnInfo {}
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_are_stable() {
+        assert_eq!(size_of::<EventHeader>(), 32);
+        assert_eq!(size_of::<SockAddr>(), 24);
+        assert_eq!(size_of::<ConnOpenEvent>(), 32 + 8 + 48);
+        assert_eq!(size_of::<DataEvent>(), 32 + 24);
+        assert_eq!(size_of::<ConnInfo>(), 16);
+        assert!(MAX_PAYLOAD.is_power_of_two());
+    }
+
+    #[test]
+    fn conn_key_packs_pid_and_fd() {
+        assert_eq!(conn_key(7, 3), (7u64 << 32) | 3);
+    }
+}

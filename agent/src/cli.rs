@@ -1,0 +1,2 @@
+//! Stub
+pub fn main() -> std::process::ExitCode { std::process::ExitCode::SUCCESS }

@@ -1,0 +1,5 @@
+//! Spans: pairing requests with responses, trace context, naming.
+
+pub mod context;
+pub mod model;
+pub mod route;

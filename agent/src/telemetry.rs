@@ -1,0 +1,148 @@
+//! The agent's own health: counters for everything it lost, dropped, truncated, skipped or
+//! could not parse, and the periodic log line that reports them.
+//!
+//! Counters are plain relaxed atomics indexed by [`Counter`], so any stage can bump one without
+//! locking and label cardinality is fixed at compile time. This module does not decide what is
+//! worth counting; each stage does, at the place the condition happens.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($variant:ident => $name:literal, $help:literal;)*) => {
+        /// Everything the agent counts about itself.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(usize)]
+        pub enum Counter { $($variant,)* }
+
+        impl Counter {
+            pub const ALL: &'static [Counter] = &[$(Counter::$variant,)*];
+            /// Stable metric-style name (`agent_*`), used in logs and the metrics endpoint.
+            pub fn name(self) -> &'static str { match self { $(Counter::$variant => $name,)* } }
+            /// One line saying what the counter means.
+            pub fn help(self) -> &'static str { match self { $(Counter::$variant => $help,)* } }
+        }
+    };
+}
+
+counters! {
+    // Kernel side (copied from the eBPF COUNTERS map).
+    KernelRingbufFull => "agent_kernel_events_lost_ringbuf_full_total", "records the kernel could not write because the ring buffer was full";
+    KernelTruncated => "agent_kernel_payloads_truncated_total", "syscall payloads cut to capture_bytes or MAX_IOV iovecs";
+    KernelMissingEntry => "agent_kernel_syscall_exits_without_entry_total", "syscall exits whose saved arguments were missing";
+    KernelSockReadFailed => "agent_kernel_socket_reads_failed_total", "sockets whose kernel struct could not be read at connect/accept";
+    KernelPayloadReadFailed => "agent_kernel_payload_reads_failed_total", "payload copies from user memory that failed";
+    KernelConnInsertFailed => "agent_kernel_conn_inserts_failed_total", "connections the kernel could not add to its table";
+    // Event reader.
+    EventsRead => "agent_events_read_total", "ring-buffer records read";
+    EventsMalformed => "agent_events_malformed_total", "ring-buffer records with a bad kind, version or length";
+    BytesCaptured => "agent_payload_bytes_captured_total", "payload bytes received from the kernel";
+    // Connections.
+    ConnsOpened => "agent_connections_opened_total", "connections tracked";
+    ConnsClosed => "agent_connections_closed_total", "connections closed by their process";
+    ConnsEvicted => "agent_connections_evicted_total", "connections dropped for idleness or because the table was full";
+    ConnsSeeded => "agent_connections_discovered_procfs_total", "pre-existing connections found in procfs at start";
+    DataForUnknownConn => "agent_data_events_unknown_connection_total", "data records for a connection user space never saw open";
+    StreamBufferOverflow => "agent_stream_buffer_overflows_total", "per-direction buffers that exceeded their bound and were reset";
+    StreamGaps => "agent_stream_gaps_total", "uncaptured byte ranges the parser could not skip";
+    // Protocols.
+    ProtocolUnknown => "agent_connections_protocol_unknown_total", "connections whose traffic matched no supported protocol";
+    Http1ParseErrors => "agent_http1_parse_errors_total", "HTTP/1 messages that could not be parsed (resynchronised)";
+    Http1Requests => "agent_http1_requests_total", "HTTP/1 requests parsed";
+    Http1Aborted => "agent_http1_exchanges_aborted_total", "HTTP/1 requests that never got a complete response";
+    // Spans and trace context.
+    TraceparentInvalid => "agent_traceparent_invalid_total", "traceparent/tracestate headers that were malformed and ignored";
+    SpansStitched => "agent_spans_stitched_same_node_total", "server spans parented to a client span seen on this node";
+    SpansCreated => "agent_spans_created_total", "spans built";
+    // Export.
+    SpansQueueDropped => "agent_spans_dropped_queue_full_total", "spans dropped because the export queue was full";
+    SpansExported => "agent_spans_exported_total", "spans accepted by the collector or printed";
+    SpansRejected => "agent_spans_rejected_total", "spans the collector rejected (partial success) or that failed after all retries";
+    ExportRetries => "agent_export_retries_total", "export attempts retried";
+    ExportFailures => "agent_export_failures_total", "export batches given up on";
+    // Probes.
+    ProbesSkipped => "agent_probes_skipped_total", "probes not attached (unsupported or disabled)";
+}
+
+/// The counters themselves. One instance per agent, shared by `Arc`.
+pub struct Telemetry {
+    values: Vec<AtomicU64>,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self {
+            values: Counter::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl Telemetry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    #[inline]
+    pub fn incr(&self, c: Counter) {
+        self.add(c, 1);
+    }
+
+    #[inline]
+    pub fn add(&self, c: Counter, n: u64) {
+        self.values[c as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// For counters mirrored from the kernel, which keeps its own running totals.
+    pub fn set(&self, c: Counter, v: u64) {
+        self.values[c as usize].store(v, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, c: Counter) -> u64 {
+        self.values[c as usize].load(Ordering::Relaxed)
+    }
+
+    /// `name=value` pairs of the non-zero counters, for the periodic log line.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        for &c in Counter::ALL {
+            let v = self.get(c);
+            if v != 0 {
+                let _ = write!(s, "{}{}={}", if s.is_empty() { "" } else { " " }, c.name(), v);
+            }
+        }
+        s
+    }
+
+    /// Prometheus text exposition of every counter.
+    pub fn prometheus(&self) -> String {
+        let mut s = String::new();
+        for &c in Counter::ALL {
+            let _ = writeln!(s, "# HELP {} {}\n# TYPE {} counter\n{} {}", c.name(), c.help(), c.name(), c.name(), self.get(c));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_summarises() {
+        let t = Telemetry::new();
+        assert_eq!(t.summary(), "");
+        t.incr(Counter::SpansCreated);
+        t.add(Counter::SpansQueueDropped, 3);
+        assert_eq!(t.get(Counter::SpansQueueDropped), 3);
+        assert_eq!(t.summary(), "agent_spans_created_total=1 agent_spans_dropped_queue_full_total=3");
+        assert!(t.prometheus().contains("agent_spans_created_total 1\n"));
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let mut names: Vec<_> = Counter::ALL.iter().map(|c| c.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), Counter::ALL.len());
+    }
+}
