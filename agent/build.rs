@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("..");
-    let target_dir = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+    let target_dir = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
     let obj = std::env::var("AGENT_EBPF_OBJECT")
         .map(PathBuf::from)
         .unwrap_or_else(|_| target_dir.join("bpfel-unknown-none/release/agent-ebpf"));
@@ -22,6 +24,9 @@ fn main() {
         println!("cargo:warning=eBPF object {} missing: embedding an empty one (AGENT_ALLOW_MISSING_EBPF=1); this agent cannot trace", obj.display());
         std::fs::write(&out, b"").expect("write empty object");
     } else {
-        panic!("eBPF object {} not found: run `cargo xtask build-ebpf` first (or `cargo xtask build`)", obj.display());
+        panic!(
+            "eBPF object {} not found: run `cargo xtask build-ebpf` first (or `cargo xtask build`)",
+            obj.display()
+        );
     }
 }

@@ -1,1 +1,4 @@
 //! Stub
+pub fn run(_cfg: crate::config::Config) -> anyhow::Result<()> {
+    anyhow::bail!("not yet")
+}

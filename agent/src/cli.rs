@@ -1,2 +1,157 @@
-//! Stub
-pub fn main() -> std::process::ExitCode { std::process::ExitCode::SUCCESS }
+//! Command line: `agent run` (the default) and `agent check`.
+//!
+//! Flags override the YAML config, which overrides the standard OTEL_* environment variables'
+//! defaults (see `config`). This module parses, sets up logging and dispatches; it does no work
+//! of its own.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::Config;
+use crate::ebpf::loader;
+use crate::ebpf::probes::{tracing_works, ProbeState};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "agent",
+    version,
+    about = "eBPF zero-code tracing agent: spans for every HTTP exchange on this node, no code changes"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Trace the node and export spans (the default).
+    Run(RunArgs),
+    /// Say what the running kernel supports and what would be attached; exit 1 if tracing cannot work.
+    Check(RunArgs),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    /// YAML config file (see deploy/agent.example.yaml for every field).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// OTLP/gRPC endpoint, e.g. http://127.0.0.1:4317. Without one, spans are printed to stdout.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// Payload bytes captured per syscall (1..=16384).
+    #[arg(long, value_name = "BYTES")]
+    pub capture_bytes: Option<u32>,
+    /// Trace only these processes (repeatable). Without it every process is traced.
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Never trace these processes (repeatable).
+    #[arg(long = "exclude-pid", value_name = "PID")]
+    pub exclude_pids: Vec<u32>,
+    /// Log filter (error|warn|info|debug|trace, or a tracing-subscriber directive).
+    #[arg(long, value_name = "LEVEL", default_value = "info", env = "AGENT_LOG")]
+    pub log_level: String,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (is_check, args) = match cli.command {
+        Some(Command::Check(a)) => (true, a),
+        Some(Command::Run(a)) => (false, a),
+        None => (false, cli.run),
+    };
+    init_logging(&args.log_level);
+    let cfg = match Config::resolve(&args, |k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if is_check {
+        return check(&cfg);
+    }
+    match crate::app::run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr: stdout is the console exporter's.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Loads and attaches for real (then detaches), so what it prints is what `run` would get.
+fn check(cfg: &Config) -> ExitCode {
+    let f = crate::ebpf::probes::KernelFeatures::detect();
+    println!("kernel            {}", f.release);
+    println!(
+        "btf               {}",
+        yes_no(f.btf, crate::ebpf::btf::VMLINUX_BTF)
+    );
+    println!(
+        "tracefs           {}",
+        f.tracefs
+            .unwrap_or("not mounted (the agent mounts it at start)")
+    );
+    println!(
+        "kprobes           {}",
+        yes_no(
+            f.kprobes,
+            "not used: the tracepoint backend covers every probe"
+        )
+    );
+    println!("uprobes           {}", yes_no(f.uprobes, "not used yet"));
+    let mut loaded = match loader::load(&cfg.load_options()) {
+        Ok(l) => l,
+        Err(e) => {
+            println!("load              FAILED: {e}");
+            println!("result            tracing cannot work on this kernel");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("load              ok (eBPF object verified and loaded)");
+    for s in &loaded.statuses {
+        let state = match &s.state {
+            ProbeState::Attached => "attached".to_owned(),
+            ProbeState::Disabled => format!("disabled by probes.disabled: {}", s.spec.switch),
+            ProbeState::Unsupported(why) => format!("SKIPPED: {why}"),
+        };
+        println!("probe {:<22} {:<44} {}", s.spec.program, s.target(), state);
+    }
+    let works = tracing_works(&loaded.statuses);
+    let _ = loaded.kernel_counters();
+    println!(
+        "result            {}",
+        if works {
+            "tracing works (syscall tracepoint backend)"
+        } else {
+            "tracing cannot work: a required probe is missing"
+        }
+    );
+    if works {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn yes_no(b: bool, detail: &str) -> String {
+    if b {
+        format!("yes ({detail})")
+    } else {
+        "no".to_owned()
+    }
+}

@@ -1,1 +1,341 @@
-//! Stub
+//! Configuration: serde data read from YAML, layered as defaults < file < standard `OTEL_*`
+//! environment variables < command-line flags, then validated with messages that name the field
+//! and the bad value. Every field's doc comment is its reference documentation (README and
+//! deploy/agent.example.yaml repeat them).
+//!
+//! This module decides what the settings are; the stages that use them live elsewhere.
+
+use serde::Deserialize;
+use std::path::Path;
+
+use crate::cli::RunArgs;
+use crate::ebpf::loader::LoadOptions;
+use crate::export::ExportConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: String,
+        source: serde_yaml_ng::Error,
+    },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+    #[error("environment: {0}")]
+    Env(String),
+}
+
+/// The agent's whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// What the kernel captures per syscall and how it hands it over.
+    pub capture: CaptureConfig,
+    /// Which processes are traced.
+    pub processes: ProcessConfig,
+    /// Which probes are attached.
+    pub probes: ProbesConfig,
+    /// Connection tracking in user space.
+    pub connections: ConnectionsConfig,
+    /// What is redacted before spans leave the agent.
+    pub redaction: RedactionConfig,
+    /// Where spans go (OTLP/gRPC, or the terminal when no endpoint is set).
+    pub export: ExportConfig,
+    /// The agent's own health reporting.
+    pub telemetry: TelemetryConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// Payload bytes copied per syscall, 1..=16384. Heads larger than this in one syscall are
+    /// cut (the loss is counted); bodies only need their length, which is always reported.
+    pub bytes_per_syscall: u32,
+    /// Kernel→user ring buffer size in bytes: a power of two, at least 65536. Larger absorbs
+    /// longer bursts before events are lost (counted).
+    pub ring_buffer_bytes: u32,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self {
+            bytes_per_syscall: agent_common::MAX_PAYLOAD as u32,
+            ring_buffer_bytes: 8 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessConfig {
+    /// Trace only these process ids. Empty: trace every process on the node (except the agent).
+    pub pids: Vec<u32>,
+    /// Never trace these process ids.
+    pub exclude_pids: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbesConfig {
+    /// Probe groups not to attach: connect, accept, close, process_exit, read, write, recvfrom,
+    /// sendto, readv, writev, recvmsg, sendmsg, sendfile. Disabling connect, accept, close, read
+    /// or write leaves tracing unable to work (`agent check` says so).
+    pub disabled: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionsConfig {
+    /// Connections tracked at once (kernel and user space), 64..=4194304. Beyond it the least
+    /// recently active are evicted (counted).
+    pub max: u32,
+    /// Seconds without traffic after which a connection's state is dropped (counted).
+    pub idle_timeout_secs: u64,
+    /// Unparsed bytes kept per connection direction before it is reset (counted), 4096..=16777216.
+    pub max_buffer_bytes: usize,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        Self {
+            max: 65536,
+            idle_timeout_secs: 300,
+            max_buffer_bytes: 256 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedactionConfig {
+    /// Replace every query-string value with `REDACTED` in url.query and url.full (keys are
+    /// kept). Authorization, Cookie and Set-Cookie are never captured into spans at all.
+    pub url_query: bool,
+}
+
+impl Default for RedactionConfig {
+    fn default() -> Self {
+        Self { url_query: true }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Seconds between log lines with the agent's own counters (0: never).
+    pub log_interval_secs: u64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_interval_secs: 30,
+        }
+    }
+}
+
+impl Config {
+    /// Parses YAML text (the file's content).
+    pub fn from_yaml(text: &str, path: &str) -> Result<Self, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        serde_yaml_ng::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Defaults < file < environment < flags, validated.
+    pub fn resolve(
+        args: &RunArgs,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut cfg = match &args.config {
+            Some(p) => Self::from_yaml(&read(p)?, &p.display().to_string())?,
+            None => Self::default(),
+        };
+        cfg.export
+            .apply_env(&env)
+            .map_err(|e| ConfigError::Env(e.to_string()))?;
+        if let Some(e) = &args.otlp_endpoint {
+            cfg.export.endpoint = Some(e.clone());
+        }
+        if let Some(b) = args.capture_bytes {
+            cfg.capture.bytes_per_syscall = b;
+        }
+        cfg.processes.pids.extend(&args.pids);
+        cfg.processes.exclude_pids.extend(&args.exclude_pids);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let c = &self.capture;
+        if !(1..=agent_common::MAX_PAYLOAD as u32).contains(&c.bytes_per_syscall) {
+            return bad(format!(
+                "capture.bytes_per_syscall: must be 1..={}, got {}",
+                agent_common::MAX_PAYLOAD,
+                c.bytes_per_syscall
+            ));
+        }
+        if !c.ring_buffer_bytes.is_power_of_two() || c.ring_buffer_bytes < 65536 {
+            return bad(format!(
+                "capture.ring_buffer_bytes: must be a power of two >= 65536, got {}",
+                c.ring_buffer_bytes
+            ));
+        }
+        let n = &self.connections;
+        if !(64..=4 << 20).contains(&n.max) {
+            return bad(format!(
+                "connections.max: must be 64..=4194304, got {}",
+                n.max
+            ));
+        }
+        if n.idle_timeout_secs == 0 {
+            return bad("connections.idle_timeout_secs: must be > 0, got 0".into());
+        }
+        if !(4096..=16 << 20).contains(&n.max_buffer_bytes) {
+            return bad(format!(
+                "connections.max_buffer_bytes: must be 4096..=16777216, got {}",
+                n.max_buffer_bytes
+            ));
+        }
+        let switches = crate::ebpf::probes::switches();
+        if let Some(d) = self
+            .probes
+            .disabled
+            .iter()
+            .find(|d| !switches.contains(&d.as_str()))
+        {
+            return bad(format!(
+                "probes.disabled: unknown probe group {d:?} (known: {})",
+                switches.join(", ")
+            ));
+        }
+        if let Some(p) = self
+            .processes
+            .pids
+            .iter()
+            .find(|p| self.processes.exclude_pids.contains(p))
+        {
+            return bad(format!(
+                "processes: pid {p} is both in pids and exclude_pids"
+            ));
+        }
+        self.export.validate().map_err(ConfigError::Invalid)
+    }
+
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            capture_bytes: self.capture.bytes_per_syscall,
+            ring_buffer_bytes: self.capture.ring_buffer_bytes,
+            max_connections: self.connections.max,
+            trace_all: self.processes.pids.is_empty(),
+            include_pids: self.processes.pids.clone(),
+            exclude_pids: self.processes.exclude_pids.clone(),
+            disabled: self.probes.disabled.clone(),
+        }
+    }
+}
+
+fn read(p: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+        path: p.display().to_string(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn documented_example_parses_and_validates() {
+        let text = include_str!("../../deploy/agent.example.yaml");
+        let cfg = Config::from_yaml(text, "agent.example.yaml").expect("example parses");
+        cfg.validate().expect("example validates");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_their_name() {
+        let e = Config::from_yaml("capture:\n  bytes_per_sycall: 10\n", "x.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bytes_per_sycall"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_field_and_value() {
+        let mut c = Config::default();
+        c.capture.bytes_per_syscall = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("capture.bytes_per_syscall: must be 1..=16384, got 0"));
+        let mut c = Config::default();
+        c.capture.ring_buffer_bytes = 100_000;
+        assert!(c.validate().unwrap_err().to_string().contains("got 100000"));
+        let mut c = Config::default();
+        c.probes.disabled = vec!["reed".into()];
+        assert!(c.validate().unwrap_err().to_string().contains("\"reed\""));
+        let mut c = Config::default();
+        c.processes.pids = vec![5];
+        c.processes.exclude_pids = vec![5];
+        assert!(c.validate().unwrap_err().to_string().contains("pid 5"));
+    }
+
+    #[test]
+    fn flags_override_file_and_env() {
+        let dir = std::env::temp_dir().join(format!("agent-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.yaml");
+        std::fs::write(
+            &f,
+            "capture:\n  bytes_per_syscall: 100\nexport:\n  endpoint: http://file:4317\n",
+        )
+        .unwrap();
+        let args = RunArgs {
+            config: Some(f.clone()),
+            ..Default::default()
+        };
+        let env =
+            |k: &str| (k == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| "http://env:4317".to_owned());
+        let c = Config::resolve(&args, env).unwrap();
+        assert_eq!(c.capture.bytes_per_syscall, 100);
+        assert_eq!(c.export.endpoint.as_deref(), Some("http://env:4317"));
+        let args = RunArgs {
+            config: Some(f),
+            otlp_endpoint: Some("http://flag:4317".into()),
+            capture_bytes: Some(200),
+            pids: vec![9],
+            ..Default::default()
+        };
+        let c = Config::resolve(&args, env).unwrap();
+        assert_eq!(c.export.endpoint.as_deref(), Some("http://flag:4317"));
+        assert_eq!(c.capture.bytes_per_syscall, 200);
+        assert!(!c.load_options().trace_all);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn missing_file_is_a_clear_error() {
+        let args = RunArgs {
+            config: Some("/nonexistent/agent.yaml".into()),
+            ..Default::default()
+        };
+        let e = Config::resolve(&args, no_env).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/agent.yaml"), "{e}");
+    }
+}

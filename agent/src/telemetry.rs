@@ -107,7 +107,13 @@ impl Telemetry {
         for &c in Counter::ALL {
             let v = self.get(c);
             if v != 0 {
-                let _ = write!(s, "{}{}={}", if s.is_empty() { "" } else { " " }, c.name(), v);
+                let _ = write!(
+                    s,
+                    "{}{}={}",
+                    if s.is_empty() { "" } else { " " },
+                    c.name(),
+                    v
+                );
             }
         }
         s
@@ -117,7 +123,15 @@ impl Telemetry {
     pub fn prometheus(&self) -> String {
         let mut s = String::new();
         for &c in Counter::ALL {
-            let _ = writeln!(s, "# HELP {} {}\n# TYPE {} counter\n{} {}", c.name(), c.help(), c.name(), c.name(), self.get(c));
+            let _ = writeln!(
+                s,
+                "# HELP {} {}\n# TYPE {} counter\n{} {}",
+                c.name(),
+                c.help(),
+                c.name(),
+                c.name(),
+                self.get(c)
+            );
         }
         s
     }
@@ -134,7 +148,10 @@ mod tests {
         t.incr(Counter::SpansCreated);
         t.add(Counter::SpansQueueDropped, 3);
         assert_eq!(t.get(Counter::SpansQueueDropped), 3);
-        assert_eq!(t.summary(), "agent_spans_created_total=1 agent_spans_dropped_queue_full_total=3");
+        assert_eq!(
+            t.summary(),
+            "agent_spans_created_total=1 agent_spans_dropped_queue_full_total=3"
+        );
         assert!(t.prometheus().contains("agent_spans_created_total 1\n"));
     }
 

@@ -12,10 +12,24 @@ impl Http1Conn {
     pub fn new(_request_dir: Direction) -> Self {
         Self {}
     }
-    pub fn parse(&mut self, _dir: Direction, _buf: &[u8], _ctx: &SegmentCtx, _out: &mut Vec<L7Event>, _errors: &mut Vec<ParseError>) -> usize {
+    pub fn parse(
+        &mut self,
+        _dir: Direction,
+        _buf: &[u8],
+        _ctx: &SegmentCtx,
+        _out: &mut Vec<L7Event>,
+        _errors: &mut Vec<ParseError>,
+    ) -> usize {
         0
     }
-    pub fn skip(&mut self, _dir: Direction, _n: u64, _unconsumed: usize, _ctx: &SegmentCtx, _out: &mut Vec<L7Event>) -> bool {
+    pub fn skip(
+        &mut self,
+        _dir: Direction,
+        _n: u64,
+        _unconsumed: usize,
+        _ctx: &SegmentCtx,
+        _out: &mut Vec<L7Event>,
+    ) -> bool {
         false
     }
     pub fn close(&mut self, _ts_ns: u64, _out: &mut Vec<L7Event>) {}

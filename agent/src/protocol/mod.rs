@@ -132,7 +132,9 @@ impl ConnParser {
     /// Cheap signatures only: the full parse happens in [`ConnParser::parse`].
     pub fn detect(dir: Direction, role: Role, bytes: &[u8]) -> Result<Option<ConnParser>, ()> {
         match http1::detect(dir, role, bytes) {
-            Detection::Match { request_dir } => Ok(Some(ConnParser::Http1(http1::Http1Conn::new(request_dir)))),
+            Detection::Match { request_dir } => {
+                Ok(Some(ConnParser::Http1(http1::Http1Conn::new(request_dir))))
+            }
             Detection::NeedMore => Ok(None),
             Detection::NoMatch => Err(()),
         }
@@ -158,7 +160,14 @@ impl ConnParser {
     /// `unconsumed` is how many bytes of that direction `parse` left unconsumed. Returns true
     /// when the parser accounted for the gap (e.g. it was inside a body); false when it could
     /// not and has resynchronised: the caller then drops the unconsumed bytes of `dir`.
-    pub fn skip(&mut self, dir: Direction, n: u64, unconsumed: usize, ctx: &SegmentCtx, out: &mut Vec<L7Event>) -> bool {
+    pub fn skip(
+        &mut self,
+        dir: Direction,
+        n: u64,
+        unconsumed: usize,
+        ctx: &SegmentCtx,
+        out: &mut Vec<L7Event>,
+    ) -> bool {
         match self {
             ConnParser::Http1(p) => p.skip(dir, n, unconsumed, ctx, out),
         }

@@ -63,7 +63,10 @@ pub struct Attribute {
 
 impl Attribute {
     pub fn new(key: &'static str, value: impl Into<AttrValue>) -> Self {
-        Self { key, value: value.into() }
+        Self {
+            key,
+            value: value.into(),
+        }
     }
 }
 
@@ -76,7 +79,10 @@ pub struct Resource {
 
 impl Resource {
     pub fn get(&self, key: &str) -> Option<&AttrValue> {
-        self.attributes.iter().find(|a| a.key == key).map(|a| &a.value)
+        self.attributes
+            .iter()
+            .find(|a| a.key == key)
+            .map(|a| &a.value)
     }
 }
 
@@ -108,7 +114,10 @@ pub struct Span {
 
 impl Span {
     pub fn attr(&self, key: &str) -> Option<&AttrValue> {
-        self.attributes.iter().find(|a| a.key == key).map(|a| &a.value)
+        self.attributes
+            .iter()
+            .find(|a| a.key == key)
+            .map(|a| &a.value)
     }
 }
 

@@ -1,0 +1,118 @@
+//! Every map and global the programs use, in one place. Sizes here are defaults: user space
+//! resizes EVENTS, CONNS and SCRATCH before load (see `agent::ebpf::loader`).
+
+use agent_common::{counter, Config, ConnInfo, DataEvent, KernelOffsets, SCRATCH_PAYLOAD};
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+
+/// Records for user space. Byte size set by user space (`ring_buffer_bytes`).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+
+/// Tracked TCP sockets: `conn_key(pid, fd)` → connection id and role. LRU so that sockets of
+/// processes that exited without close() (the kernel closes them, no syscall fires) age out.
+#[map]
+pub static CONNS: LruHashMap<u64, ConnInfo> = LruHashMap::with_max_entries(65536, 0);
+
+/// Arguments of a syscall in flight, keyed by pid_tgid, from sys_enter to sys_exit.
+#[map]
+pub static ACTIVE_IO: LruHashMap<u64, IoArgs> = LruHashMap::with_max_entries(16384, 0);
+
+/// fd of a connect() in flight, keyed by pid_tgid.
+#[map]
+pub static ACTIVE_CONNECT: LruHashMap<u64, u32> = LruHashMap::with_max_entries(16384, 0);
+
+/// Process filter: pid → `pid_filter::EXCLUDE` / `INCLUDE` (see `Config::trace_all`).
+#[map]
+pub static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
+
+/// Running totals of what the kernel side lost or skipped, indexed by `counter::*`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Per-CPU sequence for connection ids.
+#[map]
+pub static CONN_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Where a data record is built before it is copied into EVENTS: one slot per CPU, indexed by
+/// CPU id. A plain array, not a per-CPU one, because the slot is larger than the 32 KiB per-CPU
+/// value limit. Nesting on one CPU cannot happen: the kernel does not run a tracing program
+/// while another one is active on the same CPU (bpf_prog_active).
+#[map]
+pub static SCRATCH: Array<DataRecord> = Array::with_max_entries(256, 0);
+
+/// A data record under construction.
+#[repr(C)]
+pub struct DataRecord {
+    pub event: DataEvent,
+    pub payload: [u8; SCRATCH_PAYLOAD],
+}
+
+/// What sys_enter saved for sys_exit.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct IoArgs {
+    pub conn_id: u64,
+    /// User buffer, or the iovec array when `iovcnt != 0`.
+    pub buf: u64,
+    pub iovcnt: u64,
+    pub enter_ts: u64,
+    pub fd: u32,
+    /// An `agent_common::Syscall`.
+    pub syscall: u8,
+    /// An `agent_common::Direction`.
+    pub direction: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Runtime settings (set by user space before load).
+#[no_mangle]
+pub static CONFIG: Config = Config {
+    capture_bytes: 4096,
+    trace_all: 1,
+    _pad: [0; 3],
+};
+
+/// Kernel struct offsets from BTF (set by user space before load).
+#[no_mangle]
+pub static OFFSETS: KernelOffsets = KernelOffsets {
+    task_files: 0,
+    files_fdt: 0,
+    fdt_max_fds: 0,
+    fdt_fd: 0,
+    file_inode: 0,
+    file_private_data: 0,
+    inode_mode: 0,
+    socket_type: 0,
+    socket_sk: 0,
+    sk_family: 0,
+    sk_num: 0,
+    sk_dport: 0,
+    sk_rcv_saddr: 0,
+    sk_daddr: 0,
+    sk_v6_rcv_saddr: 0,
+    sk_v6_daddr: 0,
+    valid: 0,
+};
+
+#[inline(always)]
+pub fn config() -> Config {
+    // SAFETY: reading a global; volatile so the compiler does not fold the load-time value.
+    unsafe { core::ptr::read_volatile(&CONFIG) }
+}
+
+#[inline(always)]
+pub fn offsets() -> KernelOffsets {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&OFFSETS) }
+}
+
+#[inline(always)]
+pub fn count(idx: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(idx) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *p += 1 };
+    }
+}

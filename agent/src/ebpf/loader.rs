@@ -1,0 +1,266 @@
+//! Loads the embedded eBPF object, configures it for the running kernel and attaches the probe
+//! table. Owns the loaded object for the agent's lifetime: dropping [`Loaded`] detaches
+//! everything.
+
+use agent_common::{
+    conn_key, counter, pid_filter, Config as KConfig, ConnInfo, KernelOffsets, MAX_PAYLOAD,
+};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::TracePoint;
+use aya::{Ebpf, EbpfLoader};
+use std::collections::HashSet;
+use std::path::Path;
+
+use super::btf;
+use super::probes::{Attach, KernelFeatures, ProbeState, ProbeStatus, PROBES, TRACEFS_PATHS};
+
+/// The kernel programs, built by `cargo xtask build-ebpf` and embedded by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf.o"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("this agent was built without its eBPF programs (AGENT_ALLOW_MISSING_EBPF=1): rebuild with `cargo xtask build`")]
+    NoObject,
+    #[error(transparent)]
+    Btf(#[from] btf::BtfError),
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("eBPF map {0} missing from the object")]
+    MissingMap(&'static str),
+}
+
+/// What to load with.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Payload bytes captured per syscall (1..=MAX_PAYLOAD).
+    pub capture_bytes: u32,
+    /// Ring buffer size in bytes (power of two, multiple of the page size).
+    pub ring_buffer_bytes: u32,
+    /// Kernel connection table size.
+    pub max_connections: u32,
+    /// Trace every process not excluded (true) or only `include_pids` (false).
+    pub trace_all: bool,
+    pub include_pids: Vec<u32>,
+    pub exclude_pids: Vec<u32>,
+    /// `probes.disabled` switch names.
+    pub disabled: Vec<String>,
+}
+
+pub struct Loaded {
+    ebpf: Ebpf,
+    pub statuses: Vec<ProbeStatus>,
+    pub features: KernelFeatures,
+}
+
+/// Mounts tracefs if the kernel has it but nobody mounted it (common on minimal hosts):
+/// tracepoints cannot be attached by name without it.
+pub fn ensure_tracefs() -> Result<(), String> {
+    if TRACEFS_PATHS
+        .iter()
+        .any(|p| Path::new(p).join("events").is_dir())
+    {
+        return Ok(());
+    }
+    let target = TRACEFS_PATHS[0];
+    // SAFETY: mount(2) with valid NUL-terminated strings and no data argument.
+    let rc = unsafe {
+        libc::mount(
+            c"tracefs".as_ptr(),
+            c"/sys/kernel/tracing".as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "mounting tracefs at {target} failed: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones use memcg. Raising the
+/// limit may be refused (containers): that is only a problem on old kernels, so don't fail.
+fn raise_memlock() {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
+        tracing::debug!(
+            "setrlimit(RLIMIT_MEMLOCK) refused: fine on kernels >= 5.11 (memcg accounting)"
+        );
+    }
+}
+
+pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
+    if OBJECT.is_empty() {
+        return Err(LoadError::NoObject);
+    }
+    if let Err(e) = ensure_tracefs() {
+        tracing::warn!("{e}");
+    }
+    raise_memlock();
+    let offsets: KernelOffsets = btf::kernel_offsets(Path::new(btf::VMLINUX_BTF))?;
+    let kcfg = KConfig {
+        capture_bytes: opts.capture_bytes.clamp(1, MAX_PAYLOAD as u32),
+        trace_all: opts.trace_all as u8,
+        _pad: [0; 3],
+    };
+    let cpus = aya::util::nr_cpus().map(|n| n as u32).unwrap_or(256).max(1);
+    let mut ebpf = EbpfLoader::new()
+        .override_global("CONFIG", &kcfg, true)
+        .override_global("OFFSETS", &offsets, true)
+        .map_max_entries("EVENTS", opts.ring_buffer_bytes)
+        .map_max_entries("CONNS", opts.max_connections)
+        .map_max_entries("SCRATCH", cpus)
+        .load(OBJECT)?;
+
+    // Filter before attaching, so the agent never sees its own traffic.
+    {
+        let mut filter: BpfHashMap<_, u32, u8> = map(&mut ebpf, "PID_FILTER")?;
+        let me = std::process::id();
+        let entries = std::iter::once((me, pid_filter::EXCLUDE))
+            .chain(opts.exclude_pids.iter().map(|&p| (p, pid_filter::EXCLUDE)))
+            .chain(
+                opts.include_pids
+                    .iter()
+                    .filter(|&&p| p != me)
+                    .map(|&p| (p, pid_filter::INCLUDE)),
+            );
+        for (pid, v) in entries {
+            filter.insert(pid, v, 0).map_err(|source| LoadError::Map {
+                name: "PID_FILTER",
+                source,
+            })?;
+        }
+    }
+
+    let features = KernelFeatures::detect();
+    let statuses = attach_all(&mut ebpf, &features, &opts.disabled);
+    Ok(Loaded {
+        ebpf,
+        statuses,
+        features,
+    })
+}
+
+fn attach_all(ebpf: &mut Ebpf, features: &KernelFeatures, disabled: &[String]) -> Vec<ProbeStatus> {
+    let mut loaded: HashSet<&'static str> = HashSet::new();
+    let mut out = Vec::with_capacity(PROBES.len());
+    for spec in PROBES {
+        let state = if disabled.iter().any(|d| d == spec.switch) {
+            ProbeState::Disabled
+        } else {
+            match spec.attach {
+                Attach::Tracepoint { category, name } => {
+                    if !features.has_tracepoint(category, name) {
+                        ProbeState::Unsupported(format!(
+                            "tracepoint {category}:{name} not found in tracefs"
+                        ))
+                    } else {
+                        match attach_tracepoint(ebpf, &mut loaded, spec.program, category, name) {
+                            Ok(()) => ProbeState::Attached,
+                            Err(e) => ProbeState::Unsupported(e),
+                        }
+                    }
+                }
+            }
+        };
+        out.push(ProbeStatus { spec: *spec, state });
+    }
+    out
+}
+
+fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    loaded: &mut HashSet<&'static str>,
+    program: &'static str,
+    category: &str,
+    name: &str,
+) -> Result<(), String> {
+    let prog = ebpf
+        .program_mut(program)
+        .ok_or_else(|| format!("program {program} missing from the object"))?;
+    let tp: &mut TracePoint = prog.try_into().map_err(|e| format!("{program}: {e}"))?;
+    if loaded.insert(program) {
+        // The verifier's log is in the error's source chain: keep all of it.
+        tp.load()
+            .map_err(|e| format!("verifier rejected {program}: {}", error_chain(&e)))?;
+    }
+    tp.attach(category, name)
+        .map_err(|e| format!("attach {program} to {category}:{name}: {}", error_chain(&e)))?;
+    Ok(())
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn map<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T, LoadError>
+where
+    T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let m = ebpf.map_mut(name).ok_or(LoadError::MissingMap(name))?;
+    T::try_from(m).map_err(|source| LoadError::Map { name, source })
+}
+
+impl Loaded {
+    /// The ring buffer, moved out for the reader task.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, LoadError> {
+        let m = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(LoadError::MissingMap("EVENTS"))?;
+        RingBuf::try_from(m).map_err(|source| LoadError::Map {
+            name: "EVENTS",
+            source,
+        })
+    }
+
+    /// Adds a connection found in procfs to the kernel table so its traffic is captured.
+    pub fn track_connection(&mut self, pid: u32, fd: u32, info: ConnInfo) -> Result<(), LoadError> {
+        let mut conns: BpfHashMap<_, u64, ConnInfo> = map(&mut self.ebpf, "CONNS")?;
+        conns
+            .insert(conn_key(pid, fd), info, 0)
+            .map_err(|source| LoadError::Map {
+                name: "CONNS",
+                source,
+            })
+    }
+
+    /// Drops the kernel's entries for a connection user space gave up on (process exit).
+    pub fn untrack_connection(&mut self, pid: u32, fd: u32) {
+        if let Ok(mut conns) = map::<BpfHashMap<_, u64, ConnInfo>>(&mut self.ebpf, "CONNS") {
+            let _ = conns.remove(&conn_key(pid, fd));
+        }
+    }
+
+    /// Kernel-side counters summed over CPUs, indexed by `agent_common::counter`.
+    pub fn kernel_counters(&mut self) -> [u64; counter::COUNT as usize] {
+        let mut out = [0u64; counter::COUNT as usize];
+        if let Ok(arr) = map::<PerCpuArray<_, u64>>(&mut self.ebpf, "COUNTERS") {
+            for (i, slot) in out.iter_mut().enumerate() {
+                if let Ok(v) = arr.get(&(i as u32), 0) {
+                    *slot = v.iter().sum();
+                }
+            }
+        }
+        out
+    }
+}
