@@ -1,1 +1,370 @@
-//! Stub: being written.
+//! Connections in user space: per-connection state, per-direction reassembly, protocol
+//! detection, and the bounded table with idle eviction.
+//!
+//! Owns: which connections exist (from ConnOpen records and procfs discovery), their endpoints
+//! and role, the bytes each direction has delivered that no parser consumed yet, and handing
+//! bytes, gaps and closes to the connection's [`ConnParser`]. Does not own: what the protocols
+//! mean (`crate::protocol`) or what becomes a span (`crate::span`).
+//!
+//! Memory is bounded three ways: at most `max` connections (the least recently active are
+//! evicted in batches when full), at most `max_buffer_bytes` unconsumed bytes per direction
+//! (beyond it the connection's parser is reset), and idle connections are swept.
+
+use agent_common::{DataEvent, Direction, Role, SockAddr};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::protocol::{ConnParser, L7Event, ParseError, SegmentCtx};
+use crate::telemetry::{Counter, Telemetry};
+
+/// Bytes buffered while no protocol has been recognised yet; beyond it the connection is ignored.
+const MAX_DETECT_BYTES: usize = 4096;
+
+/// What the span layer needs to know about a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnMeta {
+    pub conn_id: u64,
+    pub pid: u32,
+    pub fd: u32,
+    pub role: Role,
+    pub local: SockAddr,
+    pub remote: SockAddr,
+}
+
+#[derive(Debug)]
+enum ParseState {
+    Detecting,
+    Active(ConnParser),
+    /// Not a protocol we parse: its bytes are dropped on arrival.
+    Ignored,
+}
+
+#[derive(Debug)]
+struct Conn {
+    meta: ConnMeta,
+    last_ns: u64,
+    state: ParseState,
+    /// Unconsumed bytes, indexed by [`dir_index`].
+    bufs: [Vec<u8>; 2],
+}
+
+fn dir_index(d: Direction) -> usize {
+    match d {
+        Direction::Ingress => 1,
+        _ => 0,
+    }
+}
+
+fn other(d: Direction) -> Direction {
+    match d {
+        Direction::Ingress => Direction::Egress,
+        _ => Direction::Ingress,
+    }
+}
+
+/// Limits of the table.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max: usize,
+    pub idle_ns: u64,
+    pub max_buffer_bytes: usize,
+}
+
+pub struct ConnTable {
+    conns: HashMap<u64, Conn>,
+    /// (local, remote) → connection id, for finding the other end of a same-node connection.
+    by_tuple: HashMap<(SockAddr, SockAddr), u64>,
+    by_pid: HashMap<u32, HashSet<u64>>,
+    limits: Limits,
+    telemetry: Arc<Telemetry>,
+    errors: Vec<ParseError>,
+}
+
+impl ConnTable {
+    pub fn new(limits: Limits, telemetry: Arc<Telemetry>) -> Self {
+        Self {
+            conns: HashMap::new(),
+            by_tuple: HashMap::new(),
+            by_pid: HashMap::new(),
+            limits,
+            telemetry,
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    pub fn meta(&self, conn_id: u64) -> Option<&ConnMeta> {
+        self.conns.get(&conn_id).map(|c| &c.meta)
+    }
+
+    /// The connection whose endpoints mirror `meta`'s: the other end of a connection between
+    /// two processes on this node (both traced).
+    pub fn peer_of(&self, meta: &ConnMeta) -> Option<&ConnMeta> {
+        let id = self.by_tuple.get(&(meta.remote, meta.local))?;
+        self.conns.get(id).map(|c| &c.meta)
+    }
+
+    /// Starts tracking a connection. Events of evicted connections go to `out`.
+    pub fn open(&mut self, meta: ConnMeta, ts_ns: u64, out: &mut Vec<(ConnMeta, L7Event)>) {
+        if self.conns.contains_key(&meta.conn_id) {
+            return;
+        }
+        if self.conns.len() >= self.limits.max {
+            self.evict_oldest(ts_ns, out);
+        }
+        self.telemetry.incr(Counter::ConnsOpened);
+        self.by_tuple
+            .insert((meta.local, meta.remote), meta.conn_id);
+        self.by_pid
+            .entry(meta.pid)
+            .or_default()
+            .insert(meta.conn_id);
+        self.conns.insert(
+            meta.conn_id,
+            Conn {
+                meta,
+                last_ns: ts_ns,
+                state: ParseState::Detecting,
+                bufs: [Vec::new(), Vec::new()],
+            },
+        );
+    }
+
+    /// The process closed the connection.
+    pub fn close(&mut self, conn_id: u64, ts_ns: u64, out: &mut Vec<(ConnMeta, L7Event)>) {
+        if self.remove(conn_id, ts_ns, out) {
+            self.telemetry.incr(Counter::ConnsClosed);
+        }
+    }
+
+    /// The process exited: its connections end now. Returns their (pid, fd) for the kernel table.
+    pub fn process_exit(
+        &mut self,
+        pid: u32,
+        ts_ns: u64,
+        out: &mut Vec<(ConnMeta, L7Event)>,
+    ) -> Vec<(u32, u32)> {
+        let ids: Vec<u64> = self
+            .by_pid
+            .get(&pid)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        let mut fds = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(c) = self.conns.get(&id) {
+                fds.push((c.meta.pid, c.meta.fd));
+            }
+            if self.remove(id, ts_ns, out) {
+                self.telemetry.incr(Counter::ConnsClosed);
+            }
+        }
+        fds
+    }
+
+    /// Drops connections idle for longer than the limit.
+    pub fn sweep_idle(&mut self, now_ns: u64, out: &mut Vec<(ConnMeta, L7Event)>) {
+        let cutoff = now_ns.saturating_sub(self.limits.idle_ns);
+        let idle: Vec<u64> = self
+            .conns
+            .values()
+            .filter(|c| c.last_ns < cutoff)
+            .map(|c| c.meta.conn_id)
+            .collect();
+        for id in idle {
+            if self.remove(id, now_ns, out) {
+                self.telemetry.incr(Counter::ConnsEvicted);
+            }
+        }
+    }
+
+    /// Table full: drop the least recently active eighth at once, so a table under churn pays
+    /// for one sort per many inserts instead of a scan per insert.
+    fn evict_oldest(&mut self, ts_ns: u64, out: &mut Vec<(ConnMeta, L7Event)>) {
+        let mut by_age: Vec<(u64, u64)> = self
+            .conns
+            .values()
+            .map(|c| (c.last_ns, c.meta.conn_id))
+            .collect();
+        let n = (by_age.len() / 8).max(1);
+        by_age.select_nth_unstable(n - 1);
+        for &(_, id) in &by_age[..n] {
+            if self.remove(id, ts_ns, out) {
+                self.telemetry.incr(Counter::ConnsEvicted);
+            }
+        }
+    }
+
+    fn remove(&mut self, conn_id: u64, ts_ns: u64, out: &mut Vec<(ConnMeta, L7Event)>) -> bool {
+        let Some(mut c) = self.conns.remove(&conn_id) else {
+            return false;
+        };
+        if self.by_tuple.get(&(c.meta.local, c.meta.remote)) == Some(&conn_id) {
+            self.by_tuple.remove(&(c.meta.local, c.meta.remote));
+        }
+        if let Some(s) = self.by_pid.get_mut(&c.meta.pid) {
+            s.remove(&conn_id);
+            if s.is_empty() {
+                self.by_pid.remove(&c.meta.pid);
+            }
+        }
+        if let ParseState::Active(p) = &mut c.state {
+            let mut evs = Vec::new();
+            p.close(ts_ns, &mut evs);
+            out.extend(evs.into_iter().map(|e| (c.meta, e)));
+        }
+        true
+    }
+
+    /// Bytes one syscall moved on a connection. Parsed events go to `out`.
+    pub fn data(&mut self, d: &DataEvent, payload: &[u8], out: &mut Vec<(ConnMeta, L7Event)>) {
+        let dir = Direction::from_u8(d.header.direction);
+        if dir == Direction::None {
+            self.telemetry.incr(Counter::EventsMalformed);
+            return;
+        }
+        let Some(c) = self.conns.get_mut(&d.header.conn_id) else {
+            self.telemetry.incr(Counter::DataForUnknownConn);
+            return;
+        };
+        self.telemetry
+            .add(Counter::BytesCaptured, payload.len() as u64);
+        c.last_ns = d.header.ts_ns;
+        let ctx = SegmentCtx {
+            tid: d.header.tid,
+            first_ns: if dir == Direction::Egress {
+                d.enter_ts_ns
+            } else {
+                d.header.ts_ns
+            },
+            last_ns: d.header.ts_ns,
+        };
+        let missing = u64::from(d.orig_len.saturating_sub(d.len));
+        let mut evs = Vec::new();
+        feed(
+            c,
+            dir,
+            payload,
+            missing,
+            &ctx,
+            self.limits.max_buffer_bytes,
+            &self.telemetry,
+            &mut evs,
+            &mut self.errors,
+        );
+        for e in self.errors.drain(..) {
+            tracing::debug!(conn = c.meta.conn_id, "parse error: {e}");
+            match e {
+                ParseError::Http1 { .. } => self.telemetry.incr(Counter::Http1ParseErrors),
+            }
+        }
+        let meta = c.meta;
+        out.extend(evs.into_iter().map(|e| (meta, e)));
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the same values
+fn feed(
+    c: &mut Conn,
+    dir: Direction,
+    payload: &[u8],
+    missing: u64,
+    ctx: &SegmentCtx,
+    max_buf: usize,
+    telemetry: &Telemetry,
+    out: &mut Vec<L7Event>,
+    errors: &mut Vec<ParseError>,
+) {
+    if let ParseState::Detecting = c.state {
+        let buf = &mut c.bufs[dir_index(dir)];
+        buf.extend_from_slice(payload);
+        match ConnParser::detect(dir, c.meta.role, buf) {
+            Ok(Some(p)) => {
+                c.state = ParseState::Active(p);
+                // Bytes the other direction delivered while undecided come first.
+                let early = std::mem::take(&mut c.bufs[dir_index(other(dir))]);
+                let now = std::mem::take(&mut c.bufs[dir_index(dir)]);
+                if !early.is_empty() {
+                    parse_into(
+                        c,
+                        other(dir),
+                        &early,
+                        0,
+                        ctx,
+                        max_buf,
+                        telemetry,
+                        out,
+                        errors,
+                    );
+                }
+                parse_into(c, dir, &now, missing, ctx, max_buf, telemetry, out, errors);
+            }
+            Ok(None) if missing == 0 && buf.len() <= MAX_DETECT_BYTES => {}
+            _ => {
+                // No protocol we parse (or undecidable across a gap): ignore the connection.
+                telemetry.incr(Counter::ProtocolUnknown);
+                c.state = ParseState::Ignored;
+                c.bufs = [Vec::new(), Vec::new()];
+            }
+        }
+        return;
+    }
+    if let ParseState::Active(_) = c.state {
+        parse_into(
+            c, dir, payload, missing, ctx, max_buf, telemetry, out, errors,
+        );
+    }
+}
+
+/// Appends `payload` to the direction's unconsumed bytes, lets the parser consume, then reports
+/// the uncaptured `missing` bytes. Parses straight from `payload` when nothing is buffered (the
+/// common case: a whole message per syscall), so most bytes are never copied.
+#[allow(clippy::too_many_arguments)] // see feed()
+fn parse_into(
+    c: &mut Conn,
+    dir: Direction,
+    payload: &[u8],
+    missing: u64,
+    ctx: &SegmentCtx,
+    max_buf: usize,
+    telemetry: &Telemetry,
+    out: &mut Vec<L7Event>,
+    errors: &mut Vec<ParseError>,
+) {
+    let ParseState::Active(parser) = &mut c.state else {
+        return;
+    };
+    let buf = &mut c.bufs[dir_index(dir)];
+    if buf.is_empty() {
+        let used = parser
+            .parse(dir, payload, ctx, out, errors)
+            .min(payload.len());
+        buf.extend_from_slice(&payload[used..]);
+    } else {
+        buf.extend_from_slice(payload);
+        let used = parser.parse(dir, buf, ctx, out, errors).min(buf.len());
+        buf.drain(..used);
+    }
+    if missing > 0 && !parser.skip(dir, missing, buf.len(), ctx, out) {
+        telemetry.incr(Counter::StreamGaps);
+        buf.clear();
+    }
+    if buf.len() > max_buf {
+        // The parser cannot make progress on this much: start over on this connection.
+        telemetry.incr(Counter::StreamBufferOverflow);
+        parser.close(ctx.last_ns, out);
+        c.state = ParseState::Detecting;
+        c.bufs = [Vec::new(), Vec::new()];
+    } else if buf.capacity() > 4 * buf.len().max(4096) {
+        buf.shrink_to(buf.len().max(4096)); // give back what a burst grew
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,195 @@
+//! Connections that existed before the agent started, found in procfs.
+//!
+//! The kernel programs only learn about connections at connect/accept. Long-lived keep-alive
+//! connections (connection pools, proxies) opened earlier would stay invisible, so at start-up
+//! we walk /proc/<pid>/fd for sockets, look their inodes up in the owning network namespace's
+//! TCP table (/proc/<pid>/net/tcp{,6}, read once per namespace) and register every ESTABLISHED
+//! one with the kernel and the connection table. The role is inferred: a socket whose local
+//! port is a listening port of its namespace was accepted (server), otherwise it was connected
+//! (client).
 
+use agent_common::{ConnInfo, Role, SockAddr, USER_CONN_ID_BIT};
+use procfs::net::{TcpNetEntry, TcpState};
+use procfs::process::FDTarget;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+
+/// A pre-existing connection, already added to the kernel's table.
+#[derive(Clone, Debug)]
+pub struct SeededConn {
+    pub pid: u32,
+    pub fd: u32,
+    pub conn_id: u64,
+    pub role: Role,
+    pub local: SockAddr,
+    pub remote: SockAddr,
+}
+
+/// Converts a std socket address to the wire form (IPv4 mapped into IPv6).
+pub fn sock_addr(a: &SocketAddr) -> SockAddr {
+    let addr = match a.ip() {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    };
+    SockAddr {
+        addr,
+        port: a.port(),
+        _pad: [0; 6],
+    }
+}
+
+struct NetnsTable {
+    by_inode: HashMap<u64, TcpNetEntry>,
+    listening_ports: HashSet<u16>,
+}
+
+fn netns_table(proc: &procfs::process::Process) -> Option<NetnsTable> {
+    let mut entries = proc.tcp().ok()?;
+    entries.extend(proc.tcp6().unwrap_or_default());
+    let listening_ports = entries
+        .iter()
+        .filter(|e| e.state == TcpState::Listen)
+        .map(|e| e.local_address.port())
+        .collect();
+    let by_inode = entries
+        .into_iter()
+        .filter(|e| e.state == TcpState::Established)
+        .map(|e| (e.inode, e))
+        .collect();
+    Some(NetnsTable {
+        by_inode,
+        listening_ports,
+    })
+}
+
+/// Walks procfs for ESTABLISHED TCP sockets of processes `traced` accepts, at most `limit`.
+/// `register` adds each to the kernel table; failures there are skipped (and logged once).
+pub fn discover(
+    traced: impl Fn(u32) -> bool,
+    limit: usize,
+    mut register: impl FnMut(u32, u32, ConnInfo) -> Result<(), String>,
+) -> Vec<SeededConn> {
+    let mut out = Vec::new();
+    let mut tables: HashMap<u64, Option<NetnsTable>> = HashMap::new();
+    let mut next_id = 1u64;
+    let mut warned = false;
+    let Ok(procs) = procfs::process::all_processes() else {
+        return out;
+    };
+    for proc in procs.flatten() {
+        let pid = proc.pid as u32;
+        if !traced(pid) {
+            continue;
+        }
+        // Processes vanish during the walk; every read may fail and is then skipped.
+        let Ok(fds) = proc.fd() else { continue };
+        let socks: Vec<(u32, u64)> = fds
+            .flatten()
+            .filter_map(|fd| match fd.target {
+                FDTarget::Socket(inode) => Some((fd.fd as u32, inode)),
+                _ => None,
+            })
+            .collect();
+        if socks.is_empty() {
+            continue;
+        }
+        let netns = std::fs::read_link(format!("/proc/{pid}/ns/net"))
+            .ok()
+            .and_then(|l| {
+                l.to_string_lossy()
+                    .trim_start_matches("net:[")
+                    .trim_end_matches(']')
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0);
+        let Some(table) = tables.entry(netns).or_insert_with(|| netns_table(&proc)) else {
+            continue;
+        };
+        for (fd, inode) in socks {
+            let Some(e) = table.by_inode.get(&inode) else {
+                continue;
+            };
+            if out.len() >= limit {
+                return out;
+            }
+            let role = if table.listening_ports.contains(&e.local_address.port()) {
+                Role::Server
+            } else {
+                Role::Client
+            };
+            let conn_id = USER_CONN_ID_BIT | next_id;
+            next_id += 1;
+            let info = ConnInfo {
+                conn_id,
+                role: role as u8,
+                _pad: [0; 7],
+            };
+            if let Err(err) = register(pid, fd, info) {
+                if !warned {
+                    tracing::warn!(
+                        "could not track pre-existing connection pid={pid} fd={fd}: {err}"
+                    );
+                    warned = true;
+                }
+                continue;
+            }
+            out.push(SeededConn {
+                pid,
+                fd,
+                conn_id,
+                role,
+                local: sock_addr(&e.local_address),
+                remote: sock_addr(&e.remote_address),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_ipv4_into_ipv6() {
+        let s = sock_addr(&"127.0.0.1:8080".parse().unwrap());
+        assert_eq!(&s.addr[10..], &[0xff, 0xff, 127, 0, 0, 1]);
+        assert_eq!(s.port, 8080);
+        let s6 = sock_addr(&"[::1]:443".parse().unwrap());
+        assert_eq!(s6.addr[15], 1);
+    }
+
+    /// Finds this test process's own established loopback connection (both ends), with roles
+    /// inferred from the listening socket. Reads only our own /proc entries: no root needed.
+    #[test]
+    fn discovers_own_connection_with_roles() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (_server, _) = listener.accept().unwrap();
+        let me = std::process::id();
+        let mut registered = 0;
+        let found = discover(
+            |p| p == me,
+            1000,
+            |_, _, _| {
+                registered += 1;
+                Ok(())
+            },
+        );
+        let ours: Vec<_> = found
+            .iter()
+            .filter(|c| c.local.port == port || c.remote.port == port)
+            .collect();
+        assert_eq!(ours.len(), 2, "{found:?}");
+        assert!(ours
+            .iter()
+            .any(|c| c.role == Role::Server && c.local.port == port));
+        assert!(ours
+            .iter()
+            .any(|c| c.role == Role::Client && c.remote.port == port));
+        assert!(ours.iter().all(|c| c.conn_id & USER_CONN_ID_BIT != 0));
+        assert_eq!(registered, found.len());
+    }
+}

@@ -1,0 +1,120 @@
+use super::*;
+use agent_common::{EventHeader, EventKind, EVENT_VERSION};
+
+fn addr(port: u16) -> SockAddr {
+    let mut a = SockAddr::default();
+    a.addr[10] = 0xff;
+    a.addr[11] = 0xff;
+    a.addr[12] = 127;
+    a.addr[15] = 1;
+    a.port = port;
+    a
+}
+
+fn meta(id: u64, pid: u32, role: Role, l: u16, r: u16) -> ConnMeta {
+    ConnMeta {
+        conn_id: id,
+        pid,
+        fd: id as u32,
+        role,
+        local: addr(l),
+        remote: addr(r),
+    }
+}
+
+fn table(max: usize) -> ConnTable {
+    ConnTable::new(
+        Limits {
+            max,
+            idle_ns: 1_000,
+            max_buffer_bytes: 8192,
+        },
+        Arc::new(Telemetry::new()),
+    )
+}
+
+fn data(id: u64, dir: Direction, ts: u64, len: u32, orig: u32) -> DataEvent {
+    DataEvent {
+        header: EventHeader {
+            kind: EventKind::Data as u8,
+            version: EVENT_VERSION,
+            direction: dir as u8,
+            _pad0: 0,
+            pid: 1,
+            tid: 1,
+            _pad1: 0,
+            ts_ns: ts,
+            conn_id: id,
+        },
+        fd: 3,
+        syscall: 1,
+        _pad: [0; 3],
+        len,
+        orig_len: orig,
+        enter_ts_ns: ts,
+    }
+}
+
+#[test]
+fn finds_the_other_end_of_a_local_connection() {
+    let mut t = table(16);
+    let mut out = Vec::new();
+    t.open(meta(1, 10, Role::Client, 50000, 8080), 0, &mut out);
+    t.open(meta(2, 20, Role::Server, 8080, 50000), 0, &mut out);
+    t.open(meta(3, 20, Role::Server, 8080, 50001), 0, &mut out);
+    assert_eq!(t.peer_of(t.meta(2).unwrap()).unwrap().conn_id, 1);
+    assert_eq!(t.peer_of(t.meta(1).unwrap()).unwrap().conn_id, 2);
+    assert!(t.peer_of(t.meta(3).unwrap()).is_none());
+    t.close(1, 5, &mut out);
+    assert!(t.peer_of(t.meta(2).unwrap()).is_none());
+    assert_eq!(t.telemetry.get(Counter::ConnsClosed), 1);
+}
+
+#[test]
+fn full_table_evicts_least_recently_active() {
+    let mut t = table(8);
+    let mut out = Vec::new();
+    for i in 0..8u64 {
+        t.open(
+            meta(i, 1, Role::Client, 40000 + i as u16, 80),
+            i * 10,
+            &mut out,
+        );
+    }
+    t.open(meta(100, 1, Role::Client, 41000, 80), 1000, &mut out);
+    assert_eq!(t.len(), 8);
+    assert!(t.meta(0).is_none(), "oldest evicted");
+    assert!(t.meta(7).is_some() && t.meta(100).is_some());
+    assert_eq!(t.telemetry.get(Counter::ConnsEvicted), 1);
+}
+
+#[test]
+fn idle_sweep_and_process_exit() {
+    let mut t = table(16);
+    let mut out = Vec::new();
+    t.open(meta(1, 7, Role::Client, 40001, 80), 0, &mut out);
+    t.open(meta(2, 7, Role::Client, 40002, 80), 0, &mut out);
+    t.open(meta(3, 8, Role::Client, 40003, 80), 5_000, &mut out);
+    let fds = t.process_exit(7, 10, &mut out);
+    assert_eq!(fds.len(), 2);
+    assert_eq!(t.len(), 1);
+    t.sweep_idle(5_500, &mut out);
+    assert_eq!(t.len(), 1, "not idle yet");
+    t.sweep_idle(7_000, &mut out);
+    assert!(t.is_empty());
+}
+
+#[test]
+fn unknown_protocol_is_ignored_and_data_for_unknown_conn_counted() {
+    let mut t = table(16);
+    let mut out = Vec::new();
+    t.open(meta(1, 7, Role::Client, 40001, 5432), 0, &mut out);
+    // A PostgreSQL startup message is not HTTP/1.
+    let pg = [0u8, 0, 0, 8, 4, 210, 22, 47];
+    t.data(&data(1, Direction::Egress, 1, 8, 8), &pg, &mut out);
+    t.data(&data(1, Direction::Egress, 2, 8, 8), &pg, &mut out);
+    assert!(out.is_empty());
+    assert_eq!(t.telemetry.get(Counter::ProtocolUnknown), 1);
+    t.data(&data(99, Direction::Egress, 3, 8, 8), &pg, &mut out);
+    assert_eq!(t.telemetry.get(Counter::DataForUnknownConn), 1);
+}
