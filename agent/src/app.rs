@@ -1,4 +1,162 @@
-//! Stub
-pub fn run(_cfg: crate::config::Config) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+//! Wires the stages together and runs them until SIGTERM/SIGINT.
+//!
+//! Start-up order matters: the exporter first (so spans have somewhere to go), then the kernel
+//! programs, then procfs discovery of connections that predate us (after attaching, so nothing
+//! opened in between is missed; a connection seen both ways is harmless), then "agent ready".
+//! Shutdown drains the ring buffer, releases every held record, drops the span sender and
+//! waits (bounded) for the exporter to flush.
+
+use anyhow::Context as _;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::Config;
+use crate::conn::Limits;
+use crate::ebpf::probes::{tracing_works, ProbeState};
+use crate::ebpf::{loader, seed};
+use crate::enrich::{host_name, ResourceCache};
+use crate::pipeline::Pipeline;
+use crate::span::builder::read_clock;
+use crate::telemetry::{Counter, Telemetry};
+
+/// Processes whose metadata is cached at once.
+const RESOURCE_CACHE: usize = 4096;
+
+pub fn run(cfg: Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("agent")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run_async(cfg))
+}
+
+fn mono_now() -> u64 {
+    read_clock(libc::CLOCK_MONOTONIC)
+}
+
+async fn run_async(cfg: Config) -> anyhow::Result<()> {
+    let telemetry = Arc::new(Telemetry::new());
+    let (sender, exporter) = crate::export::spawn(&cfg.export, telemetry.clone()).context("starting the exporter")?;
+
+    let opts = cfg.load_options();
+    let mut loaded = loader::load(&opts).context("loading the eBPF programs (the agent needs root)")?;
+    for s in &loaded.statuses {
+        match &s.state {
+            ProbeState::Attached => {}
+            ProbeState::Disabled => {
+                telemetry.incr(Counter::ProbesSkipped);
+                tracing::info!("probe {} ({}) not attached: disabled by probes.disabled", s.spec.program, s.target());
+            }
+            ProbeState::Unsupported(why) => {
+                telemetry.incr(Counter::ProbesSkipped);
+                tracing::warn!("probe {} ({}) not attached: {why}", s.spec.program, s.target());
+            }
+        }
+    }
+    if !tracing_works(&loaded.statuses) {
+        anyhow::bail!("a required probe could not be attached (run `agent check` for details)");
+    }
+
+    let limits = Limits {
+        max: cfg.connections.max as usize,
+        idle_ns: cfg.connections.idle_timeout_secs.saturating_mul(1_000_000_000),
+        max_buffer_bytes: cfg.connections.max_buffer_bytes,
+    };
+    let resources = ResourceCache::new(host_name(), RESOURCE_CACHE);
+    let mut pipeline = Pipeline::new(limits, cfg.redaction.url_query, resources, sender, telemetry.clone());
+
+    let me = std::process::id();
+    let traced = |pid: u32| {
+        pid != me && !opts.exclude_pids.contains(&pid) && (opts.trace_all || opts.include_pids.contains(&pid))
+    };
+    let seeded = seed::discover(traced, (cfg.connections.max / 2) as usize, |pid, fd, info| {
+        loaded.track_connection(pid, fd, info).map_err(|e| e.to_string())
+    });
+    pipeline.seed(&seeded, mono_now());
+
+    let ring = loaded.take_events()?;
+    let mut ring = AsyncFd::new(ring).context("polling the ring buffer")?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let log_every = cfg.telemetry.log_interval_secs;
+    let mut ticks: u64 = 0;
+
+    tracing::info!(
+        "agent ready: {} probes attached, {} pre-existing connections tracked, exporting to {}",
+        loaded.statuses.iter().filter(|s| s.state == ProbeState::Attached).count(),
+        seeded.len(),
+        cfg.export.endpoint.as_deref().unwrap_or("the terminal (stdout)")
+    );
+
+    loop {
+        let due = pipeline.next_due();
+        let wait = due.map(|d| Duration::from_nanos(d.saturating_sub(mono_now())));
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("ring buffer poll")?;
+                let rb = guard.get_inner_mut();
+                while let Some(item) = rb.next() {
+                    pipeline.push(&item);
+                }
+                guard.clear_ready();
+            }
+            _ = sleep_opt(wait) => {}
+            _ = housekeeping.tick() => {
+                ticks += 1;
+                let k = loaded.kernel_counters();
+                for (i, c) in KERNEL_COUNTERS.iter().enumerate() {
+                    telemetry.set(*c, k[i]);
+                }
+                if ticks % 10 == 0 {
+                    pipeline.sweep(mono_now());
+                }
+                if log_every > 0 && ticks % log_every == 0 {
+                    tracing::info!(connections = pipeline.connections(), "counters: {}", telemetry.summary());
+                }
+            }
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+        pipeline.process_due(mono_now());
+        for (pid, fd) in pipeline.take_untracked() {
+            loaded.untrack_connection(pid, fd);
+        }
+    }
+
+    tracing::info!("shutting down: flushing spans");
+    let rb = ring.get_mut();
+    while let Some(item) = rb.next() {
+        pipeline.push(&item);
+    }
+    pipeline.process_due(u64::MAX);
+    drop(pipeline); // drops the span sender: the exporter flushes and ends
+    let grace = Duration::from_millis(cfg.export.shutdown_timeout_ms.saturating_add(1000));
+    if tokio::time::timeout(grace, exporter).await.is_err() {
+        tracing::warn!("exporter did not finish within {grace:?}; some spans may be lost");
+    }
+    tracing::info!("counters at exit: {}", telemetry.summary());
+    Ok(())
+}
+
+/// Kernel counters in `agent_common::counter` index order.
+const KERNEL_COUNTERS: [Counter; agent_common::counter::COUNT as usize] = [
+    Counter::KernelRingbufFull,
+    Counter::KernelTruncated,
+    Counter::KernelMissingEntry,
+    Counter::KernelSockReadFailed,
+    Counter::KernelPayloadReadFailed,
+    Counter::KernelConnInsertFailed,
+];
+
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
 }

@@ -13,6 +13,7 @@ pub mod conn;
 pub mod ebpf;
 pub mod enrich;
 pub mod export;
+pub mod pipeline;
 pub mod protocol;
 pub mod span;
 pub mod telemetry;

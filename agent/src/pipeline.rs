@@ -1,0 +1,204 @@
+//! The single-threaded data path: ring-buffer records in, spans out.
+//!
+//! Owns the order events are processed in. The ring buffer delivers records in the order their
+//! syscalls *returned*, but causality runs on when bytes became observable: a client's write
+//! exists from its syscall entry, while the server's read of it may return (and be recorded)
+//! before the client's write returns. Records are therefore held for a short window and
+//! released in order of [`Event::causal_ns`], which makes same-node stitching independent of
+//! which CPU won the race. Payload buffers are pooled, so steady state allocates nothing per
+//! record.
+//!
+//! Everything downstream (conn → protocol → span → export) is called from here, synchronously.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use agent_common::{ConnCloseEvent, ConnOpenEvent, DataEvent, EventHeader, Role};
+
+use crate::conn::{ConnMeta, ConnTable, Limits};
+use crate::ebpf::event::{decode, Event};
+use crate::ebpf::seed::SeededConn;
+use crate::span::builder::{Clock, Resources, SpanBuilder, SpanSink};
+use crate::telemetry::{Counter, Telemetry};
+
+/// How long records wait for earlier-caused records that the ring delivers later. The races
+/// it covers are microseconds wide; the wait only delays spans by this much.
+pub const HOLD_NS: u64 = 3_000_000;
+/// Pooled payload buffers kept for reuse.
+const POOL_MAX: usize = 1024;
+
+enum Owned {
+    Open(ConnOpenEvent),
+    Close(ConnCloseEvent),
+    Data(DataEvent, Vec<u8>),
+    Exit(EventHeader),
+}
+
+struct Held {
+    key: u64,
+    arrival: u64,
+    ev: Owned,
+}
+
+impl PartialEq for Held {
+    fn eq(&self, o: &Self) -> bool {
+        (self.key, self.arrival) == (o.key, o.arrival)
+    }
+}
+impl Eq for Held {}
+impl PartialOrd for Held {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Held {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.key, self.arrival).cmp(&(o.key, o.arrival))
+    }
+}
+
+pub struct Pipeline<R: Resources, S: SpanSink> {
+    held: BinaryHeap<Reverse<Held>>,
+    arrivals: u64,
+    pool: Vec<Vec<u8>>,
+    conns: ConnTable,
+    spans: SpanBuilder,
+    resources: R,
+    sink: S,
+    telemetry: Arc<Telemetry>,
+    /// (pid, fd) of connections user space dropped, for the kernel table.
+    untrack: Vec<(u32, u32)>,
+    scratch: Vec<(ConnMeta, crate::protocol::L7Event)>,
+}
+
+impl<R: Resources, S: SpanSink> Pipeline<R, S> {
+    pub fn new(limits: Limits, redact_query: bool, resources: R, sink: S, telemetry: Arc<Telemetry>) -> Self {
+        Self {
+            held: BinaryHeap::new(),
+            arrivals: 0,
+            pool: Vec::new(),
+            conns: ConnTable::new(limits, telemetry.clone()),
+            spans: SpanBuilder::new(Clock::now(), redact_query, telemetry.clone()),
+            resources,
+            sink,
+            telemetry,
+            untrack: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Connections found in procfs at start-up.
+    pub fn seed(&mut self, seeded: &[SeededConn], now_ns: u64) {
+        for s in seeded {
+            let meta = ConnMeta { conn_id: s.conn_id, pid: s.pid, fd: s.fd, role: s.role, local: s.local, remote: s.remote };
+            self.conns.open(meta, now_ns, &mut self.scratch);
+            self.telemetry.incr(Counter::ConnsSeeded);
+        }
+        self.dispatch();
+    }
+
+    /// One raw ring-buffer record: decoded, copied out of the ring, held for ordering.
+    pub fn push(&mut self, record: &[u8]) {
+        self.telemetry.incr(Counter::EventsRead);
+        let ev = match decode(record) {
+            Ok(e) => e,
+            Err(e) => {
+                self.telemetry.incr(Counter::EventsMalformed);
+                tracing::debug!("malformed record: {e}");
+                return;
+            }
+        };
+        let key = ev.causal_ns();
+        let owned = match ev {
+            Event::ConnOpen(o) => Owned::Open(o),
+            Event::ConnClose(c) => Owned::Close(c),
+            Event::ProcExit(h) => Owned::Exit(h),
+            Event::Data(d, p) => {
+                let mut buf = self.pool.pop().unwrap_or_default();
+                buf.clear();
+                buf.extend_from_slice(p);
+                Owned::Data(d, buf)
+            }
+        };
+        self.arrivals += 1;
+        self.held.push(Reverse(Held { key, arrival: self.arrivals, ev: owned }));
+    }
+
+    /// When the oldest held record is due (CLOCK_MONOTONIC ns), if any.
+    pub fn next_due(&self) -> Option<u64> {
+        self.held.peek().map(|Reverse(h)| h.key.saturating_add(HOLD_NS))
+    }
+
+    /// Processes every held record older than the window (all of them when `now_ns` is MAX).
+    pub fn process_due(&mut self, now_ns: u64) {
+        let cutoff = now_ns.saturating_sub(HOLD_NS);
+        while self.held.peek().is_some_and(|Reverse(h)| h.key <= cutoff || now_ns == u64::MAX) {
+            let Reverse(h) = self.held.pop().expect("peeked");
+            self.process(h.ev);
+        }
+    }
+
+    fn process(&mut self, ev: Owned) {
+        match ev {
+            Owned::Open(o) => {
+                let meta = ConnMeta {
+                    conn_id: o.header.conn_id,
+                    pid: o.header.pid,
+                    fd: o.fd,
+                    role: Role::from_u8(o.role),
+                    local: o.local,
+                    remote: o.remote,
+                };
+                self.conns.open(meta, o.header.ts_ns, &mut self.scratch);
+            }
+            Owned::Close(c) => self.conns.close(c.header.conn_id, c.header.ts_ns, &mut self.scratch),
+            Owned::Exit(h) => {
+                let fds = self.conns.process_exit(h.pid, h.ts_ns, &mut self.scratch);
+                self.untrack.extend(fds);
+                // Pids are reused: the next process with this pid gets fresh metadata.
+                self.resources_forget(h.pid);
+            }
+            Owned::Data(d, buf) => {
+                self.conns.data(&d, &buf, &mut self.scratch);
+                if self.pool.len() < POOL_MAX && buf.capacity() <= 2 * agent_common::MAX_PAYLOAD {
+                    self.pool.push(buf);
+                }
+            }
+        }
+        self.dispatch();
+    }
+
+    fn resources_forget(&mut self, pid: u32) {
+        self.resources.forget(pid);
+    }
+
+    fn dispatch(&mut self) {
+        for (meta, ev) in self.scratch.drain(..) {
+            self.spans.handle(&meta, ev, &self.conns, &mut self.resources, &mut self.sink);
+        }
+    }
+
+    /// Periodic housekeeping: idle connections, clock drift.
+    pub fn sweep(&mut self, now_ns: u64) {
+        self.conns.sweep_idle(now_ns, &mut self.scratch);
+        self.dispatch();
+        self.spans.set_clock(Clock::now());
+    }
+
+    /// Connections dropped since the last call, for removal from the kernel's table.
+    pub fn take_untracked(&mut self) -> Vec<(u32, u32)> {
+        std::mem::take(&mut self.untrack)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn sink_mut(&mut self) -> &mut S {
+        &mut self.sink
+    }
+}
+
+#[cfg(test)]
+mod tests;
