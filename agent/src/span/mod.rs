@@ -3,3 +3,4 @@
 pub mod context;
 pub mod model;
 pub mod route;
+pub mod url;
