@@ -4,3 +4,4 @@ pub mod context;
 pub mod builder;
 pub mod model;
 pub mod route;
+pub mod url;
