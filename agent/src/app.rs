@@ -79,7 +79,10 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
     pipeline.seed(&seeded, mono_now());
 
     let ring = loaded.take_events()?;
-    let mut ring = AsyncFd::new(ring).context("polling the ring buffer")?;
+    // SAFETY: the RingBuf owns its map fd and keeps returning it until dropped, which happens
+    // only when the AsyncFd is dropped at the end of this function.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("polling the ring buffer: {}", e.into_parts().1))?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));

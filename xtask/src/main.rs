@@ -1,1 +1,249 @@
-fn main() {}
+//! `cargo xtask`: everything needed to build, run and test the agent on a fresh machine.
+//!
+//! - `build-ebpf`: the kernel programs (installs nightly's rust-src and bpf-linker first, once).
+//! - `build`: build-ebpf, then the agent, which embeds the object.
+//! - `run [-- ARGS]`: build (release) and run the agent as root.
+//! - `check`: build and run `agent check`.
+//! - `test`: install the test dependencies (apt, pip), build, run unit tests, the root-only eBPF
+//!   integration tests and the end-to-end suite against real servers and a real OTLP receiver.
+//!
+//! Every step is idempotent: a second run skips what is already installed.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// bpf-linker builds against rustc's own LLVM (Debian's is too old for it).
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Debian packages the end-to-end tests run.
+const APT_PACKAGES: &[&str] = &["nginx-light", "curl", "python3-pip"];
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the eBPF object (target/bpfel-unknown-none/release/agent-ebpf).
+    BuildEbpf,
+    /// Build the eBPF object and the agent.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build (release) and run the agent; arguments after `--` go to the agent.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build and run `agent check`.
+    Check,
+    /// Install test dependencies, build, and run every test layer.
+    Test {
+        /// Skip apt/pip installs (they are idempotent but take a few seconds).
+        #[arg(long)]
+        no_setup: bool,
+        /// Extra arguments for pytest (e.g. `-k chain`).
+        #[arg(long, allow_hyphen_values = true)]
+        pytest: Option<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root()?;
+    std::env::set_current_dir(&root)?;
+    match cli.cmd {
+        Cmd::BuildEbpf => build_ebpf(&root),
+        Cmd::Build { release } => build(&root, release),
+        Cmd::Run { args } => {
+            build(&root, true)?;
+            run_agent(&root, &args)
+        }
+        Cmd::Check => {
+            build(&root, true)?;
+            run_agent(&root, &["check".to_owned()])
+        }
+        Cmd::Test { no_setup, pytest } => test(&root, no_setup, pytest.as_deref()),
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    Ok(dir.parent().context("xtask lives in the workspace")?.to_path_buf())
+}
+
+fn toolchain_dir() -> PathBuf {
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    home.join(".cache/agent-toolchain")
+}
+
+fn sh(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: $ {}", display(cmd));
+    let st = cmd.status().with_context(|| format!("running {}", display(cmd)))?;
+    if !st.success() {
+        bail!("{} failed with {st}", display(cmd));
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {}", display(cmd)))?;
+    if !out.status.success() {
+        bail!("{} failed: {}", display(cmd), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn display(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// nightly + rust-src (for -Z build-std) and bpf-linker linked against nightly's libLLVM.
+fn ensure_ebpf_toolchain() -> Result<PathBuf> {
+    let installed = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"]))
+        .context("a nightly toolchain is needed to build eBPF (rustup toolchain install nightly)")?;
+    if !installed.lines().any(|l| l.starts_with("rust-src")) {
+        sh(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    }
+    let t = toolchain_dir();
+    let linker = t.join("bin/bpf-linker");
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?.trim().to_owned();
+    let lib = Path::new(&sysroot).join("lib");
+    let so = std::fs::read_dir(&lib)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so") || n.starts_with("libLLVM-"))
+        .context("nightly ships no libLLVM")?;
+    let llvm_lib = t.join("llvm/lib");
+    std::fs::create_dir_all(&llvm_lib)?;
+    for name in ["libLLVM.so", so.as_str()] {
+        let link = llvm_lib.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(lib.join(&so), &link)?;
+    }
+    let have = Command::new(&linker).arg("--version").output().ok().filter(|o| o.status.success());
+    let version_ok = have.as_ref().is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION));
+    if !version_ok {
+        let vv = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
+        let major = vv
+            .lines()
+            .find_map(|l| l.strip_prefix("LLVM version: "))
+            .and_then(|v| v.split('.').next())
+            .context("rustc -vV has no LLVM version")?
+            .to_owned();
+        sh(Command::new("cargo")
+            .env("LLVM_PREFIX", t.join("llvm"))
+            .args(["install", "--locked", "--root"])
+            .arg(&t)
+            .arg(format!("bpf-linker@{BPF_LINKER_VERSION}"))
+            .args(["--no-default-features", "--features", &format!("llvm-{major}")]))?;
+    }
+    Ok(t.join("bin"))
+}
+
+fn build_ebpf(root: &Path) -> Result<()> {
+    let bin = ensure_ebpf_toolchain()?;
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    sh(Command::new("cargo")
+        .current_dir(root)
+        .env("PATH", path)
+        // The host's RUSTFLAGS (e.g. -C target-cpu) make no sense for BPF.
+        .env_remove("RUSTFLAGS")
+        .args(["+nightly", "build", "-p", "agent-ebpf", "--target", "bpfel-unknown-none", "-Z", "build-std=core", "--release"]))?;
+    let obj = root.join("target/bpfel-unknown-none/release/agent-ebpf");
+    if !obj.is_file() {
+        bail!("eBPF build produced no object at {}", obj.display());
+    }
+    eprintln!("xtask: eBPF object {} ({} bytes)", obj.display(), std::fs::metadata(&obj)?.len());
+    Ok(())
+}
+
+fn build(root: &Path, release: bool) -> Result<()> {
+    build_ebpf(root)?;
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root).args(["build", "-p", "agent"]);
+    if release {
+        cmd.arg("--release");
+    }
+    sh(&mut cmd)
+}
+
+fn is_root() -> bool {
+    output(Command::new("id").arg("-u")).map(|s| s.trim() == "0").unwrap_or(false)
+}
+
+fn run_agent(root: &Path, args: &[String]) -> Result<()> {
+    let bin = root.join("target/release/agent");
+    let mut cmd = if is_root() {
+        Command::new(&bin)
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg(&bin);
+        c
+    };
+    cmd.args(args);
+    sh(&mut cmd)
+}
+
+fn setup_test_deps(root: &Path) -> Result<()> {
+    if !is_root() {
+        bail!("the test suite loads eBPF programs and installs packages: run it as root");
+    }
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect();
+    if !missing.is_empty() {
+        sh(Command::new("apt-get").args(["update", "-q"]))?;
+        sh(Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing))?;
+    }
+    let reqs = root.join("tests/requirements.txt");
+    if reqs.is_file() {
+        sh(Command::new("python3")
+            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "--root-user-action=ignore", "-r"])
+            .arg(&reqs))?;
+    }
+    Ok(())
+}
+
+fn test(root: &Path, no_setup: bool, pytest: Option<&str>) -> Result<()> {
+    if !no_setup {
+        setup_test_deps(root)?;
+    }
+    build_ebpf(root)?;
+    // 1. Unit tests of every crate (no root needed by these).
+    sh(Command::new("cargo").args(["test", "--workspace", "--lib", "--bins"]))?;
+    // 2. eBPF integration tests: real object, real kernel, real sockets (root).
+    sh(Command::new("cargo").args(["test", "-p", "agent", "--test", "ebpf_capture", "--", "--include-ignored", "--test-threads=1"]))?;
+    // 3. End to end: release agent, real servers and clients, a real OTLP receiver.
+    sh(Command::new("cargo").args(["build", "-p", "agent", "--release"]))?;
+    let e2e = root.join("tests/e2e");
+    if e2e.is_dir() {
+        let mut cmd = Command::new("python3");
+        cmd.env("AGENT_BIN", root.join("target/release/agent")).args(["-m", "pytest", "tests/e2e", "-q", "-p", "no:cacheprovider"]);
+        if let Some(extra) = pytest {
+            cmd.args(extra.split_whitespace());
+        }
+        sh(&mut cmd)?;
+    }
+    Ok(())
+}
