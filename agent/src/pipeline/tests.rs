@@ -1,0 +1,118 @@
+//! The data path from raw ring-buffer records to spans, without a kernel: records are built
+//! byte for byte as the eBPF programs write them and delivered in the racy order the ring
+//! buffer can produce.
+
+use super::*;
+use crate::span::model::{Attribute, Resource, Span, SpanKind};
+use agent_common::{Direction, EventKind, SockAddr, Syscall, EVENT_VERSION};
+
+struct Res;
+impl Resources for Res {
+    fn resource(&mut self, pid: u32) -> Arc<Resource> {
+        Arc::new(Resource { attributes: vec![Attribute::new("process.pid", i64::from(pid))] })
+    }
+}
+
+fn bytes<T: Copy>(v: &T) -> Vec<u8> {
+    // SAFETY: T is one of agent_common's #[repr(C)] integer-only structs.
+    unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }.to_vec()
+}
+
+fn addr(port: u16) -> SockAddr {
+    let mut a = SockAddr::default();
+    a.addr[10] = 0xff;
+    a.addr[11] = 0xff;
+    a.addr[12] = 127;
+    a.addr[15] = 1;
+    a.port = port;
+    a
+}
+
+fn hdr(kind: EventKind, pid: u32, tid: u32, conn: u64, dir: Direction, ts: u64) -> EventHeader {
+    EventHeader { kind: kind as u8, version: EVENT_VERSION, direction: dir as u8, _pad0: 0, pid, tid, _pad1: 0, ts_ns: ts, conn_id: conn }
+}
+
+fn open(pid: u32, conn: u64, role: Role, l: u16, r: u16, ts: u64) -> Vec<u8> {
+    bytes(&ConnOpenEvent {
+        header: hdr(EventKind::ConnOpen, pid, pid, conn, Direction::None, ts),
+        fd: 3,
+        role: role as u8,
+        family: 2,
+        _pad: [0; 2],
+        local: addr(l),
+        remote: addr(r),
+    })
+}
+
+fn data(pid: u32, tid: u32, conn: u64, dir: Direction, enter: u64, exit: u64, payload: &[u8]) -> Vec<u8> {
+    let mut b = bytes(&DataEvent {
+        header: hdr(EventKind::Data, pid, tid, conn, dir, exit),
+        fd: 3,
+        syscall: if dir == Direction::Egress { Syscall::Write as u8 } else { Syscall::Read as u8 },
+        _pad: [0; 3],
+        len: payload.len() as u32,
+        orig_len: payload.len() as u32,
+        enter_ts_ns: enter,
+    });
+    b.extend_from_slice(payload);
+    b
+}
+
+fn pipeline() -> Pipeline<Res, Vec<Span>> {
+    let limits = Limits { max: 64, idle_ns: u64::MAX / 2, max_buffer_bytes: 65536 };
+    Pipeline::new(limits, true, Res, Vec::new(), Arc::new(Telemetry::new()))
+}
+
+const REQ: &[u8] = b"GET /users/7 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n";
+const RESP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+#[test]
+fn server_read_delivered_before_client_write_still_stitches() {
+    let mut p = pipeline();
+    p.push(&open(1, 10, Role::Client, 50000, 8080, 100));
+    p.push(&open(2, 20, Role::Server, 8080, 50000, 101));
+    // The server's read returned (t=205) before the client's write did (t=210), so the ring
+    // holds the server record first; the client's bytes existed from t=200.
+    p.push(&data(2, 2, 20, Direction::Ingress, 150, 205, REQ));
+    p.push(&data(1, 1, 10, Direction::Egress, 200, 210, REQ));
+    p.push(&data(2, 2, 20, Direction::Egress, 300, 310, RESP));
+    p.push(&data(1, 1, 10, Direction::Ingress, 250, 320, RESP));
+    assert_eq!(p.next_due(), Some(100 + HOLD_NS));
+    p.process_due(320); // nothing is old enough yet
+    assert!(p.sink_mut().is_empty());
+    p.process_due(320 + HOLD_NS);
+    let spans = p.sink_mut().clone();
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    let client = spans.iter().find(|s| s.kind == SpanKind::Client).unwrap();
+    let server = spans.iter().find(|s| s.kind == SpanKind::Server).unwrap();
+    assert_eq!(server.parent_span_id, Some(client.context.span_id));
+    assert_eq!(server.context.trace_id, client.context.trace_id);
+    assert_eq!(server.name, "GET /users/{id}");
+}
+
+#[test]
+fn malformed_records_are_counted_not_fatal() {
+    let mut p = pipeline();
+    p.push(&[1, 2, 3]);
+    let mut bad = open(1, 10, Role::Client, 1, 2, 5);
+    bad[1] = 99; // version
+    p.push(&bad);
+    p.process_due(u64::MAX);
+    assert_eq!(p.telemetry.get(Counter::EventsMalformed), 2);
+    assert_eq!(p.telemetry.get(Counter::EventsRead), 2);
+}
+
+#[test]
+fn process_exit_ends_its_connections() {
+    let mut p = pipeline();
+    p.push(&open(1, 10, Role::Client, 50000, 8080, 100));
+    p.push(&data(1, 1, 10, Direction::Egress, 200, 210, REQ));
+    p.push(&bytes(&agent_common::ProcExitEvent { header: hdr(EventKind::ProcExit, 1, 1, 0, Direction::None, 300) }));
+    p.process_due(u64::MAX);
+    assert_eq!(p.connections(), 0);
+    assert_eq!(p.take_untracked(), vec![(1, 3)]);
+    // The request never got its response: an error span, not silence.
+    let spans = p.sink_mut().clone();
+    assert_eq!(spans.len(), 1);
+    assert_eq!(spans[0].status, crate::span::model::StatusCode::Error);
+}
