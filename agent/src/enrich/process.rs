@@ -282,8 +282,11 @@ fn percent_decode(s: &str) -> Option<String> {
     while i < b.len() {
         if b[i] == b'%' {
             let hex = b.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            // Two hex digits exactly (from_str_radix alone would also take a sign: "%+1").
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(b[i]);
@@ -495,7 +498,7 @@ mod tests {
             Some(vec![kv("a", "b"), kv("c", "d,e=")])
         );
         assert_eq!(ok("a=caf%C3%A9"), Some(vec![kv("a", "café")]));
-        for bad in ["a", "=b", "a=%", "a=%4", "a=%zz", "a=%FF"] {
+        for bad in ["a", "=b", "a=%", "a=%4", "a=%zz", "a=%+1", "a=%FF"] {
             assert_eq!(ok(bad), None, "{bad:?}");
         }
     }
