@@ -1,10 +1,369 @@
-//! Placeholder until the enrich stage lands (its branch replaces this file).
-use crate::span::model::{Attribute, Resource};
+//! Who produced a span: process metadata turned into an OpenTelemetry [`Resource`], cached
+//! per pid.
+//!
+//! [`ResourceCache::get`] reads `/proc/{pid}` once per process (see [`process`] for what is
+//! read and how `service.name` is chosen), builds the resource and shares it by `Arc` with
+//! every span of that process. The cache is bounded and evicts the least recently used
+//! process; the caller calls [`ResourceCache::forget`] when a process exits, because pids are
+//! reused. This module does not watch processes exit (the event pipeline does) and does not
+//! know about containers or Kubernetes.
+//!
+//! Resource attributes, all keys from the OpenTelemetry semantic conventions:
+//! - `service.name`: see [`process`]; `unknown_service` when the process is gone.
+//! - `service.instance.id`: the target's own value from `OTEL_RESOURCE_ATTRIBUTES` if set
+//!   (so our spans match those of an SDK in the same process), else `{host.name}-{pid}`:
+//!   unique among the live processes of a node and stable for a process's life, which is
+//!   what the convention asks. A pid reused much later gets the same id again; that is
+//!   acceptable for an instance id, whose instances do not overlap in time.
+//! - `service.namespace`, `service.version`, `deployment.environment.name`,
+//!   `deployment.environment`: copied from the target's `OTEL_RESOURCE_ATTRIBUTES` if set.
+//! - `process.pid` (int), `process.executable.name`, `process.executable.path`.
+//! - `host.name`.
+//! - `telemetry.distro.name` = `ebpf-agent`, `telemetry.distro.version` = this crate's
+//!   version. Not `telemetry.sdk.*`: those describe the OpenTelemetry SDK inside the
+//!   application, and there is none; a distro is the convention for "the thing that produced
+//!   this telemetry on the SDK's behalf".
+
+pub mod process;
+mod service_name;
+
+#[cfg(test)]
+mod fake_proc;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-pub struct ResourceCache;
-impl ResourceCache {
-    pub fn new(_host: String, _cap: usize) -> Self { Self }
-    pub fn get(&mut self, pid: u32) -> Arc<Resource> { Arc::new(Resource { attributes: vec![Attribute::new("process.pid", i64::from(pid))] }) }
-    pub fn forget(&mut self, _pid: u32) {}
+
+use crate::span::model::{Attribute, Resource};
+use process::{read_process, EnrichError, ProcessInfo};
+
+/// `service.name` for a process we know nothing about (OpenTelemetry resource semantic
+/// conventions: `unknown_service`, optionally followed by `:` and the executable name).
+pub const UNKNOWN_SERVICE: &str = "unknown_service";
+/// `telemetry.distro.name` of everything this agent produces.
+pub const DISTRO_NAME: &str = "ebpf-agent";
+
+/// Builds the resource for a process (see the module documentation for the attributes).
+pub fn build_resource(info: &ProcessInfo, host_name: &str) -> Resource {
+    let own = |key: &str| {
+        info.resource_attributes
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone())
+    };
+    let instance =
+        own("service.instance.id").unwrap_or_else(|| format!("{host_name}-{}", info.pid));
+    let mut attributes = vec![
+        Attribute::new("service.name", info.service_name.as_str()),
+        Attribute::new("service.instance.id", instance),
+    ];
+    for (key, value) in &info.resource_attributes {
+        if *key != "service.instance.id" {
+            attributes.push(Attribute::new(key, value.as_str()));
+        }
+    }
+    attributes.push(Attribute::new("process.pid", i64::from(info.pid)));
+    attributes.push(Attribute::new(
+        "process.executable.name",
+        info.exe_name.as_str(),
+    ));
+    if let Some(path) = &info.exe_path {
+        attributes.push(Attribute::new("process.executable.path", path.as_str()));
+    }
+    attributes.extend(common_attributes(host_name));
+    Resource { attributes }
 }
-pub fn host_name() -> String { "host".into() }
+
+/// The resource of a process whose /proc entry is gone or unreadable.
+pub fn unknown_resource(pid: u32, host_name: &str) -> Resource {
+    let mut attributes = vec![
+        Attribute::new("service.name", UNKNOWN_SERVICE),
+        Attribute::new("process.pid", i64::from(pid)),
+    ];
+    attributes.extend(common_attributes(host_name));
+    Resource { attributes }
+}
+
+fn common_attributes(host_name: &str) -> [Attribute; 3] {
+    [
+        Attribute::new("host.name", host_name),
+        Attribute::new("telemetry.distro.name", DISTRO_NAME),
+        Attribute::new("telemetry.distro.version", env!("CARGO_PKG_VERSION")),
+    ]
+}
+
+/// The node's host name: the kernel's UTS nodename from `/proc/sys/kernel/hostname` (no
+/// `unsafe` needed, unlike `uname(2)`), else `$HOSTNAME`, else `localhost`. In a container
+/// this is the container's UTS namespace name; run the agent with the host's UTS namespace
+/// (`hostNetwork` in Kubernetes) or pass the node name explicitly to get the node's.
+pub fn host_name() -> String {
+    host_name_from(Path::new("/proc"))
+}
+
+fn host_name_from(proc_root: &Path) -> String {
+    let mut buf = String::new();
+    let read = std::fs::File::open(proc_root.join("sys/kernel/hostname"))
+        .and_then(|f| f.take(256).read_to_string(&mut buf));
+    let name = match read {
+        Ok(_) => buf.trim().to_owned(),
+        Err(_) => String::new(),
+    };
+    if !name.is_empty() {
+        return name;
+    }
+    std::env::var("HOSTNAME")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+struct Entry {
+    resource: Arc<Resource>,
+    last_used: u64,
+}
+
+/// Resources by pid, read from procfs on first use, bounded, least-recently-used eviction.
+///
+/// Hits are O(1). A miss reads procfs (a handful of syscalls) and, when the cache is full,
+/// evicts by a linear scan for the oldest entry; the scan is cheap next to the procfs reads,
+/// and misses happen once per process, so no ordered structure is kept on the hot path.
+pub struct ResourceCache {
+    proc_root: PathBuf,
+    host_name: String,
+    capacity: usize,
+    entries: HashMap<u32, Entry>,
+    clock: u64,
+}
+
+impl ResourceCache {
+    /// A cache over the real `/proc`. `capacity` is clamped to at least 1.
+    pub fn new(host_name: String, capacity: usize) -> Self {
+        Self::with_proc_root(host_name, capacity, PathBuf::from("/proc"))
+    }
+
+    /// A cache over another procfs tree (tests, or a host /proc mounted elsewhere).
+    pub fn with_proc_root(host_name: String, capacity: usize, proc_root: PathBuf) -> Self {
+        let capacity = capacity.max(1);
+        Self {
+            proc_root,
+            host_name,
+            capacity,
+            entries: HashMap::with_capacity(capacity.min(4096)),
+            clock: 0,
+        }
+    }
+
+    /// The resource of `pid`, read on first use. A process that is gone gets a minimal
+    /// `unknown_service` resource, which is not cached (the pid may come back as another
+    /// process); one we cannot read for another reason gets the same, cached, so we do not
+    /// retry on every span.
+    pub fn get(&mut self, pid: u32) -> Arc<Resource> {
+        self.clock += 1;
+        if let Some(e) = self.entries.get_mut(&pid) {
+            e.last_used = self.clock;
+            return Arc::clone(&e.resource);
+        }
+        let resource = match read_process(&self.proc_root, pid) {
+            Ok(info) => Arc::new(build_resource(&info, &self.host_name)),
+            Err(EnrichError::ProcessGone { .. }) => {
+                return Arc::new(unknown_resource(pid, &self.host_name))
+            }
+            Err(e) => {
+                tracing::debug!(pid, error = %e, "process metadata unavailable");
+                Arc::new(unknown_resource(pid, &self.host_name))
+            }
+        };
+        if self.entries.len() >= self.capacity {
+            self.evict_lru();
+        }
+        self.entries.insert(
+            pid,
+            Entry {
+                resource: Arc::clone(&resource),
+                last_used: self.clock,
+            },
+        );
+        resource
+    }
+
+    /// Drops what we know about `pid`; call it when the process exits.
+    pub fn forget(&mut self, pid: u32) {
+        self.entries.remove(&pid);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn evict_lru(&mut self) {
+        if let Some(oldest) = self
+            .entries
+            .iter()
+            .min_by_key(|(_, e)| e.last_used)
+            .map(|(&pid, _)| pid)
+        {
+            self.entries.remove(&oldest);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake_proc::FakeProc;
+    use super::*;
+    use crate::span::model::AttrValue;
+
+    fn service(r: &Resource) -> &str {
+        match r.get("service.name") {
+            Some(AttrValue::Str(s)) => s,
+            other => panic!("service.name {other:?}"),
+        }
+    }
+
+    fn app(fake: &FakeProc, pid: u32, name: &str) {
+        let env = format!("OTEL_SERVICE_NAME={name}");
+        fake.add(pid, Some("/usr/bin/app"), &["app"], &[&env]);
+    }
+
+    #[test]
+    fn builds_the_documented_attributes() {
+        let fake = FakeProc::new();
+        fake.add(
+            42,
+            Some("/usr/bin/python3.11"),
+            &["python3", "/srv/api.py"],
+            &[],
+        );
+        let mut cache = ResourceCache::with_proc_root("node-1".into(), 8, fake.root().to_owned());
+        let r = cache.get(42);
+        let s = |v: &str| Some(AttrValue::Str(v.to_owned()));
+        assert_eq!(r.get("service.name"), s("api").as_ref());
+        assert_eq!(r.get("service.instance.id"), s("node-1-42").as_ref());
+        assert_eq!(r.get("process.pid"), Some(&AttrValue::Int(42)));
+        assert_eq!(r.get("process.executable.name"), s("python3.11").as_ref());
+        assert_eq!(
+            r.get("process.executable.path"),
+            s("/usr/bin/python3.11").as_ref()
+        );
+        assert_eq!(r.get("host.name"), s("node-1").as_ref());
+        assert_eq!(r.get("telemetry.distro.name"), s("ebpf-agent").as_ref());
+        assert_eq!(
+            r.get("telemetry.distro.version"),
+            s(env!("CARGO_PKG_VERSION")).as_ref()
+        );
+        assert!(r.get("telemetry.sdk.name").is_none());
+        // Same Arc for every span of the process.
+        assert!(Arc::ptr_eq(&r, &cache.get(42)));
+    }
+
+    #[test]
+    fn target_resource_attributes_are_respected() {
+        let fake = FakeProc::new();
+        let env = "OTEL_RESOURCE_ATTRIBUTES=service.name=cart,service.instance.id=cart-7,service.version=2.0";
+        fake.add(7, Some("/usr/bin/app"), &["app"], &[env]);
+        let mut cache = ResourceCache::with_proc_root("h".into(), 8, fake.root().to_owned());
+        let r = cache.get(7);
+        assert_eq!(service(&r), "cart");
+        assert_eq!(
+            r.get("service.instance.id"),
+            Some(&AttrValue::Str("cart-7".into()))
+        );
+        assert_eq!(
+            r.get("service.version"),
+            Some(&AttrValue::Str("2.0".into()))
+        );
+        assert_eq!(
+            r.attributes
+                .iter()
+                .filter(|a| a.key == "service.instance.id")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn gone_processes_get_a_minimal_uncached_resource() {
+        let fake = FakeProc::new();
+        let mut cache = ResourceCache::with_proc_root("h".into(), 8, fake.root().to_owned());
+        let r = cache.get(5);
+        assert_eq!(service(&r), UNKNOWN_SERVICE);
+        assert_eq!(r.get("process.pid"), Some(&AttrValue::Int(5)));
+        assert_eq!(r.get("host.name"), Some(&AttrValue::Str("h".into())));
+        assert!(cache.is_empty());
+        // The pid appears later (reused): it is read then.
+        app(&fake, 5, "late");
+        assert_eq!(service(&cache.get(5)), "late");
+    }
+
+    #[test]
+    fn reads_once_then_forget_rereads() {
+        let fake = FakeProc::new();
+        app(&fake, 1, "first");
+        let mut cache = ResourceCache::with_proc_root("h".into(), 8, fake.root().to_owned());
+        assert_eq!(service(&cache.get(1)), "first");
+        app(&fake, 1, "second"); // pid reused by another process
+        assert_eq!(service(&cache.get(1)), "first", "cached");
+        cache.forget(1);
+        assert_eq!(service(&cache.get(1)), "second");
+        fake.remove(1);
+        assert_eq!(
+            service(&cache.get(1)),
+            "second",
+            "still cached until forgotten"
+        );
+        cache.forget(1);
+        assert_eq!(service(&cache.get(1)), UNKNOWN_SERVICE);
+    }
+
+    #[test]
+    fn evicts_least_recently_used() {
+        let fake = FakeProc::new();
+        for pid in 1..=3 {
+            app(&fake, pid, &format!("svc{pid}"));
+        }
+        let mut cache = ResourceCache::with_proc_root("h".into(), 2, fake.root().to_owned());
+        cache.get(1);
+        cache.get(2);
+        cache.get(1); // 2 is now the least recently used
+        cache.get(3);
+        assert_eq!(cache.len(), 2);
+        let mut cached: Vec<u32> = cache.entries.keys().copied().collect();
+        cached.sort();
+        assert_eq!(cached, [1, 3]);
+        // Evicted entries are re-read, so they see the current /proc.
+        app(&fake, 2, "svc2-new");
+        assert_eq!(service(&cache.get(2)), "svc2-new");
+        assert_eq!(cache.len(), 2);
+        // Capacity 0 is clamped to 1.
+        let mut tiny = ResourceCache::with_proc_root("h".into(), 0, fake.root().to_owned());
+        tiny.get(1);
+        tiny.get(2);
+        assert_eq!(tiny.len(), 1);
+    }
+
+    #[test]
+    fn host_name_sources() {
+        let fake = FakeProc::new();
+        std::fs::create_dir_all(fake.root().join("sys/kernel")).unwrap();
+        std::fs::write(fake.root().join("sys/kernel/hostname"), "node-7\n").unwrap();
+        assert_eq!(host_name_from(fake.root()), "node-7");
+        let real = host_name();
+        assert!(!real.is_empty() && !real.contains('\n'));
+    }
+
+    #[test]
+    fn real_proc_for_this_process() {
+        let mut cache = ResourceCache::new(host_name(), 4);
+        let pid = std::process::id();
+        let r = cache.get(pid);
+        assert_eq!(r.get("process.pid"), Some(&AttrValue::Int(i64::from(pid))));
+        assert_ne!(service(&r), UNKNOWN_SERVICE);
+        assert!(r.get("process.executable.path").is_some());
+    }
+}

@@ -11,7 +11,7 @@
 //!
 //! # The rules, exactly
 //!
-//! 1. The input is split with [`split_target`](super::url::split_target): an absolute-form
+//! 1. The input is split with [`split_target`]: an absolute-form
 //!    target (`http://host:port/p`) is reduced to its path, and anything from the first `?`
 //!    or `#` is ignored.
 //! 2. An empty path is `/`. A path that does not start with `/` — asterisk-form (`OPTIONS *`),
