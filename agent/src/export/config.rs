@@ -204,6 +204,18 @@ pub(crate) fn parse_endpoint(endpoint: &str) -> Result<http::Uri, String> {
     Ok(uri)
 }
 
+/// `endpoint` for logs: a `user:password@` in the URL is replaced by `***@`.
+pub(crate) fn redacted(endpoint: &str) -> String {
+    let start = endpoint.find("://").map_or(0, |i| i + 3);
+    let end = endpoint[start..]
+        .find(['/', '?', '#'])
+        .map_or(endpoint.len(), |i| start + i);
+    match endpoint[start..end].rfind('@') {
+        Some(at) => format!("{}***{}", &endpoint[..start], &endpoint[start + at..]),
+        None => endpoint.to_owned(),
+    }
+}
+
 /// A header must be a valid HTTP header; over gRPC also a valid ASCII metadata entry, which
 /// rules out the `-bin` suffix reserved for binary metadata.
 pub(crate) fn check_header(protocol: Protocol, name: &str, value: &str) -> Result<(), String> {
@@ -378,6 +390,16 @@ ca_file: /etc/ca.pem
         let err = serde_yaml_ng::from_str::<ExportConfig>("protocol: http/json\n")
             .expect_err("bad protocol");
         assert!(err.to_string().contains("http/json"), "{err}");
+    }
+
+    #[test]
+    fn endpoint_credentials_are_redacted_for_logs() {
+        assert_eq!(
+            redacted("https://user:pw@c:4317/x@y"),
+            "https://***@c:4317/x@y"
+        );
+        assert_eq!(redacted("http://c:4317"), "http://c:4317");
+        assert_eq!(redacted("c@d"), "***@d");
     }
 
     #[test]

@@ -1,21 +1,35 @@
 //! The export stage: finished spans leave the agent here, either to an OpenTelemetry Collector
 //! over OTLP (gRPC or HTTP/protobuf) or, with no endpoint configured, as readable lines on stdout.
 //!
-//! Being written: so far the configuration (`config`, `env`), the OTLP encoding (`otlp`) and the
-//! retry policy (`retry`); the exporter tasks and `spawn` follow.
+//! The data path hands spans to a [`SpanSender`], which never blocks: a bounded queue sits in
+//! front of one exporter task, and a full queue drops (and counts) the span. This module owns
+//! the queue and start-up; `config`/`env` say what to do, `otlp` encodes, `client`/`otlp_http` talk to
+//! the collector, `retry` decides on retries, `batch` runs the OTLP task and `console` the stdout
+//! one. Building spans and the counters themselves belong to `span` and `telemetry`.
 
+mod batch;
+mod client;
 mod config;
+mod console;
 mod env;
 mod otlp;
+mod otlp_http;
 mod retry;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 pub use config::{Compression, ExportConfig, Protocol};
 pub use env::ENV_VARS;
 pub use otlp::encode;
-// Public until the exporter task that uses it lands.
-pub use retry::{code_for_http_status, decide, Backoff, Retry};
+
+use crate::span::model::Span;
+use crate::telemetry::{Counter, Telemetry};
 
 /// Why the exporter could not be configured or started.
 #[derive(Debug, thiserror::Error)]
@@ -42,4 +56,95 @@ pub enum ExportError {
     NoRuntime,
     #[error("starting the console exporter thread: {source}")]
     Thread { source: std::io::Error },
+}
+
+/// The data path's handle to the exporter. Cheap to clone; [`send`](Self::send) never blocks.
+/// When every clone is dropped, the exporter flushes what it holds and its task completes.
+#[derive(Clone)]
+pub struct SpanSender {
+    inner: Arc<SenderInner>,
+}
+
+struct SenderInner {
+    tx: mpsc::Sender<Span>,
+    telemetry: Arc<Telemetry>,
+    /// Whether a drop has been logged: the first one is worth a warning, the rest are covered by
+    /// the periodic counter summary.
+    warned: AtomicBool,
+    /// Dropped together with the last `SpanSender`, which tells the exporter that shutdown has
+    /// begun even while it is busy retrying and not reading the queue.
+    _gone: oneshot::Sender<()>,
+}
+
+impl SpanSender {
+    /// Queues a finished span for export, or drops and counts it if the queue is full.
+    pub fn send(&self, span: Span) {
+        let inner = &*self.inner;
+        let reason = match inner.tx.try_send(span) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                "the export queue is full (collector slow or down?)"
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => "the exporter has stopped",
+        };
+        inner.telemetry.incr(Counter::SpansQueueDropped);
+        if !inner.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                counter = Counter::SpansQueueDropped.name(),
+                "dropping spans: {reason}; further drops are only counted"
+            );
+        }
+    }
+}
+
+/// Starts the exporter task on the current tokio runtime: OTLP to `cfg.endpoint`, or the
+/// console when it is unset. Never connects eagerly, so a collector that is down does not fail
+/// start-up. When every [`SpanSender`] is dropped the task sends what it holds (bounded by
+/// `cfg.shutdown_timeout_ms`) and the `JoinHandle` completes.
+pub fn spawn(
+    cfg: &ExportConfig,
+    telemetry: Arc<Telemetry>,
+) -> Result<(SpanSender, JoinHandle<()>), ExportError> {
+    cfg.validate()
+        .map_err(|reason| ExportError::InvalidConfig { reason })?;
+    tokio::runtime::Handle::try_current().map_err(|_| ExportError::NoRuntime)?;
+    let (tx, rx) = mpsc::channel(cfg.queue_size);
+    let (gone_tx, gone_rx) = oneshot::channel();
+    let shutdown_timeout = Duration::from_millis(cfg.shutdown_timeout_ms);
+    let handle = match &cfg.endpoint {
+        None => {
+            let handle = console::spawn(rx, gone_rx, shutdown_timeout, telemetry.clone())?;
+            tracing::info!("exporting spans to the console (no export endpoint configured)");
+            handle
+        }
+        Some(endpoint) => {
+            let client = client::Client::new(cfg, endpoint)?;
+            let settings = batch::Settings {
+                batch_size: cfg.batch_size,
+                batch_timeout: Duration::from_millis(cfg.batch_timeout_ms),
+                call_timeout: Duration::from_millis(cfg.timeout_ms),
+                backoff: retry::Backoff::with_max_elapsed(Duration::from_millis(
+                    cfg.max_retry_elapsed_ms,
+                )),
+                shutdown_timeout,
+            };
+            let exporter = batch::Exporter::new(rx, gone_rx, client, telemetry.clone(), settings);
+            tracing::info!(
+                endpoint = %config::redacted(endpoint),
+                protocol = cfg.protocol.as_str(),
+                headers = cfg.headers.len(),
+                "exporting spans over OTLP"
+            );
+            tokio::spawn(exporter.run())
+        }
+    };
+    let sender = SpanSender {
+        inner: Arc::new(SenderInner {
+            tx,
+            telemetry,
+            warned: AtomicBool::new(false),
+            _gone: gone_tx,
+        }),
+    };
+    Ok((sender, handle))
 }
