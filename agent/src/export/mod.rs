@@ -15,6 +15,8 @@ mod env;
 mod otlp;
 mod otlp_http;
 mod retry;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
