@@ -74,10 +74,11 @@ def pytest_runtest_makereport(item, call):
     rep = outcome.get_result()
     if rep.when != "call" or not rep.failed:
         return
-    funcargs = getattr(item, "funcargs", {})
-    scn = funcargs.get("scn")
-    if isinstance(scn, Scenario):
-        rep.sections.append(("e2e: spans and process logs", scn.report()))
-    agent = funcargs.get("agent") or (scn.agent if isinstance(scn, Scenario) else None)
-    if isinstance(agent, Agent):
-        rep.sections.append(("e2e: agent stderr (tail)", agent.stderr_tail()))
+    values = list(getattr(item, "funcargs", {}).values()) + [getattr(item, "e2e_scenario", None)]
+    scenarios = [v for v in values if isinstance(v, Scenario)]
+    agents = {id(a): a for a in [v for v in values if isinstance(v, Agent)]
+              + [s.agent for s in scenarios if s.agent is not None]}
+    for s in scenarios:
+        rep.sections.append(("e2e: spans and process logs", s.report()))
+    for a in agents.values():
+        rep.sections.append((f"e2e: agent pid {a.pid} stderr (tail)", a.stderr_tail()))

@@ -13,14 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.scenario import Scenario
-
-import importlib.util
-
-_spec = importlib.util.spec_from_file_location(
-    "e2e_service", Path(__file__).resolve().parent / "apps" / "service.py")
-service_mod = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(service_mod)
+from harness.scenario import SERVICE, Scenario
 
 
 @pytest.fixture
@@ -46,7 +39,7 @@ def test_service_routes_on_one_keepalive_connection(bare: Scenario) -> None:
     assert [r["num_connects"] for r in call.rows] == [1, 0, 0, 0, 0, 0, 0]
     assert len({r["local_port"] for r in call.rows}) == 1
     sizes = [r["size_download"] for r in call.rows]
-    assert sizes[1] == service_mod.CHUNKED_BODY_SIZE and sizes[2] == 1048576
+    assert sizes[1] == SERVICE.CHUNKED_BODY_SIZE and sizes[2] == 1048576
     assert call.rows[1]["headers"]["transfer-encoding"] == ["chunked"]
     assert "content-length" not in call.rows[1]["headers"]
     assert call.rows[2]["headers"]["content-length"] == ["1048576"]
@@ -57,8 +50,8 @@ def test_chunked_route_sends_several_chunks(bare: Scenario) -> None:
     svc = bare.service()
     raw = subprocess.run(["curl", "-sS", "--raw", f"http://127.0.0.1:{svc.port}/chunked"],
                          capture_output=True, timeout=20, check=True).stdout
-    assert raw == service_mod.chunked_wire_body()
-    assert len(service_mod.CHUNKS) >= 3
+    assert raw == SERVICE.chunked_wire_body()
+    assert len(SERVICE.CHUNKS) >= 3
 
 
 def test_http10_request_gets_http10_response(bare: Scenario) -> None:

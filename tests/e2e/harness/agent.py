@@ -55,16 +55,16 @@ class Agent:
     def stderr_tail(self, lines: int = 40) -> str:
         return tail_file(self.proc.stderr_path, lines)
 
-    def stop(self) -> int:
-        """SIGTERM, then wait up to STOP_TIMEOUT s; returns the exit code (killed if it hangs)."""
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Sends `sig`, waits up to STOP_TIMEOUT s; returns the exit code (kills it if it hangs)."""
         if self.exit_code is not None:
             return self.exit_code
-        self.proc.signal(signal.SIGTERM)
+        self.proc.signal(sig)
         try:
             self.exit_code = self.proc.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             self.proc.kill_group(grace=0)
             self.exit_code = self.proc.wait(5)
-            raise AssertionError(f"agent did not exit within {STOP_TIMEOUT}s of SIGTERM "
+            raise AssertionError(f"agent did not exit within {STOP_TIMEOUT}s of signal {sig} "
                                  f"(killed)\n{self.stderr_tail()}")
         return self.exit_code

@@ -12,6 +12,7 @@ LOCALHOST = "127.0.0.1"
 
 
 def assert_resource(s: ReceivedSpan, service_name: str, exe_prefix: str, pid: int) -> None:
+    __tracebackhide__ = True
     r = s.resource
     assert r.get("service.name") == service_name, f"service.name != {service_name!r}\n{fmt_span(s)}"
     assert r.get("process.pid") == pid, f"process.pid != {pid}\n{fmt_span(s)}"
@@ -32,6 +33,7 @@ def http_pair(spans: list[ReceivedSpan], *, client: Call | Server, server: Serve
     client_port: the client's ephemeral port, when the test knows it.
     response_size/request_size: allowed values of http.*.body.size when the agent sets them.
     """
+    __tracebackhide__ = True
     cpid, csvc, cexe = client.pid, client.service_name, client.exe
     spid, port, ssvc, sexe = server.pid, server.port, server.service_name, server.exe
     c = only(spans, f"client side of {method} {path}", kind=KIND_CLIENT, pid=cpid, path=path)

@@ -8,6 +8,7 @@ passes the checks every span must pass (harness.spans.check_common).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import string
@@ -27,9 +28,25 @@ PYTHON = sys.executable  # the real interpreter, not a pyenv shim script
 NGINX = "/usr/sbin/nginx"
 CURL_UA = "e2e-curl/1.0"
 PYCLIENT_UA = "e2e-pyclient/1.0"
+# Per URL: a JSON object of transfer facts, then curl's JSON object of the response headers.
+CURL_WRITE_OUT = ('{"http_code":%{http_code},"num_connects":%{num_connects},'
+                  '"local_port":%{local_port},"size_download":%{size_download},'
+                  '"http_version":"%{http_version}","time_total":%{time_total}}\\n'
+                  '%{header_json}\\n')
 SPAN_TIMEOUT = 15.0  # generous: a loaded 2-core machine, batch timeout <= 1 s
 QUIET = 1.5  # longer than the agent's batch timeout: time for unexpected extra spans to show up
 WINDOW_SLACK_NS = 200_000_000  # wall-clock vs. kernel-clock conversion allowance
+
+
+def _load_service_module():
+    spec = importlib.util.spec_from_file_location("e2e_service", APPS / "service.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# apps/service.py as a module, for the exact bodies it sends (CHUNKS, chunked_wire_body, ...).
+SERVICE = _load_service_module()
 
 
 @dataclass
@@ -82,6 +99,8 @@ class Scenario:
     procs: list[Proc] = field(default_factory=list)
     secrets: list[str] = field(default_factory=list)
     last_spans: list[ReceivedSpan] = field(default_factory=list)
+    span_timeout: float = SPAN_TIMEOUT
+    quiet: float = QUIET
     _n: int = 0
 
     def __repr__(self) -> str:
@@ -139,7 +158,7 @@ class Scenario:
     def curl(self, *urls: str, headers: tuple[str, ...] = (), http10: bool = False) -> Call:
         """One curl process fetching all `urls` (reusing one connection when it can)."""
         argv = ["curl", "--http1.0" if http10 else "--http1.1", "-sS", "--max-time", "20",
-                "-A", CURL_UA, "-w", "%{json}\\n%{header_json}\\n"]
+                "-A", CURL_UA, "-w", CURL_WRITE_OUT]
         for h in headers:
             argv += ["-H", h]
         for url in urls:
@@ -176,18 +195,19 @@ class Scenario:
 
     def collect(self, expected: int) -> list[ReceivedSpan]:
         """Exactly the `expected` spans of this test's traffic, each checked by check_common."""
+        __tracebackhide__ = True
         assert self.receiver is not None
         try:
-            self.receiver.wait_for_spans(self.mine, SPAN_TIMEOUT, expected)
+            self.receiver.wait_for_spans(self.mine, self.span_timeout, expected)
         except TimeoutError:
             pass  # reported by the count assertion below, with what did arrive
         else:
             try:  # give unexpected extra spans (duplicates, phantom requests) time to arrive
-                self.receiver.wait_for_spans(self.mine, QUIET, expected + 1)
+                self.receiver.wait_for_spans(self.mine, self.quiet, expected + 1)
             except TimeoutError:
                 pass
         spans = self.last_spans = self.receiver.spans(self.mine)
-        if self.agent is not None:
+        if self.agent is not None and self.agent.exit_code is None:
             assert self.agent.proc.poll() is None, "the agent exited during the test"
         assert len(spans) == expected, (
             f"expected exactly {expected} spans for this test's traffic, got {len(spans)}:\n"
@@ -201,6 +221,7 @@ class Scenario:
     def check_global(self) -> None:
         """Session-wide rules: nothing from the receiver's or the agent's own process, no
         malformed exports, and no secret this test used anywhere in the exported bytes."""
+        __tracebackhide__ = True
         assert self.receiver is not None
         own = {os.getpid()} | ({self.agent.pid} if self.agent else set())
         leaked = self.receiver.spans(lambda s: s.pid in own)

@@ -45,6 +45,7 @@ def redacted(query: str) -> str:
 
 def check_common(s: ReceivedSpan, pids: set[int], t_min_ns: int, t_max_ns: int) -> None:
     """Checks every span must pass, whatever the traffic: ids, timing, resource, status rule."""
+    __tracebackhide__ = True
     ctx = f"\n{fmt_span(s)}\nresource={s.resource}"
     assert _HEX32.match(s.trace_id) and s.trace_id != "0" * 32, f"bad trace id{ctx}"
     assert _HEX16.match(s.span_id) and s.span_id != "0" * 16, f"bad span id{ctx}"
@@ -77,6 +78,7 @@ def check_common(s: ReceivedSpan, pids: set[int], t_min_ns: int, t_max_ns: int) 
 
 def assert_attrs(s: ReceivedSpan, expected: dict[str, Any]) -> None:
     """Each expected key is present with exactly that value AND type (200 is not "200")."""
+    __tracebackhide__ = True
     bad = {k: (v, s.attributes.get(k, "<missing>")) for k, v in expected.items()
            if k not in s.attributes or s.attributes[k] != v
            or type(s.attributes[k]) is not type(v)}
@@ -86,6 +88,7 @@ def assert_attrs(s: ReceivedSpan, expected: dict[str, Any]) -> None:
 
 def assert_name(s: ReceivedSpan, method: str, path: str, template: str | None) -> None:
     """Templated routes must match exactly; otherwise `{method} {path}` or just `{method}`."""
+    __tracebackhide__ = True
     if template is not None:
         assert s.name == f"{method} {template}", f"expected name {method} {template!r}\n{fmt_span(s)}"
     else:
@@ -96,18 +99,21 @@ def assert_name(s: ReceivedSpan, method: str, path: str, template: str | None) -
 
 
 def assert_child_of(child: ReceivedSpan, parent: ReceivedSpan) -> None:
+    __tracebackhide__ = True
     assert child.trace_id == parent.trace_id and child.parent_span_id == parent.span_id, (
         f"expected parent/child:\nparent {fmt_span(parent)}\nchild  {fmt_span(child)}")
 
 
 def assert_within(inner: ReceivedSpan, outer: ReceivedSpan,
                   tol: int = CLOCK_TOLERANCE_NS) -> None:
+    __tracebackhide__ = True
     assert outer.start_ns - tol <= inner.start_ns and inner.end_ns <= outer.end_ns + tol, (
         f"interval of\n  {fmt_span(inner)}\nnot inside\n  {fmt_span(outer)}")
 
 
 def assert_body_size(s: ReceivedSpan, key: str, *allowed: int) -> None:
     """Body-size attributes are optional, but when present they must be exact."""
+    __tracebackhide__ = True
     v = s.attributes.get(key)
     if v is not None:
         assert type(v) is int and v in allowed, f"{key}={v!r}, expected one of {allowed}\n{fmt_span(s)}"
@@ -116,6 +122,7 @@ def assert_body_size(s: ReceivedSpan, key: str, *allowed: int) -> None:
 def only(spans: Iterable[ReceivedSpan], what: str, kind: int | None = None,
          pid: int | None = None, path: str | None = None) -> ReceivedSpan:
     """The single span with this kind / process.pid / url.path, or an AssertionError."""
+    __tracebackhide__ = True
     spans = list(spans)
     found = [s for s in spans if (kind is None or s.kind == kind) and (pid is None or s.pid == pid)
              and (path is None or s.attributes.get("url.path") == path)]
