@@ -27,7 +27,8 @@ def start_chain(scn: Scenario) -> tuple[Server, Server]:
 
 
 def call_url(a: Server, b: Server, user: int) -> str:
-    return f"http://127.0.0.1:{a.port}/call?next={quote(f'http://127.0.0.1:{b.port}/users/{user}', safe='')}"
+    target = quote(f"http://127.0.0.1:{b.port}/users/{user}", safe="")
+    return f"http://127.0.0.1:{a.port}/call?next={target}"
 
 
 def check_chain(spans, call, a: Server, b: Server, user: int, row: dict):
@@ -40,7 +41,8 @@ def check_chain(spans, call, a: Server, b: Server, user: int, row: dict):
                          template=USERS)
     assert_child_of(a_c, a_s)  # sent by the thread handling A's request
     assert_within(a_c, a_s)
-    assert len({x.trace_id for x in (curl_c, a_s, a_c, b_s)}) == 1, fmt_spans([curl_c, a_s, a_c, b_s])
+    chain = [curl_c, a_s, a_c, b_s]
+    assert len({x.trace_id for x in chain}) == 1, f"not one trace:\n{fmt_spans(chain)}"
     return curl_c, a_s, a_c, b_s
 
 
@@ -54,7 +56,7 @@ def test_two_hop_chain_is_one_trace(scn: Scenario) -> None:
     spans = scn.collect(8)
     chains = [check_chain(spans, call, a, b, user, row) for user, row in zip((5, 6), call.rows)]
     for chain in chains:
-        assert chain[0].parent_span_id == "", f"curl's CLIENT span must be the root\n{fmt_span(chain[0])}"
+        assert chain[0].parent_span_id == "", f"curl's span must be the root\n{fmt_span(chain[0])}"
     assert chains[0][0].trace_id != chains[1][0].trace_id, "two requests, two traces"
 
 

@@ -50,7 +50,8 @@ def span_line(stdout: str, kind: str, path: str) -> str | None:
     return None
 
 
-def test_console_prints_server_and_client_lines(console_agent: Agent, scn_console: Scenario) -> None:
+def test_console_prints_server_and_client_lines(console_agent: Agent,
+                                                scn_console: Scenario) -> None:
     www = scn_console.workdir / "www"
     www.mkdir()
     (www / "x").write_text("hello\n")

@@ -149,24 +149,28 @@ MUTATIONS: dict[str, tuple[str, Mutation]] = {
     "query in span name": ("span name", lambda c, s: setattr(c, "name", "GET /users/7?a=1")),
     "server not stitched to client": (
         "parent/child", lambda c, s: setattr(s, "parent_span_id", os.urandom(8))),
-    "server in another trace": ("parent/child", lambda c, s: setattr(s, "trace_id", os.urandom(16))),
+    "server in another trace": (
+        "parent/child", lambda c, s: setattr(s, "trace_id", os.urandom(16))),
     "client not a root": ("root", lambda c, s: setattr(c, "parent_span_id", os.urandom(8))),
     "server ends after client": (
         "not inside", lambda c, s: setattr(s, "end_time_unix_nano", c.end_time_unix_nano + 10**7)),
     "zero duration": (
-        "duration must be > 0", lambda c, s: setattr(c, "end_time_unix_nano", c.start_time_unix_nano)),
+        "duration must be > 0",
+        lambda c, s: setattr(c, "end_time_unix_nano", c.start_time_unix_nano)),
     "ERROR status on a 200": (
         "span status", lambda c, s: c.status.CopyFrom(trace_pb2.Status(code=2))),
     "wrong kind": (
         "unexpected kind", lambda c, s: setattr(s, "kind", trace_pb2.Span.SPAN_KIND_INTERNAL)),
     "duplicate attribute key": (
         "duplicate attribute keys", lambda c, s: s.attributes.append(kv("url.path", "/users/7"))),
-    "missing network.peer.port": ("network.peer.port", lambda c, s: drop_attr(s, "network.peer.port")),
+    "missing network.peer.port": (
+        "network.peer.port", lambda c, s: drop_attr(s, "network.peer.port")),
     "wrong client peer port": (
         "network.peer.port", lambda c, s: set_attr(s, "network.peer.port", CPORT + 1)),
     "user agent missing": ("user_agent.original", lambda c, s: drop_attr(c, "user_agent.original")),
     "secret header exported": (
-        "secret", lambda c, s: set_attr(s, "http.request.header.authorization", f"Bearer {SECRET}")),
+        "secret",
+        lambda c, s: set_attr(s, "http.request.header.authorization", f"Bearer {SECRET}")),
     "span from a foreign pid": (
         "did not start", lambda c, s: {"client_res": resource("curl", 1, "curl")}),
     "wrong service.name": (

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from harness.expect import http_pair
 from harness.scenario import CURL_UA, Scenario
-from harness.spans import fmt_span
+from harness.spans import fmt_span, fmt_spans
 from otlp_receiver import STATUS_ERROR, STATUS_UNSET
 
 
@@ -23,10 +23,10 @@ def test_nginx_static_file_404_and_500(scn: Scenario) -> None:
     assert (c.status_code, s.status_code) == (STATUS_UNSET, STATUS_UNSET)
     c, s = http_pair(spans, client=call, server=ngx, method="GET", path="/missing", status=404,
                      ua=CURL_UA, client_port=call.rows[1]["local_port"])
-    assert (c.status_code, s.status_code) == (STATUS_ERROR, STATUS_UNSET), f"{fmt_span(c)}\n{fmt_span(s)}"
+    assert (c.status_code, s.status_code) == (STATUS_ERROR, STATUS_UNSET), fmt_spans([c, s])
     c, s = http_pair(spans, client=call, server=ngx, method="GET", path="/boom", status=500,
                      ua=CURL_UA, client_port=call.rows[2]["local_port"])
-    assert (c.status_code, s.status_code) == (STATUS_ERROR, STATUS_ERROR), f"{fmt_span(c)}\n{fmt_span(s)}"
+    assert (c.status_code, s.status_code) == (STATUS_ERROR, STATUS_ERROR), fmt_spans([c, s])
 
 
 def test_nginx_python_client_keepalive(scn: Scenario) -> None:

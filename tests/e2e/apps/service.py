@@ -38,7 +38,8 @@ def chunked_wire_body() -> bytes:
     return b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in CHUNKS) + b"0\r\n\r\n"
 
 
-LARGE_PATTERN = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nGET /fake HTTP/1.1\r\n\r\n" + b"." * 964
+LARGE_PATTERN = (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nGET /fake HTTP/1.1\r\n\r\n"
+                 + b"." * 964)
 
 
 def large_body(size: int) -> bytes:

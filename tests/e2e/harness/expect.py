@@ -53,7 +53,7 @@ def http_pair(spans: list[ReceivedSpan], *, client: Call | Server, server: Serve
         if query:
             assert_attrs(span, {"url.query": redacted(query)})
         else:
-            assert "url.query" not in span.attributes, f"url.query without a query\n{fmt_span(span)}"
+            assert "url.query" not in span.attributes, f"url.query but no query\n{fmt_span(span)}"
         if ua:
             assert_attrs(span, {"user_agent.original": ua})
         else:

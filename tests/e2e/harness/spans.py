@@ -90,7 +90,8 @@ def assert_name(s: ReceivedSpan, method: str, path: str, template: str | None) -
     """Templated routes must match exactly; otherwise `{method} {path}` or just `{method}`."""
     __tracebackhide__ = True
     if template is not None:
-        assert s.name == f"{method} {template}", f"expected name {method} {template!r}\n{fmt_span(s)}"
+        assert s.name == f"{method} {template}", (
+            f"expected name {method} {template!r}\n{fmt_span(s)}")
     else:
         assert s.name in (method, f"{method} {path}"), f"unexpected span name\n{fmt_span(s)}"
     route = s.attributes.get("http.route")
@@ -116,7 +117,8 @@ def assert_body_size(s: ReceivedSpan, key: str, *allowed: int) -> None:
     __tracebackhide__ = True
     v = s.attributes.get(key)
     if v is not None:
-        assert type(v) is int and v in allowed, f"{key}={v!r}, expected one of {allowed}\n{fmt_span(s)}"
+        assert type(v) is int and v in allowed, (
+            f"{key}={v!r}, expected one of {allowed}\n{fmt_span(s)}")
 
 
 def only(spans: Iterable[ReceivedSpan], what: str, kind: int | None = None,
