@@ -41,7 +41,10 @@ class Agent:
         argv = [str(binary), "run", "--log-level", "info"]
         if endpoint:
             argv[2:2] = ["--otlp-endpoint", endpoint]
-        self.proc = Proc(name, argv, logdir)
+        # OTEL_* variables would change the agent's defaults (e.g. an OTLP endpoint in console
+        # mode); the tests pass everything they mean on the command line.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        self.proc = Proc(name, argv, logdir, env=env)
         self.pid = self.proc.pid
         self.exit_code: int | None = None
         try:
