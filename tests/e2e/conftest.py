@@ -1,0 +1,84 @@
+"""pytest fixtures for the e2e suite.
+
+session: `receiver` (in-process OTLP/gRPC receiver), `agent_bin` ($AGENT_BIN, or a failure),
+         `workroot` (temp dir, removed at the end)
+module:  `agent` (one agent per test module, exporting to `receiver`; must exit 0 on SIGTERM)
+test:    `scn` (a Scenario: starts servers/clients, collects this test's spans, cleans up)
+
+On a failed test the report gets the test's spans, its processes' log tails and the agent's
+stderr tail.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from harness.agent import Agent, require_agent_bin
+from harness.scenario import Scenario
+from otlp_receiver import OtlpReceiver
+
+
+@pytest.fixture(scope="session")
+def agent_bin() -> Path:
+    return require_agent_bin()
+
+
+@pytest.fixture(scope="session")
+def receiver():
+    rx = OtlpReceiver().start()
+    yield rx
+    rx.stop()
+
+
+@pytest.fixture(scope="session")
+def workroot():
+    d = Path(tempfile.mkdtemp(prefix="e2e-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _dir_for(root: Path, nodeid: str) -> Path:
+    d = root / re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid)[-120:]
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@pytest.fixture(scope="module")
+def agent(agent_bin: Path, receiver: OtlpReceiver, workroot: Path, request):
+    a = Agent(agent_bin, _dir_for(workroot, f"agent-{request.module.__name__}"), receiver.endpoint)
+    try:
+        yield a
+    finally:
+        code = a.stop()
+    assert code == 0, f"agent exited with {code} on SIGTERM\n{a.stderr_tail()}"
+
+
+@pytest.fixture
+def scn(agent: Agent, receiver: OtlpReceiver, workroot: Path, request):
+    s = Scenario(receiver, agent, _dir_for(workroot, request.node.nodeid))
+    try:
+        yield s
+    finally:
+        s.close()
+        shutil.rmtree(s.workdir, ignore_errors=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when != "call" or not rep.failed:
+        return
+    values = list(getattr(item, "funcargs", {}).values()) + [getattr(item, "e2e_scenario", None)]
+    scenarios = [v for v in values if isinstance(v, Scenario)]
+    agents = {id(a): a for a in [v for v in values if isinstance(v, Agent)]
+              + [s.agent for s in scenarios if s.agent is not None]}
+    for s in scenarios:
+        rep.sections.append(("e2e: spans and process logs", s.report()))
+    for a in agents.values():
+        rep.sections.append((f"e2e: agent pid {a.pid} stderr (tail)", a.stderr_tail()))

@@ -1,0 +1,133 @@
+"""Span assertions shared by the agent tests: the span contract, written down once.
+
+Every helper raises AssertionError with a compact rendering of the span(s) involved.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from typing import Any, Iterable
+
+from otlp_receiver import KIND_CLIENT, KIND_SERVER, STATUS_ERROR, STATUS_UNSET, ReceivedSpan
+
+KIND_NAMES = {0: "UNSPECIFIED", 1: "INTERNAL", KIND_SERVER: "SERVER", KIND_CLIENT: "CLIENT",
+              4: "PRODUCER", 5: "CONSUMER"}
+CLOCK_TOLERANCE_NS = 2_000_000  # parent/child interval rounding allowance
+HOSTNAME = socket.gethostname()
+_HEX32 = re.compile(r"^[0-9a-f]{32}$")
+_HEX16 = re.compile(r"^[0-9a-f]{16}$")
+
+
+def fmt_span(s: ReceivedSpan) -> str:
+    attrs = " ".join(f"{k}={v!r}" for k, v in sorted(s.attributes.items()))
+    return (f"{KIND_NAMES.get(s.kind, s.kind):6} {s.name!r} trace={s.trace_id} span={s.span_id} "
+            f"parent={s.parent_span_id or '-'} pid={s.pid} svc={s.resource.get('service.name')!r} "
+            f"dur={s.duration_ns / 1e6:.3f}ms status={s.status_code} start={s.start_ns}\n"
+            f"       {attrs}")
+
+
+def fmt_spans(spans: Iterable[ReceivedSpan]) -> str:
+    spans = sorted(spans, key=lambda s: (s.start_ns, s.kind))
+    return "\n".join(fmt_span(s) for s in spans) or "(no spans)"
+
+
+def expected_status(kind: int, http_status: int) -> int:
+    """Server spans: ERROR on 5xx. Client spans: ERROR on 4xx and 5xx. Otherwise UNSET."""
+    limit = 500 if kind == KIND_SERVER else 400
+    return STATUS_ERROR if http_status >= limit else STATUS_UNSET
+
+
+def redacted(query: str) -> str:
+    """The exported form of a query string: every value replaced by REDACTED."""
+    return "&".join(p.split("=", 1)[0] + "=REDACTED" for p in query.split("&"))
+
+
+def check_common(s: ReceivedSpan, pids: set[int], t_min_ns: int, t_max_ns: int) -> None:
+    """Checks every span must pass, whatever the traffic: ids, timing, resource, status rule."""
+    __tracebackhide__ = True
+    ctx = f"\n{fmt_span(s)}\nresource={s.resource}"
+    assert _HEX32.match(s.trace_id) and s.trace_id != "0" * 32, f"bad trace id{ctx}"
+    assert _HEX16.match(s.span_id) and s.span_id != "0" * 16, f"bad span id{ctx}"
+    assert s.parent_span_id == "" or _HEX16.match(s.parent_span_id), f"bad parent id{ctx}"
+    assert s.kind in (KIND_SERVER, KIND_CLIENT), f"unexpected kind{ctx}"
+    assert not s.duplicate_keys, f"duplicate attribute keys {s.duplicate_keys}{ctx}"
+    assert s.end_ns > s.start_ns, f"duration must be > 0{ctx}"
+    assert t_min_ns <= s.start_ns and s.end_ns <= t_max_ns, (
+        f"span not inside the test's wall-clock window [{t_min_ns}, {t_max_ns}]{ctx}")
+
+    r = s.resource
+    assert type(r.get("process.pid")) is int and r["process.pid"] in pids, (
+        f"span from a process this test did not start (test pids {sorted(pids)}){ctx}")
+    assert isinstance(r.get("service.name"), str) and r["service.name"], f"no service.name{ctx}"
+    assert isinstance(r.get("process.executable.name"), str) and r["process.executable.name"], (
+        f"no process.executable.name{ctx}")
+    assert r.get("host.name") == HOSTNAME, f"host.name != {HOSTNAME!r}{ctx}"
+    assert r.get("telemetry.distro.name") == "ebpf-agent", f"telemetry.distro.name{ctx}"
+
+    a = s.attributes
+    method, status = a.get("http.request.method"), a.get("http.response.status_code")
+    assert isinstance(method, str) and method, f"no http.request.method{ctx}"
+    assert type(status) is int, f"http.response.status_code must be an int{ctx}"
+    assert s.name.startswith(method) and "?" not in s.name, f"span name{ctx}"
+    assert s.status_code == expected_status(s.kind, status), f"span status for HTTP {status}{ctx}"
+    q = a.get("url.query")
+    if q is not None:
+        assert q == redacted(q), f"url.query not fully redacted{ctx}"
+
+
+def assert_attrs(s: ReceivedSpan, expected: dict[str, Any]) -> None:
+    """Each expected key is present with exactly that value AND type (200 is not "200")."""
+    __tracebackhide__ = True
+    bad = {k: (v, s.attributes.get(k, "<missing>")) for k, v in expected.items()
+           if k not in s.attributes or s.attributes[k] != v
+           or type(s.attributes[k]) is not type(v)}
+    assert not bad, ("attribute mismatches {key: (expected, got)}: "
+                     f"{bad}\n{fmt_span(s)}")
+
+
+def assert_name(s: ReceivedSpan, method: str, path: str, template: str | None) -> None:
+    """Templated routes must match exactly; otherwise `{method} {path}` or just `{method}`."""
+    __tracebackhide__ = True
+    if template is not None:
+        assert s.name == f"{method} {template}", (
+            f"expected name {method} {template!r}\n{fmt_span(s)}")
+    else:
+        assert s.name in (method, f"{method} {path}"), f"unexpected span name\n{fmt_span(s)}"
+    route = s.attributes.get("http.route")
+    if route is not None and template is not None and s.kind == KIND_SERVER:
+        assert route == template, f"http.route\n{fmt_span(s)}"
+
+
+def assert_child_of(child: ReceivedSpan, parent: ReceivedSpan) -> None:
+    __tracebackhide__ = True
+    assert child.trace_id == parent.trace_id and child.parent_span_id == parent.span_id, (
+        f"expected parent/child:\nparent {fmt_span(parent)}\nchild  {fmt_span(child)}")
+
+
+def assert_within(inner: ReceivedSpan, outer: ReceivedSpan,
+                  tol: int = CLOCK_TOLERANCE_NS) -> None:
+    __tracebackhide__ = True
+    assert outer.start_ns - tol <= inner.start_ns and inner.end_ns <= outer.end_ns + tol, (
+        f"interval of\n  {fmt_span(inner)}\nnot inside\n  {fmt_span(outer)}")
+
+
+def assert_body_size(s: ReceivedSpan, key: str, *allowed: int) -> None:
+    """Body-size attributes are optional, but when present they must be exact."""
+    __tracebackhide__ = True
+    v = s.attributes.get(key)
+    if v is not None:
+        assert type(v) is int and v in allowed, (
+            f"{key}={v!r}, expected one of {allowed}\n{fmt_span(s)}")
+
+
+def only(spans: Iterable[ReceivedSpan], what: str, kind: int | None = None,
+         pid: int | None = None, path: str | None = None) -> ReceivedSpan:
+    """The single span with this kind / process.pid / url.path, or an AssertionError."""
+    __tracebackhide__ = True
+    spans = list(spans)
+    found = [s for s in spans if (kind is None or s.kind == kind) and (pid is None or s.pid == pid)
+             and (path is None or s.attributes.get("url.path") == path)]
+    assert len(found) == 1, (f"expected exactly one span for {what} (kind={kind} pid={pid} "
+                             f"path={path}), found {len(found)}:\n{fmt_spans(found or spans)}")
+    return found[0]

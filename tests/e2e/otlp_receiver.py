@@ -1,0 +1,274 @@
+"""A minimal, independent OTLP/gRPC trace receiver for the end-to-end tests.
+
+It implements opentelemetry.proto.collector.trace.v1.TraceService with the classes generated
+in the `opentelemetry-proto` pip package (so it shares no code with the agent), keeps every
+received span flattened into a `ReceivedSpan` (with its resource and scope), and keeps the raw
+request bytes exactly as they came off the wire (after gRPC decompression) so tests can grep
+them for data that must never be exported.
+
+In-process use (pytest):
+    rx = OtlpReceiver(); rx.start(); ... rx.wait_for_spans(pred, timeout=10); rx.stop()
+Standalone:
+    python3 otlp_receiver.py --port 4317 --out spans.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from concurrent import futures
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable
+
+import grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.common.v1 import common_pb2
+
+SERVICE_NAME = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name
+
+KIND_SERVER = 2
+KIND_CLIENT = 3
+STATUS_UNSET = 0
+STATUS_OK = 1
+STATUS_ERROR = 2
+
+
+@dataclass
+class ReceivedSpan:
+    """One span as received, with ids as lower-case hex and attributes as plain Python values."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str  # "" for a root span
+    name: str
+    kind: int
+    start_ns: int
+    end_ns: int
+    status_code: int
+    status_message: str
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    scope_name: str = ""
+    scope_version: str = ""
+    scope_attributes: dict[str, Any] = field(default_factory=dict)
+    trace_state: str = ""
+    flags: int = 0
+    # Keys that occurred more than once in one attribute list (a defect in the sender).
+    duplicate_keys: list[str] = field(default_factory=list)
+    received_at_ns: int = 0
+
+    @property
+    def duration_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+    @property
+    def pid(self) -> Any:
+        return self.resource.get("process.pid")
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        return self.attributes.get(key, default)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, default=repr)
+
+
+def any_value(v: common_pb2.AnyValue) -> Any:
+    """Converts an OTLP AnyValue to a Python value, keeping int/float/bool/str distinct."""
+    which = v.WhichOneof("value")
+    if which is None:
+        return None
+    if which == "array_value":
+        return [any_value(x) for x in v.array_value.values]
+    if which == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in v.kvlist_value.values}
+    return getattr(v, which)  # string/bool/int/double/bytes
+
+
+def key_values(kvs: Iterable[common_pb2.KeyValue], dups: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kv in kvs:
+        if kv.key in out:
+            dups.append(kv.key)
+        out[kv.key] = any_value(kv.value)
+    return out
+
+
+def flatten(req: trace_service_pb2.ExportTraceServiceRequest, now_ns: int) -> list[ReceivedSpan]:
+    spans: list[ReceivedSpan] = []
+    for rs in req.resource_spans:
+        res_dups: list[str] = []
+        resource = key_values(rs.resource.attributes, res_dups)
+        for ss in rs.scope_spans:
+            scope_dups: list[str] = []
+            scope_attrs = key_values(ss.scope.attributes, scope_dups)
+            for s in ss.spans:
+                dups = list(res_dups) + list(scope_dups)
+                spans.append(
+                    ReceivedSpan(
+                        trace_id=s.trace_id.hex(),
+                        span_id=s.span_id.hex(),
+                        parent_span_id=s.parent_span_id.hex(),
+                        name=s.name,
+                        kind=int(s.kind),
+                        start_ns=int(s.start_time_unix_nano),
+                        end_ns=int(s.end_time_unix_nano),
+                        status_code=int(s.status.code),
+                        status_message=s.status.message,
+                        attributes=key_values(s.attributes, dups),
+                        resource=resource,
+                        scope_name=ss.scope.name,
+                        scope_version=ss.scope.version,
+                        scope_attributes=scope_attrs,
+                        trace_state=s.trace_state,
+                        flags=int(s.flags),
+                        duplicate_keys=dups,
+                        received_at_ns=now_ns,
+                    )
+                )
+    return spans
+
+
+class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+    """TraceService.Export; registered with an identity deserializer so it sees raw bytes."""
+
+    def __init__(self, receiver: "OtlpReceiver") -> None:
+        self._rx = receiver
+
+    def Export(self, request: bytes, context: grpc.ServicerContext):  # noqa: N802 (proto name)
+        try:
+            parsed = trace_service_pb2.ExportTraceServiceRequest.FromString(request)
+        except Exception as e:  # a malformed request is a sender defect: record and reject it
+            self._rx._record_error(f"unparseable ExportTraceServiceRequest: {e!r}", request)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "unparseable request")
+        self._rx._record(request, flatten(parsed, time.time_ns()))
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+class OtlpReceiver:
+    """Thread-safe store of everything received; the gRPC server runs on its own threads."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0,
+                 on_spans: Callable[[list[ReceivedSpan]], None] | None = None) -> None:
+        self.host = host
+        self.port = port
+        self._on_spans = on_spans
+        self._cond = threading.Condition()
+        self._spans: list[ReceivedSpan] = []
+        self._raw: list[bytes] = []
+        self._errors: list[str] = []
+        self._server: grpc.Server | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "OtlpReceiver":
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
+                             options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+        handler = grpc.method_handlers_generic_handler(SERVICE_NAME, {
+            "Export": grpc.unary_unary_rpc_method_handler(
+                _TraceService(self).Export,
+                request_deserializer=None,  # keep the raw bytes
+                response_serializer=trace_service_pb2.ExportTraceServiceResponse.SerializeToString,
+            )
+        })
+        server.add_generic_rpc_handlers((handler,))
+        bound = server.add_insecure_port(f"{self.host}:{self.port}")
+        if bound == 0:
+            raise RuntimeError(f"OTLP receiver could not bind {self.host}:{self.port}")
+        self.port = bound
+        server.start()
+        self._server = server
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop(grace=1).wait(5)
+            self._server = None
+
+    # -- recording (called from gRPC threads) --
+    def _record(self, raw: bytes, spans: list[ReceivedSpan]) -> None:
+        with self._cond:
+            self._raw.append(raw)
+            self._spans.extend(spans)
+            self._cond.notify_all()
+        if self._on_spans is not None:
+            self._on_spans(spans)
+
+    def _record_error(self, msg: str, raw: bytes) -> None:
+        with self._cond:
+            self._errors.append(msg)
+            self._raw.append(raw)
+            self._cond.notify_all()
+
+    # -- queries (any thread) --
+    def spans(self, predicate: Callable[[ReceivedSpan], bool] | None = None) -> list[ReceivedSpan]:
+        with self._cond:
+            snapshot = list(self._spans)
+        return [s for s in snapshot if predicate is None or predicate(s)]
+
+    def raw_requests(self) -> list[bytes]:
+        with self._cond:
+            return list(self._raw)
+
+    def raw_contains(self, needle: bytes) -> bool:
+        return any(needle in r for r in self.raw_requests())
+
+    def errors(self) -> list[str]:
+        with self._cond:
+            return list(self._errors)
+
+    def wait_for_spans(self, predicate: Callable[[ReceivedSpan], bool], timeout: float,
+                       min_count: int = 1) -> list[ReceivedSpan]:
+        """Blocks until at least `min_count` received spans satisfy `predicate`; returns them all.
+
+        Raises TimeoutError (with what did match) if that does not happen within `timeout` s.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                matching = [s for s in self._spans if predicate(s)]
+                if len(matching) >= min_count:
+                    return matching
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"{len(matching)} of {min_count} expected spans arrived within {timeout}s")
+                self._cond.wait(min(left, 0.2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=4317, help="0 picks a free port")
+    ap.add_argument("--out", help="append one JSON object per span to this file (JSON lines)")
+    args = ap.parse_args(argv)
+
+    out = open(args.out, "a", encoding="utf-8") if args.out else sys.stdout
+    lock = threading.Lock()
+
+    def write(spans: list[ReceivedSpan]) -> None:
+        with lock:
+            for s in spans:
+                out.write(s.to_json() + "\n")
+            out.flush()
+
+    rx = OtlpReceiver(args.host, args.port, on_spans=write).start()
+    print(f"otlp receiver listening on {args.host}:{rx.port}", file=sys.stderr, flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+    rx.stop()
+    if out is not sys.stdout:
+        out.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
