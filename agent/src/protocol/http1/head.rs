@@ -15,23 +15,8 @@ const MAX_HEADERS: usize = 128;
 /// Longest method token accepted at a message boundary (the longest registered one is 17).
 const MAX_METHOD: usize = 32;
 
-/// Why a head was rejected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct HeadError {
-    pub detail: String,
-    /// The start line parsed fine: this was a real message whose fields were broken (a
-    /// server will answer such a request, typically with 400).
-    pub line_ok: bool,
-}
-
-impl HeadError {
-    fn new(detail: impl Into<String>, line_ok: bool) -> Self {
-        Self {
-            detail: detail.into(),
-            line_ok,
-        }
-    }
-}
+/// Why a head was rejected (for the error counter).
+pub(super) type HeadError = String;
 
 /// Look for the empty line that ends a head (RFC 9112 §2.1), resuming at `*scanned` so a head
 /// arriving over many reads is scanned once. Returns the head's length including that line.
@@ -87,6 +72,32 @@ pub(super) fn response_prefix_plausible(head: &[u8]) -> bool {
         b'D' => b.is_ascii_digit(),
         _ => b == p,
     })
+}
+
+/// Whether a head starts with a well-formed request line of any method and any HTTP version:
+/// `token SP target SP HTTP/d.d` and a line end (RFC 9112 §3). Such a head is a real request
+/// even when the rest of it is broken, and the server will answer it.
+pub(super) fn is_request_line(head: &[u8]) -> bool {
+    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
+    let line = head[..line_end]
+        .strip_suffix(b"\r")
+        .unwrap_or(&head[..line_end]);
+    if line_end == head.len() {
+        return false;
+    }
+    let mut parts = line.splitn(3, |&b| b == b' ');
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let version_ok = matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+        if major.is_ascii_digit() && minor.is_ascii_digit());
+    !method.is_empty()
+        && method.len() <= MAX_METHOD
+        && method.iter().all(|&b| is_tchar(b))
+        && !target.is_empty()
+        && target.iter().all(|&b| is_target_byte(b))
+        && version_ok
 }
 
 /// The framing-relevant header fields of a message.
@@ -193,17 +204,8 @@ pub(super) fn parse_response(head: &[u8]) -> Result<ResponseHead, HeadError> {
     parse_response_with(head, &mut many).unwrap_or_else(|| Err(too_many_headers()))
 }
 
-/// Whether an incomplete request head at least has a valid request line (used to decide if an
-/// abandoned head was a real request that will get a response).
-pub(super) fn request_line_ok(partial: &[u8]) -> bool {
-    let mut headers = [httparse::EMPTY_HEADER; FEW_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let _ = req.parse(partial);
-    req.version.is_some()
-}
-
 fn too_many_headers() -> HeadError {
-    HeadError::new(format!("more than {MAX_HEADERS} header fields"), true)
+    format!("more than {MAX_HEADERS} header fields")
 }
 
 /// `None`: too many headers for `headers`, retry with more.
@@ -213,26 +215,15 @@ fn parse_request_with<'b>(
 ) -> Option<Result<RequestHead, HeadError>> {
     let mut req = httparse::Request::new(headers);
     let status = req.parse(head);
-    let line_ok = req.version.is_some();
     match status {
         Ok(httparse::Status::Complete(n)) if n == head.len() => {}
-        Ok(_) => {
-            return Some(Err(HeadError::new(
-                "head does not end where expected",
-                line_ok,
-            )))
-        }
+        Ok(_) => return Some(Err("head does not end where expected".into())),
         Err(httparse::Error::TooManyHeaders) => return None,
         // httparse rejects a request-target that is not UTF-8 here (Error::Token).
-        Err(e) => {
-            return Some(Err(HeadError::new(
-                format!("invalid request head: {e}"),
-                line_ok,
-            )))
-        }
+        Err(e) => return Some(Err(format!("invalid request head: {e}"))),
     }
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
-        return Some(Err(HeadError::new("incomplete request line", false)));
+        return Some(Err("incomplete request line".into()));
     };
     let mut request = HttpRequest {
         method: method.to_owned(),
@@ -282,25 +273,14 @@ fn parse_response_with<'b>(
 ) -> Option<Result<ResponseHead, HeadError>> {
     let mut resp = httparse::Response::new(headers);
     let status = resp.parse(head);
-    let line_ok = resp.code.is_some();
     match status {
         Ok(httparse::Status::Complete(n)) if n == head.len() => {}
-        Ok(_) => {
-            return Some(Err(HeadError::new(
-                "head does not end where expected",
-                line_ok,
-            )))
-        }
+        Ok(_) => return Some(Err("head does not end where expected".into())),
         Err(httparse::Error::TooManyHeaders) => return None,
-        Err(e) => {
-            return Some(Err(HeadError::new(
-                format!("invalid response head: {e}"),
-                line_ok,
-            )))
-        }
+        Err(e) => return Some(Err(format!("invalid response head: {e}"))),
     }
     let (Some(status), Some(version_minor)) = (resp.code, resp.version) else {
-        return Some(Err(HeadError::new("incomplete status line", false)));
+        return Some(Err("incomplete status line".into()));
     };
     let mut framing = FramingFields::default();
     for h in resp.headers.iter() {

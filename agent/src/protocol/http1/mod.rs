@@ -43,6 +43,15 @@ pub fn detect(dir: Direction, role: Role, bytes: &[u8]) -> Detection {
     detect::detect(dir, role, bytes)
 }
 
+/// What a parse step reports to: the read being parsed, the open exchanges, and the
+/// caller's event and error lists.
+struct Io<'a> {
+    ctx: &'a SegmentCtx,
+    ex: &'a mut Exchanges,
+    out: &'a mut Vec<L7Event>,
+    errors: &'a mut Vec<ParseError>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Http,
@@ -96,13 +105,23 @@ impl Http1Conn {
         }
         match self.is_request_dir(dir) {
             None => buf.len(),
-            Some(true) => self
-                .requests
-                .parse(buf, ctx, &mut self.exchanges, out, errors),
+            Some(true) => {
+                let mut io = Io {
+                    ctx,
+                    ex: &mut self.exchanges,
+                    out,
+                    errors,
+                };
+                self.requests.parse(buf, &mut io)
+            }
             Some(false) => {
-                let (consumed, after) =
-                    self.responses
-                        .parse(buf, ctx, &mut self.exchanges, out, errors);
+                let mut io = Io {
+                    ctx,
+                    ex: &mut self.exchanges,
+                    out,
+                    errors,
+                };
+                let (consumed, after) = self.responses.parse(buf, &mut io);
                 if after == After::Tunnel {
                     self.tunnel(ctx.last_ns, out);
                 }
@@ -129,7 +148,9 @@ impl Http1Conn {
         out: &mut Vec<L7Event>,
     ) -> bool {
         if self.mode != Mode::Http {
-            return true;
+            // Nothing is parsed any more; bytes held back before the tunnel opened (the start
+            // of a pipelined head) cannot continue across the gap, so let them be dropped.
+            return unconsumed == 0;
         }
         match self.is_request_dir(dir) {
             None => true,

@@ -5,8 +5,8 @@ use super::super::{ParseError, SegmentCtx};
 use super::body::{Body, Gap};
 use super::detect::{known_method_prefix, scan_line_starts, Scan};
 use super::exchanges::{Exchanges, ReqKind, Start};
-use super::head::{self, find_head_end, FramingFields, HeadError, MAX_HEAD};
-use super::L7Event;
+use super::head::{self, find_head_end, FramingFields, MAX_HEAD};
+use super::{Io, L7Event};
 
 #[derive(Debug)]
 enum State {
@@ -46,8 +46,9 @@ impl Cursor {
             *self = Cursor::default();
             return;
         }
-        // If some carried bytes stay, the oldest unconsumed byte is from the remembered read
-        // (approximately: the carried bytes may span several reads).
+        // When carried bytes stay unconsumed, the oldest one came with the remembered read
+        // (approximately: carried bytes can span reads, but only a partial head is ever
+        // carried, and it is carried whole).
         if consumed >= self.carried || self.carried_start.is_none() {
             self.carried_start = Some(Start {
                 tid: ctx.tid,
@@ -90,28 +91,21 @@ impl RequestStream {
         }
     }
 
-    pub(super) fn parse(
-        &mut self,
-        buf: &[u8],
-        ctx: &SegmentCtx,
-        ex: &mut Exchanges,
-        out: &mut Vec<L7Event>,
-        errors: &mut Vec<ParseError>,
-    ) -> usize {
+    pub(super) fn parse(&mut self, buf: &[u8], io: &mut Io) -> usize {
         let mut pos = 0;
         while pos < buf.len() {
             match &mut self.state {
                 State::Body { id, body } => match body.feed(&buf[pos..]) {
                     Ok(fed) => {
-                        ex.add_request_body(*id, fed.payload);
+                        io.ex.add_request_body(*id, fed.payload);
                         pos += fed.consumed;
                         if fed.done {
                             self.expect_head(true);
                         }
                     }
                     Err(broken) => {
-                        ex.add_request_body(*id, broken.payload);
-                        errors.push(error(format!("body: {}", broken.detail)));
+                        io.ex.add_request_body(*id, broken.payload);
+                        io.errors.push(error(format!("body: {}", broken.detail)));
                         pos += broken.at;
                         // The exchange stays open: its response will still come.
                         self.state = State::Resync;
@@ -128,15 +122,8 @@ impl RequestStream {
                             break;
                         }
                     }
-                    match self.head(
-                        &buf[pos..],
-                        self.cursor.start_at(pos, ctx),
-                        trusted,
-                        ctx,
-                        ex,
-                        out,
-                        errors,
-                    ) {
+                    let start = self.cursor.start_at(pos, io.ctx);
+                    match self.head(&buf[pos..], start, trusted, io) {
                         Step::NeedMore => break,
                         Step::Consumed(n) => pos += n,
                     }
@@ -161,7 +148,7 @@ impl RequestStream {
                 }
             }
         }
-        self.cursor.finish(buf.len(), pos, ctx);
+        self.cursor.finish(buf.len(), pos, io.ctx);
         if pos > 0 {
             self.line_start = buf[pos - 1] == b'\n';
         }
@@ -174,65 +161,35 @@ impl RequestStream {
     }
 
     /// Try to parse the head at the start of `bytes`.
-    #[allow(clippy::too_many_arguments)]
-    fn head(
-        &mut self,
-        bytes: &[u8],
-        start: Start,
-        trusted: bool,
-        ctx: &SegmentCtx,
-        ex: &mut Exchanges,
-        out: &mut Vec<L7Event>,
-        errors: &mut Vec<ParseError>,
-    ) -> Step {
+    fn head(&mut self, bytes: &[u8], start: Start, trusted: bool, io: &mut Io) -> Step {
         if !head::request_prefix_plausible(bytes) {
-            return self.fail(
-                HeadError {
-                    detail: "not a request line".into(),
-                    line_ok: false,
-                },
-                trusted,
-                1,
-                ctx,
-                ex,
-                out,
-                errors,
-            );
+            return self.fail(bytes, "not a request line".into(), trusted, 1, io);
         }
         let Some(end) = find_head_end(bytes, &mut self.scanned) else {
             if bytes.len() < MAX_HEAD {
                 return Step::NeedMore;
             }
-            let e = HeadError {
-                detail: format!("head exceeds {MAX_HEAD} bytes"),
-                line_ok: head::request_line_ok(bytes),
-            };
-            return self.fail(e, trusted, 1, ctx, ex, out, errors);
+            return self.fail(
+                bytes,
+                format!("head exceeds {MAX_HEAD} bytes"),
+                trusted,
+                1,
+                io,
+            );
         };
         let parsed = match head::parse_request(&bytes[..end]) {
             Ok(parsed) => parsed,
-            Err(e) => return self.fail(e, trusted, 1, ctx, ex, out, errors),
+            Err(detail) => return self.fail(bytes, detail, trusted, 1, io),
         };
         let body = match request_body(&parsed.framing, parsed.request.version_minor) {
             Ok(body) => body,
-            // A real request with broken framing: skip its head, resync in what follows.
-            Err(detail) => {
-                return self.fail(
-                    HeadError {
-                        detail: detail.into(),
-                        line_ok: true,
-                    },
-                    trusted,
-                    end,
-                    ctx,
-                    ex,
-                    out,
-                    errors,
-                )
-            }
+            // Broken framing: the body's extent is unknown; resync in what follows the head.
+            Err(detail) => return self.fail(bytes, detail.into(), trusted, end, io),
         };
         let kind = ReqKind::of(&parsed.request.method);
-        let id = ex.open(kind, start, parsed.request, ctx.last_ns, out);
+        let id = io
+            .ex
+            .open(kind, start, parsed.request, io.ctx.last_ns, io.out);
         match body {
             Some(body) => {
                 self.state = State::Body { id, body };
@@ -243,24 +200,22 @@ impl RequestStream {
         Step::Consumed(end)
     }
 
-    /// Give up on the head at hand: report it (unless it was only a resync guess), keep its
-    /// response from being paired with a later request when it was a real request, and
-    /// resync after `skip` bytes.
-    #[allow(clippy::too_many_arguments)]
+    /// Give up on the head at the start of `bytes` and resync after `skip` bytes. At a message
+    /// boundary this is an error, and when the head starts with a genuine request line the
+    /// server will answer it (typically 400): a ghost exchange keeps that answer from being
+    /// paired with a later request. A head that was only a resync guess is dropped silently.
     fn fail(
         &mut self,
-        e: HeadError,
+        bytes: &[u8],
+        detail: String,
         trusted: bool,
         skip: usize,
-        ctx: &SegmentCtx,
-        ex: &mut Exchanges,
-        out: &mut Vec<L7Event>,
-        errors: &mut Vec<ParseError>,
+        io: &mut Io,
     ) -> Step {
         if trusted {
-            errors.push(error(e.detail));
-            if e.line_ok {
-                ex.ghost(ctx.last_ns, out);
+            io.errors.push(error(detail));
+            if head::is_request_line(bytes) {
+                io.ex.ghost(io.ctx.last_ns, io.out);
             }
         }
         self.state = State::Resync;

@@ -6,6 +6,7 @@ use super::body::{Body, Gap};
 use super::detect::{scan_line_starts, status_line, Scan};
 use super::exchanges::{Exchanges, Owner, ReqKind};
 use super::head::{self, find_head_end, ResponseHead, MAX_HEAD};
+use super::Io;
 
 #[derive(Debug)]
 enum State {
@@ -62,14 +63,7 @@ impl ResponseStream {
         }
     }
 
-    pub(super) fn parse(
-        &mut self,
-        buf: &[u8],
-        ctx: &SegmentCtx,
-        ex: &mut Exchanges,
-        out: &mut Vec<L7Event>,
-        errors: &mut Vec<ParseError>,
-    ) -> (usize, After) {
+    pub(super) fn parse(&mut self, buf: &[u8], io: &mut Io) -> (usize, After) {
         let mut pos = 0;
         while pos < buf.len() {
             match &mut self.state {
@@ -89,13 +83,14 @@ impl ResponseStream {
                                 version_minor: *version_minor,
                                 response_body_size: *size,
                             };
-                            ex.finish(*owner, outcome, ctx.last_ns, out);
+                            io.ex.finish(*owner, outcome, io.ctx.last_ns, io.out);
                             self.expect_head(true);
                         }
                     }
                     Err(broken) => {
-                        errors.push(error(format!("body: {}", broken.detail)));
-                        ex.finish(*owner, HttpOutcome::Aborted, ctx.last_ns, out);
+                        io.errors.push(error(format!("body: {}", broken.detail)));
+                        io.ex
+                            .finish(*owner, HttpOutcome::Aborted, io.ctx.last_ns, io.out);
                         pos += broken.at;
                         self.state = State::Resync;
                     }
@@ -111,7 +106,7 @@ impl ResponseStream {
                             break;
                         }
                     }
-                    match self.head(&buf[pos..], trusted, ctx, ex, out, errors) {
+                    match self.head(&buf[pos..], trusted, io) {
                         Step::NeedMore => break,
                         Step::Consumed(n) => pos += n,
                         Step::Tunnel => return (buf.len(), After::Tunnel),
@@ -148,37 +143,21 @@ impl ResponseStream {
         self.scanned = 0;
     }
 
-    fn head(
-        &mut self,
-        bytes: &[u8],
-        trusted: bool,
-        ctx: &SegmentCtx,
-        ex: &mut Exchanges,
-        out: &mut Vec<L7Event>,
-        errors: &mut Vec<ParseError>,
-    ) -> Step {
+    fn head(&mut self, bytes: &[u8], trusted: bool, io: &mut Io) -> Step {
         if !head::response_prefix_plausible(bytes) {
-            return self.fail("not a status line".into(), trusted, 1, ctx, ex, out, errors);
+            return self.fail("not a status line".into(), trusted, 1, io);
         }
         let Some(end) = find_head_end(bytes, &mut self.scanned) else {
             if bytes.len() < MAX_HEAD {
                 return Step::NeedMore;
             }
-            return self.fail(
-                format!("head exceeds {MAX_HEAD} bytes"),
-                trusted,
-                1,
-                ctx,
-                ex,
-                out,
-                errors,
-            );
+            return self.fail(format!("head exceeds {MAX_HEAD} bytes"), trusted, 1, io);
         };
         let h = match head::parse_response(&bytes[..end]) {
             Ok(h) => h,
-            Err(e) => return self.fail(e.detail, trusted, 1, ctx, ex, out, errors),
+            Err(detail) => return self.fail(detail, trusted, 1, io),
         };
-        let (owner, kind) = ex.next_owner();
+        let (owner, kind) = io.ex.next_owner();
         let done = |size| HttpOutcome::Response {
             status: h.status,
             version_minor: h.version_minor,
@@ -186,7 +165,7 @@ impl ResponseStream {
         };
         match h.status {
             101 => {
-                ex.finish(owner, done(0), ctx.last_ns, out);
+                io.ex.finish(owner, done(0), io.ctx.last_ns, io.out);
                 return Step::Tunnel;
             }
             // Interim: the final response to the same request follows (RFC 9110 §15.2).
@@ -195,18 +174,18 @@ impl ResponseStream {
                 return Step::Consumed(end);
             }
             200..=299 if kind == ReqKind::Connect => {
-                ex.finish(owner, done(0), ctx.last_ns, out);
+                io.ex.finish(owner, done(0), io.ctx.last_ns, io.out);
                 return Step::Tunnel;
             }
             _ => {}
         }
         match response_body(&h, kind) {
             Ok(None) => {
-                ex.finish(owner, done(0), ctx.last_ns, out);
+                io.ex.finish(owner, done(0), io.ctx.last_ns, io.out);
                 self.expect_head(true);
             }
             Ok(Some(body)) => {
-                ex.responding(owner);
+                io.ex.responding(owner);
                 self.state = State::Body {
                     owner,
                     status: h.status,
@@ -216,28 +195,18 @@ impl ResponseStream {
                 };
                 self.scanned = 0;
             }
-            Err(detail) => return self.fail(detail.into(), trusted, end, ctx, ex, out, errors),
+            Err(detail) => return self.fail(detail.into(), trusted, end, io),
         }
         Step::Consumed(end)
     }
 
-    /// Give up on the head at hand. The response it began is lost, so the oldest exchange
-    /// is aborted rather than risk pairing a later response with it; a head that was only a
-    /// resync guess was already paid for when sync was lost.
-    #[allow(clippy::too_many_arguments)]
-    fn fail(
-        &mut self,
-        detail: String,
-        trusted: bool,
-        skip: usize,
-        ctx: &SegmentCtx,
-        ex: &mut Exchanges,
-        out: &mut Vec<L7Event>,
-        errors: &mut Vec<ParseError>,
-    ) -> Step {
+    /// Give up on the head at hand and resync after `skip` bytes. The response it began is
+    /// lost, so the oldest exchange is aborted rather than risk pairing a later response with
+    /// it; a head that was only a resync guess was already paid for when sync was lost.
+    fn fail(&mut self, detail: String, trusted: bool, skip: usize, io: &mut Io) -> Step {
         if trusted {
-            errors.push(error(detail));
-            ex.abort_next(ctx.last_ns, out);
+            io.errors.push(error(detail));
+            io.ex.abort_next(io.ctx.last_ns, io.out);
         }
         self.state = State::Resync;
         self.scanned = 0;

@@ -2,7 +2,9 @@
 //! events (with the timing the segmentation implies), and any prefix gives a prefix-consistent
 //! subset of them, never a wrong event.
 
-use super::{check_invariants, fixture, fixtures, Fixture, Golden, Replay, REQ, RESP};
+use super::{
+    assert_no_secrets, check_invariants, fixture, fixtures, Fixture, Golden, Replay, REQ, RESP,
+};
 use crate::protocol::{Direction, HttpOutcome, L7Event, Outcome};
 
 /// Fixtures up to this size get every prefix and every split point; larger ones get every
@@ -123,6 +125,7 @@ fn assert_full(f: &Fixture, plan: &[(usize, usize)], request_dir: Direction, wha
         r.errors
     );
     check_invariants(&r.events, true);
+    assert_no_secrets(&r.events);
 }
 
 /// The first `cut` bytes of `plan`: exactly the golden events whose triggering byte arrived;
@@ -219,6 +222,7 @@ fn assert_prefix(f: &Fixture, plan: &[(usize, usize)], cut: usize) {
         }
     }
     check_invariants(&r.events, true);
+    assert_no_secrets(&r.events);
 }
 
 /// Offsets worth cutting at in a big fixture: around every golden offset and read boundary.
