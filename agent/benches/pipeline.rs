@@ -10,7 +10,10 @@ use agent::pipeline::Pipeline;
 use agent::span::builder::{Resources, SpanSink};
 use agent::span::model::{Attribute, Resource, Span};
 use agent::telemetry::{Counter, Telemetry};
-use agent_common::{ConnOpenEvent, DataEvent, Direction, EventHeader, EventKind, Role, SockAddr, Syscall, EVENT_VERSION};
+use agent_common::{
+    ConnOpenEvent, DataEvent, Direction, EventHeader, EventKind, Role, SockAddr, Syscall,
+    EVENT_VERSION,
+};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,7 +35,8 @@ impl SpanSink for Count {
 
 fn bytes<T: Copy>(v: &T) -> Vec<u8> {
     // SAFETY: T is one of agent_common's #[repr(C)] integer-only structs.
-    unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }.to_vec()
+    unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }
+        .to_vec()
 }
 
 fn addr(port: u16) -> SockAddr {
@@ -46,7 +50,17 @@ fn addr(port: u16) -> SockAddr {
 }
 
 fn hdr(kind: EventKind, pid: u32, conn: u64, dir: Direction, ts: u64) -> EventHeader {
-    EventHeader { kind: kind as u8, version: EVENT_VERSION, direction: dir as u8, _pad0: 0, pid, tid: pid, _pad1: 0, ts_ns: ts, conn_id: conn }
+    EventHeader {
+        kind: kind as u8,
+        version: EVENT_VERSION,
+        direction: dir as u8,
+        _pad0: 0,
+        pid,
+        tid: pid,
+        _pad1: 0,
+        ts_ns: ts,
+        conn_id: conn,
+    }
 }
 
 fn data(pid: u32, conn: u64, dir: Direction, ts: u64, payload: &[u8]) -> Vec<u8> {
@@ -66,7 +80,11 @@ fn data(pid: u32, conn: u64, dir: Direction, ts: u64, payload: &[u8]) -> Vec<u8>
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -82,7 +100,10 @@ fn main() {
     let mut ts = 1_000u64;
     for c in 0..CONNS {
         let port = 20_000 + c as u16;
-        for (id, pid, role, l, r) in [(2 * c + 1, 1, Role::Client, port, 8080), (2 * c + 2, 2, Role::Server, 8080, port)] {
+        for (id, pid, role, l, r) in [
+            (2 * c + 1, 1, Role::Client, port, 8080),
+            (2 * c + 2, 2, Role::Server, 8080, port),
+        ] {
             records.push(bytes(&ConnOpenEvent {
                 header: hdr(EventKind::ConnOpen, pid, id, Direction::None, ts),
                 fd: 3,
@@ -107,9 +128,21 @@ fn main() {
     let total_bytes: usize = records.iter().map(Vec::len).sum();
 
     let telemetry = Arc::new(Telemetry::new());
-    let resource = Arc::new(Resource { attributes: vec![Attribute::new("service.name", "bench")] });
-    let limits = Limits { max: 65536, idle_ns: u64::MAX / 2, max_buffer_bytes: 256 * 1024 };
-    let mut p = Pipeline::new(limits, true, OneResource(resource), Count::default(), telemetry.clone());
+    let resource = Arc::new(Resource {
+        attributes: vec![Attribute::new("service.name", "bench")],
+    });
+    let limits = Limits {
+        max: 65536,
+        idle_ns: u64::MAX / 2,
+        max_buffer_bytes: 256 * 1024,
+    };
+    let mut p = Pipeline::new(
+        limits,
+        true,
+        OneResource(resource),
+        Count::default(),
+        telemetry.clone(),
+    );
     let rss_before = peak_rss_kib();
     let start = Instant::now();
     for chunk in records.chunks(256) {
@@ -121,11 +154,32 @@ fn main() {
     let secs = start.elapsed().as_secs_f64();
     let spans = p.sink_mut().0;
     let n = records.len() as f64;
-    println!("pipeline: {} records ({:.1} MiB) in {:.3} s", records.len(), total_bytes as f64 / 1048576.0, secs);
+    println!(
+        "pipeline: {} records ({:.1} MiB) in {:.3} s",
+        records.len(),
+        total_bytes as f64 / 1048576.0,
+        secs
+    );
     println!("  {:>12.0} records/s", n / secs);
-    println!("  {:>12.1} MiB/s of records", total_bytes as f64 / 1048576.0 / secs);
-    println!("  {:>12.0} spans/s ({spans} spans, {} stitched)", spans as f64 / secs, telemetry.get(Counter::SpansStitched));
+    println!(
+        "  {:>12.1} MiB/s of records",
+        total_bytes as f64 / 1048576.0 / secs
+    );
+    println!(
+        "  {:>12.0} spans/s ({spans} spans, {} stitched)",
+        spans as f64 / secs,
+        telemetry.get(Counter::SpansStitched)
+    );
     println!("  {:>12.0} ns per record", secs * 1e9 / n);
-    println!("  peak RSS {} KiB (before the run {} KiB, includes the {:.1} MiB of prepared records)", peak_rss_kib(), rss_before, total_bytes as f64 / 1048576.0);
-    assert_eq!(spans, 2 * CONNS * EXCHANGES, "every exchange produces a client and a server span");
+    println!(
+        "  peak RSS {} KiB (before the run {} KiB, includes the {:.1} MiB of prepared records)",
+        peak_rss_kib(),
+        rss_before,
+        total_bytes as f64 / 1048576.0
+    );
+    assert_eq!(
+        spans,
+        2 * CONNS * EXCHANGES,
+        "every exchange produces a client and a server span"
+    );
 }

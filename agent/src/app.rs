@@ -40,20 +40,30 @@ fn mono_now() -> u64 {
 
 async fn run_async(cfg: Config) -> anyhow::Result<()> {
     let telemetry = Arc::new(Telemetry::new());
-    let (sender, exporter) = crate::export::spawn(&cfg.export, telemetry.clone()).context("starting the exporter")?;
+    let (sender, exporter) =
+        crate::export::spawn(&cfg.export, telemetry.clone()).context("starting the exporter")?;
 
     let opts = cfg.load_options();
-    let mut loaded = loader::load(&opts).context("loading the eBPF programs (the agent needs root)")?;
+    let mut loaded =
+        loader::load(&opts).context("loading the eBPF programs (the agent needs root)")?;
     for s in &loaded.statuses {
         match &s.state {
             ProbeState::Attached => {}
             ProbeState::Disabled => {
                 telemetry.incr(Counter::ProbesSkipped);
-                tracing::info!("probe {} ({}) not attached: disabled by probes.disabled", s.spec.program, s.target());
+                tracing::info!(
+                    "probe {} ({}) not attached: disabled by probes.disabled",
+                    s.spec.program,
+                    s.target()
+                );
             }
             ProbeState::Unsupported(why) => {
                 telemetry.incr(Counter::ProbesSkipped);
-                tracing::warn!("probe {} ({}) not attached: {why}", s.spec.program, s.target());
+                tracing::warn!(
+                    "probe {} ({}) not attached: {why}",
+                    s.spec.program,
+                    s.target()
+                );
             }
         }
     }
@@ -63,19 +73,36 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
 
     let limits = Limits {
         max: cfg.connections.max as usize,
-        idle_ns: cfg.connections.idle_timeout_secs.saturating_mul(1_000_000_000),
+        idle_ns: cfg
+            .connections
+            .idle_timeout_secs
+            .saturating_mul(1_000_000_000),
         max_buffer_bytes: cfg.connections.max_buffer_bytes,
     };
     let resources = ResourceCache::new(host_name(), RESOURCE_CACHE);
-    let mut pipeline = Pipeline::new(limits, cfg.redaction.url_query, resources, sender, telemetry.clone());
+    let mut pipeline = Pipeline::new(
+        limits,
+        cfg.redaction.url_query,
+        resources,
+        sender,
+        telemetry.clone(),
+    );
 
     let me = std::process::id();
     let traced = |pid: u32| {
-        pid != me && !opts.exclude_pids.contains(&pid) && (opts.trace_all || opts.include_pids.contains(&pid))
+        pid != me
+            && !opts.exclude_pids.contains(&pid)
+            && (opts.trace_all || opts.include_pids.contains(&pid))
     };
-    let seeded = seed::discover(traced, (cfg.connections.max / 2) as usize, |pid, fd, info| {
-        loaded.track_connection(pid, fd, info).map_err(|e| e.to_string())
-    });
+    let seeded = seed::discover(
+        traced,
+        (cfg.connections.max / 2) as usize,
+        |pid, fd, info| {
+            loaded
+                .track_connection(pid, fd, info)
+                .map_err(|e| e.to_string())
+        },
+    );
     pipeline.seed(&seeded, mono_now());
 
     let ring = loaded.take_events()?;
@@ -92,9 +119,16 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
 
     tracing::info!(
         "agent ready: {} probes attached, {} pre-existing connections tracked, exporting to {}",
-        loaded.statuses.iter().filter(|s| s.state == ProbeState::Attached).count(),
+        loaded
+            .statuses
+            .iter()
+            .filter(|s| s.state == ProbeState::Attached)
+            .count(),
         seeded.len(),
-        cfg.export.endpoint.as_deref().unwrap_or("the terminal (stdout)")
+        cfg.export
+            .endpoint
+            .as_deref()
+            .unwrap_or("the terminal (stdout)")
     );
 
     loop {

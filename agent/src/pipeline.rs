@@ -73,7 +73,13 @@ pub struct Pipeline<R: Resources, S: SpanSink> {
 }
 
 impl<R: Resources, S: SpanSink> Pipeline<R, S> {
-    pub fn new(limits: Limits, redact_query: bool, resources: R, sink: S, telemetry: Arc<Telemetry>) -> Self {
+    pub fn new(
+        limits: Limits,
+        redact_query: bool,
+        resources: R,
+        sink: S,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
         Self {
             held: BinaryHeap::new(),
             arrivals: 0,
@@ -91,7 +97,14 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
     /// Connections found in procfs at start-up.
     pub fn seed(&mut self, seeded: &[SeededConn], now_ns: u64) {
         for s in seeded {
-            let meta = ConnMeta { conn_id: s.conn_id, pid: s.pid, fd: s.fd, role: s.role, local: s.local, remote: s.remote };
+            let meta = ConnMeta {
+                conn_id: s.conn_id,
+                pid: s.pid,
+                fd: s.fd,
+                role: s.role,
+                local: s.local,
+                remote: s.remote,
+            };
             self.conns.open(meta, now_ns, &mut self.scratch);
             self.telemetry.incr(Counter::ConnsSeeded);
         }
@@ -122,18 +135,28 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
             }
         };
         self.arrivals += 1;
-        self.held.push(Reverse(Held { key, arrival: self.arrivals, ev: owned }));
+        self.held.push(Reverse(Held {
+            key,
+            arrival: self.arrivals,
+            ev: owned,
+        }));
     }
 
     /// When the oldest held record is due (CLOCK_MONOTONIC ns), if any.
     pub fn next_due(&self) -> Option<u64> {
-        self.held.peek().map(|Reverse(h)| h.key.saturating_add(HOLD_NS))
+        self.held
+            .peek()
+            .map(|Reverse(h)| h.key.saturating_add(HOLD_NS))
     }
 
     /// Processes every held record older than the window (all of them when `now_ns` is MAX).
     pub fn process_due(&mut self, now_ns: u64) {
         let cutoff = now_ns.saturating_sub(HOLD_NS);
-        while self.held.peek().is_some_and(|Reverse(h)| h.key <= cutoff || now_ns == u64::MAX) {
+        while self
+            .held
+            .peek()
+            .is_some_and(|Reverse(h)| h.key <= cutoff || now_ns == u64::MAX)
+        {
             let Reverse(h) = self.held.pop().expect("peeked");
             self.process(h.ev);
         }
@@ -152,7 +175,10 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
                 };
                 self.conns.open(meta, o.header.ts_ns, &mut self.scratch);
             }
-            Owned::Close(c) => self.conns.close(c.header.conn_id, c.header.ts_ns, &mut self.scratch),
+            Owned::Close(c) => {
+                self.conns
+                    .close(c.header.conn_id, c.header.ts_ns, &mut self.scratch)
+            }
             Owned::Exit(h) => {
                 let fds = self.conns.process_exit(h.pid, h.ts_ns, &mut self.scratch);
                 self.untrack.extend(fds);
@@ -175,7 +201,8 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
 
     fn dispatch(&mut self) {
         for (meta, ev) in self.scratch.drain(..) {
-            self.spans.handle(&meta, ev, &self.conns, &mut self.resources, &mut self.sink);
+            self.spans
+                .handle(&meta, ev, &self.conns, &mut self.resources, &mut self.sink);
         }
     }
 

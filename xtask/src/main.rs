@@ -74,17 +74,24 @@ fn main() -> Result<()> {
 
 fn workspace_root() -> Result<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    Ok(dir.parent().context("xtask lives in the workspace")?.to_path_buf())
+    Ok(dir
+        .parent()
+        .context("xtask lives in the workspace")?
+        .to_path_buf())
 }
 
 fn toolchain_dir() -> PathBuf {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
     home.join(".cache/agent-toolchain")
 }
 
 fn sh(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: $ {}", display(cmd));
-    let st = cmd.status().with_context(|| format!("running {}", display(cmd)))?;
+    let st = cmd
+        .status()
+        .with_context(|| format!("running {}", display(cmd)))?;
     if !st.success() {
         bail!("{} failed with {st}", display(cmd));
     }
@@ -92,9 +99,15 @@ fn sh(cmd: &mut Command) -> Result<()> {
 }
 
 fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("running {}", display(cmd)))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {}", display(cmd)))?;
     if !out.status.success() {
-        bail!("{} failed: {}", display(cmd), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{} failed: {}",
+            display(cmd),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -110,14 +123,28 @@ fn display(cmd: &Command) -> String {
 
 /// nightly + rust-src (for -Z build-std) and bpf-linker linked against nightly's libLLVM.
 fn ensure_ebpf_toolchain() -> Result<PathBuf> {
-    let installed = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"]))
-        .context("a nightly toolchain is needed to build eBPF (rustup toolchain install nightly)")?;
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]))
+    .context("a nightly toolchain is needed to build eBPF (rustup toolchain install nightly)")?;
     if !installed.lines().any(|l| l.starts_with("rust-src")) {
-        sh(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        sh(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
     let t = toolchain_dir();
     let linker = t.join("bin/bpf-linker");
-    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?.trim().to_owned();
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?
+        .trim()
+        .to_owned();
     let lib = Path::new(&sysroot).join("lib");
     let so = std::fs::read_dir(&lib)?
         .filter_map(|e| e.ok())
@@ -131,8 +158,14 @@ fn ensure_ebpf_toolchain() -> Result<PathBuf> {
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(lib.join(&so), &link)?;
     }
-    let have = Command::new(&linker).arg("--version").output().ok().filter(|o| o.status.success());
-    let version_ok = have.as_ref().is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION));
+    let have = Command::new(&linker)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    let version_ok = have
+        .as_ref()
+        .is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION));
     if !version_ok {
         let vv = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
         let major = vv
@@ -146,25 +179,47 @@ fn ensure_ebpf_toolchain() -> Result<PathBuf> {
             .args(["install", "--locked", "--root"])
             .arg(&t)
             .arg(format!("bpf-linker@{BPF_LINKER_VERSION}"))
-            .args(["--no-default-features", "--features", &format!("llvm-{major}")]))?;
+            .args([
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{major}"),
+            ]))?;
     }
     Ok(t.join("bin"))
 }
 
 fn build_ebpf(root: &Path) -> Result<()> {
     let bin = ensure_ebpf_toolchain()?;
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     sh(Command::new("cargo")
         .current_dir(root)
         .env("PATH", path)
         // The host's RUSTFLAGS (e.g. -C target-cpu) make no sense for BPF.
         .env_remove("RUSTFLAGS")
-        .args(["+nightly", "build", "-p", "agent-ebpf", "--target", "bpfel-unknown-none", "-Z", "build-std=core", "--release"]))?;
+        .args([
+            "+nightly",
+            "build",
+            "-p",
+            "agent-ebpf",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--release",
+        ]))?;
     let obj = root.join("target/bpfel-unknown-none/release/agent-ebpf");
     if !obj.is_file() {
         bail!("eBPF build produced no object at {}", obj.display());
     }
-    eprintln!("xtask: eBPF object {} ({} bytes)", obj.display(), std::fs::metadata(&obj)?.len());
+    eprintln!(
+        "xtask: eBPF object {} ({} bytes)",
+        obj.display(),
+        std::fs::metadata(&obj)?.len()
+    );
     Ok(())
 }
 
@@ -179,7 +234,9 @@ fn build(root: &Path, release: bool) -> Result<()> {
 }
 
 fn is_root() -> bool {
-    output(Command::new("id").arg("-u")).map(|s| s.trim() == "0").unwrap_or(false)
+    output(Command::new("id").arg("-u"))
+        .map(|s| s.trim() == "0")
+        .unwrap_or(false)
 }
 
 fn run_agent(root: &Path, args: &[String]) -> Result<()> {
@@ -219,7 +276,15 @@ fn setup_test_deps(root: &Path) -> Result<()> {
     let reqs = root.join("tests/requirements.txt");
     if reqs.is_file() {
         sh(Command::new("python3")
-            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "--root-user-action=ignore", "-r"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "--root-user-action=ignore",
+                "-r",
+            ])
             .arg(&reqs))?;
     }
     Ok(())
@@ -233,13 +298,23 @@ fn test(root: &Path, no_setup: bool, pytest: Option<&str>) -> Result<()> {
     // 1. Unit tests of every crate (no root needed by these).
     sh(Command::new("cargo").args(["test", "--workspace", "--lib", "--bins"]))?;
     // 2. eBPF integration tests: real object, real kernel, real sockets (root).
-    sh(Command::new("cargo").args(["test", "-p", "agent", "--test", "ebpf_capture", "--", "--include-ignored", "--test-threads=1"]))?;
+    sh(Command::new("cargo").args([
+        "test",
+        "-p",
+        "agent",
+        "--test",
+        "ebpf_capture",
+        "--",
+        "--include-ignored",
+        "--test-threads=1",
+    ]))?;
     // 3. End to end: release agent, real servers and clients, a real OTLP receiver.
     sh(Command::new("cargo").args(["build", "-p", "agent", "--release"]))?;
     let e2e = root.join("tests/e2e");
     if e2e.is_dir() {
         let mut cmd = Command::new("python3");
-        cmd.env("AGENT_BIN", root.join("target/release/agent")).args(["-m", "pytest", "tests/e2e", "-q", "-p", "no:cacheprovider"]);
+        cmd.env("AGENT_BIN", root.join("target/release/agent"))
+            .args(["-m", "pytest", "tests/e2e", "-q", "-p", "no:cacheprovider"]);
         if let Some(extra) = pytest {
             cmd.args(extra.split_whitespace());
         }

@@ -9,13 +9,16 @@ use agent_common::{Direction, EventKind, SockAddr, Syscall, EVENT_VERSION};
 struct Res;
 impl Resources for Res {
     fn resource(&mut self, pid: u32) -> Arc<Resource> {
-        Arc::new(Resource { attributes: vec![Attribute::new("process.pid", i64::from(pid))] })
+        Arc::new(Resource {
+            attributes: vec![Attribute::new("process.pid", i64::from(pid))],
+        })
     }
 }
 
 fn bytes<T: Copy>(v: &T) -> Vec<u8> {
     // SAFETY: T is one of agent_common's #[repr(C)] integer-only structs.
-    unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }.to_vec()
+    unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }
+        .to_vec()
 }
 
 fn addr(port: u16) -> SockAddr {
@@ -29,7 +32,17 @@ fn addr(port: u16) -> SockAddr {
 }
 
 fn hdr(kind: EventKind, pid: u32, tid: u32, conn: u64, dir: Direction, ts: u64) -> EventHeader {
-    EventHeader { kind: kind as u8, version: EVENT_VERSION, direction: dir as u8, _pad0: 0, pid, tid, _pad1: 0, ts_ns: ts, conn_id: conn }
+    EventHeader {
+        kind: kind as u8,
+        version: EVENT_VERSION,
+        direction: dir as u8,
+        _pad0: 0,
+        pid,
+        tid,
+        _pad1: 0,
+        ts_ns: ts,
+        conn_id: conn,
+    }
 }
 
 fn open(pid: u32, conn: u64, role: Role, l: u16, r: u16, ts: u64) -> Vec<u8> {
@@ -44,11 +57,23 @@ fn open(pid: u32, conn: u64, role: Role, l: u16, r: u16, ts: u64) -> Vec<u8> {
     })
 }
 
-fn data(pid: u32, tid: u32, conn: u64, dir: Direction, enter: u64, exit: u64, payload: &[u8]) -> Vec<u8> {
+fn data(
+    pid: u32,
+    tid: u32,
+    conn: u64,
+    dir: Direction,
+    enter: u64,
+    exit: u64,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut b = bytes(&DataEvent {
         header: hdr(EventKind::Data, pid, tid, conn, dir, exit),
         fd: 3,
-        syscall: if dir == Direction::Egress { Syscall::Write as u8 } else { Syscall::Read as u8 },
+        syscall: if dir == Direction::Egress {
+            Syscall::Write as u8
+        } else {
+            Syscall::Read as u8
+        },
         _pad: [0; 3],
         len: payload.len() as u32,
         orig_len: payload.len() as u32,
@@ -59,7 +84,11 @@ fn data(pid: u32, tid: u32, conn: u64, dir: Direction, enter: u64, exit: u64, pa
 }
 
 fn pipeline() -> Pipeline<Res, Vec<Span>> {
-    let limits = Limits { max: 64, idle_ns: u64::MAX / 2, max_buffer_bytes: 65536 };
+    let limits = Limits {
+        max: 64,
+        idle_ns: u64::MAX / 2,
+        max_buffer_bytes: 65536,
+    };
     Pipeline::new(limits, true, Res, Vec::new(), Arc::new(Telemetry::new()))
 }
 
@@ -107,7 +136,9 @@ fn process_exit_ends_its_connections() {
     let mut p = pipeline();
     p.push(&open(1, 10, Role::Client, 50000, 8080, 100));
     p.push(&data(1, 1, 10, Direction::Egress, 200, 210, REQ));
-    p.push(&bytes(&agent_common::ProcExitEvent { header: hdr(EventKind::ProcExit, 1, 1, 0, Direction::None, 300) }));
+    p.push(&bytes(&agent_common::ProcExitEvent {
+        header: hdr(EventKind::ProcExit, 1, 1, 0, Direction::None, 300),
+    }));
     p.process_due(u64::MAX);
     assert_eq!(p.connections(), 0);
     assert_eq!(p.take_untracked(), vec![(1, 3)]);

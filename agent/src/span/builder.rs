@@ -41,7 +41,9 @@ impl Clock {
     pub fn now() -> Self {
         let mono = read_clock(libc::CLOCK_MONOTONIC);
         let real = read_clock(libc::CLOCK_REALTIME);
-        Self { offset_ns: real as i128 - mono as i128 }
+        Self {
+            offset_ns: real as i128 - mono as i128,
+        }
     }
 
     pub fn fixed(offset_ns: i128) -> Self {
@@ -55,7 +57,10 @@ impl Clock {
 
 /// Nanoseconds of a clock (CLOCK_MONOTONIC matches bpf_ktime_get_ns).
 pub fn read_clock(id: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the valid timespec we pass.
     unsafe { libc::clock_gettime(id, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -157,10 +162,19 @@ impl SpanBuilder {
         sink: &mut impl SpanSink,
     ) {
         match ev {
-            L7Event::RequestStart { seq, tid, start_ns, request: Request::Http(request) } => {
+            L7Event::RequestStart {
+                seq,
+                tid,
+                start_ns,
+                request: Request::Http(request),
+            } => {
                 self.start(meta, seq, tid, start_ns, request, conns);
             }
-            L7Event::ExchangeEnd { seq, end_ns, outcome } => {
+            L7Event::ExchangeEnd {
+                seq,
+                end_ns,
+                outcome,
+            } => {
                 if let Some(span) = self.end(meta, seq, end_ns, outcome, resources) {
                     self.telemetry.incr(Counter::SpansCreated);
                     sink.emit(span);
@@ -169,8 +183,20 @@ impl SpanBuilder {
         }
     }
 
-    fn start(&mut self, meta: &ConnMeta, seq: u64, tid: u32, start_ns: u64, request: HttpRequest, conns: &ConnTable) {
-        let kind = if meta.role == Role::Server { SpanKind::Server } else { SpanKind::Client };
+    fn start(
+        &mut self,
+        meta: &ConnMeta,
+        seq: u64,
+        tid: u32,
+        start_ns: u64,
+        request: HttpRequest,
+        conns: &ConnTable,
+    ) {
+        let kind = if meta.role == Role::Server {
+            SpanKind::Server
+        } else {
+            SpanKind::Client
+        };
         let header = self.header_context(&request);
         let (ctx, parent) = match kind {
             SpanKind::Server => self.server_parent(meta, header, conns),
@@ -188,7 +214,16 @@ impl SpanBuilder {
         self.by_conn.entry(meta.conn_id).or_default().push_back(seq);
         self.inflight.insert(
             (meta.conn_id, seq),
-            Inflight { ctx, parent, kind, start_ns, tid, request, meta: *meta, claimed: false },
+            Inflight {
+                ctx,
+                parent,
+                kind,
+                start_ns,
+                tid,
+                request,
+                meta: *meta,
+                claimed: false,
+            },
         );
     }
 
@@ -208,7 +243,12 @@ impl SpanBuilder {
             _ => None,
         };
         // span_id here is the caller's span: the parent of whatever we create from it.
-        Some(SpanContext { trace_id: tp.trace_id, span_id: tp.parent_id, flags: tp.flags, trace_state })
+        Some(SpanContext {
+            trace_id: tp.trace_id,
+            span_id: tp.parent_id,
+            flags: tp.flags,
+            trace_state,
+        })
     }
 
     fn server_parent(
@@ -219,11 +259,21 @@ impl SpanBuilder {
     ) -> (SpanContext, Option<SpanId>) {
         if let Some(peer) = conns.peer_of(meta).filter(|p| p.role == Role::Client) {
             let candidate = self.by_conn.get(&peer.conn_id).and_then(|seqs| {
-                seqs.iter().copied().find(|s| self.inflight.get(&(peer.conn_id, *s)).is_some_and(|i| !i.claimed))
+                seqs.iter().copied().find(|s| {
+                    self.inflight
+                        .get(&(peer.conn_id, *s))
+                        .is_some_and(|i| !i.claimed)
+                })
             });
             if let Some(s) = candidate {
-                let client = self.inflight.get_mut(&(peer.conn_id, s)).expect("found above");
-                if header.as_ref().is_none_or(|h| h.trace_id == client.ctx.trace_id) {
+                let client = self
+                    .inflight
+                    .get_mut(&(peer.conn_id, s))
+                    .expect("found above");
+                if header
+                    .as_ref()
+                    .is_none_or(|h| h.trace_id == client.ctx.trace_id)
+                {
                     client.claimed = true;
                     self.telemetry.incr(Counter::SpansStitched);
                     return (with_new_span(&client.ctx), Some(client.ctx.span_id));
@@ -254,7 +304,10 @@ impl SpanBuilder {
         if self.handling.get(&inf.tid) == Some(&(meta.conn_id, seq)) {
             self.handling.remove(&inf.tid);
         }
-        let Outcome::Http { outcome, request_body_size } = outcome;
+        let Outcome::Http {
+            outcome,
+            request_body_size,
+        } = outcome;
         if outcome == HttpOutcome::Aborted {
             self.telemetry.incr(Counter::Http1Aborted);
         }
@@ -275,13 +328,23 @@ impl SpanBuilder {
         let target = split_target(&r.target);
         let mut attrs = Vec::with_capacity(20);
         let method = known_method(&r.method);
-        attrs.push(Attribute::new("http.request.method", method.unwrap_or("_OTHER")));
+        attrs.push(Attribute::new(
+            "http.request.method",
+            method.unwrap_or("_OTHER"),
+        ));
         if method.is_none() {
-            attrs.push(Attribute::new("http.request.method_original", r.method.as_str()));
+            attrs.push(Attribute::new(
+                "http.request.method_original",
+                r.method.as_str(),
+            ));
         }
         attrs.push(Attribute::new("url.path", target.path));
         if let Some(q) = target.query {
-            let q = if self.redact_query { redact_query(q) } else { q.to_owned() };
+            let q = if self.redact_query {
+                redact_query(q)
+            } else {
+                q.to_owned()
+            };
             attrs.push(Attribute::new("url.query", q));
         }
         attrs.push(Attribute::new("url.scheme", "http"));
@@ -289,41 +352,94 @@ impl SpanBuilder {
         let local_ip = ip_of(&inf.meta.local).to_string();
         let remote_ip = ip_of(&inf.meta.remote).to_string();
         if server {
-            attrs.push(Attribute::new("server.address", host_hdr.map(str::to_owned).unwrap_or_else(|| local_ip.clone())));
-            attrs.push(Attribute::new("server.port", i64::from(port_hdr.unwrap_or(inf.meta.local.port))));
+            attrs.push(Attribute::new(
+                "server.address",
+                host_hdr
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| local_ip.clone()),
+            ));
+            attrs.push(Attribute::new(
+                "server.port",
+                i64::from(port_hdr.unwrap_or(inf.meta.local.port)),
+            ));
             attrs.push(Attribute::new("client.address", remote_ip.clone()));
-            attrs.push(Attribute::new("client.port", i64::from(inf.meta.remote.port)));
+            attrs.push(Attribute::new(
+                "client.port",
+                i64::from(inf.meta.remote.port),
+            ));
         } else {
-            let host = host_hdr.map(str::to_owned).unwrap_or_else(|| remote_ip.clone());
+            let host = host_hdr
+                .map(str::to_owned)
+                .unwrap_or_else(|| remote_ip.clone());
             let port = port_hdr.unwrap_or(inf.meta.remote.port);
             attrs.push(Attribute::new("server.address", host.clone()));
             attrs.push(Attribute::new("server.port", i64::from(port)));
             let shown_port = (port != 80).then_some(port);
-            attrs.push(Attribute::new("url.full", full_url("http", &host, shown_port, target.path, target.query, self.redact_query)));
+            attrs.push(Attribute::new(
+                "url.full",
+                full_url(
+                    "http",
+                    &host,
+                    shown_port,
+                    target.path,
+                    target.query,
+                    self.redact_query,
+                ),
+            ));
         }
         attrs.push(Attribute::new("network.peer.address", remote_ip));
-        attrs.push(Attribute::new("network.peer.port", i64::from(inf.meta.remote.port)));
+        attrs.push(Attribute::new(
+            "network.peer.port",
+            i64::from(inf.meta.remote.port),
+        ));
         attrs.push(Attribute::new("network.local.address", local_ip));
-        attrs.push(Attribute::new("network.local.port", i64::from(inf.meta.local.port)));
+        attrs.push(Attribute::new(
+            "network.local.port",
+            i64::from(inf.meta.local.port),
+        ));
         attrs.push(Attribute::new("network.transport", "tcp"));
         let ipv4 = matches!(ip_of(&inf.meta.remote), IpAddr::V4(_));
-        attrs.push(Attribute::new("network.type", if ipv4 { "ipv4" } else { "ipv6" }));
+        attrs.push(Attribute::new(
+            "network.type",
+            if ipv4 { "ipv4" } else { "ipv6" },
+        ));
         if let Some(ua) = &r.user_agent {
             attrs.push(Attribute::new("user_agent.original", ua.as_str()));
         }
         if request_body_size > 0 {
-            attrs.push(Attribute::new("http.request.body.size", request_body_size as i64));
+            attrs.push(Attribute::new(
+                "http.request.body.size",
+                request_body_size as i64,
+            ));
         }
         let (status, message, version) = match outcome {
-            HttpOutcome::Response { status, version_minor, response_body_size } => {
-                attrs.push(Attribute::new("http.response.status_code", i64::from(status)));
-                attrs.push(Attribute::new("http.response.body.size", response_body_size as i64));
+            HttpOutcome::Response {
+                status,
+                version_minor,
+                response_body_size,
+            } => {
+                attrs.push(Attribute::new(
+                    "http.response.status_code",
+                    i64::from(status),
+                ));
+                attrs.push(Attribute::new(
+                    "http.response.body.size",
+                    response_body_size as i64,
+                ));
                 // OTel HTTP conventions: 5xx is an error for servers; 4xx too for clients.
                 let error = status >= 500 || (!server && status >= 400);
                 if error {
                     attrs.push(Attribute::new("error.type", status.to_string()));
                 }
-                (if error { StatusCode::Error } else { StatusCode::Unset }, None, version_minor)
+                (
+                    if error {
+                        StatusCode::Error
+                    } else {
+                        StatusCode::Unset
+                    },
+                    None,
+                    version_minor,
+                )
             }
             HttpOutcome::Aborted => {
                 attrs.push(Attribute::new("error.type", "response_incomplete"));
@@ -331,7 +447,10 @@ impl SpanBuilder {
                 (StatusCode::Error, Some(msg), r.version_minor)
             }
         };
-        attrs.push(Attribute::new("network.protocol.version", if version == 0 { "1.0" } else { "1.1" }));
+        attrs.push(Attribute::new(
+            "network.protocol.version",
+            if version == 0 { "1.0" } else { "1.1" },
+        ));
         let name = match route_template(target.path) {
             Some(route) => format!("{} {route}", method.unwrap_or("HTTP")),
             None => method.unwrap_or("HTTP").to_owned(),
@@ -352,25 +471,44 @@ impl SpanBuilder {
 }
 
 fn with_new_span(parent: &SpanContext) -> SpanContext {
-    SpanContext { trace_id: parent.trace_id, span_id: new_span_id(), flags: parent.flags, trace_state: parent.trace_state.clone() }
+    SpanContext {
+        trace_id: parent.trace_id,
+        span_id: new_span_id(),
+        flags: parent.flags,
+        trace_state: parent.trace_state.clone(),
+    }
 }
 
 fn new_root() -> SpanContext {
-    SpanContext { trace_id: new_trace_id(), span_id: new_span_id(), flags: 1, trace_state: None }
+    SpanContext {
+        trace_id: new_trace_id(),
+        span_id: new_span_id(),
+        flags: 1,
+        trace_state: None,
+    }
 }
 
 /// The method as the conventions name it, or None for `_OTHER` (keeps span-name cardinality low).
 fn known_method(m: &str) -> Option<&'static str> {
-    const KNOWN: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+    const KNOWN: &[&str] = &[
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
     KNOWN.iter().copied().find(|k| *k == m)
 }
 
 /// `host[:port]` (or `[v6]:port`) from a Host header.
 fn split_host(h: Option<&str>) -> (Option<&str>, Option<u16>) {
-    let Some(h) = h.map(str::trim).filter(|h| !h.is_empty()) else { return (None, None) };
+    let Some(h) = h.map(str::trim).filter(|h| !h.is_empty()) else {
+        return (None, None);
+    };
     if let Some(rest) = h.strip_prefix('[') {
-        let Some((v6, after)) = rest.split_once(']') else { return (Some(h), None) };
-        return (Some(v6), after.strip_prefix(':').and_then(|p| p.parse().ok()));
+        let Some((v6, after)) = rest.split_once(']') else {
+            return (Some(h), None);
+        };
+        return (
+            Some(v6),
+            after.strip_prefix(':').and_then(|p| p.parse().ok()),
+        );
     }
     match h.rsplit_once(':') {
         Some((host, port)) if !host.contains(':') => match port.parse() {

@@ -1,7 +1,7 @@
 //! Spans: pairing requests with responses, trace context, naming.
 
-pub mod context;
 pub mod builder;
+pub mod context;
 pub mod model;
 pub mod route;
 pub mod url;

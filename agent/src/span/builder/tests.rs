@@ -5,7 +5,9 @@ use crate::span::model::AttrValue;
 struct FixedResources;
 impl Resources for FixedResources {
     fn resource(&mut self, pid: u32) -> Arc<Resource> {
-        Arc::new(Resource { attributes: vec![Attribute::new("process.pid", i64::from(pid))] })
+        Arc::new(Resource {
+            attributes: vec![Attribute::new("process.pid", i64::from(pid))],
+        })
     }
 }
 
@@ -20,15 +22,33 @@ fn addr(port: u16) -> SockAddr {
 }
 
 fn meta(id: u64, pid: u32, role: Role, l: u16, r: u16) -> ConnMeta {
-    ConnMeta { conn_id: id, pid, fd: 3, role, local: addr(l), remote: addr(r) }
+    ConnMeta {
+        conn_id: id,
+        pid,
+        fd: 3,
+        role,
+        local: addr(l),
+        remote: addr(r),
+    }
 }
 
 fn req(method: &str, target: &str) -> HttpRequest {
-    HttpRequest { method: method.into(), target: target.into(), version_minor: 1, host: Some("127.0.0.1:8080".into()), ..Default::default() }
+    HttpRequest {
+        method: method.into(),
+        target: target.into(),
+        version_minor: 1,
+        host: Some("127.0.0.1:8080".into()),
+        ..Default::default()
+    }
 }
 
 fn start(seq: u64, tid: u32, ts: u64, r: HttpRequest) -> L7Event {
-    L7Event::RequestStart { seq, tid, start_ns: ts, request: Request::Http(r) }
+    L7Event::RequestStart {
+        seq,
+        tid,
+        start_ns: ts,
+        request: Request::Http(r),
+    }
 }
 
 fn end(seq: u64, ts: u64, status: u16) -> L7Event {
@@ -36,7 +56,11 @@ fn end(seq: u64, ts: u64, status: u16) -> L7Event {
         seq,
         end_ns: ts,
         outcome: Outcome::Http {
-            outcome: HttpOutcome::Response { status, version_minor: 1, response_body_size: 2 },
+            outcome: HttpOutcome::Response {
+                status,
+                version_minor: 1,
+                response_body_size: 2,
+            },
             request_body_size: 0,
         },
     }
@@ -52,20 +76,35 @@ struct World {
 impl World {
     fn new() -> Self {
         let tel = Arc::new(Telemetry::new());
-        let conns = ConnTable::new(Limits { max: 64, idle_ns: u64::MAX, max_buffer_bytes: 65536 }, tel.clone());
-        Self { conns, b: SpanBuilder::new(Clock::fixed(1_000_000), true, tel.clone()), out: Vec::new(), tel }
+        let conns = ConnTable::new(
+            Limits {
+                max: 64,
+                idle_ns: u64::MAX,
+                max_buffer_bytes: 65536,
+            },
+            tel.clone(),
+        );
+        Self {
+            conns,
+            b: SpanBuilder::new(Clock::fixed(1_000_000), true, tel.clone()),
+            out: Vec::new(),
+            tel,
+        }
     }
     fn open(&mut self, m: ConnMeta) -> ConnMeta {
         self.conns.open(m, 0, &mut Vec::new());
         m
     }
     fn ev(&mut self, m: &ConnMeta, e: L7Event) {
-        self.b.handle(m, e, &self.conns, &mut FixedResources, &mut self.out);
+        self.b
+            .handle(m, e, &self.conns, &mut FixedResources, &mut self.out);
     }
     fn span(&self, pid: u32, kind: SpanKind) -> &Span {
         self.out
             .iter()
-            .find(|s| s.kind == kind && s.resource.get("process.pid") == Some(&AttrValue::Int(pid as i64)))
+            .find(|s| {
+                s.kind == kind && s.resource.get("process.pid") == Some(&AttrValue::Int(pid as i64))
+            })
             .unwrap_or_else(|| panic!("no {kind:?} span of pid {pid}: {:#?}", self.out))
     }
 }
@@ -119,8 +158,14 @@ fn explicit_traceparent_joins_and_stitching_keeps_the_finer_parent() {
     w.ev(&c_cli, end(0, 130, 200));
     let c = w.span(1, SpanKind::Client).clone();
     let a = w.span(2, SpanKind::Server).clone();
-    assert_eq!(super::super::model::hex(&c.context.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
-    assert_eq!(c.parent_span_id.map(|p| super::super::model::hex(&p)), Some("00f067aa0ba902b7".into()));
+    assert_eq!(
+        super::super::model::hex(&c.context.trace_id),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(
+        c.parent_span_id.map(|p| super::super::model::hex(&p)),
+        Some("00f067aa0ba902b7".into())
+    );
     assert_eq!(a.parent_span_id, Some(c.context.span_id));
     assert_eq!(a.context.trace_id, c.context.trace_id);
 }
@@ -157,7 +202,10 @@ fn header_of_another_trace_beats_stitching() {
     r.traceparent = Some("00-11111111111111111111111111111111-2222222222222222-01".into());
     w.ev(&a_srv, start(0, 20, 110, r));
     w.ev(&a_srv, end(0, 120, 200));
-    assert_eq!(super::super::model::hex(&w.out[0].context.trace_id), "11111111111111111111111111111111");
+    assert_eq!(
+        super::super::model::hex(&w.out[0].context.trace_id),
+        "11111111111111111111111111111111"
+    );
 }
 
 #[test]
@@ -181,7 +229,10 @@ fn statuses_follow_the_http_conventions() {
             (SpanKind::Client, StatusCode::Error)
         ]
     );
-    assert_eq!(w.out[1].attr("error.type"), Some(&AttrValue::Str("404".into())));
+    assert_eq!(
+        w.out[1].attr("error.type"),
+        Some(&AttrValue::Str("404".into()))
+    );
 }
 
 #[test]
@@ -195,16 +246,31 @@ fn attributes_and_redaction() {
     let s = &w.out[0];
     let get = |k| s.attr(k).cloned();
     assert_eq!(s.name, "GET /users/{id}");
-    assert_eq!(get("url.query"), Some(AttrValue::Str("token=REDACTED&x=REDACTED".into())));
+    assert_eq!(
+        get("url.query"),
+        Some(AttrValue::Str("token=REDACTED&x=REDACTED".into()))
+    );
     let full = match get("url.full") {
         Some(AttrValue::Str(f)) => f,
         other => panic!("{other:?}"),
     };
-    assert!(full.starts_with("http://127.0.0.1:8080/users/42?") && !full.contains("abc"), "{full}");
+    assert!(
+        full.starts_with("http://127.0.0.1:8080/users/42?") && !full.contains("abc"),
+        "{full}"
+    );
     assert_eq!(get("server.port"), Some(AttrValue::Int(8080)));
-    assert_eq!(get("network.peer.address"), Some(AttrValue::Str("127.0.0.1".into())));
-    assert_eq!(get("network.protocol.version"), Some(AttrValue::Str("1.1".into())));
-    assert_eq!(get("user_agent.original"), Some(AttrValue::Str("curl/7.88.1".into())));
+    assert_eq!(
+        get("network.peer.address"),
+        Some(AttrValue::Str("127.0.0.1".into()))
+    );
+    assert_eq!(
+        get("network.protocol.version"),
+        Some(AttrValue::Str("1.1".into()))
+    );
+    assert_eq!(
+        get("user_agent.original"),
+        Some(AttrValue::Str("curl/7.88.1".into()))
+    );
     assert_eq!(get("http.response.status_code"), Some(AttrValue::Int(200)));
 }
 
@@ -215,18 +281,34 @@ fn aborted_exchange_is_an_error_span_and_unknown_methods_are_other() {
     w.ev(&srv, start(0, 20, 100, req("PURGE", "/cache")));
     w.ev(
         &srv,
-        L7Event::ExchangeEnd { seq: 0, end_ns: 150, outcome: Outcome::Http { outcome: HttpOutcome::Aborted, request_body_size: 0 } },
+        L7Event::ExchangeEnd {
+            seq: 0,
+            end_ns: 150,
+            outcome: Outcome::Http {
+                outcome: HttpOutcome::Aborted,
+                request_body_size: 0,
+            },
+        },
     );
     let s = &w.out[0];
     assert_eq!(s.status, StatusCode::Error);
     assert_eq!(s.name, "HTTP /cache");
-    assert_eq!(s.attr("http.request.method"), Some(&AttrValue::Str("_OTHER".into())));
-    assert_eq!(s.attr("http.request.method_original"), Some(&AttrValue::Str("PURGE".into())));
+    assert_eq!(
+        s.attr("http.request.method"),
+        Some(&AttrValue::Str("_OTHER".into()))
+    );
+    assert_eq!(
+        s.attr("http.request.method_original"),
+        Some(&AttrValue::Str("PURGE".into()))
+    );
 }
 
 #[test]
 fn host_header_forms() {
-    assert_eq!(split_host(Some("example.com:8080")), (Some("example.com"), Some(8080)));
+    assert_eq!(
+        split_host(Some("example.com:8080")),
+        (Some("example.com"), Some(8080))
+    );
     assert_eq!(split_host(Some("example.com")), (Some("example.com"), None));
     assert_eq!(split_host(Some("[::1]:443")), (Some("::1"), Some(443)));
     assert_eq!(split_host(Some("")), (None, None));

@@ -1,0 +1,211 @@
+//! Requests waiting for their response, matched first-in first-out: HTTP/1.1 has no request
+//! ids, so the n-th response answers the n-th request (RFC 9112 §9.3.2).
+//!
+//! Besides live exchanges (a `RequestStart` was emitted) the queue holds *ghosts*: requests
+//! that certainly exist but whose head we lost (a capture gap) or could not use. Their
+//! responses still arrive and must be skipped, or every later response would be paired with
+//! the wrong request. `lost` counts responses owed to requests that already left the queue
+//! (overflow); they precede everything in the queue.
+
+use std::collections::VecDeque;
+
+use super::super::{HttpOutcome, HttpRequest, L7Event, Outcome, Request};
+
+/// Bound on requests awaiting a response. Pipelining this deep is unheard of for HTTP/1; a
+/// longer queue means the response direction is not being seen.
+pub(super) const MAX_PENDING: usize = 64;
+
+/// What framing of the response depends on in the request (RFC 9112 §6.3 items 1–2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ReqKind {
+    Normal,
+    Head,
+    Connect,
+}
+
+impl ReqKind {
+    pub(super) fn of(method: &str) -> Self {
+        // Methods are case-sensitive (RFC 9110 §9.1).
+        match method {
+            "HEAD" => ReqKind::Head,
+            "CONNECT" => ReqKind::Connect,
+            _ => ReqKind::Normal,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    id: u64,
+    /// `None` for a ghost.
+    seq: Option<u64>,
+    kind: ReqKind,
+    request_body_size: u64,
+}
+
+/// Whom a response answers, decided when its head is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Owner {
+    /// The queue entry with this id (it was the front then).
+    Entry(u64),
+    /// A request that already left the queue (see `lost`).
+    Lost,
+    /// No request is waiting (we joined mid-connection, or after a resync).
+    Nobody,
+}
+
+/// Where and when a request's first byte was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Start {
+    pub tid: u32,
+    pub first_ns: u64,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Exchanges {
+    queue: VecDeque<Pending>,
+    next_seq: u64,
+    next_id: u64,
+    lost: u64,
+    /// Entry whose response body is being read (overflow must not count it as lost).
+    responding: Option<u64>,
+}
+
+impl Exchanges {
+    /// A request head was parsed: emit `RequestStart` and queue the exchange. Returns its id.
+    pub(super) fn open(
+        &mut self,
+        kind: ReqKind,
+        start: Start,
+        request: HttpRequest,
+        now_ns: u64,
+        out: &mut Vec<L7Event>,
+    ) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let id = self.push(Some(seq), kind, now_ns, out);
+        out.push(L7Event::RequestStart {
+            seq,
+            tid: start.tid,
+            start_ns: start.first_ns,
+            request: Request::Http(request),
+        });
+        id
+    }
+
+    /// A request we cannot report exists: its response must be skipped.
+    pub(super) fn ghost(&mut self, now_ns: u64, out: &mut Vec<L7Event>) {
+        self.push(None, ReqKind::Normal, now_ns, out);
+    }
+
+    fn push(
+        &mut self,
+        seq: Option<u64>,
+        kind: ReqKind,
+        now_ns: u64,
+        out: &mut Vec<L7Event>,
+    ) -> u64 {
+        if self.queue.len() >= MAX_PENDING {
+            if let Some(oldest) = self.queue.pop_front() {
+                emit_end(&oldest, HttpOutcome::Aborted, now_ns, out);
+                if self.responding == Some(oldest.id) {
+                    // Its response is the one being read: it just completes unreported.
+                    self.responding = None;
+                } else {
+                    self.lost = self.lost.saturating_add(1);
+                }
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.queue.push_back(Pending {
+            id,
+            seq,
+            kind,
+            request_body_size: 0,
+        });
+        id
+    }
+
+    /// Request body bytes for the exchange `id` (normally the newest).
+    pub(super) fn add_request_body(&mut self, id: u64, n: u64) {
+        if let Some(p) = self.queue.iter_mut().rev().find(|p| p.id == id) {
+            p.request_body_size = p.request_body_size.saturating_add(n);
+        }
+    }
+
+    /// Whom the next response answers, and the kind of that request.
+    pub(super) fn next_owner(&self) -> (Owner, ReqKind) {
+        if self.lost > 0 {
+            return (Owner::Lost, ReqKind::Normal);
+        }
+        match self.queue.front() {
+            Some(p) => (Owner::Entry(p.id), p.kind),
+            None => (Owner::Nobody, ReqKind::Normal),
+        }
+    }
+
+    /// The response of `owner` has a body still to come.
+    pub(super) fn responding(&mut self, owner: Owner) {
+        self.responding = match owner {
+            Owner::Entry(id) => Some(id),
+            _ => None,
+        };
+    }
+
+    /// `owner`'s exchange is over with `outcome` (a complete final response, or aborted).
+    pub(super) fn finish(
+        &mut self,
+        owner: Owner,
+        outcome: HttpOutcome,
+        end_ns: u64,
+        out: &mut Vec<L7Event>,
+    ) {
+        self.responding = None;
+        match owner {
+            Owner::Entry(id) => {
+                // Not the front any more: overflow already aborted it.
+                if self.queue.front().is_some_and(|p| p.id == id) {
+                    if let Some(p) = self.queue.pop_front() {
+                        emit_end(&p, outcome, end_ns, out);
+                    }
+                }
+            }
+            Owner::Lost => self.lost = self.lost.saturating_sub(1),
+            Owner::Nobody => {}
+        }
+    }
+
+    /// The next response is lost (garbled or uncaptured): give up on the oldest exchange.
+    pub(super) fn abort_next(&mut self, end_ns: u64, out: &mut Vec<L7Event>) {
+        let (owner, _) = self.next_owner();
+        self.finish(owner, HttpOutcome::Aborted, end_ns, out);
+    }
+
+    /// End every open exchange as aborted.
+    pub(super) fn abort_all(&mut self, end_ns: u64, out: &mut Vec<L7Event>) {
+        for p in self.queue.drain(..) {
+            emit_end(&p, HttpOutcome::Aborted, end_ns, out);
+        }
+        self.lost = 0;
+        self.responding = None;
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.queue.len()
+    }
+}
+
+fn emit_end(p: &Pending, outcome: HttpOutcome, end_ns: u64, out: &mut Vec<L7Event>) {
+    if let Some(seq) = p.seq {
+        out.push(L7Event::ExchangeEnd {
+            seq,
+            end_ns,
+            outcome: Outcome::Http {
+                outcome,
+                request_body_size: p.request_body_size,
+            },
+        });
+    }
+}

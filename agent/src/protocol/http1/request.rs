@@ -1,0 +1,287 @@
+//! The request stream: heads become `RequestStart`s, bodies are counted (RFC 9112 §6.3
+//! items 3–7 for requests), garbage is skipped up to the next plausible request line.
+
+use super::super::{ParseError, SegmentCtx};
+use super::body::{Body, Gap};
+use super::detect::{known_method_prefix, scan_line_starts, Scan};
+use super::exchanges::{Exchanges, ReqKind, Start};
+use super::head::{self, find_head_end, FramingFields, MAX_HEAD};
+use super::{Io, L7Event};
+
+#[derive(Debug)]
+enum State {
+    /// Expecting a head. `trusted`: at a known message boundary (connection start or after a
+    /// complete message) rather than at a line that merely looked like a request after resync.
+    Head { trusted: bool },
+    /// Counting the body of exchange `id`.
+    Body { id: u64, body: Body },
+    /// Lost sync: dropping bytes up to a line starting with `METHOD SP` (known method).
+    Resync,
+}
+
+/// Remembers where the bytes left unconsumed by the previous call came from, so a head that
+/// arrives over several reads starts at its first read.
+#[derive(Debug, Default)]
+struct Cursor {
+    /// How many bytes at the front of the next `buf` are left over from earlier calls.
+    carried: usize,
+    /// The read that delivered the first of them.
+    carried_start: Option<Start>,
+}
+
+impl Cursor {
+    fn start_at(&self, offset: usize, ctx: &SegmentCtx) -> Start {
+        match self.carried_start {
+            Some(start) if offset < self.carried => start,
+            _ => Start {
+                tid: ctx.tid,
+                first_ns: ctx.first_ns,
+            },
+        }
+    }
+
+    fn finish(&mut self, len: usize, consumed: usize, ctx: &SegmentCtx) {
+        let rest = len - consumed;
+        if rest == 0 {
+            *self = Cursor::default();
+            return;
+        }
+        // When carried bytes stay unconsumed, the oldest one came with the remembered read
+        // (approximately: carried bytes can span reads, but only a partial head is ever
+        // carried, and it is carried whole).
+        if consumed >= self.carried || self.carried_start.is_none() {
+            self.carried_start = Some(Start {
+                tid: ctx.tid,
+                first_ns: ctx.first_ns,
+            });
+        }
+        self.carried = rest;
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct RequestStream {
+    state: State,
+    cursor: Cursor,
+    /// Bytes of the pending head already searched for its end.
+    scanned: usize,
+    /// The byte before the next `buf` ended a line (resync looks only at line starts).
+    line_start: bool,
+}
+
+enum Step {
+    NeedMore,
+    Consumed(usize),
+}
+
+fn error(detail: impl Into<String>) -> ParseError {
+    ParseError::Http1 {
+        what: "request",
+        detail: detail.into(),
+    }
+}
+
+impl RequestStream {
+    pub(super) fn new() -> Self {
+        Self {
+            state: State::Head { trusted: true },
+            cursor: Cursor::default(),
+            scanned: 0,
+            line_start: true,
+        }
+    }
+
+    pub(super) fn parse(&mut self, buf: &[u8], io: &mut Io) -> usize {
+        let mut pos = 0;
+        while pos < buf.len() {
+            match &mut self.state {
+                State::Body { id, body } => match body.feed(&buf[pos..]) {
+                    Ok(fed) => {
+                        io.ex.add_request_body(*id, fed.payload);
+                        pos += fed.consumed;
+                        if fed.done {
+                            self.expect_head(true);
+                        }
+                    }
+                    Err(broken) => {
+                        io.ex.add_request_body(*id, broken.payload);
+                        io.errors.push(error(format!("body: {}", broken.detail)));
+                        pos += broken.at;
+                        // The exchange stays open: its response will still come.
+                        self.state = State::Resync;
+                    }
+                },
+                State::Head { trusted } => {
+                    let trusted = *trusted;
+                    if trusted && self.scanned == 0 {
+                        // RFC 9112 §2.2: ignore empty lines before a request-line.
+                        while pos < buf.len() && matches!(buf[pos], b'\r' | b'\n') {
+                            pos += 1;
+                        }
+                        if pos == buf.len() {
+                            break;
+                        }
+                    }
+                    let start = self.cursor.start_at(pos, io.ctx);
+                    match self.head(&buf[pos..], start, trusted, io) {
+                        Step::NeedMore => break,
+                        Step::Consumed(n) => pos += n,
+                    }
+                }
+                State::Resync => {
+                    let line_start = if pos == 0 {
+                        self.line_start
+                    } else {
+                        buf[pos - 1] == b'\n'
+                    };
+                    match scan_line_starts(buf, pos, line_start, known_method_prefix) {
+                        Scan::Found(at) => {
+                            pos = at;
+                            self.expect_head(false);
+                        }
+                        Scan::Partial(at) => {
+                            pos = at;
+                            break;
+                        }
+                        Scan::Nothing => pos = buf.len(),
+                    }
+                }
+            }
+        }
+        self.cursor.finish(buf.len(), pos, io.ctx);
+        if pos > 0 {
+            self.line_start = buf[pos - 1] == b'\n';
+        }
+        pos
+    }
+
+    fn expect_head(&mut self, trusted: bool) {
+        self.state = State::Head { trusted };
+        self.scanned = 0;
+    }
+
+    /// Try to parse the head at the start of `bytes`.
+    fn head(&mut self, bytes: &[u8], start: Start, trusted: bool, io: &mut Io) -> Step {
+        if !head::request_prefix_plausible(bytes) {
+            return self.fail(bytes, "not a request line".into(), trusted, 1, io);
+        }
+        let Some(end) = find_head_end(bytes, &mut self.scanned) else {
+            if bytes.len() < MAX_HEAD {
+                return Step::NeedMore;
+            }
+            return self.fail(
+                bytes,
+                format!("head exceeds {MAX_HEAD} bytes"),
+                trusted,
+                1,
+                io,
+            );
+        };
+        let parsed = match head::parse_request(&bytes[..end]) {
+            Ok(parsed) => parsed,
+            Err(detail) => return self.fail(bytes, detail, trusted, 1, io),
+        };
+        let body = match request_body(&parsed.framing, parsed.request.version_minor) {
+            Ok(body) => body,
+            // Broken framing: the body's extent is unknown; resync in what follows the head.
+            Err(detail) => return self.fail(bytes, detail.into(), trusted, end, io),
+        };
+        let kind = ReqKind::of(&parsed.request.method);
+        let id = io
+            .ex
+            .open(kind, start, parsed.request, io.ctx.last_ns, io.out);
+        match body {
+            Some(body) => {
+                self.state = State::Body { id, body };
+                self.scanned = 0;
+            }
+            None => self.expect_head(true),
+        }
+        Step::Consumed(end)
+    }
+
+    /// Give up on the head at the start of `bytes` and resync after `skip` bytes. At a message
+    /// boundary this is an error, and when the head starts with a genuine request line the
+    /// server will answer it (typically 400): a ghost exchange keeps that answer from being
+    /// paired with a later request. A head that was only a resync guess is dropped silently.
+    fn fail(
+        &mut self,
+        bytes: &[u8],
+        detail: String,
+        trusted: bool,
+        skip: usize,
+        io: &mut Io,
+    ) -> Step {
+        if trusted {
+            io.errors.push(error(detail));
+            if head::is_request_line(bytes) {
+                io.ex.ghost(io.ctx.last_ns, io.out);
+            }
+        }
+        self.state = State::Resync;
+        self.scanned = 0;
+        Step::Consumed(skip)
+    }
+
+    /// `n` uncaptured bytes follow everything parsed so far; see `Http1Conn::skip`.
+    pub(super) fn skip(
+        &mut self,
+        n: u64,
+        unconsumed: usize,
+        ctx: &SegmentCtx,
+        ex: &mut Exchanges,
+        out: &mut Vec<L7Event>,
+    ) -> bool {
+        if unconsumed == 0 {
+            if let State::Body { id, body } = &mut self.state {
+                match body.gap(n) {
+                    Gap::Inside { done } => {
+                        ex.add_request_body(*id, n);
+                        if done {
+                            self.expect_head(true);
+                        }
+                        return true;
+                    }
+                    Gap::Overran { payload } => {
+                        // The body ended inside the gap; the rest of the gap began a request.
+                        ex.add_request_body(*id, payload);
+                        self.expect_head(true);
+                    }
+                    Gap::Lost => {}
+                }
+            }
+        }
+        if let State::Head { trusted: true } = self.state {
+            // A request's first bytes went uncaptured: it exists and will be answered.
+            ex.ghost(ctx.last_ns, out);
+        }
+        self.state = State::Resync;
+        self.scanned = 0;
+        self.cursor = Cursor::default();
+        // Bytes right after a gap are mid-line as far as we know.
+        self.line_start = false;
+        false
+    }
+}
+
+/// Request body length (RFC 9112 §6.3): chunked if it is the final transfer coding, else
+/// Content-Length, else none. `Err` for framing a server would reject with 400.
+fn request_body(f: &FramingFields, version_minor: u8) -> Result<Option<Body>, &'static str> {
+    if f.transfer_encoding {
+        // §6.3 item 4: no final chunked in a request means its length is unknowable;
+        // §6.1: Transfer-Encoding in an HTTP/1.0 message means faulty framing.
+        if !f.chunked_last {
+            return Err("Transfer-Encoding without final chunked");
+        }
+        if version_minor == 0 {
+            return Err("Transfer-Encoding in an HTTP/1.0 request");
+        }
+        // §6.3 item 3: Transfer-Encoding overrides any Content-Length.
+        return Ok(Some(Body::chunked()));
+    }
+    match f.content_length {
+        None | Some(Ok(0)) => Ok(None),
+        Some(Ok(n)) => Ok(Some(Body::Length { remaining: n })),
+        Some(Err(e)) => Err(e),
+    }
+}

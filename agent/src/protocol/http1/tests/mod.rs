@@ -1,0 +1,374 @@
+//! Tests of the HTTP/1 parser: a replay harness that drives [`Http1Conn`] the way the
+//! connection layer does, the recorded fixtures (`testdata/http1`, see `record.py` there) with
+//! their golden events, and the checks shared by the test files.
+
+mod detect;
+mod fixtures;
+mod fuzz;
+mod unit;
+
+use super::head::MAX_HEAD;
+use super::Http1Conn;
+use crate::protocol::{
+    Direction, HttpOutcome, HttpRequest, L7Event, Outcome, ParseError, Request, SegmentCtx,
+};
+
+pub(super) const REQ: usize = 0;
+pub(super) const RESP: usize = 1;
+
+/// Drives one connection: per side, a stream of bytes delivered in segments; the bytes the
+/// parser leaves unconsumed are handed back in front of the next segment (zero-copy: they are
+/// contiguous in the stream). Every segment gets its own tid and timestamps so timing can be
+/// checked.
+pub(super) struct Replay<'a> {
+    pub conn: Http1Conn,
+    streams: [&'a [u8]; 2],
+    dirs: [Direction; 2],
+    /// First unconsumed byte, per side.
+    from: [usize; 2],
+    /// Bytes delivered (or skipped), per side.
+    pub to: [usize; 2],
+    /// (end offset, ctx) of each segment delivered, per side.
+    segments: [Vec<(usize, SegmentCtx)>; 2],
+    clock: u64,
+    pub events: Vec<L7Event>,
+    pub errors: Vec<ParseError>,
+    pub close_ns: Option<u64>,
+}
+
+impl<'a> Replay<'a> {
+    pub fn new(requests: &'a [u8], responses: &'a [u8], request_dir: Direction) -> Self {
+        let response_dir = if request_dir == Direction::Egress {
+            Direction::Ingress
+        } else {
+            Direction::Egress
+        };
+        Self {
+            conn: Http1Conn::new(request_dir),
+            streams: [requests, responses],
+            dirs: [request_dir, response_dir],
+            from: [0; 2],
+            to: [0; 2],
+            segments: [Vec::new(), Vec::new()],
+            clock: 0,
+            events: Vec::new(),
+            errors: Vec::new(),
+            close_ns: None,
+        }
+    }
+
+    fn next_ctx(&mut self) -> SegmentCtx {
+        self.clock += 1;
+        SegmentCtx {
+            tid: 1000 + self.clock as u32,
+            first_ns: self.clock * 1000,
+            last_ns: self.clock * 1000 + 500,
+        }
+    }
+
+    /// Deliver the next `len` bytes of `side` as one segment.
+    pub fn deliver(&mut self, side: usize, len: usize) {
+        let ctx = self.next_ctx();
+        self.to[side] += len;
+        assert!(
+            self.to[side] <= self.streams[side].len(),
+            "delivering past the end of the stream"
+        );
+        self.segments[side].push((self.to[side], ctx));
+        let buf = &self.streams[side][self.from[side]..self.to[side]];
+        let n = self.conn.parse(
+            self.dirs[side],
+            buf,
+            &ctx,
+            &mut self.events,
+            &mut self.errors,
+        );
+        assert!(n <= buf.len(), "consumed {n} of {} bytes", buf.len());
+        self.from[side] += n;
+        assert!(
+            self.to[side] - self.from[side] < MAX_HEAD + 16,
+            "unconsumed bytes unbounded"
+        );
+    }
+
+    /// The next `len` bytes of `side` move uncaptured. Returns what `skip` said.
+    pub fn gap(&mut self, side: usize, len: usize) -> bool {
+        let ctx = self.next_ctx();
+        let unconsumed = self.to[side] - self.from[side];
+        let absorbed = self.conn.skip(
+            self.dirs[side],
+            len as u64,
+            unconsumed,
+            &ctx,
+            &mut self.events,
+        );
+        assert!(
+            !absorbed || unconsumed == 0,
+            "a gap after unconsumed bytes cannot be absorbed"
+        );
+        self.to[side] += len;
+        self.segments[side].push((self.to[side], ctx));
+        // The caller drops the unconsumed bytes when the gap was not absorbed.
+        self.from[side] = self.to[side];
+        absorbed
+    }
+
+    pub fn close(&mut self) {
+        self.clock += 1;
+        let ts = self.clock * 1000 + 1;
+        self.conn.close(ts, &mut self.events);
+        self.close_ns = Some(ts);
+    }
+
+    /// The segment that delivered byte `offset` of `side`.
+    pub fn ctx_at(&self, side: usize, offset: usize) -> SegmentCtx {
+        self.segments[side]
+            .iter()
+            .find(|(end, _)| *end > offset)
+            .map(|(_, ctx)| *ctx)
+            .expect("offset not delivered")
+    }
+
+    pub fn starts(&self) -> Vec<&L7Event> {
+        self.events
+            .iter()
+            .filter(|e| matches!(e, L7Event::RequestStart { .. }))
+            .collect()
+    }
+
+    pub fn ends(&self) -> Vec<&L7Event> {
+        self.events
+            .iter()
+            .filter(|e| matches!(e, L7Event::ExchangeEnd { .. }))
+            .collect()
+    }
+}
+
+/// One event of a golden file.
+#[derive(Debug, Clone)]
+pub(super) enum Golden {
+    Start {
+        seq: u64,
+        at: usize,
+        head_end: usize,
+        request: HttpRequest,
+    },
+    /// `at: None`: the response body ran until the close.
+    End {
+        seq: u64,
+        at: Option<usize>,
+        status: u16,
+        version_minor: u8,
+        resp_body: u64,
+        req_body: u64,
+    },
+    Aborted {
+        seq: u64,
+    },
+}
+
+pub(super) struct Fixture {
+    pub name: &'static str,
+    pub c2s: &'static [u8],
+    pub s2c: &'static [u8],
+    /// Reads as the recording proxy saw them: (side, length).
+    pub segs: Vec<(usize, usize)>,
+    pub golden: Vec<Golden>,
+}
+
+macro_rules! fixture {
+    ($name:literal) => {
+        (
+            $name,
+            include_bytes!(concat!("../../testdata/http1/", $name, ".c2s")).as_slice(),
+            include_bytes!(concat!("../../testdata/http1/", $name, ".s2c")).as_slice(),
+            include_str!(concat!("../../testdata/http1/", $name, ".segs")),
+            include_str!(concat!("../../testdata/http1/", $name, ".golden")),
+        )
+    };
+}
+
+type RawFixture = (
+    &'static str,
+    &'static [u8],
+    &'static [u8],
+    &'static str,
+    &'static str,
+);
+
+const RAW_FIXTURES: [RawFixture; 16] = [
+    fixture!("keepalive_gets"),
+    fixture!("chunked_gzip"),
+    fixture!("large_body"),
+    fixture!("head_then_get"),
+    fixture!("status_204_304"),
+    fixture!("errors_404_500"),
+    fixture!("expect_100"),
+    fixture!("post_chunked"),
+    fixture!("connection_close"),
+    fixture!("python_http_server"),
+    fixture!("until_close"),
+    fixture!("chunked_ext_trailers"),
+    fixture!("pipelining"),
+    fixture!("big_header"),
+    fixture!("tracecontext_secrets"),
+    fixture!("upgrade_101"),
+];
+
+pub(super) fn fixtures() -> Vec<Fixture> {
+    RAW_FIXTURES
+        .iter()
+        .map(|&(name, c2s, s2c, segs, golden)| load(name, c2s, s2c, segs, golden))
+        .collect()
+}
+
+pub(super) fn fixture(name: &str) -> Fixture {
+    fixtures()
+        .into_iter()
+        .find(|f| f.name == name)
+        .expect("no such fixture")
+}
+
+fn load(
+    name: &'static str,
+    c2s: &'static [u8],
+    s2c: &'static [u8],
+    segs: &str,
+    golden: &str,
+) -> Fixture {
+    let segs = segs
+        .lines()
+        .map(|l| {
+            let (side, len) = l.split_once(' ').expect("segs line");
+            (
+                if side == "c" { REQ } else { RESP },
+                len.parse().expect("segs length"),
+            )
+        })
+        .collect();
+    let golden = golden.lines().map(parse_golden).collect();
+    Fixture {
+        name,
+        c2s,
+        s2c,
+        segs,
+        golden,
+    }
+}
+
+fn parse_golden(line: &str) -> Golden {
+    let v: serde_json::Value = serde_json::from_str(line).expect("golden line is JSON");
+    let num = |k: &str| {
+        v[k].as_u64()
+            .unwrap_or_else(|| panic!("golden {k} in {line}"))
+    };
+    let opt = |k: &str| v[k].as_str().map(str::to_owned);
+    match v["ev"].as_str() {
+        Some("start") => Golden::Start {
+            seq: num("seq"),
+            at: num("at") as usize,
+            head_end: num("head_end") as usize,
+            request: HttpRequest {
+                method: opt("method").expect("method"),
+                target: opt("target").expect("target"),
+                version_minor: num("v") as u8,
+                host: opt("host"),
+                user_agent: opt("ua"),
+                traceparent: opt("traceparent"),
+                tracestate: opt("tracestate"),
+            },
+        },
+        Some("end") if v["aborted"].as_bool() == Some(true) => Golden::Aborted { seq: num("seq") },
+        Some("end") => Golden::End {
+            seq: num("seq"),
+            at: v["at"].as_u64().map(|a| a as usize),
+            status: num("status") as u16,
+            version_minor: num("v") as u8,
+            resp_body: num("resp_body"),
+            req_body: num("req_body"),
+        },
+        _ => panic!("bad golden line {line}"),
+    }
+}
+
+impl Golden {
+    /// The event this golden line stands for, with the timing the replay's segmentation implies.
+    pub fn event(&self, r: &Replay) -> L7Event {
+        match self {
+            Golden::Start {
+                seq, at, request, ..
+            } => {
+                let ctx = r.ctx_at(REQ, *at);
+                L7Event::RequestStart {
+                    seq: *seq,
+                    tid: ctx.tid,
+                    start_ns: ctx.first_ns,
+                    request: Request::Http(request.clone()),
+                }
+            }
+            Golden::End {
+                seq,
+                at,
+                status,
+                version_minor,
+                resp_body,
+                req_body,
+            } => L7Event::ExchangeEnd {
+                seq: *seq,
+                end_ns: match at {
+                    Some(at) => r.ctx_at(RESP, *at).last_ns,
+                    None => r.close_ns.expect("closed"),
+                },
+                outcome: Outcome::Http {
+                    outcome: HttpOutcome::Response {
+                        status: *status,
+                        version_minor: *version_minor,
+                        response_body_size: *resp_body,
+                    },
+                    request_body_size: *req_body,
+                },
+            },
+            Golden::Aborted { seq } => L7Event::ExchangeEnd {
+                seq: *seq,
+                end_ns: r.close_ns.expect("closed"),
+                outcome: Outcome::Http {
+                    outcome: HttpOutcome::Aborted,
+                    request_body_size: 0,
+                },
+            },
+        }
+    }
+}
+
+/// No value of Authorization, Cookie or Set-Cookie (all `SECRET-...` in the fixtures) may
+/// reach an event.
+pub(super) fn assert_no_secrets(events: &[L7Event]) {
+    let dump = format!("{events:?}");
+    assert!(
+        !dump.contains("SECRET"),
+        "a secret header leaked into the events: {dump}"
+    );
+}
+
+/// Invariants every event sequence must satisfy, whatever the input: starts numbered 0, 1,
+/// 2, ...; an end only for a started seq, at most once; after `close` every start has its end.
+pub(super) fn check_invariants(events: &[L7Event], closed: bool) {
+    let mut started = 0u64;
+    let mut ended = Vec::new();
+    for e in events {
+        match e {
+            L7Event::RequestStart { seq, .. } => {
+                assert_eq!(*seq, started, "starts out of order: {events:#?}");
+                started += 1;
+            }
+            L7Event::ExchangeEnd { seq, .. } => {
+                assert!(*seq < started, "end of seq {seq} before its start");
+                assert!(!ended.contains(seq), "seq {seq} ended twice");
+                ended.push(*seq);
+            }
+        }
+    }
+    if closed {
+        assert_eq!(ended.len() as u64, started, "close left exchanges open");
+    }
+}
