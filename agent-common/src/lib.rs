@@ -14,7 +14,7 @@
 #![no_std]
 
 /// Version of the record layouts below. Checked by user space on every record.
-pub const EVENT_VERSION: u8 = 1;
+pub const EVENT_VERSION: u8 = 2;
 
 /// Hard upper bound for payload bytes copied per syscall. The runtime limit
 /// ([`Config::capture_bytes`]) can only lower it. Must be a power of two: the kernel masks
@@ -158,6 +158,9 @@ pub struct ConnOpenEvent {
     pub _pad: [u8; 2],
     pub local: SockAddr,
     pub remote: SockAddr,
+    /// The task's comm (executable name, at most 15 bytes, NUL-padded) at connect/accept: what
+    /// user space names the process by when it exited before its /proc entry could be read.
+    pub comm: [u8; 16],
 }
 
 /// The process closed a tracked socket.
@@ -290,7 +293,7 @@ mod tests {
     fn layouts_are_stable() {
         assert_eq!(size_of::<EventHeader>(), 32);
         assert_eq!(size_of::<SockAddr>(), 24);
-        assert_eq!(size_of::<ConnOpenEvent>(), 32 + 8 + 48);
+        assert_eq!(size_of::<ConnOpenEvent>(), 32 + 8 + 48 + 16);
         assert_eq!(size_of::<DataEvent>(), 32 + 24);
         assert_eq!(size_of::<ConnInfo>(), 16);
         assert!(MAX_PAYLOAD.is_power_of_two());

@@ -5,7 +5,9 @@ use agent_common::{
     ProcExitEvent, Role, EVENT_VERSION,
 };
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+    },
     programs::TracePointContext,
 };
 
@@ -140,6 +142,7 @@ fn open(pid_tgid: u64, fd: u32, role: Role) -> Result<(), i64> {
         _pad: [0; 2],
         local: ep.local,
         remote: ep.remote,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
     if EVENTS.output::<ConnOpenEvent>(&ev, 0).is_err() {
         count(counter::RINGBUF_FULL);

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 struct OneResource(Arc<Resource>);
 impl Resources for OneResource {
-    fn resource(&mut self, _pid: u32) -> Arc<Resource> {
+    fn resource(&mut self, _pid: u32, _comm: &str) -> Arc<Resource> {
         self.0.clone()
     }
 }
@@ -112,6 +112,7 @@ fn main() {
                 _pad: [0; 2],
                 local: addr(l),
                 remote: addr(r),
+                comm: [0; 16],
             }));
         }
     }

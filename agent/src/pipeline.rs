@@ -104,6 +104,7 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
                 role: s.role,
                 local: s.local,
                 remote: s.remote,
+                comm: s.comm,
             };
             self.conns.open(meta, now_ns, &mut self.scratch);
             self.telemetry.incr(Counter::ConnsSeeded);
@@ -172,7 +173,11 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
                     role: Role::from_u8(o.role),
                     local: o.local,
                     remote: o.remote,
+                    comm: o.comm,
                 };
+                // Read the process's metadata now, while it surely runs: a short-lived client
+                // may be gone by the time its span ends.
+                let _ = self.resources.resource(meta.pid, meta.comm_str());
                 self.conns.open(meta, o.header.ts_ns, &mut self.scratch);
             }
             Owned::Close(c) => {

@@ -126,6 +126,8 @@ fn run_case(family: &str) {
     assert_eq!(client.local.addr, server.remote.addr);
     assert_eq!(client.family, if family == "6" { 10 } else { 2 });
     assert_ne!(client.header.conn_id, server.header.conn_id);
+    // The kernel names the process (for when it exits before /proc can be read).
+    assert!(client.comm.starts_with(b"python3"), "{:?}", client.comm);
 
     let on = |id: u64, dir: Direction| -> Vec<&(agent_common::DataEvent, Vec<u8>)> {
         data.iter()

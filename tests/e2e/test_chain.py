@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from harness.expect import http_pair
 from harness.scenario import CURL_UA, Scenario, Server
-from harness.spans import assert_child_of, assert_within, fmt_span, fmt_spans
+from harness.spans import KIND_SERVER, assert_child_of, assert_within, fmt_span, fmt_spans, only
 
 USERS = "/users/{id}"
 
@@ -32,8 +32,15 @@ def call_url(a: Server, b: Server, user: int) -> str:
 
 
 def check_chain(spans, call, a: Server, b: Server, user: int, row: dict):
-    """The four spans of one curl -> A -> B request; returns them root first."""
+    """The four spans of one curl -> A -> B request; returns them root first.
+
+    Several requests share the path /call and, once redacted, the same url.query, so each
+    chain is anchored on B's span (its path names the user) and matched within B's trace.
+    A broken trace leaves spans outside it, and the matching below then fails loudly."""
     next_url = f"http://127.0.0.1:{b.port}/users/{user}"
+    b_anchor = only(spans, f"B's server span for user {user}", kind=KIND_SERVER, pid=b.pid,
+                    path=f"/users/{user}")
+    spans = [x for x in spans if x.trace_id == b_anchor.trace_id]
     curl_c, a_s = http_pair(spans, client=call, server=a, method="GET", path="/call",
                             query=f"next={next_url}", ua=CURL_UA, client_port=row["local_port"])
     # http.client sends no User-Agent, so none may be reported for A -> B.

@@ -29,6 +29,20 @@ pub struct ConnMeta {
     pub role: Role,
     pub local: SockAddr,
     pub remote: SockAddr,
+    /// The process's comm when the connection opened (NUL-padded), see `ConnOpenEvent::comm`.
+    pub comm: [u8; 16],
+}
+
+impl ConnMeta {
+    /// `comm` as text (empty when unknown).
+    pub fn comm_str(&self) -> &str {
+        let end = self
+            .comm
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.comm.len());
+        std::str::from_utf8(&self.comm[..end]).unwrap_or("")
+    }
 }
 
 #[derive(Debug)]

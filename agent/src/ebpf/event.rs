@@ -174,6 +174,7 @@ mod tests {
             _pad: [0; 2],
             local: SockAddr::default(),
             remote: SockAddr::default(),
+            comm: [0; 16],
         };
         let b = bytes(&o);
         assert!(matches!(decode(&b[..40]), Err(DecodeError::Short { .. })));

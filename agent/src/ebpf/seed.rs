@@ -23,6 +23,18 @@ pub struct SeededConn {
     pub role: Role,
     pub local: SockAddr,
     pub remote: SockAddr,
+    /// /proc/<pid>/comm, NUL-padded like the kernel's.
+    pub comm: [u8; 16],
+}
+
+fn comm_of(pid: u32) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    if let Ok(c) = std::fs::read(format!("/proc/{pid}/comm")) {
+        let c = c.strip_suffix(b"\n").unwrap_or(&c);
+        let n = c.len().min(15);
+        out[..n].copy_from_slice(&c[..n]);
+    }
+    out
 }
 
 /// Converts a std socket address to the wire form (IPv4 mapped into IPv6).
@@ -106,6 +118,7 @@ pub fn discover(
         let Some(table) = tables.entry(netns).or_insert_with(|| netns_table(&proc)) else {
             continue;
         };
+        let comm = comm_of(pid);
         for (fd, inode) in socks {
             let Some(e) = table.by_inode.get(&inode) else {
                 continue;
@@ -141,6 +154,7 @@ pub fn discover(
                 role,
                 local: sock_addr(&e.local_address),
                 remote: sock_addr(&e.remote_address),
+                comm,
             });
         }
     }
@@ -191,5 +205,9 @@ mod tests {
             .any(|c| c.role == Role::Client && c.remote.port == port));
         assert!(ours.iter().all(|c| c.conn_id & USER_CONN_ID_BIT != 0));
         assert_eq!(registered, found.len());
+        assert!(
+            ours.iter().all(|c| c.comm != [0; 16]),
+            "comm read from /proc"
+        );
     }
 }

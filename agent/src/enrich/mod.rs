@@ -85,6 +85,23 @@ pub fn unknown_resource(pid: u32, host_name: &str) -> Resource {
     Resource { attributes }
 }
 
+/// The resource of a process that exited before its /proc entry could be read, named by the
+/// `comm` the kernel recorded when it opened the connection (the executable's name, cut to 15
+/// bytes): short-lived clients such as `curl` are usually gone by the time their span ends.
+pub fn comm_resource(pid: u32, comm: &str, host_name: &str) -> Resource {
+    if comm.is_empty() {
+        return unknown_resource(pid, host_name);
+    }
+    let mut attributes = vec![
+        Attribute::new("service.name", comm),
+        Attribute::new("service.instance.id", format!("{host_name}-{pid}")),
+        Attribute::new("process.pid", i64::from(pid)),
+        Attribute::new("process.executable.name", comm),
+    ];
+    attributes.extend(common_attributes(host_name));
+    Resource { attributes }
+}
+
 fn common_attributes(host_name: &str) -> [Attribute; 3] {
     [
         Attribute::new("host.name", host_name),
@@ -160,6 +177,13 @@ impl ResourceCache {
     /// process); one we cannot read for another reason gets the same, cached, so we do not
     /// retry on every span.
     pub fn get(&mut self, pid: u32) -> Arc<Resource> {
+        self.get_or_comm(pid, "")
+    }
+
+    /// Like [`ResourceCache::get`], but a process already gone is named by `comm` (what the
+    /// kernel recorded for it) instead of `unknown_service`, and that answer is cached until
+    /// [`ResourceCache::forget`].
+    pub fn get_or_comm(&mut self, pid: u32, comm: &str) -> Arc<Resource> {
         self.clock += 1;
         if let Some(e) = self.entries.get_mut(&pid) {
             e.last_used = self.clock;
@@ -167,6 +191,9 @@ impl ResourceCache {
         }
         let resource = match read_process(&self.proc_root, pid) {
             Ok(info) => Arc::new(build_resource(&info, &self.host_name)),
+            Err(EnrichError::ProcessGone { .. }) if !comm.is_empty() => {
+                Arc::new(comm_resource(pid, comm, &self.host_name))
+            }
             Err(EnrichError::ProcessGone { .. }) => {
                 return Arc::new(unknown_resource(pid, &self.host_name))
             }
@@ -299,6 +326,24 @@ mod tests {
         // The pid appears later (reused): it is read then.
         app(&fake, 5, "late");
         assert_eq!(service(&cache.get(5)), "late");
+    }
+
+    #[test]
+    fn gone_process_is_named_by_its_comm_until_forgotten() {
+        let fake = FakeProc::new();
+        let mut cache = ResourceCache::with_proc_root("h".into(), 8, fake.root().to_owned());
+        let r = cache.get_or_comm(9, "curl");
+        assert_eq!(service(&r), "curl");
+        assert_eq!(
+            r.get("process.executable.name"),
+            Some(&AttrValue::Str("curl".into()))
+        );
+        assert_eq!(r.get("process.pid"), Some(&AttrValue::Int(9)));
+        assert_eq!(cache.len(), 1, "cached until the exit is processed");
+        cache.forget(9);
+        assert!(cache.is_empty());
+        // No comm either: the convention's unknown_service.
+        assert_eq!(service(&cache.get_or_comm(9, "")), UNKNOWN_SERVICE);
     }
 
     #[test]

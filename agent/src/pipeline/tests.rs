@@ -8,7 +8,7 @@ use agent_common::{Direction, EventKind, SockAddr, Syscall, EVENT_VERSION};
 
 struct Res;
 impl Resources for Res {
-    fn resource(&mut self, pid: u32) -> Arc<Resource> {
+    fn resource(&mut self, pid: u32, _comm: &str) -> Arc<Resource> {
         Arc::new(Resource {
             attributes: vec![Attribute::new("process.pid", i64::from(pid))],
         })
@@ -54,6 +54,7 @@ fn open(pid: u32, conn: u64, role: Role, l: u16, r: u16, ts: u64) -> Vec<u8> {
         _pad: [0; 2],
         local: addr(l),
         remote: addr(r),
+        comm: *b"test\0\0\0\0\0\0\0\0\0\0\0\0",
     })
 }
 

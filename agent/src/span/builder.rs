@@ -107,14 +107,15 @@ impl SpanSink for Vec<Span> {
 
 /// Where resources come from (the real one reads /proc; tests use fixed ones).
 pub trait Resources {
-    fn resource(&mut self, pid: u32) -> Arc<Resource>;
+    /// The resource of process `pid`; `comm` names it if it has already exited.
+    fn resource(&mut self, pid: u32, comm: &str) -> Arc<Resource>;
     /// The process exited; its pid may be reused.
     fn forget(&mut self, _pid: u32) {}
 }
 
 impl Resources for crate::enrich::ResourceCache {
-    fn resource(&mut self, pid: u32) -> Arc<Resource> {
-        self.get(pid)
+    fn resource(&mut self, pid: u32, comm: &str) -> Arc<Resource> {
+        self.get_or_comm(pid, comm)
     }
     fn forget(&mut self, pid: u32) {
         crate::enrich::ResourceCache::forget(self, pid);
@@ -311,7 +312,7 @@ impl SpanBuilder {
         if outcome == HttpOutcome::Aborted {
             self.telemetry.incr(Counter::Http1Aborted);
         }
-        let resource = resources.resource(meta.pid);
+        let resource = resources.resource(meta.pid, meta.comm_str());
         Some(self.http_span(inf, end_ns, outcome, request_body_size, resource))
     }
 

@@ -4,7 +4,7 @@ use crate::span::model::AttrValue;
 
 struct FixedResources;
 impl Resources for FixedResources {
-    fn resource(&mut self, pid: u32) -> Arc<Resource> {
+    fn resource(&mut self, pid: u32, _comm: &str) -> Arc<Resource> {
         Arc::new(Resource {
             attributes: vec![Attribute::new("process.pid", i64::from(pid))],
         })
@@ -29,6 +29,7 @@ fn meta(id: u64, pid: u32, role: Role, l: u16, r: u16) -> ConnMeta {
         role,
         local: addr(l),
         remote: addr(r),
+        comm: [0; 16],
     }
 }
 
