@@ -76,7 +76,7 @@ pub(super) fn request_line(bytes: &[u8]) -> Verdict {
             Verdict::No => return v,
         },
     };
-    let rest = &bytes[method_len + 1..];
+    let rest = bytes.get(method_len + 1..).unwrap_or_default();
     let target_len = rest
         .iter()
         .position(|&b| !((0x21..=0x7e).contains(&b) || b >= 0x80))

@@ -6,6 +6,11 @@
 //! responses still arrive and must be skipped, or every later response would be paired with
 //! the wrong request. `lost` counts responses owed to requests that already left the queue
 //! (overflow); they precede everything in the queue.
+//!
+//! Limit: when response bytes are lost (uncaptured or garbled) while several pipelined
+//! requests wait, how many responses the loss swallowed is unknowable. We abort the oldest
+//! exchange (its response certainly was hit) and pair on; without pipelining, the usual case,
+//! at most one exchange waits and this is exact.
 
 use std::collections::VecDeque;
 

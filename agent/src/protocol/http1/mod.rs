@@ -147,6 +147,10 @@ impl Http1Conn {
         ctx: &SegmentCtx,
         out: &mut Vec<L7Event>,
     ) -> bool {
+        if n == 0 {
+            // Nothing was lost: the stream simply continues.
+            return true;
+        }
         if self.mode != Mode::Http {
             // Nothing is parsed any more; bytes held back before the tunnel opened (the start
             // of a pipelined head) cannot continue across the gap, so let them be dropped.

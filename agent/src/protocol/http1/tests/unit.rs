@@ -547,7 +547,7 @@ fn timing_follows_the_first_segment_of_a_request() {
 }
 
 #[test]
-fn direction_none_is_ignored() {
+fn direction_none_and_empty_gaps_are_ignored() {
     let mut c = super::super::Http1Conn::new(Direction::Egress);
     let (mut out, mut errors) = (Vec::new(), Vec::new());
     let ctx = crate::protocol::SegmentCtx {
@@ -567,4 +567,21 @@ fn direction_none_is_ignored() {
     );
     assert!(c.skip(Direction::None, 5, 0, &ctx, &mut out));
     assert!(out.is_empty() && errors.is_empty());
+    // An empty gap loses nothing, even in the middle of a head.
+    assert_eq!(
+        c.parse(Direction::Egress, b"GET / HT", &ctx, &mut out, &mut errors),
+        0
+    );
+    assert!(c.skip(Direction::Egress, 0, 8, &ctx, &mut out));
+    assert_eq!(
+        c.parse(
+            Direction::Egress,
+            b"GET / HTTP/1.1\r\n\r\n",
+            &ctx,
+            &mut out,
+            &mut errors
+        ),
+        18
+    );
+    assert_eq!(out.len(), 1);
 }
