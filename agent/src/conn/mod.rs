@@ -276,6 +276,8 @@ impl ConnTable {
             tracing::debug!(conn = c.meta.conn_id, "parse error: {e}");
             match e {
                 ParseError::Http1 { .. } => self.telemetry.incr(Counter::Http1ParseErrors),
+                ParseError::Postgres { .. } => self.telemetry.incr(Counter::PostgresParseErrors),
+                ParseError::Amqp { .. } => self.telemetry.incr(Counter::AmqpParseErrors),
             }
         }
         let meta = c.meta;

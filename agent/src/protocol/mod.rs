@@ -14,7 +14,9 @@
 //! Parsers are synchronous, do no I/O, never panic on any input, and keep all state that spans
 //! several reads inside themselves. They are registered in the [`ConnParser`] enum: no `dyn`.
 
+pub mod amqp;
 pub mod http1;
+pub mod postgres;
 
 pub use agent_common::{Direction, Role};
 
@@ -64,10 +66,91 @@ pub enum HttpOutcome {
     Aborted,
 }
 
+/// One statement a PostgreSQL client had executed (frontend/backend protocol 3.0). A simple
+/// query holding several statements yields one of these per statement.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct PgStatement {
+    /// The SQL as sent, unsanitised (the span layer sanitises). `None`: executed by name, the
+    /// statement was prepared before the agent saw the connection, its text is unknown.
+    pub text: Option<String>,
+    /// Extended protocol: the prepared statement's name (`""` = unnamed). `None` for simple
+    /// queries.
+    pub prepared_name: Option<String>,
+    /// `database` and `user` from the startup message, when the agent saw it.
+    pub database: Option<String>,
+    pub user: Option<String>,
+}
+
+/// How a PostgreSQL statement ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PgOutcome {
+    /// CommandComplete: its tag (`SELECT 5`, `INSERT 0 1`, `COPY 3`) and the DataRow count seen.
+    Complete { tag: String, rows: u64 },
+    /// EmptyQueryResponse.
+    Empty,
+    /// ErrorResponse: SQLSTATE (`C`) and severity (`V`, else `S`). Never the message: it can
+    /// quote values from the statement.
+    Error { sqlstate: String, severity: String },
+    /// The connection closed, or the parser lost sync, before the result.
+    Aborted,
+}
+
+/// What happened to a message on an AMQP 0-9-1 channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AmqpOperation {
+    /// basic.publish (+ content) sent by this process.
+    Publish,
+    /// basic.deliver (+ content) received by this process (a consumer).
+    Deliver,
+    /// basic.get-ok (+ content) received by this process.
+    Get,
+}
+
+/// One message, complete (method, content header, all body frames).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AmqpMessage {
+    pub operation: AmqpOperation,
+    pub channel: u16,
+    /// Exchange named in the method (`""` = the default exchange).
+    pub exchange: String,
+    pub routing_key: String,
+    /// Deliver/Get: the broker's delivery tag on `channel`.
+    pub delivery_tag: Option<u64>,
+    pub redelivered: bool,
+    pub message_id: Option<String>,
+    pub correlation_id: Option<String>,
+    /// `traceparent` / `tracestate` from the properties' `headers` table (string values).
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+    /// Sum of the body frames' sizes (the content header's body-size).
+    pub body_size: u64,
+    /// Equal for the published and the delivered copy of one message: a hash of the exchange,
+    /// routing key, the content header's property bytes, the body size and the captured body
+    /// bytes. Used to link a delivery to its publish on the same node.
+    pub fingerprint: u64,
+}
+
+/// How a message's span ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AmqpOutcome {
+    /// Publish: the last body frame was sent.
+    Sent,
+    /// Deliver/Get: the consumer acknowledged it (basic.ack, possibly `multiple`).
+    Acked,
+    /// Deliver/Get: basic.nack or basic.reject.
+    Rejected { requeue: bool },
+    /// Deliver/Get on a no-ack consumer (or get with no-ack): done on arrival.
+    Received,
+    /// The channel or connection closed first.
+    Aborted,
+}
+
 /// The request half of an exchange, per protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     Http(HttpRequest),
+    Postgres(PgStatement),
+    Amqp(AmqpMessage),
 }
 
 /// How an exchange ended, per protocol.
@@ -78,6 +161,8 @@ pub enum Outcome {
         /// Request body bytes seen (0 when none).
         request_body_size: u64,
     },
+    Postgres(PgOutcome),
+    Amqp(AmqpOutcome),
 }
 
 /// What parsers report to the span layer.
@@ -119,24 +204,53 @@ pub enum Detection {
 pub enum ParseError {
     #[error("malformed HTTP/1 {what}: {detail}")]
     Http1 { what: &'static str, detail: String },
+    #[error("malformed PostgreSQL {what}: {detail}")]
+    Postgres { what: &'static str, detail: String },
+    #[error("malformed AMQP {what}: {detail}")]
+    Amqp { what: &'static str, detail: String },
 }
 
 /// The parser attached to one connection.
 #[derive(Debug)]
 pub enum ConnParser {
     Http1(http1::Http1Conn),
+    Postgres(postgres::PgConn),
+    Amqp(amqp::AmqpConn),
 }
 
 impl ConnParser {
     /// Try each protocol on the first bytes seen in `dir` on a connection with `role`.
     /// Cheap signatures only: the full parse happens in [`ConnParser::parse`].
     pub fn detect(dir: Direction, role: Role, bytes: &[u8]) -> Result<Option<ConnParser>, ()> {
+        let mut need_more = false;
+        // Cheapest and most common first.
         match http1::detect(dir, role, bytes) {
             Detection::Match { request_dir } => {
-                Ok(Some(ConnParser::Http1(http1::Http1Conn::new(request_dir))))
+                return Ok(Some(ConnParser::Http1(http1::Http1Conn::new(request_dir))))
             }
-            Detection::NeedMore => Ok(None),
-            Detection::NoMatch => Err(()),
+            Detection::NeedMore => need_more = true,
+            Detection::NoMatch => {}
+        }
+        match postgres::detect(dir, role, bytes) {
+            Detection::Match { request_dir } => {
+                return Ok(Some(ConnParser::Postgres(postgres::PgConn::new(
+                    request_dir,
+                ))))
+            }
+            Detection::NeedMore => need_more = true,
+            Detection::NoMatch => {}
+        }
+        match amqp::detect(dir, role, bytes) {
+            Detection::Match { request_dir } => {
+                return Ok(Some(ConnParser::Amqp(amqp::AmqpConn::new(request_dir))))
+            }
+            Detection::NeedMore => need_more = true,
+            Detection::NoMatch => {}
+        }
+        if need_more {
+            Ok(None)
+        } else {
+            Err(())
         }
     }
 
@@ -153,6 +267,8 @@ impl ConnParser {
     ) -> usize {
         match self {
             ConnParser::Http1(p) => p.parse(dir, buf, ctx, out, errors),
+            ConnParser::Postgres(p) => p.parse(dir, buf, ctx, out, errors),
+            ConnParser::Amqp(p) => p.parse(dir, buf, ctx, out, errors),
         }
     }
 
@@ -170,6 +286,8 @@ impl ConnParser {
     ) -> bool {
         match self {
             ConnParser::Http1(p) => p.skip(dir, n, unconsumed, ctx, out),
+            ConnParser::Postgres(p) => p.skip(dir, n, unconsumed, ctx, out),
+            ConnParser::Amqp(p) => p.skip(dir, n, unconsumed, ctx, out),
         }
     }
 
@@ -178,6 +296,8 @@ impl ConnParser {
     pub fn close(&mut self, ts_ns: u64, out: &mut Vec<L7Event>) {
         match self {
             ConnParser::Http1(p) => p.close(ts_ns, out),
+            ConnParser::Postgres(p) => p.close(ts_ns, out),
+            ConnParser::Amqp(p) => p.close(ts_ns, out),
         }
     }
 }

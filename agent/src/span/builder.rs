@@ -171,6 +171,8 @@ impl SpanBuilder {
             } => {
                 self.start(meta, seq, tid, start_ns, request, conns);
             }
+            // PostgreSQL and AMQP spans: being built (issue 3).
+            L7Event::RequestStart { .. } => {}
             L7Event::ExchangeEnd {
                 seq,
                 end_ns,
@@ -308,7 +310,10 @@ impl SpanBuilder {
         let Outcome::Http {
             outcome,
             request_body_size,
-        } = outcome;
+        } = outcome
+        else {
+            return None;
+        };
         if outcome == HttpOutcome::Aborted {
             self.telemetry.incr(Counter::Http1Aborted);
         }
