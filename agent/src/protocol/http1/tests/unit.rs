@@ -35,6 +35,7 @@ fn summary(events: &[L7Event]) -> Vec<String> {
                 }
                 HttpOutcome::Aborted => format!("end {seq} aborted req={request_body_size}"),
             },
+            other => panic!("the HTTP/1 parser emitted a non-HTTP event: {other:?}"),
         })
         .collect()
 }
