@@ -7,7 +7,7 @@
 
 use agent::conn::Limits;
 use agent::pipeline::Pipeline;
-use agent::span::builder::{Resources, SpanSink};
+use agent::span::builder::{Resources, SpanOptions, SpanSink};
 use agent::span::model::{Attribute, Resource, Span};
 use agent::telemetry::{Counter, Telemetry};
 use agent_common::{
@@ -139,7 +139,7 @@ fn main() {
     };
     let mut p = Pipeline::new(
         limits,
-        true,
+        SpanOptions::default(),
         OneResource(resource),
         Count::default(),
         telemetry.clone(),

@@ -18,7 +18,7 @@ use crate::ebpf::probes::{tracing_works, ProbeState};
 use crate::ebpf::{loader, seed};
 use crate::enrich::{host_name, ResourceCache};
 use crate::pipeline::Pipeline;
-use crate::span::builder::read_clock;
+use crate::span::builder::{read_clock, SpanOptions};
 use crate::telemetry::{Counter, Telemetry};
 
 /// Processes whose metadata is cached at once.
@@ -82,7 +82,10 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
     let resources = ResourceCache::new(host_name(), RESOURCE_CACHE);
     let mut pipeline = Pipeline::new(
         limits,
-        cfg.redaction.url_query,
+        SpanOptions {
+            redact_query: cfg.redaction.url_query,
+            sanitize_sql: cfg.redaction.sql_literals,
+        },
         resources,
         sender,
         telemetry.clone(),

@@ -116,11 +116,17 @@ pub struct RedactionConfig {
     /// Replace every query-string value with `REDACTED` in url.query and url.full (keys are
     /// kept). Authorization, Cookie and Set-Cookie are never captured into spans at all.
     pub url_query: bool,
+    /// Replace every SQL literal (strings, numbers) with `?` in db.query.text. Row contents
+    /// and database error messages are never captured into spans at all.
+    pub sql_literals: bool,
 }
 
 impl Default for RedactionConfig {
     fn default() -> Self {
-        Self { url_query: true }
+        Self {
+            url_query: true,
+            sql_literals: true,
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use agent_common::{ConnCloseEvent, ConnOpenEvent, DataEvent, EventHeader, Role};
 use crate::conn::{ConnMeta, ConnTable, Limits};
 use crate::ebpf::event::{decode, Event};
 use crate::ebpf::seed::SeededConn;
-use crate::span::builder::{Clock, Resources, SpanBuilder, SpanSink};
+use crate::span::builder::{Clock, Resources, SpanBuilder, SpanOptions, SpanSink};
 use crate::telemetry::{Counter, Telemetry};
 
 /// How long records wait for earlier-caused records that the ring delivers later. The races
@@ -75,7 +75,7 @@ pub struct Pipeline<R: Resources, S: SpanSink> {
 impl<R: Resources, S: SpanSink> Pipeline<R, S> {
     pub fn new(
         limits: Limits,
-        redact_query: bool,
+        opts: SpanOptions,
         resources: R,
         sink: S,
         telemetry: Arc<Telemetry>,
@@ -85,7 +85,7 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
             arrivals: 0,
             pool: Vec::new(),
             conns: ConnTable::new(limits, telemetry.clone()),
-            spans: SpanBuilder::new(Clock::now(), redact_query, telemetry.clone()),
+            spans: SpanBuilder::new(Clock::now(), opts, telemetry.clone()),
             resources,
             sink,
             telemetry,

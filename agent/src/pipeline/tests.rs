@@ -3,6 +3,7 @@
 //! buffer can produce.
 
 use super::*;
+use crate::span::builder::SpanOptions;
 use crate::span::model::{Attribute, Resource, Span, SpanKind};
 use agent_common::{Direction, EventKind, SockAddr, Syscall, EVENT_VERSION};
 
@@ -90,7 +91,13 @@ fn pipeline() -> Pipeline<Res, Vec<Span>> {
         idle_ns: u64::MAX / 2,
         max_buffer_bytes: 65536,
     };
-    Pipeline::new(limits, true, Res, Vec::new(), Arc::new(Telemetry::new()))
+    Pipeline::new(
+        limits,
+        SpanOptions::default(),
+        Res,
+        Vec::new(),
+        Arc::new(Telemetry::new()),
+    )
 }
 
 const REQ: &[u8] = b"GET /users/7 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n";

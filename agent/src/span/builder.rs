@@ -1,21 +1,28 @@
 //! Turning request/response events into spans with W3C trace context.
 //!
 //! Owns: the exchanges in flight (span ids are assigned when a request starts, so work done
-//! while handling it can point at it), which server request each thread is handling, and the
-//! parent rules:
+//! while handling it can point at it), what each thread is handling, and the parent rules:
 //!
-//! - CLIENT span: the request's own valid `traceparent` (the app is instrumented, or the caller
-//!   set one) decides its trace and parent; otherwise the SERVER span its thread is handling
-//!   (thread-based in-process propagation: what a thread sends while it handles a request is
-//!   part of that request); otherwise it starts a trace.
-//! - SERVER span: when the other end of the connection is a traced process on this node (same
-//!   4-tuple mirrored), the oldest unanswered CLIENT request on that connection is its parent
-//!   ("same-node stitching", no header needed) — unless the request carries a `traceparent` of
-//!   a different trace, which then wins; otherwise the header; otherwise a new trace. Malformed
-//!   headers count as absent (W3C Trace Context §4.3) and are counted.
+//! - CLIENT span (HTTP, PostgreSQL) and PRODUCER span (AMQP publish): the request's own valid
+//!   `traceparent` (the app is instrumented, or the caller set one) decides its trace and
+//!   parent; otherwise the SERVER or CONSUMER span its thread is handling (thread-based
+//!   in-process propagation: what a thread sends while it handles a request or a message is
+//!   part of it); otherwise it starts a trace.
+//! - SERVER span (HTTP): when the other end of the connection is a traced process on this node
+//!   (same 4-tuple mirrored), the oldest unanswered CLIENT request on that connection is its
+//!   parent ("same-node stitching", no header needed) — unless the request carries a
+//!   `traceparent` of a different trace, which then wins; otherwise the header; otherwise a
+//!   new trace.
+//! - CONSUMER span (AMQP deliver/get): the PRODUCER span of the same message seen on this node
+//!   (matched by content fingerprint, see `messaging`) when it agrees with the message's
+//!   `traceparent` header or there is none; otherwise the header; otherwise a new trace.
+//! - Malformed headers count as absent (W3C Trace Context §4.3) and are counted.
 //!
-//! Does not own: parsing (`protocol`), connection state (`conn`), resource metadata (`enrich`)
-//! or delivery (`export`).
+//! The server side of PostgreSQL and the broker side of AMQP read the same bytes as their
+//! clients; by default they produce no spans (the client's span already describes the call).
+//!
+//! Does not own: parsing (`protocol`), connection state (`conn`), attribute details
+//! (`http`, `db`, `messaging`), resource metadata (`enrich`) or delivery (`export`).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -24,11 +31,12 @@ use std::sync::Arc;
 use agent_common::{Role, SockAddr};
 
 use super::context::{new_span_id, new_trace_id, parse_traceparent, parse_tracestate};
-use super::model::{Attribute, Resource, Span, SpanContext, SpanId, SpanKind, StatusCode};
-use super::route::route_template;
-use super::url::{full_url, redact_query, split_target};
+use super::messaging::PublishIndex;
+use super::model::{Resource, Span, SpanContext, SpanId, SpanKind};
 use crate::conn::{ConnMeta, ConnTable};
-use crate::protocol::{HttpOutcome, HttpRequest, L7Event, Outcome, Request};
+use crate::protocol::{
+    AmqpOperation, AmqpOutcome, HttpOutcome, L7Event, Outcome, PgOutcome, Request,
+};
 use crate::telemetry::{Counter, Telemetry};
 
 /// CLOCK_MONOTONIC (what the kernel stamps) to Unix time.
@@ -75,17 +83,36 @@ pub fn ip_of(a: &SockAddr) -> IpAddr {
     }
 }
 
+/// What the span layer may reveal and which sides produce spans.
+#[derive(Clone, Copy, Debug)]
+pub struct SpanOptions {
+    /// Replace query-string values with REDACTED.
+    pub redact_query: bool,
+    /// Replace SQL literals with `?` in db.query.text.
+    pub sanitize_sql: bool,
+}
+
+impl Default for SpanOptions {
+    fn default() -> Self {
+        Self {
+            redact_query: true,
+            sanitize_sql: true,
+        }
+    }
+}
+
+/// An exchange whose span has ids but no end yet.
 #[derive(Debug)]
-struct Inflight {
-    ctx: SpanContext,
-    parent: Option<SpanId>,
-    kind: SpanKind,
-    start_ns: u64,
-    tid: u32,
-    request: HttpRequest,
-    meta: ConnMeta,
+pub(super) struct Inflight {
+    pub ctx: SpanContext,
+    pub parent: Option<SpanId>,
+    pub kind: SpanKind,
+    pub start_ns: u64,
+    pub tid: u32,
+    pub request: Request,
+    pub meta: ConnMeta,
     /// A CLIENT request already chosen as the parent of a same-node SERVER span.
-    claimed: bool,
+    pub claimed: bool,
 }
 
 /// Where finished spans go.
@@ -122,25 +149,35 @@ impl Resources for crate::enrich::ResourceCache {
     }
 }
 
+/// The span a thread is working for. Kept by value so it outlives the span's end when the
+/// work follows it (a message taken without ack is processed after its span ended).
+#[derive(Clone, Debug)]
+struct Handling {
+    ctx: SpanContext,
+    key: (u64, u64),
+}
+
 pub struct SpanBuilder {
     inflight: HashMap<(u64, u64), Inflight>,
     /// Per connection, its in-flight sequence numbers in request order.
     by_conn: HashMap<u64, VecDeque<u64>>,
-    /// Thread id → the server exchange it is handling.
-    handling: HashMap<u32, (u64, u64)>,
+    /// Thread id → the SERVER or CONSUMER span it is working for.
+    handling: HashMap<u32, Handling>,
+    published: PublishIndex,
     clock: Clock,
-    redact_query: bool,
+    opts: SpanOptions,
     telemetry: Arc<Telemetry>,
 }
 
 impl SpanBuilder {
-    pub fn new(clock: Clock, redact_query: bool, telemetry: Arc<Telemetry>) -> Self {
+    pub fn new(clock: Clock, opts: SpanOptions, telemetry: Arc<Telemetry>) -> Self {
         Self {
             inflight: HashMap::new(),
             by_conn: HashMap::new(),
             handling: HashMap::new(),
+            published: PublishIndex::default(),
             clock,
-            redact_query,
+            opts,
             telemetry,
         }
     }
@@ -167,12 +204,10 @@ impl SpanBuilder {
                 seq,
                 tid,
                 start_ns,
-                request: Request::Http(request),
+                request,
             } => {
                 self.start(meta, seq, tid, start_ns, request, conns);
             }
-            // PostgreSQL and AMQP spans: being built (issue 3).
-            L7Event::RequestStart { .. } => {}
             L7Event::ExchangeEnd {
                 seq,
                 end_ns,
@@ -192,27 +227,62 @@ impl SpanBuilder {
         seq: u64,
         tid: u32,
         start_ns: u64,
-        request: HttpRequest,
+        request: Request,
         conns: &ConnTable,
     ) {
-        let kind = if meta.role == Role::Server {
-            SpanKind::Server
-        } else {
-            SpanKind::Client
+        let server_side = meta.role == Role::Server;
+        let kind = match &request {
+            Request::Http(_) if server_side => SpanKind::Server,
+            Request::Http(_) => SpanKind::Client,
+            // The database and the broker read the same bytes as their clients: the client's
+            // span describes the call; a second one from the server's side would double it.
+            Request::Postgres(_) | Request::Amqp(_) if server_side => return,
+            Request::Postgres(_) => SpanKind::Client,
+            Request::Amqp(m) if m.operation == AmqpOperation::Publish => SpanKind::Producer,
+            Request::Amqp(_) => SpanKind::Consumer,
         };
-        let header = self.header_context(&request);
-        let (ctx, parent) = match kind {
-            SpanKind::Server => self.server_parent(meta, header, conns),
+        let header = match &request {
+            Request::Http(r) => {
+                self.header_context(r.traceparent.as_deref(), r.tracestate.as_deref())
+            }
+            Request::Amqp(m) => {
+                self.header_context(m.traceparent.as_deref(), m.tracestate.as_deref())
+            }
+            Request::Postgres(_) => None,
+        };
+        let (ctx, parent) = match (&request, kind) {
+            (_, SpanKind::Server) => self.server_parent(meta, header, conns),
+            (Request::Amqp(m), SpanKind::Consumer) => {
+                let producer = self.published.link(m.fingerprint, start_ns);
+                match (producer, header) {
+                    (Some(p), h) if h.as_ref().is_none_or(|h| h.trace_id == p.trace_id) => {
+                        (with_new_span(&p), Some(p.span_id))
+                    }
+                    (_, Some(h)) => (with_new_span(&h), Some(h.span_id)),
+                    (_, None) => (new_root(), None),
+                }
+            }
             _ => match header {
                 Some(h) => (with_new_span(&h), Some(h.span_id)),
-                None => match self.handling.get(&tid).and_then(|k| self.inflight.get(k)) {
-                    Some(srv) => (with_new_span(&srv.ctx), Some(srv.ctx.span_id)),
+                None => match self.handling.get(&tid) {
+                    Some(h) => (with_new_span(&h.ctx), Some(h.ctx.span_id)),
                     None => (new_root(), None),
                 },
             },
         };
-        if kind == SpanKind::Server {
-            self.handling.insert(tid, (meta.conn_id, seq));
+        if let Request::Amqp(m) = &request {
+            if kind == SpanKind::Producer {
+                self.published.record(m.fingerprint, ctx.clone(), start_ns);
+            }
+        }
+        if matches!(kind, SpanKind::Server | SpanKind::Consumer) {
+            self.handling.insert(
+                tid,
+                Handling {
+                    ctx: ctx.clone(),
+                    key: (meta.conn_id, seq),
+                },
+            );
         }
         self.by_conn.entry(meta.conn_id).or_default().push_back(seq);
         self.inflight.insert(
@@ -231,13 +301,17 @@ impl SpanBuilder {
     }
 
     /// The caller's context from `traceparent`/`tracestate`, or None (absent or malformed).
-    fn header_context(&self, r: &HttpRequest) -> Option<SpanContext> {
-        let tp = r.traceparent.as_deref()?;
+    fn header_context(
+        &self,
+        traceparent: Option<&str>,
+        tracestate: Option<&str>,
+    ) -> Option<SpanContext> {
+        let tp = traceparent?;
         let Ok(tp) = parse_traceparent(tp.trim()) else {
             self.telemetry.incr(Counter::TraceparentInvalid);
             return None;
         };
-        let trace_state = match r.tracestate.as_deref().map(parse_tracestate) {
+        let trace_state = match tracestate.map(parse_tracestate) {
             Some(Ok(s)) if !s.is_empty() => Some(s),
             Some(Err(_)) => {
                 self.telemetry.incr(Counter::TraceparentInvalid);
@@ -304,175 +378,55 @@ impl SpanBuilder {
                 self.by_conn.remove(&meta.conn_id);
             }
         }
-        if self.handling.get(&inf.tid) == Some(&(meta.conn_id, seq)) {
+        // A message consumed without ack is processed after it arrived: its thread keeps
+        // working for it until it starts on something else.
+        let work_follows = matches!(outcome, Outcome::Amqp(AmqpOutcome::Received));
+        if !work_follows
+            && self
+                .handling
+                .get(&inf.tid)
+                .is_some_and(|h| h.key == (meta.conn_id, seq))
+        {
             self.handling.remove(&inf.tid);
         }
-        let Outcome::Http {
-            outcome,
-            request_body_size,
-        } = outcome
-        else {
-            return None;
-        };
-        if outcome == HttpOutcome::Aborted {
-            self.telemetry.incr(Counter::Http1Aborted);
+        match &outcome {
+            Outcome::Http {
+                outcome: HttpOutcome::Aborted,
+                ..
+            } => self.telemetry.incr(Counter::Http1Aborted),
+            Outcome::Postgres(PgOutcome::Aborted) | Outcome::Amqp(AmqpOutcome::Aborted) => {}
+            _ => {}
         }
         let resource = resources.resource(meta.pid, meta.comm_str());
-        Some(self.http_span(inf, end_ns, outcome, request_body_size, resource))
-    }
-
-    fn http_span(
-        &self,
-        inf: Inflight,
-        end_ns: u64,
-        outcome: HttpOutcome,
-        request_body_size: u64,
-        resource: Arc<Resource>,
-    ) -> Span {
-        let r = &inf.request;
-        let server = inf.kind == SpanKind::Server;
-        let target = split_target(&r.target);
-        let mut attrs = Vec::with_capacity(20);
-        let method = known_method(&r.method);
-        attrs.push(Attribute::new(
-            "http.request.method",
-            method.unwrap_or("_OTHER"),
-        ));
-        if method.is_none() {
-            attrs.push(Attribute::new(
-                "http.request.method_original",
-                r.method.as_str(),
-            ));
-        }
-        attrs.push(Attribute::new("url.path", target.path));
-        if let Some(q) = target.query {
-            let q = if self.redact_query {
-                redact_query(q)
-            } else {
-                q.to_owned()
-            };
-            attrs.push(Attribute::new("url.query", q));
-        }
-        attrs.push(Attribute::new("url.scheme", "http"));
-        let (host_hdr, port_hdr) = split_host(r.host.as_deref());
-        let local_ip = ip_of(&inf.meta.local).to_string();
-        let remote_ip = ip_of(&inf.meta.remote).to_string();
-        if server {
-            attrs.push(Attribute::new(
-                "server.address",
-                host_hdr
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| local_ip.clone()),
-            ));
-            attrs.push(Attribute::new(
-                "server.port",
-                i64::from(port_hdr.unwrap_or(inf.meta.local.port)),
-            ));
-            attrs.push(Attribute::new("client.address", remote_ip.clone()));
-            attrs.push(Attribute::new(
-                "client.port",
-                i64::from(inf.meta.remote.port),
-            ));
-        } else {
-            let host = host_hdr
-                .map(str::to_owned)
-                .unwrap_or_else(|| remote_ip.clone());
-            let port = port_hdr.unwrap_or(inf.meta.remote.port);
-            attrs.push(Attribute::new("server.address", host.clone()));
-            attrs.push(Attribute::new("server.port", i64::from(port)));
-            let shown_port = (port != 80).then_some(port);
-            attrs.push(Attribute::new(
-                "url.full",
-                full_url(
-                    "http",
-                    &host,
-                    shown_port,
-                    target.path,
-                    target.query,
-                    self.redact_query,
-                ),
-            ));
-        }
-        attrs.push(Attribute::new("network.peer.address", remote_ip));
-        attrs.push(Attribute::new(
-            "network.peer.port",
-            i64::from(inf.meta.remote.port),
-        ));
-        attrs.push(Attribute::new("network.local.address", local_ip));
-        attrs.push(Attribute::new(
-            "network.local.port",
-            i64::from(inf.meta.local.port),
-        ));
-        attrs.push(Attribute::new("network.transport", "tcp"));
-        let ipv4 = matches!(ip_of(&inf.meta.remote), IpAddr::V4(_));
-        attrs.push(Attribute::new(
-            "network.type",
-            if ipv4 { "ipv4" } else { "ipv6" },
-        ));
-        if let Some(ua) = &r.user_agent {
-            attrs.push(Attribute::new("user_agent.original", ua.as_str()));
-        }
-        if request_body_size > 0 {
-            attrs.push(Attribute::new(
-                "http.request.body.size",
-                request_body_size as i64,
-            ));
-        }
-        let (status, message, version) = match outcome {
-            HttpOutcome::Response {
-                status,
-                version_minor,
-                response_body_size,
-            } => {
-                attrs.push(Attribute::new(
-                    "http.response.status_code",
-                    i64::from(status),
-                ));
-                attrs.push(Attribute::new(
-                    "http.response.body.size",
-                    response_body_size as i64,
-                ));
-                // OTel HTTP conventions: 5xx is an error for servers; 4xx too for clients.
-                let error = status >= 500 || (!server && status >= 400);
-                if error {
-                    attrs.push(Attribute::new("error.type", status.to_string()));
-                }
-                (
-                    if error {
-                        StatusCode::Error
-                    } else {
-                        StatusCode::Unset
-                    },
-                    None,
-                    version_minor,
-                )
+        let start = self.clock.to_unix(inf.start_ns);
+        let end = self.clock.to_unix(end_ns.max(inf.start_ns));
+        Some(match (&inf.request, outcome) {
+            (
+                Request::Http(_),
+                Outcome::Http {
+                    outcome,
+                    request_body_size,
+                },
+            ) => super::http::span(
+                inf,
+                start,
+                end,
+                outcome,
+                request_body_size,
+                resource,
+                &self.opts,
+            ),
+            (Request::Postgres(_), Outcome::Postgres(o)) => {
+                super::db::span(inf, start, end, o, resource, &self.opts)
             }
-            HttpOutcome::Aborted => {
-                attrs.push(Attribute::new("error.type", "response_incomplete"));
-                let msg = "connection closed before the response completed".to_owned();
-                (StatusCode::Error, Some(msg), r.version_minor)
+            (Request::Amqp(_), Outcome::Amqp(o)) => {
+                super::messaging::span(inf, start, end, o, resource)
             }
-        };
-        attrs.push(Attribute::new(
-            "network.protocol.version",
-            if version == 0 { "1.0" } else { "1.1" },
-        ));
-        let name = match route_template(target.path) {
-            Some(route) => format!("{} {route}", method.unwrap_or("HTTP")),
-            None => method.unwrap_or("HTTP").to_owned(),
-        };
-        Span {
-            context: inf.ctx,
-            parent_span_id: inf.parent,
-            name,
-            kind: inf.kind,
-            start_unix_nano: self.clock.to_unix(inf.start_ns),
-            end_unix_nano: self.clock.to_unix(end_ns.max(inf.start_ns)),
-            status,
-            status_message: message,
-            attributes: attrs,
-            resource,
-        }
+            (_, o) => {
+                tracing::debug!("exchange ended with another protocol's outcome: {o:?}");
+                return None;
+            }
+        })
     }
 }
 
@@ -491,37 +445,6 @@ fn new_root() -> SpanContext {
         span_id: new_span_id(),
         flags: 1,
         trace_state: None,
-    }
-}
-
-/// The method as the conventions name it, or None for `_OTHER` (keeps span-name cardinality low).
-fn known_method(m: &str) -> Option<&'static str> {
-    const KNOWN: &[&str] = &[
-        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-    ];
-    KNOWN.iter().copied().find(|k| *k == m)
-}
-
-/// `host[:port]` (or `[v6]:port`) from a Host header.
-fn split_host(h: Option<&str>) -> (Option<&str>, Option<u16>) {
-    let Some(h) = h.map(str::trim).filter(|h| !h.is_empty()) else {
-        return (None, None);
-    };
-    if let Some(rest) = h.strip_prefix('[') {
-        let Some((v6, after)) = rest.split_once(']') else {
-            return (Some(h), None);
-        };
-        return (
-            Some(v6),
-            after.strip_prefix(':').and_then(|p| p.parse().ok()),
-        );
-    }
-    match h.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => match port.parse() {
-            Ok(p) => (Some(host), Some(p)),
-            Err(_) => (Some(h), None),
-        },
-        _ => (Some(h), None),
     }
 }
 

@@ -1,7 +1,13 @@
-//! Spans: pairing requests with responses, trace context, naming.
+//! Spans: pairing requests with responses (`builder`), trace context (`context`), and what each
+//! protocol's exchange looks like as a span (`http`, `db`, `messaging`), with the helpers they
+//! use (`route`, `url`, `sql`) and the span record itself (`model`).
 
 pub mod builder;
 pub mod context;
+mod db;
+mod http;
+pub mod messaging;
 pub mod model;
 pub mod route;
+pub mod sql;
 pub mod url;

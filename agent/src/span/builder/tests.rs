@@ -1,6 +1,9 @@
 use super::*;
 use crate::conn::Limits;
+use crate::protocol::HttpRequest;
+use crate::span::http::split_host;
 use crate::span::model::AttrValue;
+use crate::span::model::{Attribute, StatusCode};
 
 struct FixedResources;
 impl Resources for FixedResources {
@@ -87,7 +90,7 @@ impl World {
         );
         Self {
             conns,
-            b: SpanBuilder::new(Clock::fixed(1_000_000), true, tel.clone()),
+            b: SpanBuilder::new(Clock::fixed(1_000_000), SpanOptions::default(), tel.clone()),
             out: Vec::new(),
             tel,
         }
@@ -314,4 +317,226 @@ fn host_header_forms() {
     assert_eq!(split_host(Some("[::1]:443")), (Some("::1"), Some(443)));
     assert_eq!(split_host(Some("")), (None, None));
     assert_eq!(split_host(Some("h:notaport")), (Some("h:notaport"), None));
+}
+
+mod queue_and_db {
+    use super::*;
+    use crate::protocol::{AmqpMessage, AmqpOperation, AmqpOutcome, PgOutcome, PgStatement};
+
+    fn pg(text: &str) -> Request {
+        Request::Postgres(PgStatement {
+            text: Some(text.into()),
+            prepared_name: None,
+            database: Some("shop".into()),
+            user: Some("app".into()),
+        })
+    }
+
+    fn msg(op: AmqpOperation, fp: u64, traceparent: Option<&str>) -> Request {
+        Request::Amqp(AmqpMessage {
+            operation: op,
+            channel: 1,
+            exchange: String::new(),
+            routing_key: "orders".into(),
+            delivery_tag: (op != AmqpOperation::Publish).then_some(1),
+            redelivered: false,
+            message_id: Some("m-1".into()),
+            correlation_id: None,
+            traceparent: traceparent.map(str::to_owned),
+            tracestate: None,
+            body_size: 12,
+            fingerprint: fp,
+        })
+    }
+
+    fn begin(seq: u64, tid: u32, ts: u64, request: Request) -> L7Event {
+        L7Event::RequestStart {
+            seq,
+            tid,
+            start_ns: ts,
+            request,
+        }
+    }
+
+    fn finish(seq: u64, ts: u64, outcome: Outcome) -> L7Event {
+        L7Event::ExchangeEnd {
+            seq,
+            end_ns: ts,
+            outcome,
+        }
+    }
+
+    fn done() -> Outcome {
+        Outcome::Postgres(PgOutcome::Complete {
+            tag: "INSERT 0 1".into(),
+            rows: 0,
+        })
+    }
+
+    /// HTTP → service publishes + writes PostgreSQL → worker consumes, writes PostgreSQL: one
+    /// trace with the producer/consumer link made from the content fingerprint alone.
+    #[test]
+    fn http_publish_consume_db_is_one_trace() {
+        let mut w = World::new();
+        let srv = w.open(meta(1, 10, Role::Server, 8080, 40000));
+        let amqp_pub = w.open(meta(2, 10, Role::Client, 41000, 5672));
+        let pg_svc = w.open(meta(3, 10, Role::Client, 42000, 5432));
+        let broker_in = w.open(meta(4, 99, Role::Server, 5672, 41000));
+        let amqp_sub = w.open(meta(5, 20, Role::Client, 43000, 5672));
+        let pg_worker = w.open(meta(6, 20, Role::Client, 44000, 5432));
+        let pg_server = w.open(meta(7, 98, Role::Server, 5432, 42000));
+
+        w.ev(&srv, start(0, 11, 100, req("POST", "/orders")));
+        w.ev(
+            &amqp_pub,
+            begin(0, 11, 110, msg(AmqpOperation::Publish, 77, None)),
+        );
+        w.ev(&amqp_pub, finish(0, 111, Outcome::Amqp(AmqpOutcome::Sent)));
+        // The broker parses the same publish: no span from its side.
+        w.ev(
+            &broker_in,
+            begin(0, 50, 112, msg(AmqpOperation::Publish, 77, None)),
+        );
+        w.ev(&broker_in, finish(0, 113, Outcome::Amqp(AmqpOutcome::Sent)));
+        w.ev(
+            &pg_svc,
+            begin(0, 11, 120, pg("INSERT INTO orders VALUES (1, 'x')")),
+        );
+        w.ev(
+            &pg_server,
+            begin(0, 60, 121, pg("INSERT INTO orders VALUES (1, 'x')")),
+        );
+        w.ev(&pg_server, finish(0, 128, done()));
+        w.ev(&pg_svc, finish(0, 130, done()));
+        w.ev(&srv, end(0, 140, 201));
+        // The worker's thread 21 receives the delivery, writes, then acks.
+        w.ev(
+            &amqp_sub,
+            begin(0, 21, 200, msg(AmqpOperation::Deliver, 77, None)),
+        );
+        w.ev(
+            &pg_worker,
+            begin(
+                0,
+                21,
+                210,
+                pg("UPDATE orders SET state = 'done' WHERE id = 1"),
+            ),
+        );
+        w.ev(&pg_worker, finish(0, 220, done()));
+        w.ev(&amqp_sub, finish(0, 230, Outcome::Amqp(AmqpOutcome::Acked)));
+
+        assert_eq!(w.out.len(), 5, "{:#?}", w.out);
+        let by_name = |n: &str| {
+            w.out
+                .iter()
+                .find(|s| s.name == n)
+                .unwrap_or_else(|| panic!("no span {n}: {:#?}", w.out))
+        };
+        let server = by_name("POST /orders");
+        let producer = by_name("send orders");
+        let insert = by_name("INSERT orders");
+        let consumer = by_name("process orders");
+        let update = by_name("UPDATE orders");
+        assert_eq!(producer.kind, SpanKind::Producer);
+        assert_eq!(consumer.kind, SpanKind::Consumer);
+        assert_eq!(producer.parent_span_id, Some(server.context.span_id));
+        assert_eq!(insert.parent_span_id, Some(server.context.span_id));
+        assert_eq!(consumer.parent_span_id, Some(producer.context.span_id));
+        assert_eq!(update.parent_span_id, Some(consumer.context.span_id));
+        assert!(w
+            .out
+            .iter()
+            .all(|s| s.context.trace_id == server.context.trace_id));
+        assert_eq!(
+            (consumer.start_unix_nano, consumer.end_unix_nano),
+            (1_000_200, 1_000_230)
+        );
+        // Literals never leave the agent.
+        match insert.attr("db.query.text") {
+            Some(AttrValue::Str(q)) => assert!(!q.contains("'x'"), "{q}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            insert.attr("db.namespace"),
+            Some(&AttrValue::Str("shop".into()))
+        );
+        assert_eq!(
+            consumer.attr("messaging.destination.name"),
+            Some(&AttrValue::Str("orders".into()))
+        );
+    }
+
+    #[test]
+    fn header_in_the_message_wins_over_a_mismatching_fingerprint_link() {
+        let mut w = World::new();
+        let sub = w.open(meta(5, 20, Role::Client, 43000, 5672));
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        w.ev(
+            &sub,
+            begin(0, 21, 200, msg(AmqpOperation::Deliver, 5, Some(tp))),
+        );
+        w.ev(&sub, finish(0, 230, Outcome::Amqp(AmqpOutcome::Acked)));
+        let c = &w.out[0];
+        assert_eq!(
+            crate::span::model::hex(&c.context.trace_id),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(
+            c.parent_span_id.map(|p| crate::span::model::hex(&p)),
+            Some("00f067aa0ba902b7".into())
+        );
+    }
+
+    #[test]
+    fn no_ack_delivery_keeps_its_thread_working_for_it() {
+        let mut w = World::new();
+        let sub = w.open(meta(5, 20, Role::Client, 43000, 5672));
+        let db = w.open(meta(6, 20, Role::Client, 44000, 5432));
+        w.ev(
+            &sub,
+            begin(0, 21, 200, msg(AmqpOperation::Deliver, 5, None)),
+        );
+        w.ev(&sub, finish(0, 201, Outcome::Amqp(AmqpOutcome::Received)));
+        w.ev(&db, begin(0, 21, 210, pg("SELECT 1")));
+        w.ev(
+            &db,
+            finish(
+                0,
+                220,
+                Outcome::Postgres(PgOutcome::Error {
+                    sqlstate: "42P01".into(),
+                    severity: "ERROR".into(),
+                }),
+            ),
+        );
+        let (consumer, select) = (&w.out[0], &w.out[1]);
+        assert_eq!(select.parent_span_id, Some(consumer.context.span_id));
+        assert_eq!(select.status, StatusCode::Error);
+        assert_eq!(
+            select.attr("db.response.status_code"),
+            Some(&AttrValue::Str("42P01".into()))
+        );
+    }
+
+    #[test]
+    fn statement_with_unknown_text_says_so() {
+        let mut w = World::new();
+        let db = w.open(meta(6, 20, Role::Client, 44000, 5432));
+        let st = Request::Postgres(PgStatement {
+            text: None,
+            prepared_name: Some("s1".into()),
+            database: None,
+            user: None,
+        });
+        w.ev(&db, begin(0, 21, 210, st));
+        w.ev(&db, finish(0, 220, done()));
+        let s = &w.out[0];
+        assert_eq!(s.name, "EXECUTE");
+        assert_eq!(
+            s.attr("db.postgresql.statement_text_unknown"),
+            Some(&AttrValue::Bool(true))
+        );
+        assert!(s.attr("db.query.text").is_none());
+    }
 }
