@@ -11,7 +11,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use crate::maps::{config, count, ACTIVE_CONNECT, CONNS, CONN_SEQ, EVENTS, PID_FILTER};
+use crate::maps::{
+    config, count, output_flags, ACTIVE_CONNECT, CONNS, CONN_SEQ, EVENTS, PID_FILTER,
+};
 use crate::sock::tcp_endpoints;
 
 /// Offsets in the syscall tracepoint records (see /sys/kernel/tracing/events/syscalls/*/format).
@@ -144,7 +146,7 @@ fn open(pid_tgid: u64, fd: u32, role: Role) -> Result<(), i64> {
         remote: ep.remote,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    if EVENTS.output::<ConnOpenEvent>(&ev, 0).is_err() {
+    if EVENTS.output::<ConnOpenEvent>(&ev, output_flags()).is_err() {
         count(counter::RINGBUF_FULL);
     }
     Ok(())
@@ -168,7 +170,10 @@ pub fn try_enter_close(ctx: &TracePointContext) -> Result<(), i64> {
         fd: fd as u32,
         _pad: 0,
     };
-    if EVENTS.output::<ConnCloseEvent>(&ev, 0).is_err() {
+    if EVENTS
+        .output::<ConnCloseEvent>(&ev, output_flags())
+        .is_err()
+    {
         count(counter::RINGBUF_FULL);
     }
     Ok(())
@@ -187,7 +192,7 @@ pub fn try_proc_exit(_ctx: &TracePointContext) -> Result<(), i64> {
     let ev = ProcExitEvent {
         header: header(EventKind::ProcExit, pid_tgid, 0, 0, ts),
     };
-    if EVENTS.output::<ProcExitEvent>(&ev, 0).is_err() {
+    if EVENTS.output::<ProcExitEvent>(&ev, output_flags()).is_err() {
         count(counter::RINGBUF_FULL);
     }
     Ok(())

@@ -16,7 +16,9 @@ use aya_ebpf::{
 };
 
 use crate::conn::{header, ARG0, ARG1, ARG2, ARG3, RET};
-use crate::maps::{config, count, DataRecord, IoArgs, ACTIVE_IO, CONNS, EVENTS, SCRATCH};
+use crate::maps::{
+    config, count, output_flags, DataRecord, IoArgs, ACTIVE_IO, CONNS, EVENTS, SCRATCH,
+};
 
 const MSG_PEEK: u64 = 2;
 
@@ -169,7 +171,7 @@ pub fn try_exit(ctx: &TracePointContext, kind: BufKind) -> Result<(), i64> {
     // to the header plus `copied` payload bytes.
     let bytes =
         unsafe { core::slice::from_raw_parts(rec as *const DataRecord as *const u8, total) };
-    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+    if EVENTS.output::<[u8]>(bytes, output_flags()).is_err() {
         count(counter::RINGBUF_FULL);
     }
     Ok(())

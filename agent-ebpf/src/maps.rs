@@ -109,6 +109,25 @@ pub fn offsets() -> KernelOffsets {
     unsafe { core::ptr::read_volatile(&OFFSETS) }
 }
 
+/// bpf_ringbuf_query / output flags (include/uapi/linux/bpf.h).
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+/// Unread bytes in the ring buffer before a record wakes the reader.
+const WAKEUP_BYTES: u64 = 256 * 1024;
+
+/// Flags for writing a record: do not wake user space for every record (a wake-up costs more
+/// than handling the record); wake it once a backlog builds. User space also drains on a short
+/// timer, so a quiet trickle of records is never stranded.
+#[inline(always)]
+pub fn output_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
 #[inline(always)]
 pub fn count(idx: u32) {
     if let Some(p) = COUNTERS.get_ptr_mut(idx) {

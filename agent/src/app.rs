@@ -115,6 +115,10 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("polling the ring buffer: {}", e.into_parts().1))?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    // The kernel wakes us only once a backlog builds (see agent-ebpf's output_flags); this
+    // timer drains the trickle in between. Well inside the pipeline's ordering hold.
+    let mut drain = tokio::time::interval(Duration::from_millis(2));
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let log_every = cfg.telemetry.log_interval_secs;
@@ -145,6 +149,12 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
                     pipeline.push(&item);
                 }
                 guard.clear_ready();
+            }
+            _ = drain.tick() => {
+                let rb = ring.get_mut();
+                while let Some(item) = rb.next() {
+                    pipeline.push(&item);
+                }
             }
             _ = sleep_opt(wait) => {}
             _ = housekeeping.tick() => {

@@ -42,6 +42,9 @@ enum Cmd {
     },
     /// Build and run `agent check`.
     Check,
+    /// Print performance figures: parser and pipeline benchmarks, and the agent's overhead
+    /// under load (nginx + wrk, with and without the agent).
+    Bench,
     /// Install test dependencies, build, and run every test layer.
     Test {
         /// Skip apt/pip installs (they are idempotent but take a few seconds).
@@ -69,6 +72,7 @@ fn main() -> Result<()> {
             run_agent(&root, &["check".to_owned()])
         }
         Cmd::Test { no_setup, pytest } => test(&root, no_setup, pytest.as_deref()),
+        Cmd::Bench => bench(&root),
     }
 }
 
@@ -288,6 +292,35 @@ fn setup_test_deps(root: &Path) -> Result<()> {
             .arg(&reqs))?;
     }
     Ok(())
+}
+
+fn bench(root: &Path) -> Result<()> {
+    setup_test_deps(root)?;
+    if !Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| !o.stdout.is_empty() || !o.stderr.is_empty())
+    {
+        sh(Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "wrk"]))?;
+    }
+    build(root, true)?;
+    let benches = std::fs::read_dir(root.join("agent/benches"))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.path()
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .collect::<Vec<_>>();
+    for b in benches {
+        sh(Command::new("cargo").args(["bench", "-p", "agent", "--bench", &b]))?;
+    }
+    sh(Command::new("python3")
+        .arg("tests/bench/overhead.py")
+        .arg("--agent")
+        .arg(root.join("target/release/agent")))
 }
 
 fn test(root: &Path, no_setup: bool, pytest: Option<&str>) -> Result<()> {

@@ -1,0 +1,141 @@
+"""Overhead and coverage under load: nginx on 127.0.0.1 driven by wrk, first without the agent,
+then with the agent exporting OTLP to a real receiver (the e2e suite's, built on the
+OpenTelemetry project's protobuf definitions). Prints figures; asserts nothing about speed.
+
+    python3 tests/bench/overhead.py --agent target/release/agent [--seconds 10] [--connections 8]
+
+Both nginx (the server) and wrk (the client) are traced, so every request should yield two
+spans: nginx's SERVER span and wrk's CLIENT span. The agent's own loss counters (ring buffer
+full, queue drops, export failures) are printed from its exit log line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "e2e"))
+from otlp_receiver import OtlpReceiver  # noqa: E402
+
+NGINX_CONF = """daemon off;
+master_process off;
+worker_processes 1;
+error_log stderr;
+pid {prefix}/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    sendfile on;
+    keepalive_requests 1000000;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {prefix}/www;
+        location / {{ try_files $uri =404; }}
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wrk(port: int, seconds: int, connections: int) -> tuple[int, float, str]:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+         f"http://127.0.0.1:{port}/users/42?token=abc"],
+        capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = re.search(r"99%\s+(\S+)", out)
+    return requests, rps, p99.group(1) if p99 else "?"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--agent", required=True)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=8)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("overhead.py: needs root (the agent loads eBPF programs)", file=sys.stderr)
+        return 2
+
+    work = Path(tempfile.mkdtemp(prefix="agent-bench-"))
+    port = free_port()
+    (work / "www" / "users").mkdir(parents=True)
+    (work / "www" / "users" / "42").write_bytes(b"x" * 1024)
+    (work / "nginx.conf").write_text(NGINX_CONF.format(prefix=work, port=port))
+    nginx = subprocess.Popen(["/usr/sbin/nginx", "-e", "stderr", "-p", f"{work}/", "-c",
+                              str(work / "nginx.conf")], stderr=subprocess.DEVNULL)
+    receiver = OtlpReceiver().start()
+    agent = None
+    try:
+        time.sleep(0.5)
+        base_n, base_rps, base_p99 = wrk(port, args.seconds, args.connections)
+
+        agent = subprocess.Popen([args.agent, "run", "--otlp-endpoint", receiver.endpoint,
+                                  "--log-level", "info"], stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        log = ""
+        while "agent ready" not in log:
+            line = agent.stderr.readline()
+            if not line and agent.poll() is not None or time.time() > deadline:
+                print("agent did not start:\n" + log, file=sys.stderr)
+                return 1
+            log += line
+        before = len(receiver.spans())
+        n, rps, p99 = wrk(port, args.seconds, args.connections)
+        time.sleep(2)  # a batch timeout and then some
+        stat = Path(f"/proc/{agent.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu_s = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+        agent.send_signal(signal.SIGTERM)
+        rest = agent.communicate(timeout=30)[1]
+        log += rest
+        spans = receiver.spans()[before:]
+        server = sum(1 for s in spans if s.kind == 2)
+        client = sum(1 for s in spans if s.kind == 3)
+        counters = re.findall(r"counters at exit: (.*)", log)
+        print(f"load: wrk -t1 -c{args.connections} -d{args.seconds}s against nginx (1 KiB file, sendfile on), "
+              f"{os.cpu_count()} CPUs shared by wrk, nginx, the agent and the receiver")
+        print(f"  without agent: {base_rps:10.0f} req/s   p99 {base_p99:>8}   ({base_n} requests)")
+        print(f"  with agent:    {rps:10.0f} req/s   p99 {p99:>8}   ({n} requests)")
+        print(f"  throughput change: {100.0 * (rps - base_rps) / base_rps:+.1f}%")
+        print(f"  spans received: {len(spans)} (SERVER {server} / CLIENT {client}) for {n} requests "
+              f"= {100.0 * server / max(n, 1):.1f}% / {100.0 * client / max(n, 1):.1f}% coverage")
+        print(f"  spans/s exported: {len(spans) / args.seconds:.0f}")
+        print(f"  agent CPU: {cpu_s:.1f} s over the {args.seconds} s run "
+              f"({100.0 * cpu_s / args.seconds:.0f}% of one core, start-up included)")
+        print(f"  agent counters: {counters[-1] if counters else '(none logged)'}")
+        return 0
+    finally:
+        if agent is not None and agent.poll() is None:
+            agent.kill()
+        nginx.send_signal(signal.SIGQUIT)
+        try:
+            nginx.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            nginx.kill()
+        receiver.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
