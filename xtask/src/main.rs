@@ -260,9 +260,20 @@ fn setup_test_deps(root: &Path) -> Result<()> {
     if !is_root() {
         bail!("the test suite loads eBPF programs and installs packages: run it as root");
     }
-    let missing: Vec<&str> = APT_PACKAGES
+    // The e2e suite may declare more (one per line, '#' comments) in tests/e2e/APT_PACKAGES.
+    let declared = std::fs::read_to_string(root.join("tests/e2e/APT_PACKAGES")).unwrap_or_default();
+    let wanted: Vec<&str> = APT_PACKAGES
         .iter()
         .copied()
+        .chain(
+            declared
+                .lines()
+                .map(|l| l.split('#').next().unwrap_or("").trim())
+                .filter(|l| !l.is_empty()),
+        )
+        .collect();
+    let missing: Vec<&str> = wanted
+        .into_iter()
         .filter(|p| {
             !Command::new("dpkg-query")
                 .args(["-W", "-f=${Status}", p])
