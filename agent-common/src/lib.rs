@@ -203,7 +203,16 @@ pub struct ConnInfo {
     pub conn_id: u64,
     /// A [`Role`].
     pub role: u8,
-    pub _pad: [u8; 7],
+    /// [`conn_flags`] bits.
+    pub flags: u8,
+    pub _pad: [u8; 6],
+}
+
+/// Bits of [`ConnInfo::flags`].
+pub mod conn_flags {
+    /// User space parses nothing on this connection (unknown protocol, encrypted bytes): the
+    /// kernel stops copying its payload; open/close are still reported.
+    pub const MUTED: u8 = 1;
 }
 
 /// Key of the `CONNS` map: the (pid, fd) pair a syscall names.

@@ -128,7 +128,8 @@ fn open(pid_tgid: u64, fd: u32, role: Role) -> Result<(), i64> {
     let info = ConnInfo {
         conn_id,
         role: role as u8,
-        _pad: [0; 7],
+        flags: 0,
+        _pad: [0; 6],
     };
     if CONNS.insert(&conn_key(pid, fd), &info, 0).is_err() {
         count(counter::CONN_INSERT_FAILED);

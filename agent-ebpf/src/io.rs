@@ -5,7 +5,9 @@
 //! moved — into a scratch slot and outputs header + payload to the ring buffer. The real length
 //! (`orig_len`) is always reported so truncation is visible to user space.
 
-use agent_common::{conn_key, counter, Direction, EventKind, Syscall, MAX_IOV, MAX_PAYLOAD};
+use agent_common::{
+    conn_flags, conn_key, counter, Direction, EventKind, Syscall, MAX_IOV, MAX_PAYLOAD,
+};
 use aya_ebpf::{
     cty::c_void,
     helpers::generated::bpf_probe_read_user as raw_probe_read_user,
@@ -56,6 +58,9 @@ pub fn try_enter(
         Some(i) => *i,
         None => return Ok(()),
     };
+    if info.flags & conn_flags::MUTED != 0 {
+        return Ok(()); // user space parses nothing here: copying would be pure cost
+    }
     let (buf, iovcnt) = match kind {
         BufKind::Plain => {
             if syscall == Syscall::RecvFrom {

@@ -177,6 +177,11 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         for (pid, fd) in pipeline.take_untracked() {
             loaded.untrack_connection(pid, fd);
         }
+        for (pid, fd) in pipeline.take_to_mute() {
+            if loaded.mute_connection(pid, fd) {
+                telemetry.incr(Counter::ConnsMuted);
+            }
+        }
     }
 
     tracing::info!("shutting down: flushing spans");

@@ -218,6 +218,11 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
         self.spans.set_clock(Clock::now());
     }
 
+    /// Connections to stop copying payload for, since the last call.
+    pub fn take_to_mute(&mut self) -> Vec<(u32, u32)> {
+        self.conns.take_to_mute()
+    }
+
     /// Connections dropped since the last call, for removal from the kernel's table.
     pub fn take_untracked(&mut self) -> Vec<(u32, u32)> {
         std::mem::take(&mut self.untrack)

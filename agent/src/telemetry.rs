@@ -41,6 +41,7 @@ counters! {
     ConnsOpened => "agent_connections_opened_total", "connections tracked";
     ConnsClosed => "agent_connections_closed_total", "connections closed by their process";
     ConnsEvicted => "agent_connections_evicted_total", "connections dropped for idleness or because the table was full";
+    ConnsMuted => "agent_connections_muted_total", "connections whose payload the kernel stopped copying (nothing to parse)";
     ConnsSeeded => "agent_connections_discovered_procfs_total", "pre-existing connections found in procfs at start";
     DataForUnknownConn => "agent_data_events_unknown_connection_total", "data records for a connection user space never saw open";
     StreamBufferOverflow => "agent_stream_buffer_overflows_total", "per-direction buffers that exceeded their bound and were reset";

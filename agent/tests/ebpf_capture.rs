@@ -202,3 +202,120 @@ fn captures_ipv4_loopback_tcp() {
 fn captures_ipv6_loopback_tcp() {
     run_case("6");
 }
+
+/// A muted connection (user space parses nothing on it) costs no payload copies any more, but
+/// its close is still reported; other connections are unaffected.
+#[test]
+#[ignore = "needs root and a kernel with BPF syscall tracepoints; run by `cargo xtask test`"]
+fn muted_connection_stops_payload_but_not_close() {
+    const MUTE_CHILD: &str = r#"
+import socket, sys
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+print(srv.getsockname()[1], flush=True)
+sys.stdin.readline()
+cl = socket.socket(); cl.connect(("127.0.0.1", srv.getsockname()[1])); c, _ = srv.accept()
+print(cl.fileno(), flush=True)
+cl.sendall(b"before-mute"); c.recv(100)
+sys.stdin.readline()
+cl.sendall(b"after-mute"); c.recv(100)
+cl.close(); c.close()
+print("done", flush=True)
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", MUTE_CHILD])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let pid = child.id();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let opts = LoadOptions {
+        capture_bytes: 1024,
+        ring_buffer_bytes: 1 << 20,
+        max_connections: 1024,
+        trace_all: false,
+        include_pids: vec![pid],
+        exclude_pids: vec![],
+        disabled: vec![],
+    };
+    let mut loaded = load(&opts).expect("load eBPF object (needs root)");
+    let mut ring = loaded.take_events().unwrap();
+    let stdin = child.stdin.as_mut().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let client_fd: u32 = line.trim().parse().unwrap();
+
+    let mut seen = Seen::default();
+    seen.drain(&mut ring, client_fd, |s| {
+        s.payloads.iter().any(|(_, b)| b == b"before-mute")
+    });
+    let conn = seen.client_conn.expect("client connection opened");
+    assert!(seen
+        .payloads
+        .iter()
+        .any(|(c, b)| *c == conn && b == b"before-mute"));
+    assert!(
+        loaded.mute_connection(pid, client_fd),
+        "the kernel tracks the connection"
+    );
+    stdin.write_all(b"go\n").unwrap();
+    seen.drain(&mut ring, client_fd, |s| s.closed.len() >= 2);
+    let (payloads, closed) = (&seen.payloads, &seen.closed);
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "done");
+    assert!(child.wait().unwrap().success());
+    // The client's second write was not copied; the server's read of it (another connection) was.
+    assert!(
+        !payloads
+            .iter()
+            .any(|(c, b)| *c == conn && b == b"after-mute"),
+        "muted payload captured"
+    );
+    assert!(
+        payloads
+            .iter()
+            .any(|(c, b)| *c != conn && b == b"after-mute"),
+        "other side unaffected"
+    );
+    assert!(closed.contains(&conn), "close still reported");
+    assert!(
+        !loaded.mute_connection(pid, client_fd),
+        "closed connections are gone from the kernel table"
+    );
+}
+
+/// What the mute test collects from the ring.
+#[derive(Default)]
+struct Seen {
+    payloads: Vec<(u64, Vec<u8>)>,
+    closed: Vec<u64>,
+    client_conn: Option<u64>,
+}
+
+impl Seen {
+    fn drain(
+        &mut self,
+        ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+        client_fd: u32,
+        until: impl Fn(&Seen) -> bool,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !until(self) && Instant::now() < deadline {
+            match ring.next() {
+                Some(item) => match decode(&item).expect("well-formed record") {
+                    Event::ConnOpen(o) if o.fd == client_fd && o.role == Role::Client as u8 => {
+                        self.client_conn = Some(o.header.conn_id)
+                    }
+                    Event::Data(d, p) => self.payloads.push((d.header.conn_id, p.to_vec())),
+                    Event::ConnClose(c) => self.closed.push(c.header.conn_id),
+                    _ => {}
+                },
+                None => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+}

@@ -92,6 +92,8 @@ pub struct ConnTable {
     limits: Limits,
     telemetry: Arc<Telemetry>,
     errors: Vec<ParseError>,
+    /// (pid, fd) of connections newly ignored, for the kernel to stop copying their payload.
+    to_mute: Vec<(u32, u32)>,
 }
 
 impl ConnTable {
@@ -103,6 +105,7 @@ impl ConnTable {
             limits,
             telemetry,
             errors: Vec::new(),
+            to_mute: Vec::new(),
         }
     }
 
@@ -236,6 +239,11 @@ impl ConnTable {
         true
     }
 
+    /// Connections ignored since the last call: the kernel can stop copying their payload.
+    pub fn take_to_mute(&mut self) -> Vec<(u32, u32)> {
+        std::mem::take(&mut self.to_mute)
+    }
+
     /// Bytes one syscall moved on a connection. Parsed events go to `out`.
     pub fn data(&mut self, d: &DataEvent, payload: &[u8], out: &mut Vec<(ConnMeta, L7Event)>) {
         let dir = Direction::from_u8(d.header.direction);
@@ -261,6 +269,7 @@ impl ConnTable {
         };
         let missing = u64::from(d.orig_len.saturating_sub(d.len));
         let mut evs = Vec::new();
+        let was_ignored = matches!(c.state, ParseState::Ignored);
         feed(
             c,
             dir,
@@ -272,6 +281,9 @@ impl ConnTable {
             &mut evs,
             &mut self.errors,
         );
+        if !was_ignored && matches!(c.state, ParseState::Ignored) {
+            self.to_mute.push((c.meta.pid, c.meta.fd));
+        }
         for e in self.errors.drain(..) {
             tracing::debug!(conn = c.meta.conn_id, "parse error: {e}");
             match e {
@@ -301,6 +313,11 @@ fn feed(
         let buf = &mut c.bufs[dir_index(dir)];
         buf.extend_from_slice(payload);
         match ConnParser::detect(dir, c.meta.role, buf) {
+            Ok(Some(p)) if c.meta.role == Role::Server && !p.server_side_spans() => {
+                // A database or broker reading its clients' bytes: nothing to do here.
+                c.state = ParseState::Ignored;
+                c.bufs = [Vec::new(), Vec::new()];
+            }
             Ok(Some(p)) => {
                 c.state = ParseState::Active(p);
                 // Bytes the other direction delivered while undecided come first.

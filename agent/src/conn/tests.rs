@@ -116,6 +116,9 @@ fn unknown_protocol_is_ignored_and_data_for_unknown_conn_counted() {
     t.data(&data(1, Direction::Egress, 2, 8, 8), &pg, &mut out);
     assert!(out.is_empty());
     assert_eq!(t.telemetry.get(Counter::ProtocolUnknown), 1);
+    // ...and the kernel is asked, once, to stop copying its payload.
+    assert_eq!(t.take_to_mute(), vec![(7, 1)]);
+    assert!(t.take_to_mute().is_empty());
     t.data(&data(99, Direction::Egress, 3, 8, 8), &pg, &mut out);
     assert_eq!(t.telemetry.get(Counter::DataForUnknownConn), 1);
 }

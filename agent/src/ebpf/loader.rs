@@ -244,6 +244,23 @@ impl Loaded {
             })
     }
 
+    /// Stops payload capture for a connection user space parses nothing on. Returns false if
+    /// the kernel no longer tracks it (closed, or evicted from its LRU table).
+    pub fn mute_connection(&mut self, pid: u32, fd: u32) -> bool {
+        let Ok(mut conns) = map::<BpfHashMap<_, u64, ConnInfo>>(&mut self.ebpf, "CONNS") else {
+            return false;
+        };
+        let key = conn_key(pid, fd);
+        match conns.get(&key, 0) {
+            Ok(mut info) => {
+                info.flags |= agent_common::conn_flags::MUTED;
+                // BPF_EXIST: never re-create an entry the kernel dropped meanwhile.
+                conns.insert(key, info, 2).is_ok()
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Drops the kernel's entries for a connection user space gave up on (process exit).
     pub fn untrack_connection(&mut self, pid: u32, fd: u32) {
         if let Ok(mut conns) = map::<BpfHashMap<_, u64, ConnInfo>>(&mut self.ebpf, "CONNS") {

@@ -136,7 +136,8 @@ pub fn discover(
             let info = ConnInfo {
                 conn_id,
                 role: role as u8,
-                _pad: [0; 7],
+                flags: 0,
+                _pad: [0; 6],
             };
             if let Err(err) = register(pid, fd, info) {
                 if !warned {

@@ -254,6 +254,13 @@ impl ConnParser {
         }
     }
 
+    /// Whether the process on the server side of this protocol gets spans. HTTP servers do;
+    /// a database server or message broker reads the same bytes its client sent, and the
+    /// client's span already describes the call, so their side is not parsed at all.
+    pub fn server_side_spans(&self) -> bool {
+        matches!(self, ConnParser::Http1(_))
+    }
+
     /// Parse as much of `buf` (all unconsumed bytes of `dir`) as possible; returns bytes consumed.
     /// Errors are reported through `errors` (one entry per resynchronisation) and never stop
     /// the parser: it resynchronises by itself.
