@@ -215,6 +215,26 @@ pub mod conn_flags {
     pub const MUTED: u8 = 1;
 }
 
+/// Arguments of a data syscall in flight, from its sys_enter to its sys_exit, in the
+/// `ACTIVE_IO` map keyed by pid_tgid. User space writes one too, for a read that was already
+/// blocked when the agent attached (its entry was never seen; /proc/<pid>/task/<tid>/syscall
+/// shows its arguments).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoArgs {
+    pub conn_id: u64,
+    /// User buffer, or the iovec array when `iovcnt != 0`.
+    pub buf: u64,
+    pub iovcnt: u64,
+    pub enter_ts: u64,
+    pub fd: u32,
+    /// A [`Syscall`]: the exit program checks it is its own.
+    pub syscall: u8,
+    /// A [`Direction`].
+    pub direction: u8,
+    pub _pad: [u8; 2],
+}
+
 /// Key of the `CONNS` map: the (pid, fd) pair a syscall names.
 #[inline(always)]
 pub fn conn_key(pid: u32, fd: u32) -> u64 {
@@ -288,6 +308,7 @@ mod pod {
     // SAFETY: all of these are #[repr(C)], Copy, made only of integers and integer arrays,
     // with explicit padding fields, so every bit pattern is a valid value.
     unsafe impl aya::Pod for super::ConnInfo {}
+    unsafe impl aya::Pod for super::IoArgs {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::KernelOffsets {}
 }

@@ -6,7 +6,7 @@
 //! (`orig_len`) is always reported so truncation is visible to user space.
 
 use agent_common::{
-    conn_flags, conn_key, counter, Direction, EventKind, Syscall, MAX_IOV, MAX_PAYLOAD,
+    conn_flags, conn_key, counter, Direction, EventKind, IoArgs, Syscall, MAX_IOV, MAX_PAYLOAD,
 };
 use aya_ebpf::{
     cty::c_void,
@@ -18,9 +18,7 @@ use aya_ebpf::{
 };
 
 use crate::conn::{header, ARG0, ARG1, ARG2, ARG3, RET};
-use crate::maps::{
-    config, count, output_flags, DataRecord, IoArgs, ACTIVE_IO, CONNS, EVENTS, SCRATCH,
-};
+use crate::maps::{config, count, output_flags, DataRecord, ACTIVE_IO, CONNS, EVENTS, SCRATCH};
 
 const MSG_PEEK: u64 = 2;
 
@@ -120,7 +118,7 @@ pub fn try_enter(
     Ok(())
 }
 
-pub fn try_exit(ctx: &TracePointContext, kind: BufKind) -> Result<(), i64> {
+pub fn try_exit(ctx: &TracePointContext, syscall: Syscall, kind: BufKind) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: lookup of a Copy value.
     let args = match unsafe { ACTIVE_IO.get(&pid_tgid) } {
@@ -128,6 +126,9 @@ pub fn try_exit(ctx: &TracePointContext, kind: BufKind) -> Result<(), i64> {
         None => return Ok(()),
     };
     let _ = ACTIVE_IO.remove(&pid_tgid);
+    if args.syscall != syscall as u8 {
+        return Ok(()); // a stale entry of another syscall: never attribute its bytes here
+    }
     // SAFETY: RET is within the sys_exit record.
     let ret: i64 = unsafe { ctx.read_at(RET) }.map_err(|e| e as i64)?;
     if ret <= 0 {

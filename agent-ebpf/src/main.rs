@@ -57,7 +57,7 @@ macro_rules! data_probe {
         }
         #[tracepoint]
         pub fn $exit(ctx: TracePointContext) -> u32 {
-            let _ = io::try_exit(&ctx, $kind);
+            let _ = io::try_exit(&ctx, $syscall, $kind);
             0
         }
     };

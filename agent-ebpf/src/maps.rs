@@ -1,7 +1,7 @@
 //! Every map and global the programs use, in one place. Sizes here are defaults: user space
 //! resizes EVENTS, CONNS and SCRATCH before load (see `agent::ebpf::loader`).
 
-use agent_common::{counter, Config, ConnInfo, DataEvent, KernelOffsets, SCRATCH_PAYLOAD};
+use agent_common::{counter, Config, ConnInfo, DataEvent, IoArgs, KernelOffsets, SCRATCH_PAYLOAD};
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -48,23 +48,6 @@ pub static SCRATCH: Array<DataRecord> = Array::with_max_entries(256, 0);
 pub struct DataRecord {
     pub event: DataEvent,
     pub payload: [u8; SCRATCH_PAYLOAD],
-}
-
-/// What sys_enter saved for sys_exit.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct IoArgs {
-    pub conn_id: u64,
-    /// User buffer, or the iovec array when `iovcnt != 0`.
-    pub buf: u64,
-    pub iovcnt: u64,
-    pub enter_ts: u64,
-    pub fd: u32,
-    /// An `agent_common::Syscall`.
-    pub syscall: u8,
-    /// An `agent_common::Direction`.
-    pub direction: u8,
-    pub _pad: [u8; 2],
 }
 
 /// Runtime settings (set by user space before load).

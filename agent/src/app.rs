@@ -107,6 +107,15 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         },
     );
     pipeline.seed(&seeded, mono_now());
+    let primed = seed::blocked_reads(&seeded, mono_now())
+        .into_iter()
+        .filter(|(pid_tgid, args)| loaded.prime_blocked_read(*pid_tgid, *args))
+        .count();
+    if primed > 0 {
+        tracing::info!(
+            "{primed} reads already blocked on pre-existing connections will be captured"
+        );
+    }
 
     let ring = loaded.take_events()?;
     // SAFETY: the RingBuf owns its map fd and keeps returning it until dropped, which happens

@@ -4,12 +4,11 @@ A keep-alive client connects and finishes one request while no agent runs; then 
 starts (it finds both ends of the connection in procfs) and the client sends three more
 requests on the same connection.
 
-Known limit, pinned here: the server thread is parked in read() when the probes attach, so
-that one syscall's entry is never seen and the request it returns (/users/2) has no SERVER
-span — its CLIENT span is there (the client's write came after the attach). Every later
-request (/users/3, /users/4) must produce a CLIENT and a SERVER span stitched across the two
-processes exactly as on connections the agent saw open. The request made before the agent
-existed (/users/1) must not appear at all.
+The server thread is parked in read() when the probes attach: that syscall's entry was never
+seen, so the agent takes its arguments from /proc/<pid>/task/<tid>/syscall. Every request
+after the start (/users/2 included) must produce a CLIENT and a SERVER span stitched across
+the two processes exactly as on connections the agent saw open. The request made before the
+agent existed (/users/1) must not appear at all.
 """
 
 from __future__ import annotations
@@ -77,10 +76,10 @@ def test_connection_opened_before_the_agent(agent_bin: Path, receiver: OtlpRecei
         assert [r["status"] for r in rows] == [200, 200, 200, 200]
         assert len({r["local_port"] for r in rows}) == 1, "the client did not keep its connection"
         call = Call(client.pid, rows[1:], 0, time.time_ns(), "paused_client", "python3")
-        spans = scn.collect(5)
-        first = [s for s in spans if s.attributes.get("url.path") == "/users/2"]
-        assert [s.kind for s in first] == [3], "only the CLIENT span of the request in flight"
-        for user, row in zip((3, 4), call.rows[1:]):
+        assert "reads already blocked on pre-existing connections" in agent.stderr_tail(), \
+            agent.stderr_tail()
+        spans = scn.collect(6)
+        for user, row in zip((2, 3, 4), call.rows):
             http_pair([s for s in spans if s.attributes.get("url.path") == f"/users/{user}"],
                       client=call, server=svc, method="GET", path=f"/users/{user}",
                       template="/users/{id}", ua="e2e-pyclient/1.0",

@@ -3,7 +3,7 @@
 //! everything.
 
 use agent_common::{
-    conn_key, counter, pid_filter, Config as KConfig, ConnInfo, KernelOffsets, MAX_PAYLOAD,
+    conn_key, counter, pid_filter, Config as KConfig, ConnInfo, IoArgs, KernelOffsets, MAX_PAYLOAD,
 };
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::TracePoint;
@@ -242,6 +242,16 @@ impl Loaded {
                 name: "CONNS",
                 source,
             })
+    }
+
+    /// Saves the arguments of a read that was already blocked when the probes attached (see
+    /// `seed::blocked_reads`), so its exit is captured. Never overwrites an entry the kernel
+    /// made itself (BPF_NOEXIST): that one is fresher.
+    pub fn prime_blocked_read(&mut self, pid_tgid: u64, args: IoArgs) -> bool {
+        let Ok(mut active) = map::<BpfHashMap<_, u64, IoArgs>>(&mut self.ebpf, "ACTIVE_IO") else {
+            return false;
+        };
+        active.insert(pid_tgid, args, 1).is_ok()
     }
 
     /// Stops payload capture for a connection user space parses nothing on. Returns false if

@@ -8,7 +8,7 @@
 //! port is a listening port of its namespace was accepted (server), otherwise it was connected
 //! (client).
 
-use agent_common::{ConnInfo, Role, SockAddr, USER_CONN_ID_BIT};
+use agent_common::{ConnInfo, Direction, IoArgs, Role, SockAddr, Syscall, USER_CONN_ID_BIT};
 use procfs::net::{TcpNetEntry, TcpState};
 use procfs::process::FDTarget;
 use std::collections::{HashMap, HashSet};
@@ -162,9 +162,152 @@ pub fn discover(
     out
 }
 
+/// The syscall a thread is blocked in, from /proc/<pid>/task/<tid>/syscall: its number and
+/// first four arguments. None when the thread is running or not in a syscall.
+fn blocked_syscall(text: &str) -> Option<(i64, [u64; 4])> {
+    let mut it = text.split_whitespace();
+    let nr: i64 = it.next()?.parse().ok()?;
+    if nr < 0 {
+        return None;
+    }
+    let mut args = [0u64; 4];
+    for a in &mut args {
+        *a = u64::from_str_radix(it.next()?.trim_start_matches("0x"), 16).ok()?;
+    }
+    Some((nr, args))
+}
+
+/// Reads 8 bytes of another process's memory (root can; used for a recvmsg's msghdr).
+fn read_u64(pid: u32, addr: u64) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, addr).ok()?;
+    Some(u64::from_ne_bytes(b))
+}
+
+/// Reads a pre-existing connection's owner was blocked in when the probes attached. Their
+/// sys_enter happened before the agent existed, so the kernel has no saved arguments and
+/// would drop the bytes they return — on an idle keep-alive server, exactly the next request.
+/// /proc/<pid>/task/<tid>/syscall shows the arguments, so user space saves them for the
+/// kernel (`ACTIVE_IO`, keyed by pid_tgid) and the ordinary exit probe captures the read.
+pub fn blocked_reads(seeded: &[SeededConn], now_ns: u64) -> Vec<(u64, IoArgs)> {
+    const MSG_PEEK: u64 = 2;
+    let mut by_pid: HashMap<u32, HashMap<u32, u64>> = HashMap::new();
+    for s in seeded {
+        by_pid.entry(s.pid).or_default().insert(s.fd, s.conn_id);
+    }
+    let mut out = Vec::new();
+    for (pid, fds) in by_pid {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let Some(tid) = task
+                .file_name()
+                .to_str()
+                .and_then(|t| t.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(text) = std::fs::read_to_string(task.path().join("syscall")) else {
+                continue;
+            };
+            let Some((nr, [fd, a1, a2, a3])) = blocked_syscall(&text) else {
+                continue;
+            };
+            let Some(&conn_id) = u32::try_from(fd).ok().and_then(|fd| fds.get(&fd)) else {
+                continue;
+            };
+            let (syscall, buf, iovcnt) = match nr {
+                libc::SYS_read => (Syscall::Read, a1, 0),
+                libc::SYS_recvfrom if a3 & MSG_PEEK == 0 => (Syscall::RecvFrom, a1, 0),
+                libc::SYS_readv => (Syscall::Readv, a1, a2),
+                libc::SYS_recvmsg if a2 & MSG_PEEK == 0 => {
+                    // struct user_msghdr: msg_iov at +16, msg_iovlen at +24.
+                    let (Some(iov), Some(cnt)) = (read_u64(pid, a1 + 16), read_u64(pid, a1 + 24))
+                    else {
+                        continue;
+                    };
+                    (Syscall::RecvMsg, iov, cnt)
+                }
+                _ => continue,
+            };
+            let args = IoArgs {
+                conn_id,
+                buf,
+                iovcnt,
+                enter_ts: now_ns,
+                fd: fd as u32,
+                syscall: syscall as u8,
+                direction: Direction::Ingress as u8,
+                _pad: [0; 2],
+            };
+            out.push(((u64::from(pid) << 32) | u64::from(tid), args));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_proc_task_syscall() {
+        assert_eq!(
+            blocked_syscall(
+                "0 0x4 0x55b703e6b4c0 0x2000 0x0 0x0 0x0 0x7ffefb82bc78 0x7fda38d162ad\n"
+            ),
+            Some((0, [4, 0x55b703e6b4c0, 0x2000, 0]))
+        );
+        assert_eq!(blocked_syscall("running\n"), None);
+        assert_eq!(blocked_syscall("-1 0x7ffefb82bc78 0x7fda38d162ad\n"), None);
+        assert_eq!(blocked_syscall("0 0x4\n"), None, "truncated");
+    }
+
+    /// A thread of this test process blocked in recv() on a connection shows up with the
+    /// connection's id and the arguments of that recv.
+    #[test]
+    fn finds_a_thread_blocked_in_recv() {
+        use std::io::Read as _;
+        use std::os::fd::AsRawFd as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let fd = server.as_raw_fd() as u32;
+        let reader = std::thread::spawn(move || {
+            let mut s = server;
+            let mut buf = [0u8; 64];
+            s.read(&mut buf).unwrap()
+        });
+        let me = std::process::id();
+        let seeded = vec![SeededConn {
+            pid: me,
+            fd,
+            conn_id: 42,
+            role: Role::Server,
+            local: SockAddr::default(),
+            remote: SockAddr::default(),
+            comm: [0; 16],
+        }];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let found = loop {
+            let f = blocked_reads(&seeded, 7);
+            if !f.is_empty() || std::time::Instant::now() > deadline {
+                break f;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        std::io::Write::write_all(&mut client, b"x").unwrap();
+        assert_eq!(reader.join().unwrap(), 1);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let (pid_tgid, args) = found[0];
+        assert_eq!(pid_tgid >> 32, u64::from(me));
+        assert_eq!((args.conn_id, args.fd, args.enter_ts), (42, fd, 7));
+        assert_eq!(args.direction, Direction::Ingress as u8);
+        assert!(args.syscall == Syscall::Read as u8 || args.syscall == Syscall::RecvFrom as u8);
+    }
 
     #[test]
     fn maps_ipv4_into_ipv6() {
