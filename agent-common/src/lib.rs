@@ -145,6 +145,51 @@ pub struct SockAddr {
     pub _pad: [u8; 6],
 }
 
+impl SockAddr {
+    /// An IPv4 endpoint, stored IPv4-mapped as the kernel stores it.
+    pub const fn v4(ip: [u8; 4], port: u16) -> Self {
+        let mut addr = [0u8; 16];
+        addr[10] = 0xff;
+        addr[11] = 0xff;
+        addr[12] = ip[0];
+        addr[13] = ip[1];
+        addr[14] = ip[2];
+        addr[15] = ip[3];
+        Self {
+            addr,
+            port,
+            _pad: [0; 6],
+        }
+    }
+}
+
+/// The ring-buffer records, which user space may also need as bytes (replaying captures,
+/// tests, benchmarks).
+pub trait Record: Copy + sealed::Sealed {
+    /// The record exactly as the kernel writes it.
+    fn as_bytes(&self) -> &[u8] {
+        // SAFETY: implemented only (sealed) for this crate's #[repr(C)] records, which are made
+        // of integers and integer arrays with explicit padding fields: no uninitialised bytes.
+        unsafe {
+            core::slice::from_raw_parts(
+                self as *const Self as *const u8,
+                core::mem::size_of::<Self>(),
+            )
+        }
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+macro_rules! records {
+    ($($t:ty),*) => {$(
+        impl sealed::Sealed for $t {}
+        impl Record for $t {}
+    )*};
+}
+
 /// A TCP connection the kernel started tracking (connect/accept returned).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -303,6 +348,14 @@ pub struct KernelOffsets {
     pub valid: u32,
 }
 
+records!(
+    EventHeader,
+    ConnOpenEvent,
+    ConnCloseEvent,
+    DataEvent,
+    ProcExitEvent
+);
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are #[repr(C)], Copy, made only of integers and integer arrays,
@@ -327,6 +380,26 @@ mod tests {
         assert_eq!(size_of::<DataEvent>(), 32 + 24);
         assert_eq!(size_of::<ConnInfo>(), 16);
         assert!(MAX_PAYLOAD.is_power_of_two());
+    }
+
+    #[test]
+    fn v4_is_ipv4_mapped() {
+        let a = SockAddr::v4([127, 0, 0, 1], 80);
+        assert_eq!(&a.addr[10..], &[0xff, 0xff, 127, 0, 0, 1]);
+        assert_eq!(a.addr[..10], [0; 10]);
+        let h = EventHeader {
+            kind: 1,
+            version: EVENT_VERSION,
+            direction: 0,
+            _pad0: 0,
+            pid: 1,
+            tid: 2,
+            _pad1: 0,
+            ts_ns: 3,
+            conn_id: 4,
+        };
+        assert_eq!(h.as_bytes().len(), 32);
+        assert_eq!(h.as_bytes()[0], 1);
     }
 
     #[test]

@@ -69,8 +69,9 @@ pub fn tcp_endpoints(fd: u32) -> Option<Endpoints> {
         if family == AF_INET {
             let l: [u8; 4] = read(sk, o.sk_rcv_saddr)?;
             let r: [u8; 4] = read(sk, o.sk_daddr)?;
-            map_v4(&mut local.addr, l);
-            map_v4(&mut remote.addr, r);
+            // IPv4-mapped, so user space handles one address type.
+            local = SockAddr::v4(l, 0);
+            remote = SockAddr::v4(r, 0);
         } else if family == AF_INET6 {
             local.addr = read(sk, o.sk_v6_rcv_saddr)?;
             remote.addr = read(sk, o.sk_v6_daddr)?;
@@ -86,15 +87,4 @@ pub fn tcp_endpoints(fd: u32) -> Option<Endpoints> {
             remote,
         })
     }
-}
-
-/// IPv4 as an IPv4-mapped IPv6 address, so user space handles one address type.
-#[inline(always)]
-fn map_v4(dst: &mut [u8; 16], v4: [u8; 4]) {
-    dst[10] = 0xff;
-    dst[11] = 0xff;
-    dst[12] = v4[0];
-    dst[13] = v4[1];
-    dst[14] = v4[2];
-    dst[15] = v4[3];
 }

@@ -10,12 +10,17 @@ use agent::pipeline::Pipeline;
 use agent::span::builder::{Resources, SpanOptions, SpanSink};
 use agent::span::model::{Attribute, Resource, Span};
 use agent::telemetry::{Counter, Telemetry};
+use agent_common::Record;
 use agent_common::{
     ConnOpenEvent, DataEvent, Direction, EventHeader, EventKind, Role, SockAddr, Syscall,
     EVENT_VERSION,
 };
 use std::sync::Arc;
 use std::time::Instant;
+
+fn rec<T: Record>(v: &T) -> Vec<u8> {
+    v.as_bytes().to_vec()
+}
 
 struct OneResource(Arc<Resource>);
 impl Resources for OneResource {
@@ -33,20 +38,8 @@ impl SpanSink for Count {
     }
 }
 
-fn bytes<T: Copy>(v: &T) -> Vec<u8> {
-    // SAFETY: T is one of agent_common's #[repr(C)] integer-only structs.
-    unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }
-        .to_vec()
-}
-
 fn addr(port: u16) -> SockAddr {
-    let mut a = SockAddr::default();
-    a.addr[10] = 0xff;
-    a.addr[11] = 0xff;
-    a.addr[12] = 127;
-    a.addr[15] = 1;
-    a.port = port;
-    a
+    SockAddr::v4([127, 0, 0, 1], port)
 }
 
 fn hdr(kind: EventKind, pid: u32, conn: u64, dir: Direction, ts: u64) -> EventHeader {
@@ -64,7 +57,7 @@ fn hdr(kind: EventKind, pid: u32, conn: u64, dir: Direction, ts: u64) -> EventHe
 }
 
 fn data(pid: u32, conn: u64, dir: Direction, ts: u64, payload: &[u8]) -> Vec<u8> {
-    let mut b = bytes(&DataEvent {
+    let mut b = rec(&DataEvent {
         header: hdr(EventKind::Data, pid, conn, dir, ts),
         fd: 3,
         syscall: Syscall::Write as u8,
@@ -104,7 +97,7 @@ fn main() {
             (2 * c + 1, 1, Role::Client, port, 8080),
             (2 * c + 2, 2, Role::Server, 8080, port),
         ] {
-            records.push(bytes(&ConnOpenEvent {
+            records.push(rec(&ConnOpenEvent {
                 header: hdr(EventKind::ConnOpen, pid, id, Direction::None, ts),
                 fd: 3,
                 role: role as u8,

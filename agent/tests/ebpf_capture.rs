@@ -51,6 +51,20 @@ t.join(); cl.close(); os.unlink(blob.name)
 print("done", flush=True)
 "#;
 
+/// Loads the object tracing only `pid`, capturing at most 1024 bytes per syscall.
+fn load_tracing_only(pid: u32) -> agent::ebpf::loader::Loaded {
+    let opts = LoadOptions {
+        capture_bytes: 1024,
+        ring_buffer_bytes: 1 << 20,
+        max_connections: 1024,
+        trace_all: false,
+        include_pids: vec![pid],
+        exclude_pids: vec![],
+        disabled: vec![],
+    };
+    load(&opts).expect("load eBPF object (needs root)")
+}
+
 fn run_case(family: &str) {
     let mut child = Command::new("python3")
         .args(["-c", CHILD, family])
@@ -65,16 +79,7 @@ fn run_case(family: &str) {
     let server_port: u16 = it.next().unwrap().parse().unwrap();
     let pid: u32 = it.next().unwrap().parse().unwrap();
 
-    let opts = LoadOptions {
-        capture_bytes: 1024,
-        ring_buffer_bytes: 1 << 20,
-        max_connections: 1024,
-        trace_all: false,
-        include_pids: vec![pid],
-        exclude_pids: vec![],
-        disabled: vec![],
-    };
-    let mut loaded = load(&opts).expect("load eBPF object (needs root)");
+    let mut loaded = load_tracing_only(pid);
     let mut ring = loaded.take_events().unwrap();
 
     child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
@@ -231,16 +236,7 @@ print("done", flush=True)
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
-    let opts = LoadOptions {
-        capture_bytes: 1024,
-        ring_buffer_bytes: 1 << 20,
-        max_connections: 1024,
-        trace_all: false,
-        include_pids: vec![pid],
-        exclude_pids: vec![],
-        disabled: vec![],
-    };
-    let mut loaded = load(&opts).expect("load eBPF object (needs root)");
+    let mut loaded = load_tracing_only(pid);
     let mut ring = loaded.take_events().unwrap();
     let stdin = child.stdin.as_mut().unwrap();
     stdin.write_all(b"go\n").unwrap();

@@ -2,13 +2,7 @@ use super::*;
 use agent_common::{EventHeader, EventKind, EVENT_VERSION};
 
 fn addr(port: u16) -> SockAddr {
-    let mut a = SockAddr::default();
-    a.addr[10] = 0xff;
-    a.addr[11] = 0xff;
-    a.addr[12] = 127;
-    a.addr[15] = 1;
-    a.port = port;
-    a
+    SockAddr::v4([127, 0, 0, 1], port)
 }
 
 fn meta(id: u64, pid: u32, role: Role, l: u16, r: u16) -> ConnMeta {

@@ -94,6 +94,11 @@ impl Event<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agent_common::Record;
+
+    fn rec<T: Record>(v: &T) -> Vec<u8> {
+        v.as_bytes().to_vec()
+    }
     use agent_common::SockAddr;
 
     fn header(kind: EventKind) -> EventHeader {
@@ -110,11 +115,6 @@ mod tests {
         }
     }
 
-    fn bytes<T: Copy>(v: &T) -> Vec<u8> {
-        // SAFETY: T is a #[repr(C)] integer-only struct; viewing it as bytes is sound.
-        unsafe { std::slice::from_raw_parts(v as *const T as *const u8, size_of::<T>()) }.to_vec()
-    }
-
     #[test]
     fn decodes_data_with_payload() {
         let mut h = header(EventKind::Data);
@@ -128,7 +128,7 @@ mod tests {
             orig_len: 9,
             enter_ts_ns: 50,
         };
-        let mut buf = bytes(&d);
+        let mut buf = rec(&d);
         buf.extend_from_slice(b"hello");
         match decode(&buf).unwrap() {
             e @ Event::Data(d, p) => {
@@ -145,10 +145,10 @@ mod tests {
         assert!(matches!(decode(&[1, 2, 3]), Err(DecodeError::Short { .. })));
         let mut h = header(EventKind::Data);
         h.version = 99;
-        assert_eq!(decode(&bytes(&h)).unwrap_err(), DecodeError::Version(99));
+        assert_eq!(decode(&rec(&h)).unwrap_err(), DecodeError::Version(99));
         let mut h = header(EventKind::Data);
         h.kind = 42;
-        assert_eq!(decode(&bytes(&h)).unwrap_err(), DecodeError::Kind(42));
+        assert_eq!(decode(&rec(&h)).unwrap_err(), DecodeError::Kind(42));
         let d = DataEvent {
             header: header(EventKind::Data),
             fd: 3,
@@ -159,7 +159,7 @@ mod tests {
             enter_ts_ns: 0,
         };
         assert!(matches!(
-            decode(&bytes(&d)),
+            decode(&rec(&d)),
             Err(DecodeError::Payload {
                 claimed: 100,
                 present: 0
@@ -176,7 +176,7 @@ mod tests {
             remote: SockAddr::default(),
             comm: [0; 16],
         };
-        let b = bytes(&o);
+        let b = rec(&o);
         assert!(matches!(decode(&b[..40]), Err(DecodeError::Short { .. })));
         assert!(matches!(decode(&b), Ok(Event::ConnOpen(_))));
     }
@@ -194,6 +194,6 @@ mod tests {
             orig_len: 0,
             enter_ts_ns: 50,
         };
-        assert_eq!(decode(&bytes(&d)).unwrap().causal_ns(), 100);
+        assert_eq!(decode(&rec(&d)).unwrap().causal_ns(), 100);
     }
 }

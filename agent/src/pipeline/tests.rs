@@ -3,6 +3,11 @@
 //! buffer can produce.
 
 use super::*;
+use agent_common::Record;
+
+fn rec<T: Record>(v: &T) -> Vec<u8> {
+    v.as_bytes().to_vec()
+}
 use crate::span::builder::SpanOptions;
 use crate::span::model::{Attribute, Resource, Span, SpanKind};
 use agent_common::{Direction, EventKind, SockAddr, Syscall, EVENT_VERSION};
@@ -16,20 +21,8 @@ impl Resources for Res {
     }
 }
 
-fn bytes<T: Copy>(v: &T) -> Vec<u8> {
-    // SAFETY: T is one of agent_common's #[repr(C)] integer-only structs.
-    unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }
-        .to_vec()
-}
-
 fn addr(port: u16) -> SockAddr {
-    let mut a = SockAddr::default();
-    a.addr[10] = 0xff;
-    a.addr[11] = 0xff;
-    a.addr[12] = 127;
-    a.addr[15] = 1;
-    a.port = port;
-    a
+    SockAddr::v4([127, 0, 0, 1], port)
 }
 
 fn hdr(kind: EventKind, pid: u32, tid: u32, conn: u64, dir: Direction, ts: u64) -> EventHeader {
@@ -47,7 +40,7 @@ fn hdr(kind: EventKind, pid: u32, tid: u32, conn: u64, dir: Direction, ts: u64) 
 }
 
 fn open(pid: u32, conn: u64, role: Role, l: u16, r: u16, ts: u64) -> Vec<u8> {
-    bytes(&ConnOpenEvent {
+    rec(&ConnOpenEvent {
         header: hdr(EventKind::ConnOpen, pid, pid, conn, Direction::None, ts),
         fd: 3,
         role: role as u8,
@@ -68,7 +61,7 @@ fn data(
     exit: u64,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut b = bytes(&DataEvent {
+    let mut b = rec(&DataEvent {
         header: hdr(EventKind::Data, pid, tid, conn, dir, exit),
         fd: 3,
         syscall: if dir == Direction::Egress {
@@ -144,7 +137,7 @@ fn process_exit_ends_its_connections() {
     let mut p = pipeline();
     p.push(&open(1, 10, Role::Client, 50000, 8080, 100));
     p.push(&data(1, 1, 10, Direction::Egress, 200, 210, REQ));
-    p.push(&bytes(&agent_common::ProcExitEvent {
+    p.push(&rec(&agent_common::ProcExitEvent {
         header: hdr(EventKind::ProcExit, 1, 1, 0, Direction::None, 300),
     }));
     p.process_due(u64::MAX);

@@ -32,7 +32,7 @@ use agent_common::{Role, SockAddr};
 
 use super::context::{new_span_id, new_trace_id, parse_traceparent, parse_tracestate};
 use super::messaging::PublishIndex;
-use super::model::{Resource, Span, SpanContext, SpanId, SpanKind};
+use super::model::{Attribute, Resource, Span, SpanContext, SpanId, SpanKind, StatusCode};
 use crate::conn::{ConnMeta, ConnTable};
 use crate::protocol::{
     AmqpOperation, AmqpOutcome, HttpOutcome, L7Event, Outcome, PgOutcome, Request,
@@ -113,6 +113,32 @@ pub(super) struct Inflight {
     pub meta: ConnMeta,
     /// A CLIENT request already chosen as the parent of a same-node SERVER span.
     pub claimed: bool,
+}
+
+impl Inflight {
+    /// The finished span: this exchange's ids, parent and kind, with what the protocol module
+    /// made of it.
+    pub(super) fn finish(
+        self,
+        name: String,
+        (start_unix_nano, end_unix_nano): (u64, u64),
+        (status, status_message): (StatusCode, Option<String>),
+        attributes: Vec<Attribute>,
+        resource: Arc<Resource>,
+    ) -> Span {
+        Span {
+            context: self.ctx,
+            parent_span_id: self.parent,
+            name,
+            kind: self.kind,
+            start_unix_nano,
+            end_unix_nano,
+            status,
+            status_message,
+            attributes,
+            resource,
+        }
+    }
 }
 
 /// Where finished spans go.

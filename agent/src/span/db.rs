@@ -96,16 +96,11 @@ pub(super) fn span(
             )
         }
     };
-    Span {
-        context: inf.ctx,
-        parent_span_id: inf.parent,
+    inf.finish(
         name,
-        kind: inf.kind,
-        start_unix_nano,
-        end_unix_nano,
-        status,
-        status_message: message,
-        attributes: attrs,
+        (start_unix_nano, end_unix_nano),
+        (status, message),
+        attrs,
         resource,
-    }
+    )
 }

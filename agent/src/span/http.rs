@@ -140,18 +140,13 @@ pub(super) fn span(
         Some(route) => format!("{} {route}", method.unwrap_or("HTTP")),
         None => method.unwrap_or("HTTP").to_owned(),
     };
-    Span {
-        context: inf.ctx,
-        parent_span_id: inf.parent,
+    inf.finish(
         name,
-        kind: inf.kind,
-        start_unix_nano,
-        end_unix_nano,
-        status,
-        status_message: message,
-        attributes: attrs,
+        (start_unix_nano, end_unix_nano),
+        (status, message),
+        attrs,
         resource,
-    }
+    )
 }
 
 /// `network.*` attributes every protocol's span carries.

@@ -182,18 +182,14 @@ pub(super) fn span(
             )
         }
     };
-    Span {
-        context: inf.ctx,
-        parent_span_id: inf.parent,
-        name: format!("{op_type} {destination}"),
-        kind: inf.kind,
-        start_unix_nano,
-        end_unix_nano,
-        status,
-        status_message: message,
-        attributes: attrs,
+    let name = format!("{op_type} {destination}");
+    inf.finish(
+        name,
+        (start_unix_nano, end_unix_nano),
+        (status, message),
+        attrs,
         resource,
-    }
+    )
 }
 
 #[cfg(test)]

@@ -15,13 +15,7 @@ impl Resources for FixedResources {
 }
 
 fn addr(port: u16) -> SockAddr {
-    let mut a = SockAddr::default();
-    a.addr[10] = 0xff;
-    a.addr[11] = 0xff;
-    a.addr[12] = 127;
-    a.addr[15] = 1;
-    a.port = port;
-    a
+    SockAddr::v4([127, 0, 0, 1], port)
 }
 
 fn meta(id: u64, pid: u32, role: Role, l: u16, r: u16) -> ConnMeta {
