@@ -1,0 +1,3 @@
+//! detect tests (to come).
+#[allow(unused_imports)]
+use super::*;

@@ -1,0 +1,3 @@
+//! fuzz tests (to come).
+#[allow(unused_imports)]
+use super::*;

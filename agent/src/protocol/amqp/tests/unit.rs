@@ -1,0 +1,3 @@
+//! unit tests (to come).
+#[allow(unused_imports)]
+use super::*;
