@@ -351,7 +351,7 @@ impl Session {
 
     /// Skip whatever content `peer` sends next on `channel`, silently.
     pub(super) fn discard(&mut self, peer: Peer, channel: u16) {
-        if let Some(ch) = self.channels.get_mut(&channel) {
+        if let Some(ch) = self.channel(channel) {
             ch.content[peer as usize] = Content::Discard;
         }
     }

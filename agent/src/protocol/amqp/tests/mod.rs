@@ -6,6 +6,7 @@
 mod detect;
 mod fixtures;
 mod fuzz;
+mod malformed;
 mod unit;
 
 use std::collections::HashMap;
