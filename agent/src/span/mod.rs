@@ -4,4 +4,5 @@ pub mod builder;
 pub mod context;
 pub mod model;
 pub mod route;
+pub mod sql;
 pub mod url;
