@@ -103,8 +103,9 @@ pub(super) fn span(
     let Request::Amqp(m) = &inf.request else {
         unreachable!("builder dispatches by request kind")
     };
-    // Conventions: the destination is the exchange; on the default exchange the routing key
-    // names the queue, which is then the destination.
+    // The destination is the exchange; on the default exchange the routing key names the
+    // queue, which is then the destination (what users asked for: the RabbitMQ conventions
+    // would leave it empty, which says nothing).
     let destination = if m.exchange.is_empty() {
         m.routing_key.as_str()
     } else {
@@ -182,7 +183,8 @@ pub(super) fn span(
             )
         }
     };
-    let name = format!("{op_type} {destination}");
+    // Conventions: `{messaging.operation.name} {destination}`.
+    let name = format!("{op_name} {destination}");
     inf.finish(
         name,
         (start_unix_nano, end_unix_nano),

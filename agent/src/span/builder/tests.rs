@@ -428,9 +428,9 @@ mod queue_and_db {
                 .unwrap_or_else(|| panic!("no span {n}: {:#?}", w.out))
         };
         let server = by_name("POST /orders");
-        let producer = by_name("send orders");
+        let producer = by_name("publish orders");
         let insert = by_name("INSERT orders");
-        let consumer = by_name("process orders");
+        let consumer = by_name("deliver orders");
         let update = by_name("UPDATE orders");
         assert_eq!(producer.kind, SpanKind::Producer);
         assert_eq!(consumer.kind, SpanKind::Consumer);
