@@ -160,7 +160,7 @@ fn chain(
     backend: bool,
 ) -> Verdict {
     let mut pos = 0;
-    let mut prev = 0u8;
+    let mut bound = false;
     loop {
         let rest = &bytes[pos..];
         let Some(&ty) = rest.first() else {
@@ -187,14 +187,14 @@ fn chain(
         };
         let strength = match valid(ty, body) {
             None => return Verdict::No,
-            // Bind then Execute: the pair is specific enough.
-            Some(_) if !backend && prev == b'B' && ty == b'E' => Strength::Strong,
+            // A Bind, then (after a Describe, say) an Execute: specific enough together.
+            Some(_) if !backend && bound && ty == b'E' => Strength::Strong,
             Some(s) => s,
         };
         if strength == Strength::Strong {
             return Verdict::Yes;
         }
-        prev = ty;
+        bound |= !backend && ty == b'B';
         pos += end;
     }
 }

@@ -92,6 +92,38 @@ enum Step {
     Consumed(usize),
 }
 
+/// How much of a message's body must be held to handle it (`None`: more bytes needed). Query,
+/// Parse and Bind are read up to the strings we keep (the query text; the names), at most
+/// [`MAX_TEXT`] / [`NAME_HEAD`] bytes of them: the rest (parameter types and values, a long
+/// text's tail) is skipped as it arrives, so a capture gap there is absorbed.
+fn head_len(ty: u8, body_len: u64, visible: &[u8]) -> Option<usize> {
+    let (strings, cap) = match ty {
+        b'Q' => (1, MAX_TEXT),
+        b'P' => (2, MAX_TEXT + NAME_HEAD),
+        b'B' => (2, NAME_HEAD),
+        b'D' | b'E' | b'C' => {
+            return usize::try_from(body_len)
+                .ok()
+                .filter(|&n| n <= visible.len())
+        }
+        _ => return Some(0),
+    };
+    let cap = body_len.min(cap as u64) as usize;
+    let visible = &visible[..visible.len().min(cap)];
+    let end = visible
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| c == 0)
+        .nth(strings - 1)
+        .map(|(i, _)| i + 1);
+    match end {
+        Some(end) => Some(end),
+        // Not terminated within the bound: handled with what the bound holds.
+        None if visible.len() == cap => Some(cap),
+        None => None,
+    }
+}
+
 fn error(detail: impl Into<String>) -> ParseError {
     ParseError::Postgres {
         what: "frontend message",
@@ -191,17 +223,10 @@ impl Frontend {
             return self.fail(format!("{:?} length {}", ty as char, h.len as i32), io);
         }
         let body_len = h.body_len();
-        // How much of the body must be held to handle the message.
-        let head = match ty {
-            b'Q' => body_len.min(MAX_TEXT as u64),
-            b'P' => body_len.min((MAX_TEXT + NAME_HEAD) as u64),
-            b'B' => body_len.min(NAME_HEAD as u64),
-            b'D' | b'E' | b'C' => body_len,
-            _ => 0,
-        } as usize;
-        let Some(body) = bytes.get(HEADER..HEADER + head) else {
+        let Some(head) = head_len(ty, body_len, &bytes[HEADER.min(bytes.len())..]) else {
             return Step::NeedMore;
         };
+        let body = &bytes[HEADER..HEADER + head];
         self.handle(ty, body, start, io);
         if self.state == State::Boundary && (head as u64) < body_len {
             self.state = State::Skip {

@@ -261,7 +261,9 @@ impl Session {
         self.skipped() || self.push(op, io)
     }
 
-    /// Parse of `(name, text)` (`None`: unreadable).
+    /// Parse of `(name, text)` (`None`: unreadable). The statement is recorded even when the
+    /// server skips the message: what the cache holds must not depend on whether an error
+    /// arrived before or after this message was read.
     pub(super) fn parse(
         &mut self,
         group: u64,
@@ -269,10 +271,10 @@ impl Session {
         def: Option<(&[u8], &[u8])>,
         io: Emit,
     ) -> bool {
+        let bound = def.map(|(name, text)| self.statements.parse(name, text));
         if self.skipped() {
             return true;
         }
-        let bound = def.map(|(name, text)| self.statements.parse(name, text));
         self.push(
             Op::Parse {
                 group,
@@ -283,30 +285,24 @@ impl Session {
         )
     }
 
-    /// Bind of `(portal, statement)` (`None`: unreadable).
+    /// Bind of `(portal, statement)` (`None`: unreadable); recorded like Parse.
     pub(super) fn bind(&mut self, group: u64, names: Option<(&[u8], &[u8])>, io: Emit) -> bool {
-        if self.skipped() {
-            return true;
-        }
         if let Some((portal, statement)) = names {
             self.statements.bind(portal, statement);
         }
-        self.push(Op::Bind { group }, io)
+        self.skipped() || self.push(Op::Bind { group }, io)
     }
 
     pub(super) fn describe(&mut self, group: u64, io: Emit) -> bool {
         self.skipped() || self.push(Op::Describe { group }, io)
     }
 
-    /// Close of `(kind, name)` (`None`: unreadable).
+    /// Close of `(kind, name)` (`None`: unreadable); recorded like Parse.
     pub(super) fn close(&mut self, group: u64, target: Option<(u8, &[u8])>, io: Emit) -> bool {
-        if self.skipped() {
-            return true;
-        }
         if let Some((kind, name)) = target {
             self.statements.close(kind, name);
         }
-        self.push(Op::Close { group }, io)
+        self.skipped() || self.push(Op::Close { group }, io)
     }
 
     /// Execute of `portal` (`None`: unreadable).
@@ -681,10 +677,5 @@ impl Session {
     #[cfg(test)]
     pub(super) fn aligned(&self) -> bool {
         self.align == Align::Aligned
-    }
-
-    #[cfg(test)]
-    pub(super) fn statements(&self) -> &Statements {
-        &self.statements
     }
 }

@@ -195,4 +195,9 @@ impl Statements {
     pub(super) fn len(&self) -> (usize, usize) {
         (self.named.map.len(), self.portals.map.len())
     }
+
+    #[cfg(test)]
+    pub(super) fn text_bytes(&self) -> usize {
+        self.named.cost
+    }
 }
