@@ -333,13 +333,24 @@ impl Frontend {
     /// CancelRequest ("Message Formats").
     fn startup(&mut self, bytes: &[u8], io: &mut Io) -> Step {
         // After SSLRequest answered 'S' the client starts TLS: a handshake record (0x16).
-        if bytes[0] == 0x16 {
+        // After GSSENCRequest answered 'G', length-prefixed GSSAPI tokens. Either may be read
+        // before the server's answer is.
+        let answer_pending = io.session.expects_encryption_reply();
+        let encrypted = |io: &mut Io| {
             io.stop = Some(Stop::Encrypted);
-            return Step::Consumed(bytes.len());
+            Step::Consumed(bytes.len())
+        };
+        if bytes[0] == 0x16 {
+            return encrypted(io);
         }
         let (Some(len), Some(code)) = (u32_at(bytes, 0), u32_at(bytes, 4)) else {
             return Step::NeedMore;
         };
+        let known = matches!(code, SSL_REQUEST | GSSENC_REQUEST | CANCEL_REQUEST)
+            || code >> 16 == PROTOCOL_3_0 >> 16;
+        if answer_pending && (!known || !(8..=MAX_STARTUP).contains(&len)) {
+            return encrypted(io);
+        }
         if !(8..=MAX_STARTUP).contains(&len) {
             return self.fail(format!("startup packet length {}", len as i32), io);
         }

@@ -6,7 +6,8 @@
 mod detect;
 mod fixtures;
 mod fuzz;
-mod unit;
+mod queries;
+mod recovery;
 
 use super::wire::{HEADER, MAX_TEXT, NAME_HEAD};
 use super::PgConn;
@@ -548,4 +549,81 @@ pub(super) fn summary(events: &[L7Event]) -> Vec<String> {
             other => panic!("the PostgreSQL parser emitted a foreign event: {other:?}"),
         })
         .collect()
+}
+
+/// Steps of a hand-written connection: frontend bytes, backend bytes, uncaptured bytes.
+pub(super) enum Step {
+    Fe(Vec<u8>),
+    Be(Vec<u8>),
+    FeGap(usize),
+    BeGap(usize),
+}
+pub(super) use Step::{Be, BeGap, Fe, FeGap};
+
+/// Run the steps (each a segment or a gap), then close. Returns the replay and, per gap,
+/// whether `skip` absorbed it.
+pub(super) fn run_steps<'a>(
+    steps: &[Step],
+    fe: &'a mut Vec<u8>,
+    be: &'a mut Vec<u8>,
+) -> (Replay<'a>, Vec<bool>) {
+    for s in steps {
+        match s {
+            Fe(b) => fe.extend_from_slice(b),
+            Be(b) => be.extend_from_slice(b),
+            FeGap(n) => fe.extend(std::iter::repeat_n(b'?', *n)),
+            BeGap(n) => be.extend(std::iter::repeat_n(b'?', *n)),
+        }
+    }
+    let mut r = Replay::new(fe, be, Direction::Egress);
+    let mut absorbed = Vec::new();
+    for s in steps {
+        match s {
+            Fe(b) => r.deliver(REQ, b.len()),
+            Be(b) => r.deliver(RESP, b.len()),
+            FeGap(n) => absorbed.push(r.gap(REQ, *n)),
+            BeGap(n) => absorbed.push(r.gap(RESP, *n)),
+        }
+        check_invariants(&r.events, false);
+    }
+    r.close();
+    check_invariants(&r.events, true);
+    (r, absorbed)
+}
+
+pub(super) fn events_of(steps: &[Step]) -> Vec<String> {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    summary(&run_steps(steps, &mut a, &mut b).0.events)
+}
+
+pub(super) fn cat(parts: &[Vec<u8>]) -> Vec<u8> {
+    parts.concat()
+}
+
+/// Startup through ReadyForQuery for user `app`, database `db`.
+pub(super) fn connected() -> [Step; 2] {
+    [
+        Fe(m::startup(&["user", "app", "database", "db"])),
+        Be(cat(&[
+            m::auth_ok(),
+            m::param_status("server_version", "15.18"),
+            m::key_data(),
+            m::ready(),
+        ])),
+    ]
+}
+
+pub(super) fn with_connection(steps: Vec<Step>) -> Vec<String> {
+    let mut all: Vec<Step> = connected().into_iter().collect();
+    all.extend(steps);
+    events_of(&all)
+}
+
+pub(super) fn select_one() -> Vec<u8> {
+    cat(&[
+        m::row_description(),
+        m::data_row(b"1"),
+        m::complete("SELECT 1"),
+        m::ready(),
+    ])
 }
