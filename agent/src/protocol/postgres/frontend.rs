@@ -252,7 +252,11 @@ impl Frontend {
 
     fn handle(&mut self, ty: u8, body: &[u8], start: Start, io: &mut Io) {
         let emit = (io.ctx.last_ns, &mut *io.out);
-        let after_sync = std::mem::replace(&mut self.after_sync, ty == b'S');
+        // Flush keeps the mark: the server ignores it in copy-in mode as it does Sync.
+        let after_sync = match ty {
+            b'H' => self.after_sync,
+            _ => std::mem::replace(&mut self.after_sync, ty == b'S'),
+        };
         let fits = match ty {
             b'Q' => {
                 self.group = None;

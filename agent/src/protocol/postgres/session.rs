@@ -78,26 +78,42 @@ struct QueryOp {
 
 impl QueryOp {
     /// Text of the next statement the backend answers. `whole`: the whole string (it failed
-    /// to parse). `None`: the backend answers more statements than we split out.
+    /// to parse). `None`: the backend answers more statements than we split out. The last
+    /// statement takes the query's own string (for the usual single statement, the event
+    /// string is the one the message was read into).
     fn next_text(&mut self, whole: bool) -> Option<String> {
         let found = next_statement(&self.text, self.next);
-        let several = found
-            .as_ref()
-            .is_some_and(|(_, after)| next_statement(&self.text, *after).is_some());
-        match found {
-            _ if self.started == 0 && whole && several => {}
-            Some((range, after)) => {
+        let last = match &found {
+            Some((_, after)) => next_statement(&self.text, *after).is_none(),
+            None => true,
+        };
+        let range = match found {
+            _ if self.started == 0 && whole && !last => None,
+            Some((range, after)) if !last => {
                 self.next = after;
                 self.started += 1;
                 return self.text.get(range).map(str::to_owned);
             }
+            Some((range, _)) => Some(range),
             // An empty query string (EmptyQueryResponse), or one our splitter saw as empty.
-            None if self.started == 0 => {}
+            None if self.started == 0 => None,
             None => return None,
-        }
-        self.next = self.text.len();
+        };
         self.started += 1;
-        Some(self.text.trim().to_owned())
+        self.next = 0;
+        let mut text = std::mem::take(&mut self.text);
+        match range {
+            Some(range) => {
+                text.truncate(range.end);
+                text.drain(..range.start);
+            }
+            None => {
+                text.truncate(text.trim_end().len());
+                let lead = text.len() - text.trim_start().len();
+                text.drain(..lead);
+            }
+        }
+        Some(text)
     }
 }
 

@@ -32,7 +32,7 @@ struct Entry<T> {
     cost: usize,
 }
 
-/// A small least-recently-used map.
+/// A small least-recently-used map whose keys are shared with the values handed out.
 #[derive(Debug)]
 struct Lru<T> {
     map: HashMap<Arc<str>, Entry<T>>,
@@ -53,8 +53,23 @@ impl<T> Lru<T> {
         }
     }
 
-    fn insert(&mut self, key: Arc<str>, value: T, cost: usize) {
-        self.remove(&key);
+    /// Set `key` to `value` (costing `cost` plus the key's length), evicting the least
+    /// recently used entries as needed. Returns the stored key; the key is allocated only
+    /// when new.
+    fn upsert(&mut self, key: &str, value: T, cost: usize) -> Option<Arc<str>> {
+        let cost = cost + key.len();
+        self.clock += 1;
+        if let Some((k, _)) = self.map.get_key_value(key) {
+            let k = Arc::clone(k);
+            self.remove(key);
+            self.make_room(cost);
+            return self.put(k, value, cost);
+        }
+        self.make_room(cost);
+        self.put(Arc::from(key), value, cost)
+    }
+
+    fn make_room(&mut self, cost: usize) {
         while !self.map.is_empty()
             && (self.map.len() >= self.max_len || self.cost + cost > self.max_cost)
         {
@@ -69,19 +84,20 @@ impl<T> Lru<T> {
                 None => break,
             }
         }
+    }
+
+    fn put(&mut self, key: Arc<str>, value: T, cost: usize) -> Option<Arc<str>> {
         if cost > self.max_cost {
-            return;
+            return None;
         }
-        self.clock += 1;
         self.cost += cost;
-        self.map.insert(
-            key,
-            Entry {
-                value,
-                used: self.clock,
-                cost,
-            },
-        );
+        let entry = Entry {
+            value,
+            used: self.clock,
+            cost,
+        };
+        self.map.insert(Arc::clone(&key), entry);
+        Some(key)
     }
 
     fn get(&mut self, key: &str) -> Option<(&Arc<str>, &T)> {
@@ -99,7 +115,9 @@ impl<T> Lru<T> {
 
 #[derive(Debug)]
 pub(super) struct Statements {
-    named: Lru<Arc<str>>,
+    /// Named statements; `None` text for names seen only in Binds (prepared before the agent
+    /// saw the connection), kept so their names are not allocated again on every Bind.
+    named: Lru<Option<Arc<str>>>,
     unnamed: Option<Arc<str>>,
     portals: Lru<Bound>,
     unnamed_portal: Option<Bound>,
@@ -125,11 +143,13 @@ impl Statements {
             self.unnamed = Some(Arc::clone(&text));
             Arc::clone(&self.empty)
         } else {
-            let name: Arc<str> = Arc::from(String::from_utf8_lossy(name));
-            let cost = name.len() + text.len();
-            self.named
-                .insert(Arc::clone(&name), Arc::clone(&text), cost);
-            name
+            let key = String::from_utf8_lossy(name);
+            let cost = text.len();
+            match self.named.upsert(&key, Some(Arc::clone(&text)), cost) {
+                Some(name) => name,
+                // Too large to cache: reported by name once executed.
+                None => Arc::from(key),
+            }
         };
         Bound {
             name,
@@ -146,16 +166,17 @@ impl Statements {
             };
         }
         let key = String::from_utf8_lossy(name);
-        match self.named.get(&key) {
-            Some((name, text)) => Bound {
+        if let Some((name, text)) = self.named.get(&key) {
+            return Bound {
                 name: Arc::clone(name),
-                text: Some(Arc::clone(text)),
-            },
-            None => Bound {
-                name: Arc::from(key),
-                text: None,
-            },
+                text: text.clone(),
+            };
         }
+        let name = self
+            .named
+            .upsert(&key, None, 0)
+            .unwrap_or_else(|| Arc::from(key));
+        Bound { name, text: None }
     }
 
     /// Bind: portal `portal` executes `statement` from now on.
@@ -164,8 +185,8 @@ impl Statements {
         if portal.is_empty() {
             self.unnamed_portal = Some(bound);
         } else {
-            let portal: Arc<str> = Arc::from(String::from_utf8_lossy(portal));
-            self.portals.insert(portal, bound, 1);
+            self.portals
+                .upsert(&String::from_utf8_lossy(portal), bound, 0);
         }
     }
 

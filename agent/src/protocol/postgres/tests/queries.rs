@@ -322,40 +322,42 @@ fn close_forgets_and_reparse_replaces() {
 #[test]
 fn copy_in_extended_ignores_the_sync_sent_before_the_data() {
     // libpq: Parse/Bind/Describe/Execute/Sync, then CopyData..., CopyDone, Sync. The server
-    // ignores the first Sync during copy-in and answers only the second.
-    let got = with_connection(vec![
-        Fe(cat(&[
-            m::parse("", "COPY t FROM STDIN"),
-            m::bind("", "", &[]),
-            m::describe(b'P', ""),
-            m::execute("", 0),
-            m::sync(),
-        ])),
-        Be(cat(&[
-            m::parse_complete(),
-            m::bind_complete(),
-            m::no_data(),
-            m::copy_in(),
-        ])),
-        Fe(cat(&[
-            m::copy_data(b"1\tsecret-row\n"),
-            m::copy_data(b"2\tb\n"),
-            m::copy_done(),
-            m::sync(),
-        ])),
-        Be(cat(&[m::complete("COPY 2"), m::ready()])),
-        Fe(m::query("SELECT 1")),
-        Be(select_one()),
-    ]);
-    assert_eq!(
-        got,
-        [
-            "start 0 COPY t FROM STDIN name=\"\"",
-            "end 0 COPY 2 rows=0",
-            "start 1 SELECT 1",
-            "end 1 SELECT 1 rows=1",
-        ]
-    );
+    // ignores the first Sync (and a Flush) during copy-in and answers only the second.
+    for before_data in [m::sync(), cat(&[m::sync(), m::flush()])] {
+        let got = with_connection(vec![
+            Fe(cat(&[
+                m::parse("", "COPY t FROM STDIN"),
+                m::bind("", "", &[]),
+                m::describe(b'P', ""),
+                m::execute("", 0),
+                before_data,
+            ])),
+            Be(cat(&[
+                m::parse_complete(),
+                m::bind_complete(),
+                m::no_data(),
+                m::copy_in(),
+            ])),
+            Fe(cat(&[
+                m::copy_data(b"1\tsecret-row\n"),
+                m::copy_data(b"2\tb\n"),
+                m::copy_done(),
+                m::sync(),
+            ])),
+            Be(cat(&[m::complete("COPY 2"), m::ready()])),
+            Fe(m::query("SELECT 1")),
+            Be(select_one()),
+        ]);
+        assert_eq!(
+            got,
+            [
+                "start 0 COPY t FROM STDIN name=\"\"",
+                "end 0 COPY 2 rows=0",
+                "start 1 SELECT 1",
+                "end 1 SELECT 1 rows=1",
+            ]
+        );
+    }
 }
 
 #[test]
