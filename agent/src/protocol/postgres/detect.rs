@@ -52,7 +52,7 @@ pub(super) fn opposite(dir: Direction) -> Direction {
     }
 }
 
-/// See [`crate::protocol::postgres::detect`].
+/// See [`crate::protocol::postgres::detect()`].
 pub(super) fn detect(dir: Direction, role: Role, bytes: &[u8]) -> Detection {
     if dir == Direction::None {
         return Detection::NoMatch;

@@ -30,8 +30,17 @@
 //!   the bounded cache, see `statements`) is reported with `text: None` and its name; of a
 //!   portal bound before, with neither text nor name;
 //! - timing: a statement ends with the read holding its final answer. ErrorResponse and
-//!   CommandComplete are read up to [`wire::ERROR_HEAD`]/[`wire::TAG_HEAD`] bytes; a longer
+//!   CommandComplete are read up to `wire::ERROR_HEAD` / `wire::TAG_HEAD` bytes; a longer
 //!   one (never seen in practice) ends when its head has arrived.
+//!
+//! Memory: every length is checked against the limits the server and libpq enforce
+//! (`wire`). Only message heads are held (left unconsumed in the connection layer's buffer):
+//! a Query or Parse text up to `wire::MAX_TEXT` (64 KiB; a longer one is kept truncated to
+//! that and its tail skipped: the span keeps its statement rather than losing it), names up to
+//! `wire::NAME_HEAD`, small fixed messages. Everything else (DataRow, CopyData, Bind
+//! parameters, RowDescription, notices) is skipped as it arrives with only a count of bytes
+//! left, so a capture gap inside it is absorbed. Outstanding messages are bounded
+//! (`session::MAX_OPS`), and so is the statement cache (`statements`).
 //!
 //! Module map: `detect` (signatures), `wire` (framing primitives), `frontend` / `backend` (the
 //! per-direction state machines), `session` (the ops awaiting answers, statement events),
