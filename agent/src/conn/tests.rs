@@ -103,16 +103,16 @@ fn idle_sweep_and_process_exit() {
 fn unknown_protocol_is_ignored_and_data_for_unknown_conn_counted() {
     let mut t = table(16);
     let mut out = Vec::new();
-    t.open(meta(1, 7, Role::Client, 40001, 5432), 0, &mut out);
-    // A PostgreSQL startup message is not HTTP/1.
-    let pg = [0u8, 0, 0, 8, 4, 210, 22, 47];
-    t.data(&data(1, Direction::Egress, 1, 8, 8), &pg, &mut out);
-    t.data(&data(1, Direction::Egress, 2, 8, 8), &pg, &mut out);
+    t.open(meta(1, 7, Role::Client, 40001, 443), 0, &mut out);
+    // A TLS ClientHello record start is no protocol we parse.
+    let tls = [0x16u8, 3, 1, 2, 0, 1, 0, 1];
+    t.data(&data(1, Direction::Egress, 1, 8, 8), &tls, &mut out);
+    t.data(&data(1, Direction::Egress, 2, 8, 8), &tls, &mut out);
     assert!(out.is_empty());
     assert_eq!(t.telemetry.get(Counter::ProtocolUnknown), 1);
     // ...and the kernel is asked, once, to stop copying its payload.
     assert_eq!(t.take_to_mute(), vec![(7, 1)]);
     assert!(t.take_to_mute().is_empty());
-    t.data(&data(99, Direction::Egress, 3, 8, 8), &pg, &mut out);
+    t.data(&data(99, Direction::Egress, 3, 8, 8), &tls, &mut out);
     assert_eq!(t.telemetry.get(Counter::DataForUnknownConn), 1);
 }

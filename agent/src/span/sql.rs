@@ -309,9 +309,9 @@ pub fn next_statement(sql: &str, from: usize) -> Option<(Range<usize>, usize)> {
                 Tok::Ident if parens == 0 => {
                     let word = &sql[r.clone()];
                     if head.routine(word) {
-                        if word.eq_ignore_ascii_case("begin") {
-                            begins += 1;
-                        } else if word.eq_ignore_ascii_case("case") && begins > 0 {
+                        // CASE also ends with END; it matters only inside BEGIN.
+                        let case = word.eq_ignore_ascii_case("case") && begins > 0;
+                        if word.eq_ignore_ascii_case("begin") || case {
                             begins += 1;
                         } else if word.eq_ignore_ascii_case("end") {
                             begins = begins.saturating_sub(1);
