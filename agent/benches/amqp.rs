@@ -350,13 +350,13 @@ fn main() {
         "recorded 200 kB deliveries + acks",
         &large_traffic,
         256 << 20,
-        65536,
+        16384,
     );
     report(
         "recorded 200 kB publishes (8 KiB frames)",
         &large_pub_traffic,
         256 << 20,
-        65536,
+        16384,
     );
     let (pub1k, del1k) = (synthetic(false, 1024, 1000), synthetic(true, 1024, 1000));
     report(
