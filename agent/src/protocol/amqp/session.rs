@@ -190,7 +190,7 @@ impl Session {
                 if let Some(ch) = self.channels.get_mut(&channel) {
                     let before = ch.consumers.len();
                     ch.consumers.retain(|(t, _)| **t != *consumer_tag);
-                    self.consumers -= before - ch.consumers.len();
+                    self.consumers = self.consumers.saturating_sub(before - ch.consumers.len());
                 }
             }
             (
@@ -529,7 +529,7 @@ impl Session {
         }
         if ch.unacked.len() > MAX_UNACKED_PER_CHANNEL {
             if let Some(old) = ch.unacked.pop_oldest() {
-                self.unacked -= 1;
+                self.unacked = self.unacked.saturating_sub(1);
                 end(out, old, now, AmqpOutcome::Aborted);
             }
         }
@@ -537,7 +537,7 @@ impl Session {
             // Make room at the expense of the channel holding the most.
             if let Some(ch) = self.channels.values_mut().max_by_key(|c| c.unacked.len()) {
                 if let Some(old) = ch.unacked.pop_oldest() {
-                    self.unacked -= 1;
+                    self.unacked = self.unacked.saturating_sub(1);
                     end(out, old, now, AmqpOutcome::Aborted);
                 }
             }
@@ -558,7 +558,7 @@ impl Session {
         };
         self.scratch.clear();
         ch.unacked.settle(tag, multiple, &mut self.scratch);
-        self.unacked -= self.scratch.len();
+        self.unacked = self.unacked.saturating_sub(self.scratch.len());
         for &seq in &self.scratch {
             end(out, seq, now, outcome);
         }
@@ -568,10 +568,10 @@ impl Session {
     /// settled (RabbitMQ requeues them), its consumers and requests are gone.
     fn reset_channel(&mut self, channel: u16, now: u64, out: &mut Vec<L7Event>) {
         if let Some(mut ch) = self.channels.remove(&channel) {
-            self.consumers -= ch.consumers.len();
+            self.consumers = self.consumers.saturating_sub(ch.consumers.len());
             self.scratch.clear();
             ch.unacked.drain(&mut self.scratch);
-            self.unacked -= self.scratch.len();
+            self.unacked = self.unacked.saturating_sub(self.scratch.len());
             for &seq in &self.scratch {
                 end(out, seq, now, AmqpOutcome::Aborted);
             }
@@ -602,7 +602,7 @@ impl Session {
                 };
                 self.scratch.clear();
                 ch.unacked.drain(&mut self.scratch);
-                self.unacked -= self.scratch.len();
+                self.unacked = self.unacked.saturating_sub(self.scratch.len());
                 for &seq in &self.scratch {
                     end(out, seq, now, AmqpOutcome::Aborted);
                 }

@@ -166,14 +166,15 @@ impl Stream {
     fn fresh(&mut self, rest: &[u8]) -> Option<usize> {
         match protocol_header(rest) {
             ProtocolHeader::Partial => None,
-            ProtocolHeader::Amqp091 => {
+            // Only the client opens with it (a broker sends its own only to refuse a version).
+            ProtocolHeader::Amqp091 if self.peer == Peer::Client => {
                 self.state = State::Frames;
                 self.strict = true;
                 Some(frame::PROTOCOL_HEADER.len())
             }
             // Another AMQP version (the broker answers with its own header and closes), or
             // not a header at all.
-            ProtocolHeader::OtherVersion | ProtocolHeader::No => {
+            ProtocolHeader::Amqp091 | ProtocolHeader::OtherVersion | ProtocolHeader::No => {
                 // The broker's side of a connection seen from its start begins with
                 // connection.start: wait until that can be told.
                 let n = rest.len().min(3);
