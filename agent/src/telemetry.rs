@@ -52,6 +52,7 @@ counters! {
     Http1Requests => "agent_http1_requests_total", "HTTP/1 requests parsed";
     Http1Aborted => "agent_http1_exchanges_aborted_total", "HTTP/1 requests that never got a complete response";
     PostgresParseErrors => "agent_postgres_parse_errors_total", "PostgreSQL messages that could not be parsed (resynchronised)";
+    Http2ParseErrors => "agent_http2_parse_errors_total", "HTTP/2 frames or header blocks that could not be parsed";
     AmqpParseErrors => "agent_amqp_parse_errors_total", "AMQP frames that could not be parsed (resynchronised)";
     // Spans and trace context.
     TraceparentInvalid => "agent_traceparent_invalid_total", "traceparent/tracestate headers that were malformed and ignored";

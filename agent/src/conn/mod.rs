@@ -290,6 +290,7 @@ impl ConnTable {
                 ParseError::Http1 { .. } => self.telemetry.incr(Counter::Http1ParseErrors),
                 ParseError::Postgres { .. } => self.telemetry.incr(Counter::PostgresParseErrors),
                 ParseError::Amqp { .. } => self.telemetry.incr(Counter::AmqpParseErrors),
+                ParseError::Http2 { .. } => self.telemetry.incr(Counter::Http2ParseErrors),
             }
         }
         let meta = c.meta;

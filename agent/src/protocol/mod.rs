@@ -16,6 +16,7 @@
 
 pub mod amqp;
 pub mod http1;
+pub mod http2;
 pub mod postgres;
 
 pub use agent_common::{Direction, Role};
@@ -145,10 +146,48 @@ pub enum AmqpOutcome {
     Aborted,
 }
 
+/// One HTTP/2 stream's request (RFC 9113), from its HEADERS (+ CONTINUATION) block.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct H2Request {
+    /// HTTP/2 stream id (also the exchange's `seq`).
+    pub stream_id: u32,
+    /// `:method`, `:path`, `:authority`, `:scheme`; `None` when the header block could not be
+    /// decoded (an HPACK reference to a dynamic-table entry the agent never saw).
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub authority: Option<String>,
+    pub scheme: Option<String>,
+    pub user_agent: Option<String>,
+    /// `content-type`: `application/grpc[+proto|...]` marks a gRPC call.
+    pub content_type: Option<String>,
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+    /// Header fields the decoder could not resolve (joined mid-connection); counted, never guessed.
+    pub unknown_fields: u32,
+}
+
+/// How an HTTP/2 stream ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum H2Outcome {
+    /// The response ended (END_STREAM on the last HEADERS/DATA of the response).
+    Response {
+        /// `:status`; None when undecodable.
+        status: Option<u16>,
+        /// `grpc-status` from the trailers (or a trailers-only response's headers).
+        grpc_status: Option<u32>,
+        response_body_size: u64,
+    },
+    /// RST_STREAM (either side) or GOAWAY covering the stream, with the error code.
+    Reset { error_code: u32 },
+    /// The connection closed first.
+    Aborted,
+}
+
 /// The request half of an exchange, per protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     Http(HttpRequest),
+    Http2(H2Request),
     Postgres(PgStatement),
     Amqp(AmqpMessage),
 }
@@ -163,6 +202,11 @@ pub enum Outcome {
     },
     Postgres(PgOutcome),
     Amqp(AmqpOutcome),
+    Http2 {
+        outcome: H2Outcome,
+        /// DATA bytes the request sent.
+        request_body_size: u64,
+    },
 }
 
 /// What parsers report to the span layer.
@@ -208,12 +252,15 @@ pub enum ParseError {
     Postgres { what: &'static str, detail: String },
     #[error("malformed AMQP {what}: {detail}")]
     Amqp { what: &'static str, detail: String },
+    #[error("malformed HTTP/2 {what}: {detail}")]
+    Http2 { what: &'static str, detail: String },
 }
 
 /// The parser attached to one connection.
 #[derive(Debug)]
 pub enum ConnParser {
     Http1(http1::Http1Conn),
+    Http2(http2::H2Conn),
     Postgres(postgres::PgConn),
     Amqp(amqp::AmqpConn),
 }
@@ -227,6 +274,13 @@ impl ConnParser {
         match http1::detect(dir, role, bytes) {
             Detection::Match { request_dir } => {
                 return Ok(Some(ConnParser::Http1(http1::Http1Conn::new(request_dir))))
+            }
+            Detection::NeedMore => need_more = true,
+            Detection::NoMatch => {}
+        }
+        match http2::detect(dir, role, bytes) {
+            Detection::Match { request_dir } => {
+                return Ok(Some(ConnParser::Http2(http2::H2Conn::new(request_dir))))
             }
             Detection::NeedMore => need_more = true,
             Detection::NoMatch => {}
@@ -258,7 +312,7 @@ impl ConnParser {
     /// a database server or message broker reads the same bytes its client sent, and the
     /// client's span already describes the call, so their side is not parsed at all.
     pub fn server_side_spans(&self) -> bool {
-        matches!(self, ConnParser::Http1(_))
+        matches!(self, ConnParser::Http1(_) | ConnParser::Http2(_))
     }
 
     /// Parse as much of `buf` (all unconsumed bytes of `dir`) as possible; returns bytes consumed.
@@ -274,6 +328,7 @@ impl ConnParser {
     ) -> usize {
         match self {
             ConnParser::Http1(p) => p.parse(dir, buf, ctx, out, errors),
+            ConnParser::Http2(p) => p.parse(dir, buf, ctx, out, errors),
             ConnParser::Postgres(p) => p.parse(dir, buf, ctx, out, errors),
             ConnParser::Amqp(p) => p.parse(dir, buf, ctx, out, errors),
         }
@@ -293,6 +348,7 @@ impl ConnParser {
     ) -> bool {
         match self {
             ConnParser::Http1(p) => p.skip(dir, n, unconsumed, ctx, out),
+            ConnParser::Http2(p) => p.skip(dir, n, unconsumed, ctx, out),
             ConnParser::Postgres(p) => p.skip(dir, n, unconsumed, ctx, out),
             ConnParser::Amqp(p) => p.skip(dir, n, unconsumed, ctx, out),
         }
@@ -303,6 +359,7 @@ impl ConnParser {
     pub fn close(&mut self, ts_ns: u64, out: &mut Vec<L7Event>) {
         match self {
             ConnParser::Http1(p) => p.close(ts_ns, out),
+            ConnParser::Http2(p) => p.close(ts_ns, out),
             ConnParser::Postgres(p) => p.close(ts_ns, out),
             ConnParser::Amqp(p) => p.close(ts_ns, out),
         }

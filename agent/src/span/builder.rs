@@ -258,8 +258,8 @@ impl SpanBuilder {
     ) {
         let server_side = meta.role == Role::Server;
         let kind = match &request {
-            Request::Http(_) if server_side => SpanKind::Server,
-            Request::Http(_) => SpanKind::Client,
+            Request::Http(_) | Request::Http2(_) if server_side => SpanKind::Server,
+            Request::Http(_) | Request::Http2(_) => SpanKind::Client,
             // The database and the broker read the same bytes as their clients: the client's
             // span describes the call; a second one from the server's side would double it.
             Request::Postgres(_) | Request::Amqp(_) if server_side => return,
@@ -273,6 +273,9 @@ impl SpanBuilder {
             }
             Request::Amqp(m) => {
                 self.header_context(m.traceparent.as_deref(), m.tracestate.as_deref())
+            }
+            Request::Http2(r) => {
+                self.header_context(r.traceparent.as_deref(), r.tracestate.as_deref())
             }
             Request::Postgres(_) => None,
         };
@@ -434,6 +437,21 @@ impl SpanBuilder {
                     request_body_size,
                 },
             ) => super::http::span(
+                inf,
+                start,
+                end,
+                outcome,
+                request_body_size,
+                resource,
+                &self.opts,
+            ),
+            (
+                Request::Http2(_),
+                Outcome::Http2 {
+                    outcome,
+                    request_body_size,
+                },
+            ) => super::http2::span(
                 inf,
                 start,
                 end,

@@ -177,7 +177,7 @@ pub(super) fn push_network(attrs: &mut Vec<Attribute>, inf: &Inflight) {
 }
 
 /// The method as the conventions name it, or None for `_OTHER` (keeps span-name cardinality low).
-fn known_method(m: &str) -> Option<&'static str> {
+pub(super) fn known_method(m: &str) -> Option<&'static str> {
     const KNOWN: &[&str] = &[
         "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
     ];

@@ -6,6 +6,7 @@ pub mod builder;
 pub mod context;
 mod db;
 mod http;
+mod http2;
 pub mod messaging;
 pub mod model;
 pub mod route;

@@ -534,3 +534,93 @@ mod queue_and_db {
         assert!(s.attr("db.query.text").is_none());
     }
 }
+
+mod grpc {
+    use super::*;
+    use crate::protocol::{H2Outcome, H2Request};
+
+    fn call(stream: u32) -> Request {
+        Request::Http2(H2Request {
+            stream_id: stream,
+            method: Some("POST".into()),
+            path: Some("/shop.Inventory/Reserve".into()),
+            authority: Some("127.0.0.1:50051".into()),
+            scheme: Some("http".into()),
+            content_type: Some("application/grpc".into()),
+            ..Default::default()
+        })
+    }
+
+    fn grpc_end(seq: u64, code: u32) -> L7Event {
+        L7Event::ExchangeEnd {
+            seq,
+            end_ns: 200,
+            outcome: Outcome::Http2 {
+                outcome: H2Outcome::Response {
+                    status: Some(200),
+                    grpc_status: Some(code),
+                    response_body_size: 5,
+                },
+                request_body_size: 9,
+            },
+        }
+    }
+
+    /// OTel RPC conventions: NOT_FOUND (5) is a client error only; UNAVAILABLE (14) both sides.
+    #[test]
+    fn grpc_names_attributes_and_status_rules() {
+        let mut w = World::new();
+        let cli = w.open(meta(1, 1, Role::Client, 50000, 50051));
+        let srv = w.open(meta(2, 2, Role::Server, 50051, 50000));
+        for (stream, code) in [(1u32, 5u32), (3, 14)] {
+            w.ev(
+                &cli,
+                L7Event::RequestStart {
+                    seq: u64::from(stream),
+                    tid: 10,
+                    start_ns: 100,
+                    request: call(stream),
+                },
+            );
+            w.ev(
+                &srv,
+                L7Event::RequestStart {
+                    seq: u64::from(stream),
+                    tid: 20,
+                    start_ns: 110,
+                    request: call(stream),
+                },
+            );
+            w.ev(&srv, grpc_end(u64::from(stream), code));
+            w.ev(&cli, grpc_end(u64::from(stream), code));
+        }
+        let st: Vec<_> = w.out.iter().map(|s| (s.kind, s.status)).collect();
+        assert_eq!(
+            st,
+            vec![
+                (SpanKind::Server, StatusCode::Unset),
+                (SpanKind::Client, StatusCode::Error),
+                (SpanKind::Server, StatusCode::Error),
+                (SpanKind::Client, StatusCode::Error)
+            ]
+        );
+        let s = &w.out[0];
+        assert_eq!(s.name, "shop.Inventory/Reserve");
+        assert_eq!(s.attr("rpc.system"), Some(&AttrValue::Str("grpc".into())));
+        assert_eq!(
+            s.attr("rpc.service"),
+            Some(&AttrValue::Str("shop.Inventory".into()))
+        );
+        assert_eq!(
+            s.attr("rpc.method"),
+            Some(&AttrValue::Str("Reserve".into()))
+        );
+        assert_eq!(s.attr("rpc.grpc.status_code"), Some(&AttrValue::Int(5)));
+        assert_eq!(
+            s.attr("network.protocol.version"),
+            Some(&AttrValue::Str("2".into()))
+        );
+        // Same-node stitching works for HTTP/2 too.
+        assert_eq!(w.out[0].parent_span_id, Some(w.out[1].context.span_id));
+    }
+}

@@ -1,0 +1,204 @@
+//! HTTP/2 streams as spans: the HTTP conventions with `network.protocol.version=2`, and for
+//! gRPC (content-type `application/grpc…`) the RPC conventions: `rpc.system=grpc`,
+//! `rpc.service`, `rpc.method`, `rpc.grpc.status_code`, span name `{package.Service}/{Method}`,
+//! status per the RPC conventions (a server errs only for codes meaning it failed; a client for
+//! anything but OK).
+
+use std::sync::Arc;
+
+use super::builder::{ip_of, Inflight, SpanOptions};
+use super::http::{known_method, push_network, split_host};
+use super::model::{Attribute, Resource, Span, SpanKind, StatusCode};
+use super::route::route_template;
+use super::url::{full_url, redact_query, split_target};
+use crate::protocol::{H2Outcome, Request};
+
+/// gRPC codes that mean the server failed (OTel RPC conventions, gRPC status codes).
+const SERVER_ERRORS: &[u32] = &[2, 4, 12, 13, 14, 15]; // UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS
+
+pub(super) fn span(
+    inf: Inflight,
+    start_unix_nano: u64,
+    end_unix_nano: u64,
+    outcome: H2Outcome,
+    request_body_size: u64,
+    resource: Arc<Resource>,
+    opts: &SpanOptions,
+) -> Span {
+    let Request::Http2(r) = &inf.request else {
+        unreachable!("builder dispatches by request kind")
+    };
+    let server = inf.kind == SpanKind::Server;
+    let grpc = r
+        .content_type
+        .as_deref()
+        .is_some_and(|c| c.starts_with("application/grpc"));
+    let target = split_target(r.path.as_deref().unwrap_or(""));
+    let method = r.method.as_deref().and_then(known_method);
+    let mut attrs = Vec::with_capacity(24);
+    attrs.push(Attribute::new(
+        "http.request.method",
+        method.unwrap_or("_OTHER"),
+    ));
+    if let (None, Some(m)) = (method, &r.method) {
+        attrs.push(Attribute::new("http.request.method_original", m.as_str()));
+    }
+    if r.path.is_some() {
+        attrs.push(Attribute::new("url.path", target.path));
+    }
+    if let Some(q) = target.query {
+        let q = if opts.redact_query {
+            redact_query(q)
+        } else {
+            q.to_owned()
+        };
+        attrs.push(Attribute::new("url.query", q));
+    }
+    let scheme = r.scheme.as_deref().unwrap_or("http");
+    attrs.push(Attribute::new("url.scheme", scheme));
+    let (host_hdr, port_hdr) = split_host(r.authority.as_deref());
+    let remote_ip = ip_of(&inf.meta.remote).to_string();
+    if server {
+        let local_ip = ip_of(&inf.meta.local).to_string();
+        attrs.push(Attribute::new(
+            "server.address",
+            host_hdr.map(str::to_owned).unwrap_or(local_ip),
+        ));
+        attrs.push(Attribute::new(
+            "server.port",
+            i64::from(port_hdr.unwrap_or(inf.meta.local.port)),
+        ));
+        attrs.push(Attribute::new("client.address", remote_ip.clone()));
+        attrs.push(Attribute::new(
+            "client.port",
+            i64::from(inf.meta.remote.port),
+        ));
+    } else {
+        let host = host_hdr
+            .map(str::to_owned)
+            .unwrap_or_else(|| remote_ip.clone());
+        let port = port_hdr.unwrap_or(inf.meta.remote.port);
+        attrs.push(Attribute::new("server.address", host.clone()));
+        attrs.push(Attribute::new("server.port", i64::from(port)));
+        if r.path.is_some() {
+            let url = full_url(
+                scheme,
+                &host,
+                Some(port),
+                target.path,
+                target.query,
+                opts.redact_query,
+            );
+            attrs.push(Attribute::new("url.full", url));
+        }
+    }
+    push_network(&mut attrs, &inf);
+    attrs.push(Attribute::new("network.protocol.version", "2"));
+    if let Some(ua) = &r.user_agent {
+        attrs.push(Attribute::new("user_agent.original", ua.as_str()));
+    }
+    if request_body_size > 0 {
+        attrs.push(Attribute::new(
+            "http.request.body.size",
+            request_body_size as i64,
+        ));
+    }
+    if r.unknown_fields > 0 {
+        // Joined the connection midway: some HPACK references could not be resolved.
+        attrs.push(Attribute::new(
+            "http.request.header_fields_undecodable",
+            i64::from(r.unknown_fields),
+        ));
+    }
+    let rpc = match target
+        .path
+        .strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+    {
+        Some((s, m)) if grpc && !s.is_empty() && !m.is_empty() && !m.contains('/') => Some((s, m)),
+        _ => None,
+    };
+    if grpc {
+        attrs.push(Attribute::new("rpc.system", "grpc"));
+        if let Some((s, m)) = rpc {
+            attrs.push(Attribute::new("rpc.service", s));
+            attrs.push(Attribute::new("rpc.method", m));
+        }
+    }
+    let (status, message) = match outcome {
+        H2Outcome::Response {
+            status,
+            grpc_status,
+            response_body_size,
+        } => {
+            if let Some(code) = status {
+                attrs.push(Attribute::new("http.response.status_code", i64::from(code)));
+            }
+            attrs.push(Attribute::new(
+                "http.response.body.size",
+                response_body_size as i64,
+            ));
+            match (grpc, grpc_status) {
+                (true, Some(g)) => {
+                    attrs.push(Attribute::new("rpc.grpc.status_code", i64::from(g)));
+                    if (server && SERVER_ERRORS.contains(&g)) || (!server && g != 0) {
+                        attrs.push(Attribute::new("error.type", g.to_string()));
+                        (StatusCode::Error, Some(format!("grpc-status {g}")))
+                    } else {
+                        (StatusCode::Unset, None)
+                    }
+                }
+                (true, None) => {
+                    attrs.push(Attribute::new("error.type", "grpc_status_missing"));
+                    (
+                        StatusCode::Error,
+                        Some("gRPC response without grpc-status".to_owned()),
+                    )
+                }
+                (false, _) => {
+                    let code = status.unwrap_or(0);
+                    let error = code >= 500 || (!server && code >= 400);
+                    if error {
+                        attrs.push(Attribute::new("error.type", code.to_string()));
+                    }
+                    (
+                        if error {
+                            StatusCode::Error
+                        } else {
+                            StatusCode::Unset
+                        },
+                        None,
+                    )
+                }
+            }
+        }
+        H2Outcome::Reset { error_code } => {
+            attrs.push(Attribute::new("error.type", format!("h2_rst_{error_code}")));
+            (
+                StatusCode::Error,
+                Some(format!("stream reset (HTTP/2 error code {error_code})")),
+            )
+        }
+        H2Outcome::Aborted => {
+            attrs.push(Attribute::new("error.type", "response_incomplete"));
+            (
+                StatusCode::Error,
+                Some("connection closed before the response completed".to_owned()),
+            )
+        }
+    };
+    let name = match rpc {
+        Some((s, m)) => format!("{s}/{m}"),
+        None => match r.path.as_deref().and_then(|_| route_template(target.path)) {
+            Some(route) => format!("{} {route}", method.unwrap_or("HTTP")),
+            None => method.unwrap_or("HTTP").to_owned(),
+        },
+    };
+    inf.finish(
+        name,
+        (start_unix_nano, end_unix_nano),
+        (status, message),
+        attrs,
+        resource,
+    )
+}
