@@ -280,7 +280,12 @@ impl SpanBuilder {
             Request::Postgres(_) => None,
         };
         let (ctx, parent) = match (&request, kind) {
-            (_, SpanKind::Server) => self.server_parent(meta, header, conns),
+            // HTTP/2 multiplexes: both ends number the stream alike, so match it exactly;
+            // HTTP/1 answers in order, so the oldest unmatched request is the one.
+            (Request::Http2(_), SpanKind::Server) => {
+                self.server_parent(meta, header, conns, Some(seq))
+            }
+            (_, SpanKind::Server) => self.server_parent(meta, header, conns, None),
             (Request::Amqp(m), SpanKind::Consumer) => {
                 let producer = self.published.link(m.fingerprint, start_ns);
                 match (producer, header) {
@@ -362,15 +367,21 @@ impl SpanBuilder {
         meta: &ConnMeta,
         header: Option<SpanContext>,
         conns: &ConnTable,
+        same_seq: Option<u64>,
     ) -> (SpanContext, Option<SpanId>) {
         if let Some(peer) = conns.peer_of(meta).filter(|p| p.role == Role::Client) {
-            let candidate = self.by_conn.get(&peer.conn_id).and_then(|seqs| {
-                seqs.iter().copied().find(|s| {
-                    self.inflight
-                        .get(&(peer.conn_id, *s))
-                        .is_some_and(|i| !i.claimed)
-                })
-            });
+            let unclaimed = |s: &u64| {
+                self.inflight
+                    .get(&(peer.conn_id, *s))
+                    .is_some_and(|i| !i.claimed)
+            };
+            let candidate = match same_seq {
+                Some(s) => Some(s).filter(unclaimed),
+                None => self
+                    .by_conn
+                    .get(&peer.conn_id)
+                    .and_then(|seqs| seqs.iter().copied().find(unclaimed)),
+            };
             if let Some(s) = candidate {
                 let client = self
                     .inflight

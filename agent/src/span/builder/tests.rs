@@ -623,4 +623,43 @@ mod grpc {
         // Same-node stitching works for HTTP/2 too.
         assert_eq!(w.out[0].parent_span_id, Some(w.out[1].context.span_id));
     }
+
+    /// Concurrent streams on one connection: each server stream joins the client stream with
+    /// its own id, whatever order the starts arrive in.
+    #[test]
+    fn concurrent_streams_stitch_by_stream_id() {
+        let mut w = World::new();
+        let cli = w.open(meta(1, 1, Role::Client, 50000, 50051));
+        let srv = w.open(meta(2, 2, Role::Server, 50051, 50000));
+        for s in [1u64, 3, 5] {
+            w.ev(
+                &cli,
+                L7Event::RequestStart {
+                    seq: s,
+                    tid: 10,
+                    start_ns: 100,
+                    request: call(s as u32),
+                },
+            );
+        }
+        for s in [5u64, 1, 3] {
+            w.ev(
+                &srv,
+                L7Event::RequestStart {
+                    seq: s,
+                    tid: 20,
+                    start_ns: 110,
+                    request: call(s as u32),
+                },
+            );
+        }
+        for s in [1u64, 3, 5] {
+            w.ev(&srv, grpc_end(s, 0));
+            w.ev(&cli, grpc_end(s, 0));
+        }
+        for pair in w.out.chunks(2) {
+            let (server, client) = (&pair[0], &pair[1]);
+            assert_eq!(server.parent_span_id, Some(client.context.span_id));
+        }
+    }
 }
