@@ -1,0 +1,213 @@
+//! HTTP/2 streams as exchanges (RFC 9113 section 5.1, 8.1): which header fields are copied
+//! out, the bounded set of open client-initiated streams, and the `RequestStart` /
+//! `ExchangeEnd` events. Owns the guarantee that an end is only emitted for a started stream,
+//! and at most once. Frame parsing and HPACK are elsewhere (`super`, `super::hpack`).
+
+use std::collections::BTreeMap;
+
+use super::hpack::Field;
+use crate::protocol::{H2Outcome, H2Request, L7Event, Outcome, Request, SegmentCtx};
+
+/// Open streams tracked per connection; beyond this the oldest is aborted.
+pub const MAX_STREAMS: usize = 1024;
+/// Copied header values are cut at this length (they only feed span attributes).
+const MAX_VALUE: usize = 8 * 1024;
+
+/// What the agent keeps of a decoded header block.
+#[derive(Debug, Default)]
+pub struct Headers {
+    pub request: H2Request,
+    pub status: Option<u16>,
+    pub grpc_status: Option<u32>,
+    /// Any pseudo-header (`:...`) decoded.
+    pub pseudo: bool,
+    pub fields: u32,
+}
+
+impl Headers {
+    /// Record one field. Only the listed names are copied; Authorization, Cookie and all
+    /// other values are dropped here.
+    pub fn add(&mut self, f: Field) {
+        self.fields += 1;
+        let (Some(name), Some(value)) = (f.name, f.value) else {
+            self.request.unknown_fields += 1;
+            return;
+        };
+        let text = || {
+            let v = &value[..value.len().min(MAX_VALUE)];
+            Some(String::from_utf8_lossy(v).into_owned())
+        };
+        if name.first() == Some(&b':') {
+            self.pseudo = true;
+        }
+        let r = &mut self.request;
+        match name.as_slice() {
+            b":method" => r.method = text(),
+            b":path" => r.path = text(),
+            b":authority" => r.authority = text(),
+            b":scheme" => r.scheme = text(),
+            b"user-agent" => r.user_agent = text(),
+            b"content-type" => r.content_type = text(),
+            b"traceparent" if r.traceparent.is_none() => r.traceparent = text(),
+            b"tracestate" => {
+                let v = text().unwrap_or_default();
+                r.tracestate = Some(match r.tracestate.take() {
+                    Some(prev) if prev.len() < MAX_VALUE => format!("{prev},{v}"),
+                    Some(prev) => prev,
+                    None => v,
+                });
+            }
+            b":status" => {
+                self.status = std::str::from_utf8(&value)
+                    .ok()
+                    .filter(|s| s.len() == 3)
+                    .and_then(|s| s.parse().ok())
+            }
+            b"grpc-status" => {
+                self.grpc_status = std::str::from_utf8(&value)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+            }
+            _ => {}
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Stream {
+    request_body: u64,
+    response_body: u64,
+    /// A final (non-1xx) response head was seen.
+    final_seen: bool,
+    status: Option<u16>,
+    grpc_status: Option<u32>,
+}
+
+/// The open exchanges of one connection, keyed by stream id (ids only grow, so the smallest
+/// is the oldest).
+#[derive(Debug, Default)]
+pub struct Streams {
+    open: BTreeMap<u32, Stream>,
+    /// Highest client stream id seen: a HEADERS on a lower id is not a new request.
+    max_client_id: u32,
+}
+
+impl Streams {
+    pub fn is_open(&self, id: u32) -> bool {
+        self.open.contains_key(&id)
+    }
+
+    pub fn max_client_id(&self) -> u32 {
+        self.max_client_id
+    }
+
+    pub fn saw_client_id(&mut self, id: u32) {
+        self.max_client_id = self.max_client_id.max(id);
+    }
+
+    /// A request's header block is complete: `start` is the segment holding its first byte.
+    pub fn start(
+        &mut self,
+        id: u32,
+        mut h: Headers,
+        start: SegmentCtx,
+        now_ns: u64,
+        out: &mut Vec<L7Event>,
+    ) {
+        self.saw_client_id(id);
+        if self.open.len() >= MAX_STREAMS {
+            if let Some(oldest) = self.open.keys().next().copied() {
+                self.end(oldest, now_ns, H2Outcome::Aborted, out);
+            }
+        }
+        h.request.stream_id = id;
+        out.push(L7Event::RequestStart {
+            seq: u64::from(id),
+            tid: start.tid,
+            start_ns: start.first_ns,
+            request: Request::Http2(h.request),
+        });
+        self.open.insert(id, Stream::default());
+    }
+
+    pub fn count_data(&mut self, id: u32, from_client: bool, n: u64) {
+        if let Some(s) = self.open.get_mut(&id) {
+            let c = if from_client {
+                &mut s.request_body
+            } else {
+                &mut s.response_body
+            };
+            *c = c.saturating_add(n);
+        }
+    }
+
+    /// A response header block on an open stream (section 8.1): interim 1xx heads are
+    /// skipped; the first final head gives the status, later ones are trailers. Returns
+    /// whether the block is the final head or trailers (END_STREAM on it ends the stream).
+    pub fn response_headers(&mut self, id: u32, h: &Headers) {
+        let Some(s) = self.open.get_mut(&id) else {
+            return;
+        };
+        if !s.final_seen {
+            if matches!(h.status, Some(100..=199)) {
+                return;
+            }
+            s.final_seen = true;
+            s.status = h.status;
+        }
+        if h.grpc_status.is_some() {
+            s.grpc_status = h.grpc_status;
+        }
+    }
+
+    /// The server ended its side of the stream.
+    pub fn response_end(&mut self, id: u32, end_ns: u64, out: &mut Vec<L7Event>) {
+        let Some(s) = self.open.get(&id) else {
+            return;
+        };
+        let outcome = H2Outcome::Response {
+            status: s.status,
+            grpc_status: s.grpc_status,
+            response_body_size: s.response_body,
+        };
+        self.end(id, end_ns, outcome, out);
+    }
+
+    /// End `id` (if open) with `outcome`.
+    pub fn end(&mut self, id: u32, end_ns: u64, outcome: H2Outcome, out: &mut Vec<L7Event>) {
+        if let Some(s) = self.open.remove(&id) {
+            out.push(L7Event::ExchangeEnd {
+                seq: u64::from(id),
+                end_ns,
+                outcome: Outcome::Http2 {
+                    outcome,
+                    request_body_size: s.request_body,
+                },
+            });
+        }
+    }
+
+    /// GOAWAY from the server (section 6.8): streams above `last` were not processed.
+    pub fn goaway(&mut self, last: u32, error_code: u32, now_ns: u64, out: &mut Vec<L7Event>) {
+        let ids: Vec<u32> = self
+            .open
+            .range(last.saturating_add(1)..)
+            .map(|(k, _)| *k)
+            .collect();
+        for id in ids {
+            self.end(id, now_ns, H2Outcome::Reset { error_code }, out);
+        }
+    }
+
+    pub fn abort_all(&mut self, now_ns: u64, out: &mut Vec<L7Event>) {
+        let ids: Vec<u32> = self.open.keys().copied().collect();
+        for id in ids {
+            self.end(id, now_ns, H2Outcome::Aborted, out);
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+}
