@@ -76,14 +76,6 @@ impl Decoder {
         self.allowed = self.allowed.max((size as usize).min(MAX_TABLE_SIZE));
     }
 
-    /// Forget the table (e.g. after uncaptured bytes): later references become unknown.
-    pub fn desync(&mut self) {
-        self.table.clear();
-        self.synced = false;
-        self.allowed = self.allowed.max(UNSYNCED_TABLE_SIZE);
-        self.table.set_max_size(UNSYNCED_TABLE_SIZE);
-    }
-
     /// Test vectors assume a table size agreed out of band (RFC 7541 C.5, C.6).
     #[cfg(test)]
     pub fn with_table_size(size: usize) -> Self {
