@@ -59,7 +59,7 @@ impl FrameHeader {
                 Some("stream-level frame on stream 0")
             }
             SETTINGS | PING | GOAWAY if !on_zero => Some("connection-level frame on a stream"),
-            SETTINGS if self.len % 6 != 0 || (self.flags & ACK != 0 && self.len != 0) => {
+            SETTINGS if !self.len.is_multiple_of(6) || (self.flags & ACK != 0 && self.len != 0) => {
                 Some("SETTINGS length")
             }
             PRIORITY if self.len != 5 => Some("PRIORITY length"),

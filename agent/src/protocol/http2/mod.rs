@@ -49,7 +49,7 @@ pub fn detect(dir: Direction, role: Role, bytes: &[u8]) -> Detection {
         _ => None,
     };
     let n = bytes.len().min(frame::PREFACE.len());
-    if n > 0 && bytes[..n] == frame::PREFACE[..n] && client_dir.map_or(true, |c| c == dir) {
+    if n > 0 && bytes[..n] == frame::PREFACE[..n] && client_dir.is_none_or(|c| c == dir) {
         if n < frame::PREFACE.len() {
             return Detection::NeedMore;
         }

@@ -113,6 +113,10 @@ impl DynamicTable {
         self.entries.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     pub fn max_size(&self) -> usize {
         self.max_size
     }

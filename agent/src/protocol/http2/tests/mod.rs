@@ -316,7 +316,7 @@ pub(super) fn check_invariants(events: &[L7Event], closed: bool) {
         match e {
             L7Event::RequestStart { seq, request, .. } => {
                 assert!(
-                    started.last().map_or(true, |l| seq > l),
+                    started.last().is_none_or(|l| seq > l),
                     "start order: {events:#?}"
                 );
                 assert!(matches!(request, Request::Http2(r) if u64::from(r.stream_id) == *seq));
