@@ -1,7 +1,8 @@
 """pytest fixtures for the e2e suite.
 
 session: `receiver` (in-process OTLP/gRPC receiver), `agent_bin` ($AGENT_BIN, or a failure),
-         `workroot` (temp dir, removed at the end)
+         `workroot` (temp dir, removed at the end), `postgres` and `rabbitmq` (one server each,
+         started on first use, always stopped at the end)
 module:  `agent` (one agent per test module, exporting to `receiver`; must exit 0 on SIGTERM)
 test:    `scn` (a Scenario: starts servers/clients, collects this test's spans, cleans up)
 
@@ -19,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from harness.agent import Agent, require_agent_bin
+from harness.pg import PgServer
+from harness.rabbit import RabbitServer
 from harness.scenario import Scenario
 from otlp_receiver import OtlpReceiver
 
@@ -40,6 +43,24 @@ def workroot():
     d = Path(tempfile.mkdtemp(prefix="e2e-"))
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    pg = PgServer()
+    try:
+        yield pg
+    finally:
+        pg.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq():
+    rabbit = RabbitServer()
+    try:
+        yield rabbit
+    finally:
+        rabbit.stop()
 
 
 def _dir_for(root: Path, nodeid: str) -> Path:
