@@ -1,0 +1,101 @@
+"""Self-test of the PostgreSQL and RabbitMQ traffic the agent tests generate. Needs neither root
+for eBPF nor the agent (root only because initdb runs as the postgres user).
+
+Every case of pg_cases.py and amqp_cases.py runs here exactly as in the agent tests; each case
+checks its own traffic (the clients' reports, the server's statement log, the deliveries), so
+an agent test failure is never a traffic bug in disguise. Also: the servers start, serve and
+stop cleanly.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+import amqp_cases
+import pg_cases
+from harness.pg import PgServer, _children
+from harness.rabbit import RabbitServer
+from harness.scenario import Scenario
+
+
+@pytest.fixture
+def bare(workroot: Path, request):
+    """A Scenario with no agent and no receiver: just processes, always cleaned up."""
+    d = workroot / request.node.name.replace("/", "_")
+    d.mkdir()
+    s = Scenario(None, None, d)
+    try:
+        yield s
+    finally:
+        s.close()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.parametrize("case", [pg_cases.simple_multi_statement,
+                                  pg_cases.simple_error_stops_the_query,
+                                  pg_cases.extended_and_prepared, pg_cases.pipelines],
+                         ids=lambda f: f.__name__)
+def test_pg_case_traffic(bare: Scenario, postgres: PgServer, case) -> None:
+    c = case(bare, postgres)
+    assert c.expected and c.run.pid in bare.pids
+
+
+@pytest.mark.parametrize("mode", ["extended", "prepared", "simple"])
+def test_pgbench_traffic(bare: Scenario, postgres: PgServer, mode: str) -> None:
+    c = pg_cases.pgbench_run(bare, postgres, mode)
+    assert c.expected_spans == 7 * 100 + 2
+
+
+def test_postgres_own_server_starts_and_stops() -> None:
+    pg = PgServer()
+    pids = {pg.pid} | _children(pg.pid)
+    assert len(pids) >= 4, "postmaster and its auxiliary processes"
+    assert pg.psql("SELECT 40 + 2") == "42"
+    pg.stop()
+    assert pg.proc.poll() is not None
+    assert not (_children(pg.pid) & pids)
+    assert not pg.root.exists()
+
+
+@pytest.mark.parametrize("case", [amqp_cases.direct_message, amqp_cases.with_traceparent,
+                                  amqp_cases.same_body_twice, amqp_cases.fanout,
+                                  amqp_cases.redelivery, amqp_cases.basic_get],
+                         ids=lambda f: f.__name__)
+def test_amqp_case_traffic(bare: Scenario, rabbitmq: RabbitServer, case) -> None:
+    c = case(bare, rabbitmq)
+    assert c.publisher.pid in bare.pids and all(x.pid in bare.pids for x in c.consumers)
+
+
+def test_amqp_large_message_traffic(bare: Scenario, rabbitmq: RabbitServer) -> None:
+    c = amqp_cases.direct_message(bare, rabbitmq, large=True)
+    assert c.msg.body_size == amqp_cases.LARGE_BODY > 2 * 131072
+
+
+def test_consumer_work_traffic(bare: Scenario, rabbitmq: RabbitServer,
+                               postgres: PgServer) -> None:
+    c = amqp_cases.consumer_work(bare, rabbitmq, postgres)
+    assert f"GET {c.user_path}" in c.service.proc.stderr()  # the service's access log
+
+
+@pytest.mark.parametrize("traceparent", [None, "00-4bf92f3577b34da6a3ce929d0e0e4736-"
+                                               "00f067aa0ba902b7-01"], ids=["plain", "header"])
+def test_shop_flow_traffic(bare: Scenario, rabbitmq: RabbitServer, postgres: PgServer,
+                           traceparent) -> None:
+    f = amqp_cases.shop_flow(bare, rabbitmq, postgres, [101, 102], traceparent)
+    assert f.shop.pid in bare.pids and f.worker.pid in bare.pids
+
+
+def test_rabbitmq_own_broker_starts_and_stops() -> None:
+    rabbit = RabbitServer()
+    pids = rabbit.pids()
+    assert len(pids) >= 3, "wrapper script, beam.smp, epmd at least"
+    rabbit.stop()
+    time.sleep(0.5)
+    alive = {p for p in pids if Path(f"/proc/{p}").exists()
+             and "Z" not in Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]}
+    assert not alive, f"broker processes left running: {alive}"
+    assert not rabbit.root.exists()
