@@ -170,6 +170,20 @@ PGBENCH_SIMPLE_PATTERNS = {  # -M simple: values inlined by pgbench, sanitised b
     for key, text in PGBENCH_TEXTS["extended"].items()}
 
 
+def pgbench_statements(mode: str) -> dict[str, Stmt]:
+    """Span name -> the expected statement, for the 7 statements of pgbench's transaction."""
+    out = {}
+    for op, table in PGBENCH_TX:
+        if mode == "simple":
+            st = Stmt(op, table, "", pattern=PGBENCH_SIMPLE_PATTERNS[(op, table)])
+        else:
+            st = Stmt(op, table, PGBENCH_TEXTS[mode][(op, table)])
+        if op == "SELECT":
+            st.rows = 1
+        out[st.name] = st
+    return out
+
+
 @dataclass
 class PgbenchCase:
     run: PgRun

@@ -9,15 +9,17 @@ stop cleanly.
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 import amqp_cases
 import pg_cases
-from harness.pg import PgServer, _children
+from harness.pg import PgServer, _children, norm_sql, text_matches
 from harness.rabbit import RabbitServer
 from harness.scenario import Scenario
 
@@ -40,14 +42,39 @@ def bare(workroot: Path, request):
                                   pg_cases.extended_and_prepared, pg_cases.pipelines],
                          ids=lambda f: f.__name__)
 def test_pg_case_traffic(bare: Scenario, postgres: PgServer, case) -> None:
+    """The case's own checks pass, and every expected db.query.text is what a straightforward
+    sanitiser makes of a statement the server really logged."""
     c = case(bare, postgres)
     assert c.expected and c.run.pid in bare.pids
+    sanitised = {norm_sql(reference_sanitise(piece))
+                 for x in postgres.statements(c.run.app) for piece in x.text.split(";")}
+    for st in c.expected:
+        assert norm_sql(st.text) in sanitised, (st.text, sanitised)
 
 
 @pytest.mark.parametrize("mode", ["extended", "prepared", "simple"])
 def test_pgbench_traffic(bare: Scenario, postgres: PgServer, mode: str) -> None:
+    """pgbench's statements, sanitised, are exactly 100 of each expected transaction
+    statement plus the set-up ones."""
+    since = postgres.log_size()
     c = pg_cases.pgbench_run(bare, postgres, mode)
     assert c.expected_spans == 7 * 100 + 2
+    expected = pg_cases.pgbench_statements(mode)
+    counts = Counter()
+    for x in postgres.statements(c.run.app, since):
+        text = reference_sanitise(x.text)
+        names = [n for n, st in expected.items() if text_matches(text, st.text, st.pattern)]
+        counts[names[0] if len(names) == 1 else text] += 1
+    assert counts.pop("select count(*) from pgbench_branches") == 1
+    assert len([k for k in counts if "pg_partitioned_table" in k]) == 1
+    assert {k: v for k, v in counts.items() if "pg_partitioned_table" not in k} == {
+        name: 100 for name in expected}
+
+
+def reference_sanitise(sql: str) -> str:
+    """Strings and numbers (with their sign) -> ?; $n placeholders and identifiers kept."""
+    sql = re.sub(r"'(?:[^']|'')*'", "?", sql)
+    return re.sub(r"(?<![\w$])-?\d+(?:\.\d+)?\b", "?", sql)
 
 
 def test_postgres_own_server_starts_and_stops() -> None:

@@ -75,7 +75,6 @@ class RabbitServer:
             wait_until(lambda: self.port in listening_ports(), START_TIMEOUT,
                        "rabbitmq to listen", interval=0.1, alive=self.proc)
             self._ping()
-            self.broker_pids = {self.pid} | _children(self.pid)
         except BaseException:
             self.stop()
             raise
@@ -90,9 +89,13 @@ class RabbitServer:
     name = "rabbitmq"
     exes = frozenset({"beam.smp", "epmd", "erl_child_setup", "inet_gethost"})
 
-    def pids(self) -> set[int]:
+    def mark(self) -> None:
+        return None
+
+    def pids(self, since: None = None) -> set[int]:
+        """The broker's live processes (the wrapper script, beam.smp and its helpers, epmd)."""
         live = _children(self.pid) if self.proc and self.proc.poll() is None else set()
-        return self.broker_pids | live | {self.epmd.pid}
+        return {self.pid, self.epmd.pid} | live
 
     def stop(self) -> None:
         """SIGTERM: the wrapper script stops the node cleanly; then the group is killed, and our

@@ -99,9 +99,11 @@ class Scenario:
     procs: list[Proc] = field(default_factory=list)
     secrets: list[str] = field(default_factory=list)
     last_spans: list[ReceivedSpan] = field(default_factory=list)
-    # Session servers (PostgreSQL, RabbitMQ) the test uses: objects with `name`, `pids()`,
-    # `exes` and `tail()`. No span may ever come from them; their log tails go in the report.
+    # Session servers (PostgreSQL, RabbitMQ) the test uses: objects with `name`, `exes`,
+    # `mark()`, `pids(mark)` (their processes alive since the mark) and `tail()`. No span may
+    # come from them; their log tails go in the report.
     servers: list = field(default_factory=list)
+    _server_marks: dict = field(default_factory=dict)
     span_timeout: float = SPAN_TIMEOUT
     quiet: float = QUIET
     _n: int = 0
@@ -156,6 +158,7 @@ class Scenario:
         none may come from its own processes."""
         if srv not in self.servers:
             self.servers.append(srv)
+            self._server_marks[id(srv)] = srv.mark()
         self.ports.add(port)
 
     def _own(self, proc: Proc, port: int | None = None) -> None:
@@ -238,9 +241,12 @@ class Scenario:
         assert not leaked, f"spans from the receiver/agent processes {own}:\n{fmt_spans(leaked)}"
         assert self.receiver.errors() == [], self.receiver.errors()
         for srv in self.servers:
-            pids = srv.pids()
+            # pids are reused (pid_max may be 32768): a server pid only identifies the server
+            # in this test's window; its executable names identify it at any time.
+            pids, t_min = srv.pids(self._server_marks.get(id(srv))), self.t0_ns - WINDOW_SLACK_NS
             leaked = self.receiver.spans(
-                lambda s: s.pid in pids or s.resource.get("process.executable.name") in srv.exes)
+                lambda s: (s.pid in pids and s.end_ns >= t_min)
+                or s.resource.get("process.executable.name") in srv.exes)
             assert not leaked, f"spans from the {srv.name} server's processes:\n{fmt_spans(leaked)}"
         for secret in self.secrets:
             assert not self.receiver.raw_contains(secret.encode()), (
