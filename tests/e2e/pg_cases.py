@@ -34,7 +34,10 @@ class Case:
     run: PgRun
     db: str
     expected: list[Stmt]
-    sequential: bool = True  # False when statements were pipelined
+    # True: each statement was sent after the previous one's result came back, so its span
+    # starts after the previous span ended. False (pipelines, several statements in one simple
+    # Query): the order of starts and of ends only.
+    sequential: bool = True
     secrets: list[str] = field(default_factory=lambda: list(SECRETS))
 
 
@@ -60,7 +63,7 @@ def simple_multi_statement(scn: Scenario, pg: PgServer) -> Case:
         Stmt("SELECT", "items", "SELECT name FROM items WHERE id = ?", rows=1),
         Stmt("UPDATE", "items", "UPDATE items SET name = ? WHERE id = ?"),
         Stmt("DELETE", "items", "DELETE FROM items WHERE id IN (?, ?, ?)"),
-    ])
+    ], sequential=False)
 
 
 def simple_error_stops_the_query(scn: Scenario, pg: PgServer) -> Case:
@@ -75,7 +78,7 @@ def simple_error_stops_the_query(scn: Scenario, pg: PgServer) -> Case:
     return Case(run, db, [
         Stmt("SELECT", None, "SELECT ?", rows=1),
         Stmt("SELECT", "missing_items", "SELECT * FROM missing_items", sqlstate="42P01"),
-    ])
+    ], sequential=False)
 
 
 def extended_and_prepared(scn: Scenario, pg: PgServer) -> Case:

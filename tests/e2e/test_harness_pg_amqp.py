@@ -292,6 +292,16 @@ def test_correct_message_passes(world) -> None:
     verify_mq(scn)
 
 
+def test_delivery_without_the_producer_only_attributes_passes(world) -> None:
+    """server.* and the conversation id are listed for PRODUCER spans only."""
+    rx, scn = world
+    p, c = good_message(time.time_ns())
+    for key in ("server.address", "server.port", "messaging.message.conversation_id"):
+        drop_attr(c, key)
+    send(rx.port, [(resource(PUB), [p]), (resource(CONS), [c])])
+    verify_mq(scn)
+
+
 MQ_MUTATIONS: dict[str, tuple[str, Callable]] = {
     "consumer not linked": ("parent/child",
                             lambda p, c: setattr(c, "parent_span_id", os.urandom(8))),
@@ -319,6 +329,12 @@ MQ_MUTATIONS: dict[str, tuple[str, Callable]] = {
     "a span from the broker": ("fake server's processes", lambda p, c: {
         "extra": (resource(SERVER_PID, "rabbitmq", "beam.smp"), [mq_span(
             SK.SPAN_KIND_CONSUMER, None, c.start_time_unix_nano, port=1)])}),
+    "wrong server.port on the delivery": ("server.port",
+                                          lambda p, c: set_attr(c, "server.port", 1)),
+    "no server.port on the publish": ("server.port must be an int",
+                                      lambda p, c: drop_attr(p, "server.port")),
+    "wrong conversation id on the delivery": ("conversation_id", lambda p, c: set_attr(
+        c, "messaging.message.conversation_id", "c-2")),
     "a duplicate delivery": ("got 3", lambda p, c: {"extra": (resource(CONS), [mq_span(
         SK.SPAN_KIND_CONSUMER, p, c.start_time_unix_nano + 1)])}),
 }
