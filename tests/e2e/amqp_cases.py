@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from harness.pg import PgServer, use_database
-from harness.procs import Proc, free_port, wait_until
-from harness.rabbit import (AmqpRun, Msg, RabbitServer, amqp, finish, start_consumer, unique,
-                            use_broker)
-from harness.scenario import APPS, PYTHON, Call, Scenario, Server
+from harness.procs import Proc, free_port, run, wait_until
+from harness.rabbit import (AmqpRun, Msg, RabbitServer, json_rows, amqp, finish, start_consumer,
+                            unique, use_broker)
+from harness.scenario import APPS, PYTHON, Call, Scenario, Server, app_env
 
 LARGE_BODY = 300_000  # three body frames at the default frame_max of 131072
 BODY_SECRET = "secret-body-5af3c1"  # in a message body; bodies are never exported
@@ -213,3 +214,33 @@ def shop_flow(scn: Scenario, rabbit: RabbitServer, pg: PgServer, orders: list[in
     assert pg.psql("SELECT count(*) FROM shipments", db=db) == str(len(orders))
     messages = {o: Msg("", q, body_sizes[o], message_id=f"order-{o}") for o in orders}
     return Flow(shop, worker, q, db, call, orders, messages, traceparent)
+
+
+@dataclass
+class GoCase:
+    publisher: AmqpRun
+    consumer: AmqpRun
+    messages: list[Msg]  # in publish order
+
+
+def go_amqp091(scn: Scenario, rabbit: RabbitServer, goclient: Path) -> GoCase:
+    """apps/goclient (amqp091-go): one process publishes two messages (confirms, ids go-0 and
+    go-1, correlation id go-conv) to the default exchange, another consumes them (ack)."""
+    use_broker(scn, rabbit)
+    q = unique("go")
+    proc = scn.spawn("go_consume", [str(goclient), "consume", str(rabbit.port), q, "2"])
+    wait_until(lambda: f"READY {q}" in proc.stdout(), 20, "the Go consumer", alive=proc)
+    consumer = AmqpRun(proc.pid, proc, [])
+    pub_proc, rc = run(scn._name("go_publish"), [str(goclient), "publish", str(rabbit.port), q,
+                                                 "2"], scn.workdir, timeout=30, env=app_env())
+    scn._own(pub_proc)
+    pub = AmqpRun(pub_proc.pid, pub_proc, json_rows(pub_proc))
+    assert rc == 0 and len(pub.rows) == 2, pub_proc.tail()
+    finish(consumer, 2)
+    messages = [Msg("", q, len(f"go message {i}"), message_id=f"go-{i}",
+                    correlation_id="go-conv") for i in range(2)]
+    assert [(r["message_id"], r["correlation_id"], r["body_size"], r["redelivered"],
+             r["delivery_tag"]) for r in consumer.rows] == [
+        (m.message_id, m.correlation_id, m.body_size, False, i + 1)
+        for i, m in enumerate(messages)]
+    return GoCase(pub, consumer, messages)

@@ -12,12 +12,16 @@ number literal the cases send; sanitised query texts replace them with `?`).
 
 from __future__ import annotations
 
+import json
 import re
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from harness.pg import (PGBENCH_SETUP_STATEMENTS, PGBENCH_TX, PgRun, PgServer, Stmt, pg_client,
                         pgbench, pgbench_processed, psql, use_database, wait_for_log)
-from harness.scenario import Scenario
+from harness.procs import run
+from harness.scenario import Scenario, app_env
 
 SCHEMA = "CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL)"
 BIG = 4815162342  # long enough never to occur by chance in an exported id, port or timestamp
@@ -219,3 +223,36 @@ def pgbench_run(scn: Scenario, pg: PgServer, mode: str) -> PgbenchCase:
     if mode == "prepared":
         assert all(x.prepared and x.prepared.startswith("P_") for x in logged if x not in setup)
     return case
+
+
+def go_lib_pq(scn: Scenario, pg: PgServer, goclient: Path) -> Case:
+    """apps/goclient (lib/pq, database/sql on one connection): statements with parameters
+    (Parse/Describe/Sync, then Bind/Execute/Sync), one without (simple Query), a named
+    prepared statement executed three times, BEGIN READ WRITE ... COMMIT, a unique violation.
+    """
+    db = use_database(scn, pg, SCHEMA)
+    since = pg.log_size()
+    app = f"e2e-go-{uuid.uuid4().hex[:8]}"
+    proc, rc = run(scn._name("goclient"), [str(goclient), "pg",
+                                           f"{pg.dsn(db, app)} sslmode=disable"],
+                   scn.workdir, timeout=60, env=app_env())
+    scn._own(proc)
+    rows = [json.loads(x) for x in proc.stdout().splitlines() if x.startswith("{")]
+    assert rc == 0, proc.tail()
+    assert [(r["step"], r["outcome"], r.get("rows")) for r in rows] == [
+        ("insert", "ok", None), ("select", "ok", 1), ("count", "ok", 1),
+        *[("prepared", "ok", 1)] * 3, ("transaction", "ok", None), ("duplicate", "error", None)]
+    assert rows[-1]["sqlstate"] == "23505"
+    logged = wait_for_log(pg, app, since, 10)
+    assert [x.prepared for x in logged[3:6]] == ["1"] * 3, logged  # the named statement
+    assert logged[6].text == "BEGIN READ WRITE"
+    return Case(PgRun(proc.pid, app, rc, rows, proc.stdout(), proc.stderr()), db, [
+        Stmt("INSERT", "items", DOLLAR[ITEMS_INSERT]),
+        Stmt("SELECT", "items", DOLLAR[ITEMS_BY_ID], rows=1),
+        Stmt("SELECT", "items", "SELECT count(*) FROM items", rows=1),
+        *[Stmt("SELECT", "items", DOLLAR[ITEMS_BY_ID], rows=1)] * 3,
+        Stmt("BEGIN", None, "BEGIN READ WRITE"),
+        Stmt("UPDATE", "items", "UPDATE items SET name = $1 WHERE id = $2"),
+        Stmt("COMMIT", None, "COMMIT"),
+        Stmt("INSERT", "items", DOLLAR[ITEMS_INSERT], sqlstate="23505"),
+    ])

@@ -52,6 +52,16 @@ def test_pg_case_traffic(bare: Scenario, postgres: PgServer, case) -> None:
         assert norm_sql(st.text) in sanitised, (st.text, sanitised)
 
 
+def test_go_pg_traffic(bare: Scenario, postgres: PgServer, goclient: Path) -> None:
+    c = pg_cases.go_lib_pq(bare, postgres, goclient)
+    assert len(c.expected) == 10
+
+
+def test_go_amqp_traffic(bare: Scenario, rabbitmq: RabbitServer, goclient: Path) -> None:
+    c = amqp_cases.go_amqp091(bare, rabbitmq, goclient)
+    assert c.publisher.pid != c.consumer.pid
+
+
 @pytest.mark.parametrize("mode", ["extended", "prepared", "simple"])
 def test_pgbench_traffic(bare: Scenario, postgres: PgServer, mode: str) -> None:
     """pgbench's statements, sanitised, are exactly 100 of each expected transaction

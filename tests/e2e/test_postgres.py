@@ -11,6 +11,7 @@ the statements carried anywhere in the exported bytes.
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -57,6 +58,12 @@ def test_pipelines_executemany_and_skipped_statements(scn: Scenario,
     """Pipelined statements get one span each; after the 23505 in the libpq pipeline the
     server skipped two statements: no spans for them."""
     check_case(scn, postgres, pg_cases.pipelines(scn, postgres))
+
+
+def test_go_lib_pq_statements(scn: Scenario, postgres: PgServer, goclient: Path) -> None:
+    """A second client implementation (Go, lib/pq): two round trips per parameterised
+    statement, a named prepared statement, BEGIN READ WRITE, a unique violation."""
+    check_case(scn, postgres, pg_cases.go_lib_pq(scn, postgres, goclient))
 
 
 @pytest.mark.parametrize("mode", ["extended", "prepared", "simple"])

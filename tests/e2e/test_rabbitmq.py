@@ -9,17 +9,18 @@ without the agent in test_apps_pg_amqp.py). No span may come from the broker's p
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import amqp_cases
 from harness.expect import http_pair
-from harness.pg import Stmt, match_statements
+from harness.pg import PgServer, Stmt, match_statements
 from harness.rabbit import (RabbitServer, assert_delivery, assert_publish, by_kind_pid,
                             exactly)
 from harness.scenario import Call, Scenario
 from harness.spans import (CLOCK_TOLERANCE_NS, KIND_CLIENT, KIND_CONSUMER, KIND_PRODUCER,
                            assert_child_of, assert_within, fmt_span, fmt_spans, only)
-from harness.pg import PgServer
 
 
 def publish_span(spans, case: amqp_cases.MqCase, port: int):
@@ -151,3 +152,19 @@ def test_work_done_for_a_delivery_is_its_child(scn: Scenario, rabbitmq: RabbitSe
         assert_child_of(child, c)
         assert_within(child, c)
     assert h_client.end_ns <= db.start_ns, "the HTTP call came before the INSERT"
+
+
+def test_go_amqp091_publish_and_consume(scn: Scenario, rabbitmq: RabbitServer,
+                                        goclient: Path) -> None:
+    """A second client implementation (Go, amqp091-go): two publishes from one process, two
+    deliveries to another, each delivery the child of its own publish."""
+    case = amqp_cases.go_amqp091(scn, rabbitmq, goclient)
+    spans = scn.collect(4)
+    pubs = exactly(by_kind_pid(spans, KIND_PRODUCER, case.publisher.pid), 2, "publishes")
+    dels = exactly(by_kind_pid(spans, KIND_CONSUMER, case.consumer.pid), 2, "deliveries")
+    for p, c, msg in zip(pubs, dels, case.messages):
+        assert_publish(p, msg, port=rabbitmq.port, pid=case.publisher.pid)
+        assert_delivery(c, msg, port=rabbitmq.port, pid=case.consumer.pid)
+        assert p.parent_span_id == "", fmt_span(p)
+        assert_child_of(c, p)
+        assert_after(c, p)

@@ -205,7 +205,7 @@ class AmqpRun:
     rows: list[dict]
 
 
-def _rows(proc: Proc) -> list[dict]:
+def json_rows(proc: Proc) -> list[dict]:
     return [json.loads(x) for x in proc.stdout().splitlines() if x.startswith("{")]
 
 
@@ -236,7 +236,7 @@ def finish(run: AmqpRun, n: int, timeout: float = 30) -> AmqpRun:
         rc = run.proc.wait(timeout)
     except subprocess.TimeoutExpired:
         raise AssertionError(f"consumer still running after {timeout}s\n{run.proc.tail()}")
-    run.rows = _rows(run.proc)
+    run.rows = json_rows(run.proc)
     assert rc == 0 and len(run.rows) == n, (
         f"consumer exited {rc} with {len(run.rows)} deliveries, expected {n}\n{run.proc.tail()}")
     return run
@@ -248,6 +248,6 @@ def amqp(scn: Scenario, rabbit: RabbitServer, cmd: str, *args: str, n: int) -> A
     proc, rc = run(scn._name(cmd), amqp_argv(rabbit, cmd, *args), scn.workdir, timeout=30,
                    env=app_env())
     scn._own(proc)
-    rows = _rows(proc)
+    rows = json_rows(proc)
     assert rc == 0 and len(rows) == n, f"{cmd} exited {rc} with {len(rows)} rows\n{proc.tail()}"
     return AmqpRun(proc.pid, proc, rows)
