@@ -9,7 +9,6 @@ stop cleanly.
 
 from __future__ import annotations
 
-import re
 import shutil
 import time
 from collections import Counter
@@ -19,6 +18,7 @@ import pytest
 
 import amqp_cases
 import pg_cases
+from pg_cases import reference_sanitise
 from harness.pg import PgServer, _children, norm_sql, text_matches
 from harness.rabbit import RabbitServer
 from harness.scenario import Scenario
@@ -80,11 +80,6 @@ def test_pgbench_traffic(bare: Scenario, postgres: PgServer, mode: str) -> None:
     assert {k: v for k, v in counts.items() if "pg_partitioned_table" not in k} == {
         name: 100 for name in expected}
 
-
-def reference_sanitise(sql: str) -> str:
-    """Strings and numbers (with their sign) -> ?; $n placeholders and identifiers kept."""
-    sql = re.sub(r"'(?:[^']|'')*'", "?", sql)
-    return re.sub(r"(?<![\w$])-?\d+(?:\.\d+)?\b", "?", sql)
 
 
 def test_postgres_own_server_starts_and_stops() -> None:

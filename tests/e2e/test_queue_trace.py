@@ -29,7 +29,7 @@ from harness.pg import PgServer, Stmt, match_statements
 from harness.rabbit import RabbitServer, assert_delivery, assert_publish
 from harness.scenario import CURL_UA, Scenario
 from harness.spans import (CLOCK_TOLERANCE_NS, KIND_CLIENT, KIND_CONSUMER, KIND_PRODUCER,
-                           assert_child_of, assert_within, fmt_spans, only)
+                           assert_child_of, assert_within, fmt_span, fmt_spans, only)
 
 SHOP_INSERT = Stmt("INSERT", "orders", "INSERT INTO orders (id) VALUES ($1)")
 WORKER_INSERT = Stmt("INSERT", "shipments", "INSERT INTO shipments (order_id) VALUES ($1)")
@@ -41,9 +41,18 @@ def by_message_id(spans, kind: int, pid: int, message_id: str):
                 kind=kind, pid=pid)
 
 
-def db_children(spans, parent, pid: int):
-    return [s for s in spans if s.kind == KIND_CLIENT and "db.system.name" in s.attributes
-            and s.pid == pid and s.parent_span_id == parent.span_id]
+def db_child(spans, parent, pid: int, st: Stmt, db: str, port: int):
+    """The one statement span from `pid` that is `parent`'s child (the spans of two orders'
+    identical statements differ only in their parents)."""
+    __tracebackhide__ = True
+    mine = [s for s in spans if s.kind == KIND_CLIENT and "db.system.name" in s.attributes
+            and s.pid == pid]
+    children = [s for s in mine if s.parent_span_id == parent.span_id]
+    assert len(children) == 1, (
+        f"expected one {st.name!r} span from pid {pid} as the child of\n{fmt_span(parent)}\n"
+        f"database spans of pid {pid}:\n{fmt_spans(mine)}")
+    (child,) = match_statements(children, [st], db=db, port=port, pid=pid)
+    return child
 
 
 def check_order(spans, flow: amqp_cases.Flow, order: int, row: dict, rabbit: RabbitServer,
@@ -58,13 +67,9 @@ def check_order(spans, flow: amqp_cases.Flow, order: int, row: dict, rabbit: Rab
     assert_publish(prod, msg, port=rabbit.port, pid=flow.shop.pid)
     cons = by_message_id(spans, KIND_CONSUMER, worker_pid, msg.message_id)
     assert_delivery(cons, msg, port=rabbit.port, pid=worker_pid)
-    (shop_db,) = match_statements(db_children(spans, shop_s, flow.shop.pid), [SHOP_INSERT],
-                                  db=flow.db, port=pg.port, pid=flow.shop.pid)
-    (worker_db,) = match_statements(db_children(spans, cons, worker_pid), [WORKER_INSERT],
-                                    db=flow.db, port=pg.port, pid=worker_pid)
-
     # shop_s is curl_c's child (http_pair); the rest of the tree:
-    assert_child_of(shop_db, shop_s)
+    shop_db = db_child(spans, shop_s, flow.shop.pid, SHOP_INSERT, flow.db, pg.port)
+    worker_db = db_child(spans, cons, worker_pid, WORKER_INSERT, flow.db, pg.port)
     if flow.traceparent is None:
         assert_child_of(prod, shop_s)
     else:
@@ -72,7 +77,6 @@ def check_order(spans, flow: amqp_cases.Flow, order: int, row: dict, rabbit: Rab
         assert (prod.trace_id, prod.parent_span_id) == (trace_id, parent_id), (
             f"PRODUCER must be the child of the message header's parent-id\n{fmt_spans([prod])}")
     assert_child_of(cons, prod)
-    assert_child_of(worker_db, cons)
     for inner, outer in ((shop_db, shop_s), (prod, shop_s), (worker_db, cons)):
         assert_within(inner, outer)
     assert shop_db.end_ns <= prod.start_ns, "the shop INSERTs, then publishes"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import socket
+from collections import Counter
 from typing import Any, Iterable
 
 from otlp_receiver import KIND_CLIENT, KIND_SERVER, STATUS_ERROR, STATUS_UNSET, ReceivedSpan
@@ -29,8 +30,18 @@ def fmt_span(s: ReceivedSpan) -> str:
             f"       {attrs}")
 
 
+FMT_MAX = 40  # more spans than this: a count per (pid, kind, name), then the first and last
+
+
 def fmt_spans(spans: Iterable[ReceivedSpan]) -> str:
     spans = sorted(spans, key=lambda s: (s.start_ns, s.kind))
+    if len(spans) > FMT_MAX:
+        counts = Counter((s.pid, KIND_NAMES.get(s.kind, s.kind), s.name) for s in spans)
+        summary = "\n".join(f"  {n:5d} x pid={pid} {kind} {name!r}"
+                             for (pid, kind, name), n in sorted(counts.items(), key=str))
+        half = FMT_MAX // 2
+        return (f"{len(spans)} spans:\n{summary}\nfirst {half}:\n{fmt_spans(spans[:half])}\n"
+                f"last {half}:\n{fmt_spans(spans[-half:])}")
     return "\n".join(fmt_span(s) for s in spans) or "(no spans)"
 
 
