@@ -53,6 +53,7 @@ def postgres():
         yield pg
     finally:
         pg.stop()
+    assert not pg.leftovers, f"postgres processes survived the shutdown: {pg.leftovers}"
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +63,7 @@ def rabbitmq():
         yield rabbit
     finally:
         rabbit.stop()
+    assert not rabbit.leftovers, f"rabbitmq processes survived the shutdown: {rabbit.leftovers}"
 
 
 @pytest.fixture(scope="session")

@@ -208,7 +208,9 @@ class PgServer:
         return pids
 
     def stop(self) -> None:
-        """Fast shutdown (SIGINT: disconnect clients, no waiting for them), then SIGKILL."""
+        """Fast shutdown (SIGINT: disconnect clients, no waiting for them), then SIGKILL.
+        `leftovers`: processes of the server still running afterwards (should be none)."""
+        tree = {self.pid} | _children(self.pid)
         if self.proc.poll() is None:
             self.proc.signal(signal.SIGINT)
             try:
@@ -216,10 +218,39 @@ class PgServer:
             except subprocess.TimeoutExpired:
                 pass
         self.proc.kill_group(grace=1)
+        self.leftovers = finish_off(tree)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def tail(self) -> str:
         return f"--- postgres (pid {self.pid}, port {self.port}) log\n{tail_file(self.log_path)}"
+
+
+def alive(pids: set[int]) -> set[int]:
+    """The pids that are running processes (zombies count as gone)."""
+    out = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in ("Z", "X"):
+            out.add(pid)
+    return out
+
+
+def finish_off(pids: set[int], timeout: float = 5.0) -> set[int]:
+    """Waits up to `timeout` for `pids` to exit, SIGKILLs the rest; returns those that
+    survived even that (there should be none)."""
+    deadline = time.monotonic() + timeout
+    while alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in alive(pids):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    time.sleep(0.2)
+    return alive(pids)
 
 
 def _children(pid: int) -> set[int]:

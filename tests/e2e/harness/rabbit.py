@@ -11,7 +11,6 @@ that outlives it).
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import signal
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from otlp_receiver import STATUS_UNSET, ReceivedSpan
 
-from .pg import _children
+from .pg import _children, finish_off
 from .procs import Proc, free_port, listening_ports, run, tail_file, wait_until
 from .scenario import APPS, PYTHON, Scenario, app_env
 from .spans import KIND_CONSUMER, KIND_PRODUCER, assert_attrs, fmt_span, fmt_spans
@@ -100,7 +99,9 @@ class RabbitServer:
     def stop(self) -> None:
         """SIGTERM: the wrapper script stops the node cleanly; then the group is killed, and our
         epmd (stopped last: the node unregisters from it on the way down)."""
+        tree = {self.epmd.pid}
         if self.proc is not None:
+            tree |= {self.proc.pid} | _children(self.proc.pid)  # before they are reparented
             if self.proc.poll() is None:
                 self.proc.signal(signal.SIGTERM)
                 try:
@@ -108,12 +109,9 @@ class RabbitServer:
                 except subprocess.TimeoutExpired:
                     pass
             self.proc.kill_group(grace=2)
-            for pid in _children(self.proc.pid):  # erl_child_setup & co. have their own groups
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         self.epmd.kill_group(grace=2)
+        # erl_child_setup and inet_gethost have process groups of their own.
+        self.leftovers = finish_off(tree)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def tail(self) -> str:
