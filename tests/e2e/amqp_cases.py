@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from harness.rabbit import (AmqpRun, Msg, RabbitServer, json_rows, amqp, finish,
 from harness.scenario import APPS, PYTHON, Call, Scenario, Server, app_env
 
 LARGE_BODY = 300_000  # three body frames at the default frame_max of 131072
-BODY_SECRET = "secret-body-5af3c1"  # in a message body; bodies are never exported
+BODY_SECRET = f"body-{secrets.token_hex(8)}"  # in a message body; bodies are never exported
 
 
 @dataclass

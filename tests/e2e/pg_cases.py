@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +25,12 @@ from harness.procs import run
 from harness.scenario import Scenario, app_env
 
 SCHEMA = "CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL)"
-BIG = 4815162342  # long enough never to occur by chance in an exported id, port or timestamp
-SECRETS = ["secret-42", "secret-43", str(BIG), str(BIG + 1), str(BIG + 2)]
+# Literal values, new for every session: no other process on the machine (another test session
+# traced by the same agent) can happen to send them. BIG is long enough never to occur by chance
+# in an exported id, port or timestamp.
+S1, S2 = f"sec-{secrets.token_hex(6)}", f"sec-{secrets.token_hex(6)}"
+BIG = secrets.SystemRandom().randrange(4_000_000_000, 9_000_000_000)
+SECRETS = [S1, S2, str(BIG), str(BIG + 1), str(BIG + 2)]
 
 ITEMS_INSERT = "INSERT INTO items (id, name) VALUES (%s, %s)"  # psycopg: sent with $1, $2
 ITEMS_BY_ID = "SELECT name FROM items WHERE id = %s"
@@ -60,13 +65,12 @@ def simple_multi_statement(scn: Scenario, pg: PgServer) -> Case:
     """psql -c with four statements: one simple Query message, four statements executed."""
     db = use_database(scn, pg, SCHEMA)
     since = pg.log_size()
-    sql = (f"INSERT INTO items (id, name) VALUES ({BIG}, 'secret-42'); "
+    sql = (f"INSERT INTO items (id, name) VALUES ({BIG}, '{S1}'); "
            f"SELECT name FROM items WHERE id = {BIG}; "
-           f"UPDATE items SET name = 'secret-43' WHERE id = {BIG}; "
+           f"UPDATE items SET name = '{S2}' WHERE id = {BIG}; "
            f"DELETE FROM items WHERE id IN ({BIG}, {BIG + 1}, {BIG + 2})")
     run = psql(scn, pg, db, sql)
-    assert run.stdout.split() == ["INSERT", "0", "1", "secret-42", "UPDATE", "1", "DELETE", "1"], (
-        run.stdout)
+    assert run.stdout.split() == ["INSERT", "0", "1", S1, "UPDATE", "1", "DELETE", "1"], run.stdout
     logged = wait_for_log(pg, run.app, since, 1)
     assert logged[0].kind == "statement" and logged[0].text == sql
     return Case(run, db, [
@@ -97,12 +101,12 @@ def extended_and_prepared(scn: Scenario, pg: PgServer) -> Case:
     times (one Parse), an explicit transaction, a unique violation."""
     db = use_database(scn, pg, SCHEMA)
     since = pg.log_size()
-    plan = [{"sql": ITEMS_INSERT, "params": [BIG, "secret-42"]},
+    plan = [{"sql": ITEMS_INSERT, "params": [BIG, S1]},
             {"sql": ITEMS_BY_ID, "params": [BIG]},
             {"sql": ITEMS_BY_ID, "params": [BIG], "prepare": True, "repeat": 5},
             {"transaction": [{"sql": "UPDATE items SET name = %s WHERE id = %s",
-                              "params": ["secret-43", BIG]}]},
-            {"sql": ITEMS_INSERT, "params": [BIG, "secret-42"]}]
+                              "params": [S2, BIG]}]},
+            {"sql": ITEMS_INSERT, "params": [BIG, S1]}]
     run = pg_client(scn, pg, db, plan)
     assert _client_outcomes(run) == [("ok", None)] * 8 + [("error", "23505")], run.stdout
     logged = wait_for_log(pg, run.app, since, 11)  # + BEGIN and COMMIT
@@ -130,14 +134,14 @@ def pipelines(scn: Scenario, pg: PgServer) -> Case:
     second statement fails: the server skips the two after it until the Sync."""
     db = use_database(scn, pg, SCHEMA)
     since = pg.log_size()
-    plan = [{"psycopg_pipeline": [{"sql": ITEMS_INSERT, "params": [1, "secret-42"]},
-                                  {"sql": ITEMS_INSERT, "params": [2, "secret-42"]},
+    plan = [{"psycopg_pipeline": [{"sql": ITEMS_INSERT, "params": [1, S1]},
+                                  {"sql": ITEMS_INSERT, "params": [2, S1]},
                                   {"sql": "SELECT count(*) FROM items"}]},
             {"many": ITEMS_INSERT, "rows": [[3, "a"], [4, "b"], [5, "c"]]},
-            {"pipeline": [{"sql": PIPELINE_INSERT, "params": [BIG, "secret-42"]},
-                          {"sql": PIPELINE_INSERT, "params": [1, "secret-43"]},  # 23505
+            {"pipeline": [{"sql": PIPELINE_INSERT, "params": [BIG, S1]},
+                          {"sql": PIPELINE_INSERT, "params": [1, S2]},  # 23505
                           {"sql": PIPELINE_SELECT, "params": [BIG]},
-                          {"sql": PIPELINE_UPDATE, "params": ["secret-43", BIG]}]},
+                          {"sql": PIPELINE_UPDATE, "params": [S2, BIG]}]},
             {"sql": "SELECT count(*) FROM items"}]
     run = pg_client(scn, pg, db, plan)
     assert _client_outcomes(run) == [("ok", None)] * 7 + [("error", "23505"), ("skipped", None),
@@ -241,7 +245,8 @@ def go_lib_pq(scn: Scenario, pg: PgServer, goclient: Path) -> Case:
     since = pg.log_size()
     app = f"e2e-go-{uuid.uuid4().hex[:8]}"
     proc, rc = run(scn._name("goclient"), [str(goclient), "pg",
-                                           f"{pg.dsn(db, app)} sslmode=disable"],
+                                           f"{pg.dsn(db, app)} sslmode=disable", str(BIG), S1,
+                                           S2],
                    scn.workdir, timeout=60, env=app_env())
     scn._own(proc)
     rows = [json.loads(x) for x in proc.stdout().splitlines() if x.startswith("{")]

@@ -26,7 +26,7 @@ from harness.pg import PgServer, Stmt, match_statements, use_database, wait_for_
 from harness.procs import Proc, wait_until
 from harness.scenario import APPS, PYTHON, Scenario, app_env
 from otlp_receiver import OtlpReceiver
-from pg_cases import BIG, DOLLAR, ITEMS_BY_ID, ITEMS_INSERT, SCHEMA, SECRETS
+from pg_cases import BIG, DOLLAR, ITEMS_BY_ID, ITEMS_INSERT, S1, S2, SCHEMA, SECRETS
 
 BY_NAME = "SELECT id FROM items WHERE name = %s"
 
@@ -43,12 +43,12 @@ def test_statement_prepared_before_the_agent(agent_bin: Path, receiver: OtlpRece
         db = use_database(scn, postgres, SCHEMA)
         since = postgres.log_size()
         go = d / "go"
-        plan = [{"sql": ITEMS_INSERT, "params": [BIG, "secret-42"]},
+        plan = [{"sql": ITEMS_INSERT, "params": [BIG, S1]},
                 {"sql": ITEMS_BY_ID, "params": [BIG], "prepare": True},
                 {"wait_for": str(go)},
                 {"sql": ITEMS_BY_ID, "params": [BIG], "prepare": True, "repeat": 3},
                 {"sql": "SELECT count(*) FROM items"},
-                {"sql": BY_NAME, "params": ["secret-43"], "prepare": True, "repeat": 2}]
+                {"sql": BY_NAME, "params": [S2], "prepare": True, "repeat": 2}]
         app = "e2e-preexisting"
         client = Proc("pg_client", [PYTHON, str(APPS / "pg_client.py"), "--dsn",
                                     postgres.dsn(db, app), json.dumps(plan)], d, env=app_env())

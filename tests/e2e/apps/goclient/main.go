@@ -1,7 +1,7 @@
 // Uninstrumented Go client for the e2e tests: lib/pq (PostgreSQL) and amqp091-go (RabbitMQ),
 // the Debian-packaged versions, built offline by harness/goclient.py.
 //
-//	goclient pg DSN                    the fixed statement sequence below, on ONE connection
+//	goclient pg DSN ID NAME1 NAME2     the fixed statement sequence below, on ONE connection
 //	goclient publish PORT QUEUE N      N messages to the default exchange (confirms on)
 //	goclient consume PORT QUEUE N      declare QUEUE, print READY, handle N deliveries (ack)
 //
@@ -32,9 +32,7 @@ func die(err error) {
 	os.Exit(1)
 }
 
-const big = int64(4815162342)
-
-func pgSequence(dsn string) {
+func pgSequence(dsn string, big int64, name1, name2 string) {
 	db, err := sql.Open("postgres", dsn)
 	if err != nil {
 		die(err)
@@ -69,7 +67,7 @@ func pgSequence(dsn string) {
 		emit(map[string]any{"step": label, "outcome": "ok", "rows": n})
 	}
 	// Parameters: lib/pq parses an unnamed statement, then binds and executes it.
-	exec("insert", "INSERT INTO items (id, name) VALUES ($1, $2)", big, "secret-42")
+	exec("insert", "INSERT INTO items (id, name) VALUES ($1, $2)", big, name1)
 	rows, err := conn.QueryContext(ctx, "SELECT name FROM items WHERE id = $1", big)
 	count("select", rows, err)
 	// No parameters: a simple Query message.
@@ -90,7 +88,7 @@ func pgSequence(dsn string) {
 	if err != nil {
 		die(err)
 	}
-	if _, err := tx.ExecContext(ctx, "UPDATE items SET name = $1 WHERE id = $2", "secret-43", big); err != nil {
+	if _, err := tx.ExecContext(ctx, "UPDATE items SET name = $1 WHERE id = $2", name2, big); err != nil {
 		die(err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -98,7 +96,7 @@ func pgSequence(dsn string) {
 	}
 	emit(map[string]any{"step": "transaction", "outcome": "ok"})
 	// A unique violation.
-	exec("duplicate", "INSERT INTO items (id, name) VALUES ($1, $2)", big, "secret-42")
+	exec("duplicate", "INSERT INTO items (id, name) VALUES ($1, $2)", big, name1)
 	conn.Close()
 	db.Close()
 }
@@ -181,11 +179,15 @@ func consume(port, queue string, n int) {
 
 func main() {
 	if len(os.Args) < 3 {
-		die(fmt.Errorf("usage: goclient pg DSN | publish PORT QUEUE N | consume PORT QUEUE N"))
+		die(fmt.Errorf("usage: goclient pg DSN ID NAME1 NAME2 | publish PORT QUEUE N | consume PORT QUEUE N"))
 	}
 	switch os.Args[1] {
 	case "pg":
-		pgSequence(os.Args[2])
+		big, err := strconv.ParseInt(os.Args[3], 10, 64)
+		if err != nil {
+			die(err)
+		}
+		pgSequence(os.Args[2], big, os.Args[4], os.Args[5])
 	case "publish", "consume":
 		n, err := strconv.Atoi(os.Args[4])
 		if err != nil {
