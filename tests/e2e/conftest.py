@@ -1,7 +1,8 @@
 """pytest fixtures for the e2e suite.
 
 session: `receiver` (in-process OTLP/gRPC receiver), `agent_bin` ($AGENT_BIN, or a failure),
-         `workroot` (temp dir, removed at the end)
+         `workroot` (temp dir, removed at the end), `postgres` and `rabbitmq` (one server each,
+         started on first use, always stopped at the end), `goclient` (the Go client, built)
 module:  `agent` (one agent per test module, exporting to `receiver`; must exit 0 on SIGTERM)
 test:    `scn` (a Scenario: starts servers/clients, collects this test's spans, cleans up)
 
@@ -19,6 +20,9 @@ from pathlib import Path
 import pytest
 
 from harness.agent import Agent, require_agent_bin
+from harness.goclient import build_goclient
+from harness.pg import PgServer
+from harness.rabbit import RabbitServer
 from harness.scenario import Scenario
 from otlp_receiver import OtlpReceiver
 
@@ -40,6 +44,32 @@ def workroot():
     d = Path(tempfile.mkdtemp(prefix="e2e-"))
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    pg = PgServer()
+    try:
+        yield pg
+    finally:
+        pg.stop()
+    assert not pg.leftovers, f"postgres processes survived the shutdown: {pg.leftovers}"
+
+
+@pytest.fixture(scope="session")
+def rabbitmq():
+    rabbit = RabbitServer()
+    try:
+        yield rabbit
+    finally:
+        rabbit.stop()
+    assert not rabbit.leftovers, f"rabbitmq processes survived the shutdown: {rabbit.leftovers}"
+
+
+@pytest.fixture(scope="session")
+def goclient(workroot: Path) -> Path:
+    """apps/goclient built offline (lib/pq, amqp091-go from Debian packages)."""
+    return build_goclient(workroot / "go")
 
 
 def _dir_for(root: Path, nodeid: str) -> Path:

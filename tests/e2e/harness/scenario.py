@@ -99,6 +99,11 @@ class Scenario:
     procs: list[Proc] = field(default_factory=list)
     secrets: list[str] = field(default_factory=list)
     last_spans: list[ReceivedSpan] = field(default_factory=list)
+    # Session servers (PostgreSQL, RabbitMQ) the test uses: objects with `name`, `exes`,
+    # `mark()`, `pids(mark)` (their processes alive since the mark) and `tail()`. No span may
+    # come from them; their log tails go in the report.
+    servers: list = field(default_factory=list)
+    _server_marks: dict = field(default_factory=dict)
     span_timeout: float = SPAN_TIMEOUT
     quiet: float = QUIET
     _n: int = 0
@@ -147,6 +152,14 @@ class Scenario:
         if port is not None:
             wait_until(lambda: port in listening_ports(), 10, f"{base} to listen", alive=proc)
         return proc
+
+    def use_server(self, srv, port: int) -> None:
+        """A session server this test talks to: spans naming its port are the test's, and
+        none may come from its own processes."""
+        if srv not in self.servers:
+            self.servers.append(srv)
+            self._server_marks[id(srv)] = srv.mark()
+        self.ports.add(port)
 
     def _own(self, proc: Proc, port: int | None = None) -> None:
         self.procs.append(proc)
@@ -227,6 +240,14 @@ class Scenario:
         leaked = self.receiver.spans(lambda s: s.pid in own)
         assert not leaked, f"spans from the receiver/agent processes {own}:\n{fmt_spans(leaked)}"
         assert self.receiver.errors() == [], self.receiver.errors()
+        for srv in self.servers:
+            # pids are reused (pid_max may be 32768): a server pid only identifies the server
+            # in this test's window; its executable names identify it at any time.
+            pids, t_min = srv.pids(self._server_marks.get(id(srv))), self.t0_ns - WINDOW_SLACK_NS
+            leaked = self.receiver.spans(
+                lambda s: (s.pid in pids and s.end_ns >= t_min)
+                or s.resource.get("process.executable.name") in srv.exes)
+            assert not leaked, f"spans from the {srv.name} server's processes:\n{fmt_spans(leaked)}"
         for secret in self.secrets:
             assert not self.receiver.raw_contains(secret.encode()), (
                 f"secret {secret!r} found in the raw OTLP bytes")
@@ -234,7 +255,7 @@ class Scenario:
                 f"secret {secret!r} found in a decoded span")
 
     def report(self) -> str:
-        logs = "\n".join(p.tail(15) for p in self.procs)
+        logs = "\n".join([p.tail(15) for p in self.procs] + [srv.tail() for srv in self.servers])
         return (f"spans of this test ({len(self.last_spans)}):\n{fmt_spans(self.last_spans)}\n\n"
                 f"test pids={sorted(self.pids)} ports={sorted(self.ports)}\n\n{logs}")
 

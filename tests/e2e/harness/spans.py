@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import re
 import socket
+from collections import Counter
 from typing import Any, Iterable
 
 from otlp_receiver import KIND_CLIENT, KIND_SERVER, STATUS_ERROR, STATUS_UNSET, ReceivedSpan
 
+KIND_PRODUCER = 4
+KIND_CONSUMER = 5
 KIND_NAMES = {0: "UNSPECIFIED", 1: "INTERNAL", KIND_SERVER: "SERVER", KIND_CLIENT: "CLIENT",
-              4: "PRODUCER", 5: "CONSUMER"}
+              KIND_PRODUCER: "PRODUCER", KIND_CONSUMER: "CONSUMER"}
 CLOCK_TOLERANCE_NS = 2_000_000  # parent/child interval rounding allowance
 HOSTNAME = socket.gethostname()
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -27,8 +30,18 @@ def fmt_span(s: ReceivedSpan) -> str:
             f"       {attrs}")
 
 
+FMT_MAX = 40  # more spans than this: a count per (pid, kind, name), then the first and last
+
+
 def fmt_spans(spans: Iterable[ReceivedSpan]) -> str:
     spans = sorted(spans, key=lambda s: (s.start_ns, s.kind))
+    if len(spans) > FMT_MAX:
+        counts = Counter((s.pid, KIND_NAMES.get(s.kind, s.kind), s.name) for s in spans)
+        summary = "\n".join(f"  {n:5d} x pid={pid} {kind} {name!r}"
+                             for (pid, kind, name), n in sorted(counts.items(), key=str))
+        half = FMT_MAX // 2
+        return (f"{len(spans)} spans:\n{summary}\nfirst {half}:\n{fmt_spans(spans[:half])}\n"
+                f"last {half}:\n{fmt_spans(spans[-half:])}")
     return "\n".join(fmt_span(s) for s in spans) or "(no spans)"
 
 
@@ -50,7 +63,6 @@ def check_common(s: ReceivedSpan, pids: set[int], t_min_ns: int, t_max_ns: int) 
     assert _HEX32.match(s.trace_id) and s.trace_id != "0" * 32, f"bad trace id{ctx}"
     assert _HEX16.match(s.span_id) and s.span_id != "0" * 16, f"bad span id{ctx}"
     assert s.parent_span_id == "" or _HEX16.match(s.parent_span_id), f"bad parent id{ctx}"
-    assert s.kind in (KIND_SERVER, KIND_CLIENT), f"unexpected kind{ctx}"
     assert not s.duplicate_keys, f"duplicate attribute keys {s.duplicate_keys}{ctx}"
     assert s.end_ns > s.start_ns, f"duration must be > 0{ctx}"
     assert t_min_ns <= s.start_ns and s.end_ns <= t_max_ns, (
@@ -66,6 +78,18 @@ def check_common(s: ReceivedSpan, pids: set[int], t_min_ns: int, t_max_ns: int) 
     assert r.get("telemetry.distro.name") == "ebpf-agent", f"telemetry.distro.name{ctx}"
 
     a = s.attributes
+    if "db.system.name" in a:
+        check_db(s, ctx)
+    elif "messaging.system" in a:
+        check_messaging(s, ctx)
+    else:
+        check_http(s, ctx)
+
+
+def check_http(s: ReceivedSpan, ctx: str) -> None:
+    __tracebackhide__ = True
+    a = s.attributes
+    assert s.kind in (KIND_SERVER, KIND_CLIENT), f"unexpected kind{ctx}"
     method, status = a.get("http.request.method"), a.get("http.response.status_code")
     assert isinstance(method, str) and method, f"no http.request.method{ctx}"
     assert type(status) is int, f"http.response.status_code must be an int{ctx}"
@@ -74,6 +98,61 @@ def check_common(s: ReceivedSpan, pids: set[int], t_min_ns: int, t_max_ns: int) 
     q = a.get("url.query")
     if q is not None:
         assert q == redacted(q), f"url.query not fully redacted{ctx}"
+
+
+_SQLSTATE = re.compile(r"^[0-9A-Z]{5}$")
+# A digit left in a sanitised query outside `$n` placeholders and identifiers is a literal.
+_PLACEHOLDER_OR_IDENT = re.compile(r"\$\d+|[A-Za-z_][A-Za-z0-9_$]*|\"[^\"]*\"")
+
+
+def check_db(s: ReceivedSpan, ctx: str) -> None:
+    """A database CLIENT span (PostgreSQL): the rules that hold whatever the statement."""
+    __tracebackhide__ = True
+    a = s.attributes
+    assert s.kind == KIND_CLIENT, f"a database span must be CLIENT{ctx}"
+    assert a.get("db.system.name") == "postgresql", f"db.system.name{ctx}"
+    op, coll = a.get("db.operation.name"), a.get("db.collection.name")
+    if a.get("db.postgresql.statement_text_unknown") is True:
+        assert s.name == "EXECUTE" and "db.query.text" not in a, f"unknown-text statement{ctx}"
+    else:
+        assert isinstance(op, str) and op and op == op.upper(), f"db.operation.name{ctx}"
+        assert s.name == (f"{op} {coll}" if coll else op), f"span name vs. db.*.name{ctx}"
+    text = a.get("db.query.text")
+    if text is not None:
+        assert isinstance(text, str) and text, f"db.query.text{ctx}"
+        assert "'" not in text, f"a string literal left in db.query.text{ctx}"
+        assert not re.search(r"\d", _PLACEHOLDER_OR_IDENT.sub(" ", text)), (
+            f"a number left in db.query.text{ctx}")
+    code = a.get("db.response.status_code")
+    if code is None:
+        assert s.status_code == STATUS_UNSET and "error.type" not in a, f"status without error{ctx}"
+    else:
+        assert isinstance(code, str) and _SQLSTATE.match(code), f"SQLSTATE{ctx}"
+        assert s.status_code == STATUS_ERROR and a.get("error.type") == code, f"error status{ctx}"
+    rows = a.get("db.response.returned_rows")
+    assert rows is None or (type(rows) is int and rows >= 0), f"db.response.returned_rows{ctx}"
+    assert type(a.get("server.port")) is int, f"server.port must be an int{ctx}"
+
+
+_MESSAGING_OPS = {KIND_PRODUCER: {("send", "publish")},
+                  KIND_CONSUMER: {("process", "deliver"), ("receive", "get")}}
+
+
+def check_messaging(s: ReceivedSpan, ctx: str) -> None:
+    """A RabbitMQ PRODUCER/CONSUMER span: the rules that hold whatever the message."""
+    __tracebackhide__ = True
+    a = s.attributes
+    assert s.kind in _MESSAGING_OPS, f"a messaging span must be PRODUCER or CONSUMER{ctx}"
+    assert a.get("messaging.system") == "rabbitmq", f"messaging.system{ctx}"
+    op_type, op_name = a.get("messaging.operation.type"), a.get("messaging.operation.name")
+    assert (op_type, op_name) in _MESSAGING_OPS[s.kind], f"messaging.operation.*{ctx}"
+    dest = a.get("messaging.destination.name")
+    verb = op_name if s.kind == KIND_PRODUCER else op_type  # publish / process / receive
+    assert isinstance(dest, str) and dest and s.name == f"{verb} {dest}", f"span name{ctx}"
+    size = a.get("messaging.message.body.size")
+    assert type(size) is int and size >= 0, f"messaging.message.body.size must be an int{ctx}"
+    if s.kind == KIND_PRODUCER or "server.port" in a:
+        assert type(a.get("server.port")) is int, f"server.port must be an int{ctx}"
 
 
 def assert_attrs(s: ReceivedSpan, expected: dict[str, Any]) -> None:
