@@ -91,6 +91,8 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         telemetry.clone(),
     );
 
+    pipeline.set_export_port(export_port(cfg.export.endpoint.as_deref()));
+
     let me = std::process::id();
     let traced = |pid: u32| {
         pid != me
@@ -208,6 +210,26 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn export_port_from_endpoint() {
+        assert_eq!(
+            super::export_port(Some("http://127.0.0.1:4317")),
+            Some(4317)
+        );
+        assert_eq!(
+            super::export_port(Some("https://collector.example")),
+            Some(443)
+        );
+        assert_eq!(
+            super::export_port(Some("http://[::1]:4318/v1/traces")),
+            Some(4318)
+        );
+        assert_eq!(super::export_port(None), None);
+    }
+}
+
 /// Kernel counters in `agent_common::counter` index order.
 const KERNEL_COUNTERS: [Counter; agent_common::counter::COUNT as usize] = [
     Counter::KernelRingbufFull,
@@ -217,6 +239,16 @@ const KERNEL_COUNTERS: [Counter; agent_common::counter::COUNT as usize] = [
     Counter::KernelPayloadReadFailed,
     Counter::KernelConnInsertFailed,
 ];
+
+/// The port of an OTLP endpoint URL (scheme defaults: http 80, https 443).
+fn export_port(endpoint: Option<&str>) -> Option<u16> {
+    let uri: http::Uri = endpoint?.parse().ok()?;
+    uri.port_u16().or(match uri.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    })
+}
 
 async fn sleep_opt(d: Option<Duration>) {
     match d {

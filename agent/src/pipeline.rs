@@ -69,6 +69,8 @@ pub struct Pipeline<R: Resources, S: SpanSink> {
     telemetry: Arc<Telemetry>,
     /// (pid, fd) of connections user space dropped, for the kernel table.
     untrack: Vec<(u32, u32)>,
+    /// Port of this agent's OTLP endpoint, when it may be on this node.
+    export_port: Option<u16>,
     scratch: Vec<(ConnMeta, crate::protocol::L7Event)>,
 }
 
@@ -90,8 +92,15 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
             sink,
             telemetry,
             untrack: Vec::new(),
+            export_port: None,
             scratch: Vec::new(),
         }
+    }
+
+    /// The port this agent exports to: the server side of the agent's own connections to it is
+    /// never traced.
+    pub fn set_export_port(&mut self, port: Option<u16>) {
+        self.export_port = port;
     }
 
     /// Connections found in procfs at start-up.
@@ -179,6 +188,15 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
                 // may be gone by the time its span ends.
                 let _ = self.resources.resource(meta.pid, meta.comm_str());
                 self.conns.open(meta, o.header.ts_ns, &mut self.scratch);
+                // The collector's side of this agent's own export connection: tracing it would
+                // turn every export into spans to export. Only connections on the export port
+                // are checked (a look at /proc/net/tcp and our own fds).
+                if meta.role == Role::Server
+                    && Some(meta.local.port) == self.export_port
+                    && crate::ebpf::seed::is_own_connection(&meta.remote, &meta.local)
+                {
+                    self.conns.ignore(meta.conn_id);
+                }
             }
             Owned::Close(c) => {
                 self.conns

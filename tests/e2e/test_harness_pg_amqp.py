@@ -309,7 +309,7 @@ MQ_MUTATIONS: dict[str, tuple[str, Callable]] = {
                                   lambda p, c: setattr(c, "trace_id", os.urandom(16))),
     "consumer as CLIENT": ("PRODUCER or CONSUMER",
                            lambda p, c: setattr(c, "kind", SK.SPAN_KIND_CLIENT)),
-    "get named as deliver": ("span name", lambda p, c: setattr(c, "name", "receive orders-q")),
+    "named by the operation type": ("span name", lambda p, c: setattr(c, "name", "process orders-q")),
     "wrong operation name": ("messaging.operation",
                              lambda p, c: set_attr(c, "messaging.operation.name", "get")),
     "body size as a string": ("must be an int",

@@ -114,8 +114,8 @@ class Export:
     def message(self, pid: int, svc: str, m: Msg, port: int, op: str, parent=None,
                 trace_parent=None, start=None, end=None):
         verb, op_type, kind = {"publish": ("publish", "send", SK.SPAN_KIND_PRODUCER),
-                               "deliver": ("process", "process", SK.SPAN_KIND_CONSUMER),
-                               "get": ("receive", "receive", SK.SPAN_KIND_CONSUMER)}[op]
+                               "deliver": ("deliver", "process", SK.SPAN_KIND_CONSUMER),
+                               "get": ("get", "receive", SK.SPAN_KIND_CONSUMER)}[op]
         attrs = {"messaging.system": "rabbitmq", "messaging.operation.type": op_type,
                  "messaging.operation.name": op, "messaging.destination.name": m.destination,
                  "messaging.rabbitmq.destination.routing_key": m.routing_key,
@@ -227,8 +227,8 @@ def sim_flow(flow: amqp_cases.Flow, scn: Scenario, rabbit: RabbitServer, pg: PgS
         t = shop_s.start_time_unix_nano
         x.statement(flow.shop.pid, "shop", test_queue_trace.SHOP_INSERT, flow.db, pg.port,
                     parent=shop_s, start=t + MS, end=t + 2 * MS)
-        p = x.message(flow.shop.pid, "shop", msg, rabbit.port, "publish",
-                      parent=None if tp else shop_s, trace_parent=tp,
+        # A forwarded header of the trace the thread handles: the SERVER span is the parent.
+        p = x.message(flow.shop.pid, "shop", msg, rabbit.port, "publish", parent=shop_s,
                       start=t + 3 * MS, end=t + 4 * MS)
         c = x.message(flow.worker.pid, "shop_worker", msg, rabbit.port, "deliver", parent=p,
                       start=t + 5 * MS, end=t + 20 * MS)

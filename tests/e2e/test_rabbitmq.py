@@ -116,7 +116,7 @@ def test_redelivery_after_nack_is_linked_too(scn: Scenario, rabbitmq: RabbitServ
 
 
 def test_basic_get_is_a_receive(scn: Scenario, rabbitmq: RabbitServer) -> None:
-    """basic.get: a CONSUMER span named `receive {queue}`, child of the PRODUCER span."""
+    """basic.get: a CONSUMER span named `get {queue}`, child of the PRODUCER span."""
     case = amqp_cases.basic_get(scn, rabbitmq)
     spans = scn.collect(2)
     p = publish_span(spans, case, rabbitmq.port)

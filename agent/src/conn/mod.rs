@@ -154,6 +154,18 @@ impl ConnTable {
         );
     }
 
+    /// Gives up on a connection right away: nothing of it is parsed and the kernel is asked to
+    /// stop copying its payload (its open/close are still tracked).
+    pub fn ignore(&mut self, conn_id: u64) {
+        if let Some(c) = self.conns.get_mut(&conn_id) {
+            if !matches!(c.state, ParseState::Ignored) {
+                c.state = ParseState::Ignored;
+                c.bufs = [Vec::new(), Vec::new()];
+                self.to_mute.push((c.meta.pid, c.meta.fd));
+            }
+        }
+    }
+
     /// The process closed the connection.
     pub fn close(&mut self, conn_id: u64, ts_ns: u64, out: &mut Vec<(ConnMeta, L7Event)>) {
         if self.remove(conn_id, ts_ns, out) {

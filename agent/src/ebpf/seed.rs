@@ -162,6 +162,30 @@ pub fn discover(
     out
 }
 
+/// Whether the TCP connection `local`→`remote` (as this agent sees it) is one of the agent's
+/// own sockets. Used to recognise the collector's side of the agent's export connection,
+/// which must never be traced (each export would make a span that is exported, and so on).
+pub fn is_own_connection(local: &SockAddr, remote: &SockAddr) -> bool {
+    let mut entries = procfs::net::tcp().unwrap_or_default();
+    entries.extend(procfs::net::tcp6().unwrap_or_default());
+    let inodes: HashSet<u64> = entries
+        .iter()
+        .filter(|e| {
+            sock_addr(&e.local_address) == *local && sock_addr(&e.remote_address) == *remote
+        })
+        .map(|e| e.inode)
+        .collect();
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(me) = procfs::process::Process::myself() else {
+        return false;
+    };
+    let Ok(fds) = me.fd() else { return false };
+    fds.flatten()
+        .any(|fd| matches!(fd.target, FDTarget::Socket(i) if inodes.contains(&i)))
+}
+
 /// The syscall a thread is blocked in, from /proc/<pid>/task/<tid>/syscall: its number and
 /// first four arguments. None when the thread is running or not in a syscall.
 fn blocked_syscall(text: &str) -> Option<(i64, [u64; 4])> {
@@ -252,6 +276,19 @@ pub fn blocked_reads(seeded: &[SeededConn], now_ns: u64) -> Vec<(u64, IoArgs)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recognises_own_connections() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_server, _) = listener.accept().unwrap();
+        let l = sock_addr(&client.local_addr().unwrap());
+        let r = sock_addr(&client.peer_addr().unwrap());
+        assert!(is_own_connection(&l, &r));
+        let mut other = r;
+        other.port = other.port.wrapping_add(1);
+        assert!(!is_own_connection(&l, &other));
+    }
 
     #[test]
     fn parses_proc_task_syscall() {

@@ -3,11 +3,12 @@
 //! Owns: the exchanges in flight (span ids are assigned when a request starts, so work done
 //! while handling it can point at it), what each thread is handling, and the parent rules:
 //!
-//! - CLIENT span (HTTP, PostgreSQL) and PRODUCER span (AMQP publish): the request's own valid
-//!   `traceparent` (the app is instrumented, or the caller set one) decides its trace and
-//!   parent; otherwise the SERVER or CONSUMER span its thread is handling (thread-based
-//!   in-process propagation: what a thread sends while it handles a request or a message is
-//!   part of it); otherwise it starts a trace.
+//! - CLIENT span (HTTP, PostgreSQL) and PRODUCER span (AMQP publish): the SERVER or CONSUMER
+//!   span its thread is handling (thread-based in-process propagation: what a thread sends
+//!   while it handles a request or a message is part of it) — unless the request carries a
+//!   valid `traceparent` of another trace (the app is instrumented, or set one), which then
+//!   decides trace and parent; a header of the same trace was forwarded as received and the
+//!   handled span is the finer parent. Otherwise the header; otherwise a new trace.
 //! - SERVER span (HTTP): when the other end of the connection is a traced process on this node
 //!   (same 4-tuple mirrored), the oldest unanswered CLIENT request on that connection is its
 //!   parent ("same-node stitching", no header needed) — unless the request carries a
@@ -296,12 +297,16 @@ impl SpanBuilder {
                     (_, None) => (new_root(), None),
                 }
             }
-            _ => match header {
-                Some(h) => (with_new_span(&h), Some(h.span_id)),
-                None => match self.handling.get(&tid) {
-                    Some(h) => (with_new_span(&h.ctx), Some(h.ctx.span_id)),
-                    None => (new_root(), None),
-                },
+            // A header of the trace the thread is already working in was most likely forwarded
+            // as received (naive propagation by an uninstrumented app): the span the thread
+            // handles is the finer parent. A header of another trace is the app's own word.
+            _ => match (header, self.handling.get(&tid)) {
+                (Some(h), Some(hd)) if h.trace_id != hd.ctx.trace_id => {
+                    (with_new_span(&h), Some(h.span_id))
+                }
+                (_, Some(hd)) => (with_new_span(&hd.ctx), Some(hd.ctx.span_id)),
+                (Some(h), None) => (with_new_span(&h), Some(h.span_id)),
+                (None, None) => (new_root(), None),
             },
         };
         if let Request::Amqp(m) = &request {

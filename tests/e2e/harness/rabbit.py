@@ -168,13 +168,14 @@ def assert_publish(s: ReceivedSpan, m: Msg, *, port: int, pid: int) -> None:
 
 def assert_delivery(s: ReceivedSpan, m: Msg, *, port: int, pid: int, get: bool = False,
                     status: int | None = STATUS_UNSET) -> None:
-    """basic.deliver (`process`) or basic.get (`receive`). status=None: not checked (nack)."""
+    """basic.deliver (type `process`) or basic.get (type `receive`); named
+    `{messaging.operation.name} {destination}` per the conventions. status=None: not checked."""
     __tracebackhide__ = True
     ctx = f"\n{fmt_span(s)}"
     verb, op = ("receive", "get") if get else ("process", "deliver")
     assert s.kind == KIND_CONSUMER, f"a {op} must be a CONSUMER span{ctx}"
     assert s.pid == pid, f"span from pid {s.pid}, expected the consumer {pid}{ctx}"
-    assert s.name == f"{verb} {m.destination}", f"expected name '{verb} {m.destination}'{ctx}"
+    assert s.name == f"{op} {m.destination}", f"expected name '{op} {m.destination}'{ctx}"
     if status is not None:
         assert s.status_code == status, f"status must be {status}{ctx}"
     assert_attrs(s, {**_message_attrs(s, m, port, False), "messaging.operation.type": verb,

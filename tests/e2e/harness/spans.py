@@ -147,8 +147,8 @@ def check_messaging(s: ReceivedSpan, ctx: str) -> None:
     op_type, op_name = a.get("messaging.operation.type"), a.get("messaging.operation.name")
     assert (op_type, op_name) in _MESSAGING_OPS[s.kind], f"messaging.operation.*{ctx}"
     dest = a.get("messaging.destination.name")
-    verb = op_name if s.kind == KIND_PRODUCER else op_type  # publish / process / receive
-    assert isinstance(dest, str) and dest and s.name == f"{verb} {dest}", f"span name{ctx}"
+    # Conventions: `{messaging.operation.name} {destination}` (publish / deliver / get).
+    assert isinstance(dest, str) and dest and s.name == f"{op_name} {dest}", f"span name{ctx}"
     size = a.get("messaging.message.body.size")
     assert type(size) is int and size >= 0, f"messaging.message.body.size must be an int{ctx}"
     if s.kind == KIND_PRODUCER or "server.port" in a:
