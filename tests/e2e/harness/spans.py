@@ -82,8 +82,35 @@ def check_common(s: ReceivedSpan, pids: set[int], t_min_ns: int, t_max_ns: int) 
         check_db(s, ctx)
     elif "messaging.system" in a:
         check_messaging(s, ctx)
+    elif "rpc.system" in a:
+        check_rpc(s, ctx)
     else:
         check_http(s, ctx)
+
+
+# gRPC codes that are errors on the server side (OTel RPC conventions): UNKNOWN,
+# DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS. Clients: any non-OK.
+GRPC_SERVER_ERRORS = {2, 4, 12, 13, 14, 15}
+
+
+def expected_rpc_status(kind: int, code: int) -> int:
+    if kind == KIND_SERVER:
+        return STATUS_ERROR if code in GRPC_SERVER_ERRORS else STATUS_UNSET
+    return STATUS_UNSET if code == 0 else STATUS_ERROR
+
+
+def check_rpc(s: ReceivedSpan, ctx: str) -> None:
+    """A gRPC SERVER/CLIENT span: the rules that hold whatever the call."""
+    __tracebackhide__ = True
+    a = s.attributes
+    assert s.kind in (KIND_SERVER, KIND_CLIENT), f"unexpected kind{ctx}"
+    assert a.get("rpc.system") == "grpc", f"rpc.system{ctx}"
+    service, method, code = a.get("rpc.service"), a.get("rpc.method"), a.get("rpc.grpc.status_code")
+    assert isinstance(service, str) and isinstance(method, str), f"rpc.service/rpc.method{ctx}"
+    assert s.name == f"{service}/{method}", f"span name{ctx}"
+    assert type(code) is int, f"rpc.grpc.status_code must be an int{ctx}"
+    assert s.status_code == expected_rpc_status(s.kind, code), f"span status for gRPC {code}{ctx}"
+    assert a.get("network.protocol.version") == "2", f"network.protocol.version{ctx}"
 
 
 def check_http(s: ReceivedSpan, ctx: str) -> None:
