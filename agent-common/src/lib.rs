@@ -24,7 +24,7 @@ pub const MAX_PAYLOAD: usize = 16384;
 /// offset below `MAX_PAYLOAD` of up to `MAX_PAYLOAD` bytes is provably in bounds (iovec arrays).
 pub const SCRATCH_PAYLOAD: usize = 2 * MAX_PAYLOAD;
 /// iovecs looked at per readv/writev/sendmsg/recvmsg. Later ones are counted as truncated.
-pub const MAX_IOV: usize = 8;
+pub const MAX_IOV: usize = 32;
 
 /// Connection ids minted by user space for sockets found in procfs at start-up have this bit
 /// set; ids minted by the kernel never do, so the two can never collide.

@@ -255,7 +255,7 @@ MSG = Msg("", "orders-q", 42, message_id="m-1", correlation_id="c-1")
 def mq_span(kind: int, parent: trace_pb2.Span | None, now: int,
             port: int = MQ_PORT) -> trace_pb2.Span:
     producer = kind == SK.SPAN_KIND_PRODUCER
-    verb, op = ("publish", "publish") if producer else ("process", "deliver")
+    verb, op = ("publish", "publish") if producer else ("deliver", "deliver")
     attrs = [kv("messaging.system", "rabbitmq"),
              kv("messaging.operation.type", "send" if producer else "process"),
              kv("messaging.operation.name", op), kv("messaging.destination.name", "orders-q"),

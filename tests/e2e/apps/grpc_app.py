@@ -62,7 +62,7 @@ def main() -> int:
     ap.add_argument("mode", choices=["server", "client"])
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("methods", nargs="*")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()
     if args.mode == "server":
         serve(args.port)
     else:
