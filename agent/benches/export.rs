@@ -121,14 +121,13 @@ fn main() {
         let cfg = ExportConfig { endpoint: Some(format!("http://{addr}")), queue_size: 65536, ..Default::default() };
         let (sender, task) = spawn(&cfg, telemetry.clone()).unwrap();
         let start = Instant::now();
-        let mut sent = 0u64;
-        for s in spans {
+        for (sent, s) in spans.into_iter().enumerate() {
+            let sent = sent as u64;
             // Pace to the queue so the figure is delivery capacity, not drop rate.
             while sent - received.load(Ordering::Relaxed) >= 60_000 {
                 tokio::time::sleep(Duration::from_micros(200)).await;
             }
             sender.send(s);
-            sent += 1;
         }
         drop(sender);
         task.await.unwrap();

@@ -174,10 +174,10 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
                 for (i, c) in KERNEL_COUNTERS.iter().enumerate() {
                     telemetry.set(*c, k[i]);
                 }
-                if ticks % 10 == 0 {
+                if ticks.is_multiple_of(10) {
                     pipeline.sweep(mono_now());
                 }
-                if log_every > 0 && ticks % log_every == 0 {
+                if log_every > 0 && ticks.is_multiple_of(log_every) {
                     tracing::info!(connections = pipeline.connections(), "counters: {}", telemetry.summary());
                 }
             }
@@ -210,26 +210,6 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn export_port_from_endpoint() {
-        assert_eq!(
-            super::export_port(Some("http://127.0.0.1:4317")),
-            Some(4317)
-        );
-        assert_eq!(
-            super::export_port(Some("https://collector.example")),
-            Some(443)
-        );
-        assert_eq!(
-            super::export_port(Some("http://[::1]:4318/v1/traces")),
-            Some(4318)
-        );
-        assert_eq!(super::export_port(None), None);
-    }
-}
-
 /// Kernel counters in `agent_common::counter` index order.
 const KERNEL_COUNTERS: [Counter; agent_common::counter::COUNT as usize] = [
     Counter::KernelRingbufFull,
@@ -254,5 +234,25 @@ async fn sleep_opt(d: Option<Duration>) {
     match d {
         Some(d) => tokio::time::sleep(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn export_port_from_endpoint() {
+        assert_eq!(
+            super::export_port(Some("http://127.0.0.1:4317")),
+            Some(4317)
+        );
+        assert_eq!(
+            super::export_port(Some("https://collector.example")),
+            Some(443)
+        );
+        assert_eq!(
+            super::export_port(Some("http://[::1]:4318/v1/traces")),
+            Some(4318)
+        );
+        assert_eq!(super::export_port(None), None);
     }
 }

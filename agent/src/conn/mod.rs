@@ -14,7 +14,7 @@ use agent_common::{DataEvent, Direction, Role, SockAddr};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::protocol::{ConnParser, L7Event, ParseError, SegmentCtx};
+use crate::protocol::{ConnParser, Detected, L7Event, ParseError, SegmentCtx};
 use crate::telemetry::{Counter, Telemetry};
 
 /// Bytes buffered while no protocol has been recognised yet; beyond it the connection is ignored.
@@ -48,7 +48,7 @@ impl ConnMeta {
 #[derive(Debug)]
 enum ParseState {
     Detecting,
-    Active(ConnParser),
+    Active(Box<ConnParser>),
     /// Not a protocol we parse: its bytes are dropped on arrival.
     Ignored,
 }
@@ -326,12 +326,12 @@ fn feed(
         let buf = &mut c.bufs[dir_index(dir)];
         buf.extend_from_slice(payload);
         match ConnParser::detect(dir, c.meta.role, buf) {
-            Ok(Some(p)) if c.meta.role == Role::Server && !p.server_side_spans() => {
+            Detected::Parser(p) if c.meta.role == Role::Server && !p.server_side_spans() => {
                 // A database or broker reading its clients' bytes: nothing to do here.
                 c.state = ParseState::Ignored;
                 c.bufs = [Vec::new(), Vec::new()];
             }
-            Ok(Some(p)) => {
+            Detected::Parser(p) => {
                 c.state = ParseState::Active(p);
                 // Bytes the other direction delivered while undecided come first.
                 let early = std::mem::take(&mut c.bufs[dir_index(other(dir))]);
@@ -351,7 +351,7 @@ fn feed(
                 }
                 parse_into(c, dir, &now, missing, ctx, max_buf, telemetry, out, errors);
             }
-            Ok(None) if missing == 0 && buf.len() <= MAX_DETECT_BYTES => {}
+            Detected::NeedMore if missing == 0 && buf.len() <= MAX_DETECT_BYTES => {}
             _ => {
                 // No protocol we parse (or undecidable across a gap): ignore the connection.
                 telemetry.incr(Counter::ProtocolUnknown);

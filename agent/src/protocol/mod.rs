@@ -256,6 +256,21 @@ pub enum ParseError {
     Http2 { what: &'static str, detail: String },
 }
 
+/// A protocol's signature check and its parser's constructor, tried in order by `detect`.
+type DetectFn = fn(Direction, Role, &[u8]) -> Detection;
+type NewFn = fn(Direction) -> ConnParser;
+
+/// What [`ConnParser::detect`] concluded.
+#[derive(Debug)]
+pub enum Detected {
+    /// A protocol matched: its parser (boxed: parsers are large, most connections have none).
+    Parser(Box<ConnParser>),
+    /// Some protocol might still match with more bytes.
+    NeedMore,
+    /// No protocol we parse.
+    Unsupported,
+}
+
 /// The parser attached to one connection.
 #[derive(Debug)]
 pub enum ConnParser {
@@ -267,44 +282,33 @@ pub enum ConnParser {
 
 impl ConnParser {
     /// Try each protocol on the first bytes seen in `dir` on a connection with `role`.
-    /// Cheap signatures only: the full parse happens in [`ConnParser::parse`].
-    pub fn detect(dir: Direction, role: Role, bytes: &[u8]) -> Result<Option<ConnParser>, ()> {
+    /// Cheap signatures only, cheapest and most common first; the full parse happens in
+    /// [`ConnParser::parse`].
+    pub fn detect(dir: Direction, role: Role, bytes: &[u8]) -> Detected {
         let mut need_more = false;
-        // Cheapest and most common first.
-        match http1::detect(dir, role, bytes) {
-            Detection::Match { request_dir } => {
-                return Ok(Some(ConnParser::Http1(http1::Http1Conn::new(request_dir))))
+        let tries: [(DetectFn, NewFn); 4] = [
+            (http1::detect, |d| {
+                ConnParser::Http1(http1::Http1Conn::new(d))
+            }),
+            (http2::detect, |d| ConnParser::Http2(http2::H2Conn::new(d))),
+            (postgres::detect, |d| {
+                ConnParser::Postgres(postgres::PgConn::new(d))
+            }),
+            (amqp::detect, |d| ConnParser::Amqp(amqp::AmqpConn::new(d))),
+        ];
+        for (detect, make) in tries {
+            match detect(dir, role, bytes) {
+                Detection::Match { request_dir } => {
+                    return Detected::Parser(Box::new(make(request_dir)))
+                }
+                Detection::NeedMore => need_more = true,
+                Detection::NoMatch => {}
             }
-            Detection::NeedMore => need_more = true,
-            Detection::NoMatch => {}
-        }
-        match http2::detect(dir, role, bytes) {
-            Detection::Match { request_dir } => {
-                return Ok(Some(ConnParser::Http2(http2::H2Conn::new(request_dir))))
-            }
-            Detection::NeedMore => need_more = true,
-            Detection::NoMatch => {}
-        }
-        match postgres::detect(dir, role, bytes) {
-            Detection::Match { request_dir } => {
-                return Ok(Some(ConnParser::Postgres(postgres::PgConn::new(
-                    request_dir,
-                ))))
-            }
-            Detection::NeedMore => need_more = true,
-            Detection::NoMatch => {}
-        }
-        match amqp::detect(dir, role, bytes) {
-            Detection::Match { request_dir } => {
-                return Ok(Some(ConnParser::Amqp(amqp::AmqpConn::new(request_dir))))
-            }
-            Detection::NeedMore => need_more = true,
-            Detection::NoMatch => {}
         }
         if need_more {
-            Ok(None)
+            Detected::NeedMore
         } else {
-            Err(())
+            Detected::Unsupported
         }
     }
 
