@@ -206,7 +206,8 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
                 let fds = self.conns.process_exit(h.pid, h.ts_ns, &mut self.scratch);
                 self.untrack.extend(fds);
                 // Pids are reused: the next process with this pid gets fresh metadata.
-                self.resources_forget(h.pid);
+                self.resources.forget(h.pid);
+                self.spans.process_exit(h.pid);
             }
             Owned::Data(d, buf) => {
                 self.conns.data(&d, &buf, &mut self.scratch);
@@ -216,10 +217,6 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
             }
         }
         self.dispatch();
-    }
-
-    fn resources_forget(&mut self, pid: u32) {
-        self.resources.forget(pid);
     }
 
     fn dispatch(&mut self) {
@@ -233,6 +230,7 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
     pub fn sweep(&mut self, now_ns: u64) {
         self.conns.sweep_idle(now_ns, &mut self.scratch);
         self.dispatch();
+        self.spans.sweep(now_ns);
         self.spans.set_clock(Clock::now());
     }
 

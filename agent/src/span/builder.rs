@@ -182,7 +182,15 @@ impl Resources for crate::enrich::ResourceCache {
 struct Handling {
     ctx: SpanContext,
     key: (u64, u64),
+    pid: u32,
+    /// Set when the span ended but the thread's work for it goes on (a no-ack delivery); such
+    /// entries are swept after [`LINGER_NS`] or when the process exits, so threads that die
+    /// never leave entries behind for good.
+    ended_ns: Option<u64>,
 }
+
+/// How long a thread may keep working for a span that already ended (no-ack deliveries).
+pub const LINGER_NS: u64 = 60 * 1_000_000_000;
 
 pub struct SpanBuilder {
     inflight: HashMap<(u64, u64), Inflight>,
@@ -215,6 +223,24 @@ impl SpanBuilder {
 
     pub fn inflight(&self) -> usize {
         self.inflight.len()
+    }
+
+    /// Threads currently attributed to a span (bounded: see [`LINGER_NS`]).
+    pub fn handling(&self) -> usize {
+        self.handling.len()
+    }
+
+    /// The process exited: its threads work for nothing any more.
+    pub fn process_exit(&mut self, pid: u32) {
+        self.handling.retain(|_, h| h.pid != pid);
+    }
+
+    /// Periodic housekeeping: threads lingering on ended spans for too long.
+    pub fn sweep(&mut self, now_ns: u64) {
+        self.handling.retain(|_, h| {
+            h.ended_ns
+                .is_none_or(|e| now_ns.saturating_sub(e) < LINGER_NS)
+        });
     }
 
     /// Handles one parser event of connection `meta`.
@@ -320,6 +346,8 @@ impl SpanBuilder {
                 Handling {
                     ctx: ctx.clone(),
                     key: (meta.conn_id, seq),
+                    pid: meta.pid,
+                    ended_ns: None,
                 },
             );
         }
@@ -426,13 +454,16 @@ impl SpanBuilder {
         // A message consumed without ack is processed after it arrived: its thread keeps
         // working for it until it starts on something else.
         let work_follows = matches!(outcome, Outcome::Amqp(AmqpOutcome::Received));
-        if !work_follows
-            && self
-                .handling
-                .get(&inf.tid)
-                .is_some_and(|h| h.key == (meta.conn_id, seq))
+        if let Some(h) = self
+            .handling
+            .get_mut(&inf.tid)
+            .filter(|h| h.key == (meta.conn_id, seq))
         {
-            self.handling.remove(&inf.tid);
+            if work_follows {
+                h.ended_ns = Some(end_ns);
+            } else {
+                self.handling.remove(&inf.tid);
+            }
         }
         match &outcome {
             Outcome::Http {

@@ -511,6 +511,20 @@ mod queue_and_db {
             select.attr("db.response.status_code"),
             Some(&AttrValue::Str("42P01".into()))
         );
+
+        // The lingering attribution is bounded: swept after LINGER_NS, gone at process exit.
+        assert_eq!(w.b.handling(), 1);
+        w.b.sweep(201 + LINGER_NS - 1);
+        assert_eq!(w.b.handling(), 1);
+        w.b.sweep(201 + LINGER_NS);
+        assert_eq!(w.b.handling(), 0);
+        w.ev(
+            &sub,
+            begin(1, 21, 300, msg(AmqpOperation::Deliver, 6, None)),
+        );
+        assert_eq!(w.b.handling(), 1);
+        w.b.process_exit(20);
+        assert_eq!(w.b.handling(), 0);
     }
 
     #[test]
