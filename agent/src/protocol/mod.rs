@@ -18,6 +18,8 @@ pub mod amqp;
 pub mod http1;
 pub mod http2;
 pub mod postgres;
+#[cfg(test)]
+pub(crate) mod testkit;
 
 pub use agent_common::{Direction, Role};
 

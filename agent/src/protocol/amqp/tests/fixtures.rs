@@ -313,7 +313,7 @@ fn published_and_delivered_copies_share_a_fingerprint() {
         let mut r = replay(&f, &f.segs, Direction::Egress);
         r.close();
         let map = check_against_golden(&f, &r, true, "recorded");
-        for (seq, _, _, m) in r.starts() {
+        for (seq, _, _, m) in r.messages() {
             let g = f
                 .starts
                 .iter()
@@ -356,7 +356,7 @@ fn trace_context_and_properties_from_real_publishes() {
     let f = fixture("publisher");
     let mut r = replay(&f, &f.segs, Direction::Egress);
     r.close();
-    let starts = r.starts();
+    let starts = r.messages();
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let ts = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE";
     // Strings ('S').
@@ -380,7 +380,7 @@ fn trace_context_and_properties_from_real_publishes() {
     // No properties at all; an empty body.
     assert_eq!(starts[0].3.message_id, None);
     assert_eq!(starts[3].3.body_size, 0);
-    assert!(r.ends().iter().all(|e| e.2 == AmqpOutcome::Sent));
+    assert!(r.outcomes().iter().all(|e| e.2 == AmqpOutcome::Sent));
 }
 
 #[test]
@@ -391,7 +391,7 @@ fn large_message_spans_many_body_frames() {
     ] {
         let f = fixture(name);
         let r = replay(&f, &f.segs, Direction::Egress);
-        let starts = r.starts();
+        let starts = r.messages();
         assert_eq!(starts[0].3.operation, op);
         assert_eq!(starts[0].3.body_size, 200_000, "{name}");
     }
@@ -425,7 +425,7 @@ fn joining_midway_reports_only_real_messages() {
             check_invariants(&r.events, true);
             for s in [C, S] {
                 let got: Vec<_> = r
-                    .starts()
+                    .messages()
                     .into_iter()
                     .filter(|x| (x.3.operation == AmqpOperation::Publish) == (s == C))
                     .map(|x| x.3.clone())

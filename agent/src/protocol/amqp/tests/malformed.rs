@@ -15,7 +15,7 @@ fn recovers(damage: &[u8], errors: usize) {
         .c(damage)
         .c(&published(1, b"after"));
     let mut r = s.run();
-    let bodies: Vec<u64> = r.starts().iter().map(|s| s.3.body_size).collect();
+    let bodies: Vec<u64> = r.messages().iter().map(|s| s.3.body_size).collect();
     assert_eq!(bodies, vec![6, 5], "damage {damage:02x?}: {:?}", r.errors);
     assert_eq!(
         r.errors.len(),
@@ -61,7 +61,7 @@ fn negotiated_frame_max_is_enforced() {
         .c(&published(1, b"ok"))
         .run();
     // 4089 + 8 > 4096: the body frame is an error, the stream resyncs on the next publish.
-    assert_eq!(r.starts().len(), 1);
+    assert_eq!(r.messages().len(), 1);
     assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
     // frame-max 0 is unlimited (capped): a 300 kB body frame is fine.
     let big = vec![1u8; 300_000];
@@ -72,7 +72,7 @@ fn negotiated_frame_max_is_enforced() {
     ]
     .concat();
     let r = Script::new().c(&tune_ok(0)).c(&frames).run();
-    assert_eq!((r.starts().len(), r.errors.len()), (1, 0));
+    assert_eq!((r.messages().len(), r.errors.len()), (1, 0));
 }
 
 #[test]
@@ -127,7 +127,7 @@ fn methods_from_the_wrong_peer() {
     recovers(&delivery(1, b"c", 1, b"x"), 1);
     // basic.publish from the broker.
     let r = Script::new().s(&published(1, b"x")).run();
-    assert_eq!((r.starts().len(), r.errors.len()), (0, 1));
+    assert_eq!((r.messages().len(), r.errors.len()), (0, 1));
     // Connection-class methods off channel 0.
     recovers(
         &tune_ok(4096)[..]
@@ -164,7 +164,7 @@ fn oversized_frames_are_skipped_as_they_stream() {
         left -= n;
     }
     r.deliver(S, s.sides[S].len());
-    assert_eq!(r.starts().len(), 1, "{:?}", r.errors);
+    assert_eq!(r.messages().len(), 1, "{:?}", r.errors);
     assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
 }
 
@@ -174,7 +174,7 @@ fn gaps_inside_bodies_are_absorbed() {
     let msg = [publish(1, b"", b"q"), header(1, 3000), body(1, &body_bytes)].concat();
     let body_at = msg.len() - 1 - 3000;
     let s = Script::new().c(&msg);
-    let fp_full = s.run().starts()[0].3.fingerprint;
+    let fp_full = s.run().messages()[0].3.fingerprint;
     let (c, _) = (&s.sides[C], ());
     let header_len = c.len() - msg.len();
     let start = header_len + body_at;
@@ -192,7 +192,7 @@ fn gaps_inside_bodies_are_absorbed() {
         if rest > 0 {
             r.deliver(C, rest);
         }
-        let starts = r.starts();
+        let starts = r.messages();
         assert_eq!(starts.len(), 1, "gap at {off}+{len}");
         assert_eq!(starts[0].3.body_size, 3000);
         assert_eq!(
@@ -234,7 +234,7 @@ fn gaps_outside_bodies_resync() {
             (2, AmqpOutcome::Sent)
         ]
     );
-    assert_eq!(r.starts()[2].3.body_size, 5);
+    assert_eq!(r.messages()[2].3.body_size, 5);
     assert!(r.errors.is_empty(), "{:?}", r.errors);
 }
 
@@ -275,7 +275,7 @@ fn channels_are_bounded() {
     }
     let r = Script::new().s(&deliveries).run();
     assert_eq!(r.conn.session.channel_count(), MAX_CHANNELS);
-    assert_eq!(r.starts().len(), MAX_CHANNELS);
+    assert_eq!(r.messages().len(), MAX_CHANNELS);
     // One error per untracked message, none for its content frames.
     assert_eq!(
         r.errors.len(),
@@ -296,10 +296,10 @@ fn other_amqp_versions_and_garbage_make_nothing() {
         let c = [first, &published(1, b"x")[..]].concat();
         let mut r = Replay::new(&c, &[], Direction::Egress);
         r.deliver(C, first.len());
-        assert!(r.starts().is_empty());
+        assert!(r.messages().is_empty());
         // Joined "midway" as far as the parser knows: the publish after the junk is found.
         r.deliver(C, c.len() - first.len());
-        assert_eq!(r.starts().len(), 1);
+        assert_eq!(r.messages().len(), 1);
         assert!(r.errors.is_empty());
     }
 }
@@ -315,8 +315,8 @@ fn resync_ignores_lookalikes_in_bodies() {
     ]
     .concat();
     let r = Script::new().c(&msg).run();
-    assert_eq!(r.starts().len(), 1);
-    assert_eq!(r.starts()[0].3.body_size, inner.len() as u64);
+    assert_eq!(r.messages().len(), 1);
+    assert_eq!(r.messages()[0].3.body_size, inner.len() as u64);
     // Only broken framing makes resync look inside.
     let _ = S;
 }

@@ -13,131 +13,24 @@ use std::collections::HashMap;
 
 use super::frame::MAX_BUFFERED_PAYLOAD;
 use super::AmqpConn;
-use crate::protocol::{
-    AmqpMessage, AmqpOperation, AmqpOutcome, Direction, L7Event, Outcome, ParseError, Request,
-    SegmentCtx,
-};
+use crate::protocol::{AmqpMessage, AmqpOperation, AmqpOutcome, L7Event, Outcome, Request};
 
 /// Client→broker side.
 pub(super) const C: usize = 0;
 /// Broker→client side.
 pub(super) const S: usize = 1;
 
-/// Drives one connection: per side, a stream of bytes delivered in segments; the bytes the
-/// parser leaves unconsumed are handed back in front of the next segment. Every segment gets
-/// its own tid and timestamps so timing can be checked.
-pub(super) struct Replay<'a> {
-    pub conn: AmqpConn,
-    streams: [&'a [u8]; 2],
-    dirs: [Direction; 2],
-    /// First unconsumed byte, per side.
-    from: [usize; 2],
-    /// Bytes delivered (or skipped), per side.
-    pub to: [usize; 2],
-    /// (end offset, ctx) of each segment delivered, per side.
-    segments: [Vec<(usize, SegmentCtx)>; 2],
-    clock: u64,
-    pub events: Vec<L7Event>,
-    pub errors: Vec<ParseError>,
-    pub close_ns: Option<u64>,
-}
-
 /// Never more than one held frame (plus a partial frame header) stays unconsumed.
 pub(super) const MAX_UNCONSUMED: usize = MAX_BUFFERED_PAYLOAD as usize + 16;
 
+crate::protocol::testkit::replay_parser!(AmqpConn, MAX_UNCONSUMED);
+
+/// The replay driver (see `protocol::testkit`) over this parser.
+pub(super) type Replay<'a> = crate::protocol::testkit::Replay<'a, AmqpConn>;
+
+/// AMQP-typed views of what the replay produced.
 impl<'a> Replay<'a> {
-    pub fn new(c2s: &'a [u8], s2c: &'a [u8], request_dir: Direction) -> Self {
-        let other = if request_dir == Direction::Egress {
-            Direction::Ingress
-        } else {
-            Direction::Egress
-        };
-        Self {
-            conn: AmqpConn::new(request_dir),
-            streams: [c2s, s2c],
-            dirs: [request_dir, other],
-            from: [0; 2],
-            to: [0; 2],
-            segments: [Vec::new(), Vec::new()],
-            clock: 0,
-            events: Vec::new(),
-            errors: Vec::new(),
-            close_ns: None,
-        }
-    }
-
-    fn next_ctx(&mut self) -> SegmentCtx {
-        self.clock += 1;
-        SegmentCtx {
-            tid: 1000 + self.clock as u32,
-            first_ns: self.clock * 1000,
-            last_ns: self.clock * 1000 + 500,
-        }
-    }
-
-    /// Deliver the next `len` bytes of `side` as one segment.
-    pub fn deliver(&mut self, side: usize, len: usize) {
-        let ctx = self.next_ctx();
-        self.to[side] += len;
-        assert!(
-            self.to[side] <= self.streams[side].len(),
-            "delivering past the end"
-        );
-        self.segments[side].push((self.to[side], ctx));
-        let buf = &self.streams[side][self.from[side]..self.to[side]];
-        let n = self.conn.parse(
-            self.dirs[side],
-            buf,
-            &ctx,
-            &mut self.events,
-            &mut self.errors,
-        );
-        assert!(n <= buf.len(), "consumed {n} of {} bytes", buf.len());
-        self.from[side] += n;
-        assert!(
-            self.to[side] - self.from[side] <= MAX_UNCONSUMED,
-            "unconsumed bytes unbounded"
-        );
-    }
-
-    /// The next `len` bytes of `side` move uncaptured. Returns what `skip` said.
-    pub fn gap(&mut self, side: usize, len: usize) -> bool {
-        let ctx = self.next_ctx();
-        let unconsumed = self.to[side] - self.from[side];
-        let absorbed = self.conn.skip(
-            self.dirs[side],
-            len as u64,
-            unconsumed,
-            &ctx,
-            &mut self.events,
-        );
-        assert!(
-            !absorbed || unconsumed == 0,
-            "a gap after unconsumed bytes cannot be absorbed"
-        );
-        self.to[side] += len;
-        self.segments[side].push((self.to[side], ctx));
-        self.from[side] = self.to[side];
-        absorbed
-    }
-
-    pub fn close(&mut self) {
-        self.clock += 1;
-        let ts = self.clock * 1000 + 1;
-        self.conn.close(ts, &mut self.events);
-        self.close_ns = Some(ts);
-    }
-
-    /// The segment that delivered byte `offset` of `side`.
-    pub fn ctx_at(&self, side: usize, offset: usize) -> SegmentCtx {
-        self.segments[side]
-            .iter()
-            .find(|(end, _)| *end > offset)
-            .map(|(_, ctx)| *ctx)
-            .expect("offset not delivered")
-    }
-
-    pub fn starts(&self) -> Vec<(u64, u32, u64, &AmqpMessage)> {
+    pub fn messages(&self) -> Vec<(u64, u32, u64, &AmqpMessage)> {
         self.events
             .iter()
             .filter_map(|e| match e {
@@ -153,7 +46,7 @@ impl<'a> Replay<'a> {
             .collect()
     }
 
-    pub fn ends(&self) -> Vec<(u64, u64, AmqpOutcome)> {
+    pub fn outcomes(&self) -> Vec<(u64, u64, AmqpOutcome)> {
         self.events
             .iter()
             .filter_map(|e| match e {
@@ -346,7 +239,7 @@ pub(super) fn check_against_golden(
     let mut map = HashMap::new();
     for s in [C, S] {
         let got: Vec<_> = r
-            .starts()
+            .messages()
             .into_iter()
             .filter(|(_, _, _, m)| side_of(m) == s)
             .collect();
@@ -377,7 +270,7 @@ pub(super) fn check_against_golden(
         }
     }
     let mut got: Vec<(u64, u64, AmqpOutcome)> = r
-        .ends()
+        .outcomes()
         .into_iter()
         .map(|(seq, end_ns, o)| (*map.get(&seq).expect("end of an unknown seq"), end_ns, o))
         .collect();

@@ -98,7 +98,10 @@ fn body_frames(channel: u16, body: &[u8]) -> Vec<u8> {
 
 /// Outcome of every ended seq, in end order.
 pub(super) fn outcomes(r: &Replay) -> Vec<(u64, AmqpOutcome)> {
-    r.ends().into_iter().map(|(seq, _, o)| (seq, o)).collect()
+    r.outcomes()
+        .into_iter()
+        .map(|(seq, _, o)| (seq, o))
+        .collect()
 }
 
 #[test]
@@ -114,7 +117,7 @@ fn manual_acks_single_multiple_and_all_outstanding() {
         .c(&reject(1, 5, false))
         .c(&ack(1, 0, true)); // all outstanding: 6
     let mut r = s.run();
-    assert_eq!(r.starts().len(), 6);
+    assert_eq!(r.messages().len(), 6);
     use AmqpOutcome::*;
     let want = vec![
         (1, Acked),
@@ -127,7 +130,7 @@ fn manual_acks_single_multiple_and_all_outstanding() {
     assert_eq!(outcomes(&r), want);
     // Each ends when the segment carrying its settlement ended.
     let ack_segment = r.ctx_at(C, s.sides[C].len() - 1).last_ns;
-    assert_eq!(r.ends().last().map(|e| e.1), Some(ack_segment));
+    assert_eq!(r.outcomes().last().map(|e| e.1), Some(ack_segment));
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     r.close();
     check_invariants(&r.events, true);
@@ -200,7 +203,7 @@ fn gets_follow_their_request() {
         .s(&get_ok(2))
         .c(&ack(1, 1, false))
         .run();
-    let starts = r.starts();
+    let starts = r.messages();
     assert_eq!(starts.len(), 2);
     assert!(starts.iter().all(|s| s.3.operation == AmqpOperation::Get));
     assert_eq!(
@@ -245,7 +248,7 @@ fn closes_abort_what_is_unsettled() {
     let ab = AmqpOutcome::Aborted;
     // Channel 3 first, then channels in ascending order, oldest first.
     assert_eq!(outcomes(&r), vec![(2, ab), (1, ab), (3, ab), (0, ab)]);
-    let ends = r.ends();
+    let ends = r.outcomes();
     assert_eq!(ends[0].1, r.ctx_at(S, r.to[S] - 1).last_ns);
     assert_eq!(ends[1].1, r.ctx_at(C, r.to[C] - 1).last_ns);
 }
@@ -258,7 +261,7 @@ fn close_of_the_connection_aborts_at_its_time() {
         .run();
     r.close();
     assert_eq!(
-        r.ends(),
+        r.outcomes(),
         vec![(0, r.close_ns.expect("closed"), AmqpOutcome::Aborted)]
     );
     // Nothing after the close.
@@ -296,7 +299,7 @@ fn channels_interleave_their_frames() {
     };
     let ((m1, c1), (m2, c2)) = (split(&d1), split(&d2));
     let r = Script::new().s(&m1).s(&m2).s(&c2).s(&c1).run();
-    let starts = r.starts();
+    let starts = r.messages();
     assert_eq!(starts.len(), 2);
     assert_eq!((starts[0].3.channel, starts[0].3.body_size), (2, 3));
     assert_eq!((starts[1].3.channel, starts[1].3.body_size), (1, 3));
@@ -330,7 +333,7 @@ fn trace(table: &[u8]) -> (Option<String>, Option<String>, usize) {
         .c(&publish_with_table(table))
         .c(&published(1, b"next"))
         .run();
-    let starts = r.starts();
+    let starts = r.messages();
     assert_eq!(starts.len(), 2, "framing kept");
     (
         starts[0].3.traceparent.clone(),
@@ -421,7 +424,7 @@ fn properties_after_the_headers_table_survive_its_failure() {
     let r = Script::new()
         .c(&[publish(1, b"", b"q"), header_raw(1, 0, &props)].concat())
         .run();
-    let m = r.starts()[0].3.clone();
+    let m = r.messages()[0].3.clone();
     assert_eq!(
         (m.correlation_id.as_deref(), m.message_id.as_deref()),
         (Some("corr"), Some("mid"))
@@ -451,7 +454,7 @@ fn every_property_in_flag_order() {
     let r = Script::new()
         .c(&[publish(1, b"ex", b"rk"), header_raw(1, 0, &props)].concat())
         .run();
-    let m = r.starts()[0].3.clone();
+    let m = r.messages()[0].3.clone();
     assert_eq!(
         (m.correlation_id.as_deref(), m.message_id.as_deref()),
         (Some("corr"), Some("mid"))
@@ -465,7 +468,7 @@ fn every_property_in_flag_order() {
         ]
         .concat())
         .run();
-    assert_eq!((r.starts().len(), r.errors.len()), (0, 1));
+    assert_eq!((r.messages().len(), r.errors.len()), (0, 1));
 }
 
 #[test]
@@ -474,7 +477,7 @@ fn fingerprint_ignores_framing_but_not_content() {
     let fp = |frames: Vec<u8>| {
         let r = Script::new().c(&frames).run();
         assert!(r.errors.is_empty(), "{:?}", r.errors);
-        r.starts()[0].3.fingerprint
+        r.messages()[0].3.fingerprint
     };
     let publish_in = |chunk: usize, body: &[u8], rk: &[u8]| {
         let mut v = [publish(1, b"", rk), header(1, body.len() as u64)].concat();
@@ -518,7 +521,7 @@ fn fingerprint_ignores_framing_but_not_content() {
         ]
         .concat())
         .run();
-    assert_eq!(r.starts()[0].3.fingerprint, base);
+    assert_eq!(r.messages()[0].3.fingerprint, base);
 }
 
 #[test]

@@ -9,140 +9,15 @@ mod unit;
 
 use super::head::MAX_HEAD;
 use super::Http1Conn;
-use crate::protocol::{
-    Direction, HttpOutcome, HttpRequest, L7Event, Outcome, ParseError, Request, SegmentCtx,
-};
+use crate::protocol::{HttpOutcome, HttpRequest, L7Event, Outcome, Request};
 
 pub(super) const REQ: usize = 0;
 pub(super) const RESP: usize = 1;
 
-/// Drives one connection: per side, a stream of bytes delivered in segments; the bytes the
-/// parser leaves unconsumed are handed back in front of the next segment (zero-copy: they are
-/// contiguous in the stream). Every segment gets its own tid and timestamps so timing can be
-/// checked.
-pub(super) struct Replay<'a> {
-    pub conn: Http1Conn,
-    streams: [&'a [u8]; 2],
-    dirs: [Direction; 2],
-    /// First unconsumed byte, per side.
-    from: [usize; 2],
-    /// Bytes delivered (or skipped), per side.
-    pub to: [usize; 2],
-    /// (end offset, ctx) of each segment delivered, per side.
-    segments: [Vec<(usize, SegmentCtx)>; 2],
-    clock: u64,
-    pub events: Vec<L7Event>,
-    pub errors: Vec<ParseError>,
-    pub close_ns: Option<u64>,
-}
+crate::protocol::testkit::replay_parser!(Http1Conn, MAX_HEAD + 15);
 
-impl<'a> Replay<'a> {
-    pub fn new(requests: &'a [u8], responses: &'a [u8], request_dir: Direction) -> Self {
-        let response_dir = if request_dir == Direction::Egress {
-            Direction::Ingress
-        } else {
-            Direction::Egress
-        };
-        Self {
-            conn: Http1Conn::new(request_dir),
-            streams: [requests, responses],
-            dirs: [request_dir, response_dir],
-            from: [0; 2],
-            to: [0; 2],
-            segments: [Vec::new(), Vec::new()],
-            clock: 0,
-            events: Vec::new(),
-            errors: Vec::new(),
-            close_ns: None,
-        }
-    }
-
-    fn next_ctx(&mut self) -> SegmentCtx {
-        self.clock += 1;
-        SegmentCtx {
-            tid: 1000 + self.clock as u32,
-            first_ns: self.clock * 1000,
-            last_ns: self.clock * 1000 + 500,
-        }
-    }
-
-    /// Deliver the next `len` bytes of `side` as one segment.
-    pub fn deliver(&mut self, side: usize, len: usize) {
-        let ctx = self.next_ctx();
-        self.to[side] += len;
-        assert!(
-            self.to[side] <= self.streams[side].len(),
-            "delivering past the end of the stream"
-        );
-        self.segments[side].push((self.to[side], ctx));
-        let buf = &self.streams[side][self.from[side]..self.to[side]];
-        let n = self.conn.parse(
-            self.dirs[side],
-            buf,
-            &ctx,
-            &mut self.events,
-            &mut self.errors,
-        );
-        assert!(n <= buf.len(), "consumed {n} of {} bytes", buf.len());
-        self.from[side] += n;
-        assert!(
-            self.to[side] - self.from[side] < MAX_HEAD + 16,
-            "unconsumed bytes unbounded"
-        );
-    }
-
-    /// The next `len` bytes of `side` move uncaptured. Returns what `skip` said.
-    pub fn gap(&mut self, side: usize, len: usize) -> bool {
-        let ctx = self.next_ctx();
-        let unconsumed = self.to[side] - self.from[side];
-        let absorbed = self.conn.skip(
-            self.dirs[side],
-            len as u64,
-            unconsumed,
-            &ctx,
-            &mut self.events,
-        );
-        assert!(
-            !absorbed || unconsumed == 0,
-            "a gap after unconsumed bytes cannot be absorbed"
-        );
-        self.to[side] += len;
-        self.segments[side].push((self.to[side], ctx));
-        // The caller drops the unconsumed bytes when the gap was not absorbed.
-        self.from[side] = self.to[side];
-        absorbed
-    }
-
-    pub fn close(&mut self) {
-        self.clock += 1;
-        let ts = self.clock * 1000 + 1;
-        self.conn.close(ts, &mut self.events);
-        self.close_ns = Some(ts);
-    }
-
-    /// The segment that delivered byte `offset` of `side`.
-    pub fn ctx_at(&self, side: usize, offset: usize) -> SegmentCtx {
-        self.segments[side]
-            .iter()
-            .find(|(end, _)| *end > offset)
-            .map(|(_, ctx)| *ctx)
-            .expect("offset not delivered")
-    }
-
-    pub fn starts(&self) -> Vec<&L7Event> {
-        self.events
-            .iter()
-            .filter(|e| matches!(e, L7Event::RequestStart { .. }))
-            .collect()
-    }
-
-    pub fn ends(&self) -> Vec<&L7Event> {
-        self.events
-            .iter()
-            .filter(|e| matches!(e, L7Event::ExchangeEnd { .. }))
-            .collect()
-    }
-}
+/// The replay driver (see `protocol::testkit`) over this parser.
+pub(super) type Replay<'a> = crate::protocol::testkit::Replay<'a, Http1Conn>;
 
 /// One event of a golden file.
 #[derive(Debug, Clone)]

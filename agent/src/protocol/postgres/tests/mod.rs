@@ -11,9 +11,7 @@ mod recovery;
 
 use super::wire::{HEADER, MAX_TEXT, NAME_HEAD};
 use super::PgConn;
-use crate::protocol::{
-    Direction, L7Event, Outcome, ParseError, PgOutcome, PgStatement, Request, SegmentCtx,
-};
+use crate::protocol::{Direction, L7Event, Outcome, PgOutcome, PgStatement, Request};
 
 pub(super) const REQ: usize = 0;
 pub(super) const RESP: usize = 1;
@@ -21,125 +19,10 @@ pub(super) const RESP: usize = 1;
 /// The most a parser may leave unconsumed: the head of one Parse.
 pub(super) const MAX_UNCONSUMED: usize = HEADER + MAX_TEXT + NAME_HEAD;
 
-/// Drives one connection: per side, a stream of bytes delivered in segments; the bytes the
-/// parser leaves unconsumed are handed back in front of the next segment. Every segment gets
-/// its own tid and timestamps so timing can be checked.
-pub(super) struct Replay<'a> {
-    pub conn: PgConn,
-    streams: [&'a [u8]; 2],
-    dirs: [Direction; 2],
-    from: [usize; 2],
-    pub to: [usize; 2],
-    segments: [Vec<(usize, SegmentCtx)>; 2],
-    clock: u64,
-    pub events: Vec<L7Event>,
-    pub errors: Vec<ParseError>,
-    pub close_ns: Option<u64>,
-}
+crate::protocol::testkit::replay_parser!(PgConn, MAX_UNCONSUMED);
 
-impl<'a> Replay<'a> {
-    pub fn new(requests: &'a [u8], responses: &'a [u8], request_dir: Direction) -> Self {
-        let response_dir = if request_dir == Direction::Egress {
-            Direction::Ingress
-        } else {
-            Direction::Egress
-        };
-        Self {
-            conn: PgConn::new(request_dir),
-            streams: [requests, responses],
-            dirs: [request_dir, response_dir],
-            from: [0; 2],
-            to: [0; 2],
-            segments: [Vec::new(), Vec::new()],
-            clock: 0,
-            events: Vec::new(),
-            errors: Vec::new(),
-            close_ns: None,
-        }
-    }
-
-    fn next_ctx(&mut self) -> SegmentCtx {
-        self.clock += 1;
-        SegmentCtx {
-            tid: 1000 + self.clock as u32,
-            first_ns: self.clock * 1000,
-            last_ns: self.clock * 1000 + 500,
-        }
-    }
-
-    /// Deliver the next `len` bytes of `side` as one segment.
-    pub fn deliver(&mut self, side: usize, len: usize) {
-        let ctx = self.next_ctx();
-        self.to[side] += len;
-        assert!(self.to[side] <= self.streams[side].len(), "past the stream");
-        self.segments[side].push((self.to[side], ctx));
-        let buf = &self.streams[side][self.from[side]..self.to[side]];
-        let n = self.conn.parse(
-            self.dirs[side],
-            buf,
-            &ctx,
-            &mut self.events,
-            &mut self.errors,
-        );
-        assert!(n <= buf.len(), "consumed {n} of {} bytes", buf.len());
-        self.from[side] += n;
-        assert!(
-            self.to[side] - self.from[side] <= MAX_UNCONSUMED,
-            "unconsumed bytes unbounded"
-        );
-    }
-
-    /// The next `len` bytes of `side` move uncaptured. Returns what `skip` said.
-    pub fn gap(&mut self, side: usize, len: usize) -> bool {
-        let ctx = self.next_ctx();
-        let unconsumed = self.to[side] - self.from[side];
-        let absorbed = self.conn.skip(
-            self.dirs[side],
-            len as u64,
-            unconsumed,
-            &ctx,
-            &mut self.events,
-        );
-        assert!(
-            !absorbed || unconsumed == 0 || len == 0,
-            "a gap after unconsumed bytes cannot be absorbed"
-        );
-        self.to[side] += len;
-        self.segments[side].push((self.to[side], ctx));
-        self.from[side] = self.to[side];
-        absorbed
-    }
-
-    pub fn close(&mut self) {
-        self.clock += 1;
-        let ts = self.clock * 1000 + 1;
-        self.conn.close(ts, &mut self.events);
-        self.close_ns = Some(ts);
-    }
-
-    /// The segment that delivered byte `offset` of `side`.
-    pub fn ctx_at(&self, side: usize, offset: usize) -> SegmentCtx {
-        let segs = &self.segments[side];
-        let i = segs.partition_point(|(end, _)| *end <= offset);
-        segs.get(i)
-            .map(|(_, ctx)| *ctx)
-            .expect("offset not delivered")
-    }
-
-    pub fn starts(&self) -> Vec<&L7Event> {
-        self.events
-            .iter()
-            .filter(|e| matches!(e, L7Event::RequestStart { .. }))
-            .collect()
-    }
-
-    pub fn ends(&self) -> Vec<&L7Event> {
-        self.events
-            .iter()
-            .filter(|e| matches!(e, L7Event::ExchangeEnd { .. }))
-            .collect()
-    }
-}
+/// The replay driver (see `protocol::testkit`) over this parser.
+pub(super) type Replay<'a> = crate::protocol::testkit::Replay<'a, PgConn>;
 
 /// One event of a golden file (see `record.py`).
 #[derive(Debug, Clone)]
