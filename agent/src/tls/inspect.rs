@@ -684,6 +684,10 @@ mod tests {
         tls: Vec<u8>,
         tls_stripped: Vec<u8>,
         plain: Vec<u8>,
+        /// `-buildmode=pie`, unstripped and stripped: the table is `.data.rel.ro.gopclntab`.
+        pie: (Vec<u8>, Vec<u8>),
+        /// The same linked externally: the table is somewhere inside `.data.rel.ro`.
+        external_pie: (Vec<u8>, Vec<u8>),
         /// `inspect(path)` of the unstripped TLS program, while it was on disk.
         tls_from_path: Option<TlsRuntime>,
         /// `go tool objdump` of `(*Conn).Read` and `Write`: entry and RET addresses.
@@ -743,23 +747,45 @@ func main() {
                 .env("GOCACHE", &cache);
             cmd
         };
-        let build = |name: &str, source: &str, ldflags: &[&str]| {
-            let src = dir.join(name);
+        // Builds `source` in `dir/<package>` into `dir/<output>`.
+        let build = |package: &str, source: &str, output: &str, args: &[&str]| {
+            let src = dir.join(package);
             std::fs::create_dir_all(&src).unwrap();
             std::fs::write(src.join("go.mod"), "module x\n\ngo 1.19\n").unwrap();
             std::fs::write(src.join("main.go"), source).unwrap();
-            let out = dir.join(format!("{name}{}", ldflags.len()));
-            run(go_cmd(&src)
-                .arg("build")
-                .args(ldflags)
-                .arg("-o")
-                .arg(&out)
-                .arg("."));
-            out
+            let out = dir.join(format!("{output}.bin"));
+            let mut cmd = go_cmd(&src);
+            if args.contains(&"-linkmode=external") {
+                cmd.env("CGO_ENABLED", "1");
+            }
+            run(cmd.arg("build").args(args).arg("-o").arg(&out).arg("."));
+            std::fs::read(&out).unwrap()
         };
-        let tls = build("tls", TLS_PROGRAM, &[]);
-        let tls_stripped = build("tls", TLS_PROGRAM, &["-ldflags=-s -w"]);
-        let plain = build("plain", PLAIN_PROGRAM, &[]);
+        let strip = "-ldflags=-s -w";
+        let pie = "-buildmode=pie";
+        let tls_path = dir.join("tls.bin");
+        let tls = build("tls", TLS_PROGRAM, "tls", &[]);
+        let tls_stripped = build("tls", TLS_PROGRAM, "tls-s", &[strip]);
+        let plain = build("plain", PLAIN_PROGRAM, "plain", &[]);
+        let pie_pair = (
+            build("tls", TLS_PROGRAM, "pie", &[pie]),
+            build("tls", TLS_PROGRAM, "pie-s", &[pie, strip]),
+        );
+        // External linking needs a C toolchain (cgo); the machines that build this crate have one.
+        let external_pie_pair = (
+            build(
+                "tls",
+                TLS_PROGRAM,
+                "xpie",
+                &[pie, "-ldflags=-linkmode=external"],
+            ),
+            build(
+                "tls",
+                TLS_PROGRAM,
+                "xpie-s",
+                &[pie, "-ldflags=-s -w -linkmode=external"],
+            ),
+        );
 
         let version = run(go_cmd(&dir).arg("version"));
         let version = version.split_whitespace().nth(2).unwrap().to_owned();
@@ -768,7 +794,7 @@ func main() {
             let text = run(go_cmd(&dir)
                 .args(["tool", "objdump", "-s"])
                 .arg(format!("^crypto/tls.\\(\\*Conn\\).{name}$"))
-                .arg(&tls));
+                .arg(&tls_path));
             // `  conn.go:1301\t\t0x591b80\t\t493b6610\t\tCMPQ 0x10(R14), SP`
             let lines: Vec<Vec<&str>> = text
                 .lines()
@@ -786,10 +812,12 @@ func main() {
         }
         let programs = GoPrograms {
             version,
-            tls: std::fs::read(&tls).unwrap(),
-            tls_stripped: std::fs::read(&tls_stripped).unwrap(),
-            plain: std::fs::read(&plain).unwrap(),
-            tls_from_path: inspect(&tls).unwrap(),
+            tls,
+            tls_stripped,
+            plain,
+            pie: pie_pair,
+            external_pie: external_pie_pair,
+            tls_from_path: inspect(&tls_path).unwrap(),
             objdump,
         };
         std::fs::remove_dir_all(&dir).unwrap();
@@ -888,6 +916,22 @@ func main() {
                 range.end >= entry + size && range.end - (entry + size) < 32,
                 "{name}"
             );
+        }
+    }
+
+    #[test]
+    fn go_pie_tables_are_found_when_stripped() {
+        let Some(p) = go_programs() else { return };
+        for (what, (full, stripped)) in [("pie", &p.pie), ("external pie", &p.external_pie)] {
+            let (full_result, stripped_result) = (
+                go(inspect_bytes(full).unwrap()),
+                go(inspect_bytes(stripped).unwrap()),
+            );
+            assert!(stripped_result.from_pclntab, "{what}");
+            assert_eq!(full_result.read, stripped_result.read, "{what}");
+            assert_eq!(full_result.write, stripped_result.write, "{what}");
+            assert_go_prologue(stripped, &stripped_result.read);
+            assert_go_prologue(stripped, &stripped_result.write);
         }
     }
 

@@ -49,13 +49,7 @@ pub(super) fn inspect_go<'data, R: ReadRef<'data>>(
     let mut pclntab: Option<Pclntab<'data>> = None;
     let mut load_pclntab = || -> Result<Option<Pclntab<'data>>, InspectError> {
         if pclntab.is_none() {
-            if let Some(section) = image.section(b".gopclntab") {
-                let data = image.section_data(section, ".gopclntab")?;
-                let text_addr = image
-                    .section(b".text")
-                    .map_or(0, |s| s.sh_addr(image.endian));
-                pclntab = Some(Pclntab::parse(data, text_addr)?);
-            }
+            pclntab = locate_pclntab(image)?;
         }
         Ok(pclntab.clone())
     };
@@ -117,6 +111,47 @@ pub(super) fn inspect_go<'data, R: ReadRef<'data>>(
         from_pclntab,
         skipped,
     })
+}
+
+/// The pclntab magics with the amd64 header bytes after them (two zeros, PC quantum 1,
+/// pointer size 8), newest first.
+const PCLNTAB_HEADERS: [[u8; 8]; 4] = [
+    [0xf1, 0xff, 0xff, 0xff, 0, 0, 1, 8],
+    [0xf0, 0xff, 0xff, 0xff, 0, 0, 1, 8],
+    [0xfa, 0xff, 0xff, 0xff, 0, 0, 1, 8],
+    [0xfb, 0xff, 0xff, 0xff, 0, 0, 1, 8],
+];
+
+/// Go's function table: its own section (`.gopclntab`, `.data.rel.ro.gopclntab` in an
+/// internally linked PIE), or, when a PIE is linked externally, somewhere inside
+/// `.data.rel.ro`, found by its header and confirmed by its first entries.
+fn locate_pclntab<'data, R: ReadRef<'data>>(
+    image: &Image<'data, R>,
+) -> Result<Option<Pclntab<'data>>, InspectError> {
+    let text_addr = image
+        .section(b".text")
+        .map_or(0, |s| s.sh_addr(image.endian));
+    for name in [&b".gopclntab"[..], b".data.rel.ro.gopclntab"] {
+        if let Some(section) = image.section(name) {
+            let data = image.section_data(section, ".gopclntab")?;
+            return Pclntab::parse(data, text_addr).map(Some);
+        }
+    }
+    let Some(section) = image.section(b".data.rel.ro") else {
+        return Ok(None);
+    };
+    let data = image.section_data(section, ".data.rel.ro")?;
+    for header in &PCLNTAB_HEADERS {
+        for at in memchr::memmem::find_iter(data, header) {
+            let table = data
+                .get(at..)
+                .and_then(|rest| Pclntab::parse(rest, text_addr).ok());
+            if let Some(table) = table.filter(Pclntab::looks_valid) {
+                return Ok(Some(table));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Locates one function in the file and finds its returns.

@@ -173,6 +173,36 @@ impl<'a> Pclntab<'a> {
         }
     }
 
+    /// Whether the first entries are what a real table holds: ascending entries that agree
+    /// with their `_func` records. Used to confirm a header found by its magic alone.
+    pub(super) fn looks_valid(&self) -> bool {
+        self.nfunc > 0
+            && (0..self.nfunc.min(32)).all(|i| {
+                let (Some(entry), Some(next)) = (self.pc(i), self.pc(i + 1)) else {
+                    return false;
+                };
+                entry < next && self.func_entry(i) == Some(entry)
+            })
+    }
+
+    /// Where function `i`'s `_func` record is, if it is inside the table.
+    fn func_record(&self, i: usize) -> Option<usize> {
+        self.field(i.checked_mul(2)?.checked_add(1)?)
+            .and_then(|off| usize::try_from(off).ok())
+            .and_then(|off| self.funcdata.checked_add(off))
+            .filter(|&at| at < self.data.len())
+    }
+
+    /// The entry address function `i`'s `_func` record gives (the table gives it too).
+    fn func_entry(&self, i: usize) -> Option<u64> {
+        let func = self.func_record(i)?;
+        match self.layout {
+            Layout::Go118 => read_u32(self.data, func)
+                .and_then(|off| self.text_start.checked_add(u64::from(off))),
+            Layout::Go12 | Layout::Go116 => read_word(self.data, func, self.ptr_size),
+        }
+    }
+
     /// The address ranges of the functions named `names`, in the same order; `None` for a
     /// name that is not in the table. One pass over the table.
     pub(super) fn find(&self, names: &[&str]) -> Result<Vec<Option<Range<u64>>>, InspectError> {
@@ -183,10 +213,7 @@ impl<'a> Pclntab<'a> {
         };
         for i in 0..self.nfunc {
             let func = self
-                .field(2 * i + 1)
-                .and_then(|off| usize::try_from(off).ok())
-                .and_then(|off| self.funcdata.checked_add(off))
-                .filter(|&at| at < self.data.len())
+                .func_record(i)
                 .ok_or_else(|| bad(format!("function {i}: _func offset out of range")))?;
             let name_off = read_u32(self.data, func + name_field)
                 .ok_or_else(|| bad(format!("function {i}: _func cut short")))?;
@@ -202,11 +229,7 @@ impl<'a> Pclntab<'a> {
             let (Some(entry), Some(end)) = (self.pc(i), self.pc(i + 1)) else {
                 return Err(bad(format!("function {i}: table cut short")));
             };
-            let recorded = match self.layout {
-                Layout::Go118 => read_u32(self.data, func)
-                    .and_then(|off| self.text_start.checked_add(u64::from(off))),
-                Layout::Go12 | Layout::Go116 => read_word(self.data, func, self.ptr_size),
-            };
+            let recorded = self.func_entry(i);
             if recorded != Some(entry) || end <= entry {
                 return Err(bad(format!(
                     "{}: table entry {entry:#x}..{end:#x}, _func entry {recorded:#x?}",
@@ -261,6 +284,15 @@ mod tests {
             table.find(&["bb", "a", "c"]).unwrap(),
             vec![Some(0x40_1010..0x40_1030), Some(0x40_1000..0x40_1010), None]
         );
+    }
+
+    #[test]
+    fn consistency_check_rejects_a_lookalike() {
+        let data = table_118();
+        assert!(Pclntab::parse(&data, 0).unwrap().looks_valid());
+        let mut lookalike = data.clone();
+        lookalike[120] = 0x08; // first _func's entryOff no longer matches the table
+        assert!(!Pclntab::parse(&lookalike, 0).unwrap().looks_valid());
     }
 
     #[test]
