@@ -12,6 +12,8 @@
 //!   banner string (`"OpenSSL 3.0.19 27 Jan 2026"`, present in libcrypto and in static builds) or,
 //!   failing that, from the newest `OPENSSL_x.y.z` symbol-version node (libssl alone: the ABI
 //!   series only).
+//!   GnuTLS's OpenSSL compatibility layer (`libgnutls-openssl`) also defines `SSL_read`, over
+//!   its own structs; it is recognised by its `gnutls_*` symbols and not reported.
 //! * **BoringSSL** linked statically (gRPC's Python extension, Envoy, Chrome): its symbols are
 //!   hidden or unstable and its structs differ from OpenSSL's, so the file is only reported.
 //! * **Go** (`crypto/tls`): the entry of `(*Conn).Read` / `(*Conn).Write` and the offset of every
@@ -351,7 +353,7 @@ fn inspect_openssl<'data, R: ReadRef<'data>>(
     image: &Image<'data, R>,
 ) -> Result<Option<TlsRuntime>, InspectError> {
     let mut found: [Option<u64>; SSL_FUNCS.len()] = [None; SSL_FUNCS.len()];
-    let mut boringssl = false;
+    let (mut boringssl, mut gnutls) = (false, false);
     // .dynsym is what a shared library exports; .symtab (when not stripped) is only read when
     // .dynsym lacks something, as it is the bigger of the two.
     for sh_type in [elf::SHT_DYNSYM, elf::SHT_SYMTAB] {
@@ -363,6 +365,7 @@ fn inspect_openssl<'data, R: ReadRef<'data>>(
         };
         for (name, sym) in symbols.iter() {
             boringssl |= is_boringssl_symbol(name);
+            gnutls |= name.starts_with(b"gnutls_");
             let Some(i) = SSL_FUNCS.iter().position(|f| f.as_bytes() == name) else {
                 continue;
             };
@@ -376,7 +379,9 @@ fn inspect_openssl<'data, R: ReadRef<'data>>(
     if boringssl {
         return Ok(Some(TlsRuntime::BoringSsl));
     }
-    if found.iter().all(Option::is_none) {
+    // GnuTLS's OpenSSL compatibility layer (libgnutls-openssl) defines SSL_read and SSL_write
+    // over gnutls_record_recv/send with its own SSL struct: not OpenSSL, and not traced.
+    if gnutls || found.iter().all(Option::is_none) {
         return Ok(None);
     }
 
@@ -627,6 +632,17 @@ mod tests {
     #[test]
     fn libcrypto_has_no_ssl_functions() {
         let Some(path) = need(LIBCRYPTO) else { return };
+        assert_eq!(inspect(path).unwrap(), None);
+    }
+
+    #[test]
+    fn gnutls_openssl_compat_is_not_openssl() {
+        // Optional (libgnutls-openssl27): present on many machines, not a CI prerequisite.
+        let path = Path::new("/usr/lib/x86_64-linux-gnu/libgnutls-openssl.so.27");
+        if !path.exists() {
+            eprintln!("SKIP: {} is missing", path.display());
+            return;
+        }
         assert_eq!(inspect(path).unwrap(), None);
     }
 
