@@ -22,8 +22,9 @@
 //!   program ("unexpected return pc"). So the return is observed with a plain uprobe on each
 //!   `RET`, found by decoding the function with a real x86-64 decoder (a raw `0xC3` byte scan hits
 //!   immediates and displacements). Functions come from `.symtab`; stripped binaries (`-s -w`,
-//!   most distribution packages) keep `.gopclntab`, Go's own function table used for tracebacks,
-//!   and that is parsed instead (`from_pclntab`).
+//!   most distribution packages) keep `.gopclntab`, Go's own function table used for tracebacks
+//!   (its own section, or part of `.data.rel.ro` in an externally linked PIE), and that is parsed
+//!   instead (`from_pclntab`). A stripped binary thus costs nothing more than an unstripped one.
 //!
 //! Everything read from the file is bounds-checked: a truncated or hostile file yields an
 //! [`InspectError`], never a panic, and no allocation is sized by a header field alone. A path is
