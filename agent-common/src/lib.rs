@@ -14,7 +14,7 @@
 #![no_std]
 
 /// Version of the record layouts below. Checked by user space on every record.
-pub const EVENT_VERSION: u8 = 2;
+pub const EVENT_VERSION: u8 = 3;
 
 /// Hard upper bound for payload bytes copied per syscall. The runtime limit
 /// ([`Config::capture_bytes`]) can only lower it. Must be a power of two: the kernel masks
@@ -38,6 +38,9 @@ pub enum EventKind {
     ConnClose = 2,
     Data = 3,
     ProcExit = 4,
+    /// A process exec'd or mapped an executable file (a library load): user space looks at its
+    /// mappings for TLS libraries to attach uprobes to. Header only.
+    ProcExec = 5,
 }
 
 impl EventKind {
@@ -47,6 +50,7 @@ impl EventKind {
             2 => Self::ConnClose,
             3 => Self::Data,
             4 => Self::ProcExit,
+            5 => Self::ProcExec,
             _ => return None,
         })
     }
@@ -110,6 +114,18 @@ pub enum Syscall {
     SendMsg = 8,
     /// Bytes went from a file straight to the socket: `len` is 0, `orig_len` counts them.
     SendFile = 9,
+    /// Plaintext a TLS library decrypted for the process (uprobe on OpenSSL's SSL_read/_ex or
+    /// Go's crypto/tls.(*Conn).Read). `enter_ts_ns` is the call's entry.
+    TlsRead = 10,
+    /// Plaintext the process handed a TLS library to encrypt (SSL_write/_ex, Go's Write).
+    TlsWrite = 11,
+}
+
+impl Syscall {
+    /// Whether the record carries TLS plaintext from a uprobe rather than a syscall's bytes.
+    pub fn is_tls(v: u8) -> bool {
+        v == Self::TlsRead as u8 || v == Self::TlsWrite as u8
+    }
 }
 
 /// Common prefix of every ring-buffer record. 32 bytes.
@@ -258,6 +274,64 @@ pub mod conn_flags {
     /// User space parses nothing on this connection (unknown protocol, encrypted bytes): the
     /// kernel stops copying its payload; open/close are still reported.
     pub const MUTED: u8 = 1;
+    /// The socket carries TLS: the kernel does not copy what its syscalls move (ciphertext).
+    /// Plaintext still comes from the TLS library uprobes unless MUTED is also set. Set by the
+    /// kernel when a TLS library call is seen using the socket, or by user space when the
+    /// bytes look like TLS records.
+    pub const RAW_OFF: u8 = 2;
+}
+
+/// An OpenSSL call in flight (SSL_read/SSL_write/_ex), from its uprobe to its uretprobe, in
+/// `SSL_ACTIVE` keyed by pid_tgid. Syscalls the thread makes meanwhile tell which socket the
+/// `SSL *` uses (`SSL_FD`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SslArgs {
+    /// The `SSL *`.
+    pub ssl: u64,
+    /// The caller's plaintext buffer.
+    pub buf: u64,
+    /// `size_t *` where the _ex variants store the byte count; 0 for SSL_read/SSL_write (the
+    /// return value is the count).
+    pub count_ptr: u64,
+    pub enter_ts: u64,
+    /// A [`Direction`].
+    pub direction: u8,
+    pub _pad: [u8; 7],
+}
+
+/// Key of `SSL_FD`: an `SSL *` within one process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SslKey {
+    pub ssl: u64,
+    pub pid: u32,
+    pub _pad: u32,
+}
+
+/// A Go crypto/tls Read/Write in flight, from the entry probe to a probe on one of the
+/// function's return instructions, in `GO_ACTIVE` keyed by [`GoKey`]: goroutines move between
+/// threads while blocked, so the key is the goroutine (its `g`), not the thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GoTlsArgs {
+    pub conn_id: u64,
+    pub buf: u64,
+    pub enter_ts: u64,
+    pub fd: u32,
+    /// A [`Direction`].
+    pub direction: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Key of `GO_ACTIVE`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoKey {
+    /// The goroutine's `g` pointer (register R14 in Go's register ABI).
+    pub g: u64,
+    pub pid: u32,
+    pub _pad: u32,
 }
 
 /// Arguments of a data syscall in flight, from its sys_enter to its sys_exit, in the
@@ -308,7 +382,13 @@ pub mod counter {
     pub const PAYLOAD_READ_FAILED: u32 = 4;
     /// A connection could not be inserted into `CONNS`.
     pub const CONN_INSERT_FAILED: u32 = 5;
-    pub const COUNT: u32 = 6;
+    /// An OpenSSL read/write returned on an `SSL *` whose socket was never seen (its first
+    /// syscall happened before the agent attached): the plaintext is dropped.
+    pub const TLS_UNMAPPED: u32 = 6;
+    /// A Go crypto/tls call whose socket is not a tracked TCP connection (or whose `net.Conn`
+    /// is not a `*net.TCPConn`): the plaintext is dropped.
+    pub const GO_TLS_UNTRACKED: u32 = 7;
+    pub const COUNT: u32 = 8;
 }
 
 /// Runtime settings, set as a global in the object before load.
@@ -364,6 +444,10 @@ mod pod {
     unsafe impl aya::Pod for super::IoArgs {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::SslArgs {}
+    unsafe impl aya::Pod for super::SslKey {}
+    unsafe impl aya::Pod for super::GoTlsArgs {}
+    unsafe impl aya::Pod for super::GoKey {}
 }
 
 #[cfg(test)]

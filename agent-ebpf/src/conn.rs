@@ -21,6 +21,7 @@ pub const ARG0: usize = 16;
 pub const ARG1: usize = 24;
 pub const ARG2: usize = 32;
 pub const ARG3: usize = 40;
+pub const ARG4: usize = 48;
 pub const RET: usize = 16;
 const EINPROGRESS: i64 = -115;
 
@@ -184,17 +185,46 @@ pub fn try_enter_close(ctx: &TracePointContext) -> Result<(), i64> {
 /// process's connections and metadata (the kernel closes its sockets without a close syscall).
 pub fn try_proc_exit(_ctx: &TracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
+    if (pid_tgid >> 32) as u32 != pid_tgid as u32 {
+        return Ok(()); // a thread, not the process
+    }
+    notify_process(EventKind::ProcExit, pid_tgid);
+    Ok(())
+}
+
+/// sched_process_exec: a new program runs; user space looks for TLS libraries in it.
+pub fn try_proc_exec(_ctx: &TracePointContext) -> Result<(), i64> {
+    notify_process(EventKind::ProcExec, bpf_get_current_pid_tgid());
+    Ok(())
+}
+
+const PROT_EXEC: u64 = 4;
+
+/// sys_enter_mmap of a file with PROT_EXEC: the dynamic loader (or dlopen) maps a library,
+/// which may be a TLS library (Python loads libssl on `import ssl`, long after exec).
+pub fn try_enter_mmap(ctx: &TracePointContext) -> Result<(), i64> {
+    // SAFETY: ARG2 (prot) and ARG4 (fd) are within sys_enter_mmap's six arguments.
+    let prot: u64 = unsafe { ctx.read_at(ARG2) }.map_err(|e| e as i64)?;
+    // SAFETY: as above.
+    let fd: i64 = unsafe { ctx.read_at(ARG4) }.map_err(|e| e as i64)?;
+    if prot & PROT_EXEC == 0 || fd < 0 {
+        return Ok(()); // anonymous or data mappings: by far the most mmaps
+    }
+    notify_process(EventKind::ProcExec, bpf_get_current_pid_tgid());
+    Ok(())
+}
+
+fn notify_process(kind: EventKind, pid_tgid: u64) {
     let pid = (pid_tgid >> 32) as u32;
-    if pid != pid_tgid as u32 || !traced(pid) {
-        return Ok(());
+    if !traced(pid) {
+        return;
     }
     // SAFETY: no preconditions.
     let ts = unsafe { bpf_ktime_get_ns() };
     let ev = ProcExitEvent {
-        header: header(EventKind::ProcExit, pid_tgid, 0, 0, ts),
+        header: header(kind, pid_tgid, 0, 0, ts),
     };
     if EVENTS.output::<ProcExitEvent>(&ev, output_flags()).is_err() {
         count(counter::RINGBUF_FULL);
     }
-    Ok(())
 }

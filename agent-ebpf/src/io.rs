@@ -51,14 +51,25 @@ pub fn try_enter(
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: ARG0..ARG3 are within every syscall enter record used here (6 args).
     let fd: u64 = unsafe { ctx.read_at(ARG0) }.map_err(|e| e as i64)?;
-    // SAFETY: lookup of a Copy value.
-    let info = match unsafe { CONNS.get(&conn_key((pid_tgid >> 32) as u32, fd as u32)) } {
-        Some(i) => *i,
+    let info = match CONNS.get_ptr_mut(&conn_key((pid_tgid >> 32) as u32, fd as u32)) {
+        Some(i) => i,
         None => return Ok(()),
     };
-    if info.flags & conn_flags::MUTED != 0 {
+    // SAFETY: a pointer to a live map value; racing writers store whole flag bytes.
+    let mut flags = unsafe { (*info).flags };
+    if flags & conn_flags::MUTED != 0 {
         return Ok(()); // user space parses nothing here: copying would be pure cost
     }
+    if crate::tls::note_socket_io(pid_tgid, fd as u32) && flags & conn_flags::RAW_OFF == 0 {
+        flags |= conn_flags::RAW_OFF;
+        // SAFETY: as above.
+        unsafe { (*info).flags = flags };
+    }
+    if flags & conn_flags::RAW_OFF != 0 {
+        return Ok(()); // ciphertext: the TLS uprobes report the plaintext
+    }
+    // SAFETY: as above.
+    let info = unsafe { *info };
     let (buf, iovcnt) = match kind {
         BufKind::Plain => {
             if syscall == Syscall::RecvFrom {
@@ -131,14 +142,22 @@ pub fn try_exit(ctx: &TracePointContext, syscall: Syscall, kind: BufKind) -> Res
     }
     // SAFETY: RET is within the sys_exit record.
     let ret: i64 = unsafe { ctx.read_at(RET) }.map_err(|e| e as i64)?;
+    emit(pid_tgid, &args, kind, ret);
+    Ok(())
+}
+
+/// Outputs one data record: header plus `min(ret, capture_bytes)` bytes from the buffer (or
+/// iovec array) in `args`. Used by the syscall exits and by the TLS uprobes.
+#[inline(always)]
+pub fn emit(pid_tgid: u64, args: &IoArgs, kind: BufKind, ret: i64) {
     if ret <= 0 {
-        return Ok(()); // EAGAIN, errors and EOF move no bytes
+        return; // EAGAIN, errors and EOF move no bytes
     }
     // SAFETY: no preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let rec = match SCRATCH.get_ptr_mut(cpu) {
         Some(r) => r,
-        None => return Ok(()),
+        None => return,
     };
     // SAFETY: `rec` points at this CPU's scratch slot; nothing else runs on it concurrently.
     let rec: &mut DataRecord = unsafe { &mut *rec };
@@ -180,7 +199,6 @@ pub fn try_exit(ctx: &TracePointContext, syscall: Syscall, kind: BufKind) -> Res
     if EVENTS.output::<[u8]>(bytes, output_flags()).is_err() {
         count(counter::RINGBUF_FULL);
     }
-    Ok(())
 }
 
 /// Copies `len` (1..=MAX_PAYLOAD) user bytes to `payload[off..]` (off < MAX_PAYLOAD). Returns the

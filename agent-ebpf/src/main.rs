@@ -12,9 +12,13 @@ mod conn;
 mod io;
 mod maps;
 mod sock;
+mod tls;
 
 use agent_common::{Direction, Syscall};
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    macros::{tracepoint, uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext, TracePointContext},
+};
 use io::BufKind;
 
 #[tracepoint]
@@ -45,6 +49,68 @@ pub fn conn_enter_close(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn proc_exit_process(ctx: TracePointContext) -> u32 {
     let _ = conn::try_proc_exit(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn proc_exec(ctx: TracePointContext) -> u32 {
+    let _ = conn::try_proc_exec(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn proc_enter_mmap(ctx: TracePointContext) -> u32 {
+    let _ = conn::try_enter_mmap(&ctx);
+    0
+}
+
+#[uprobe]
+pub fn tls_enter_ssl_read(ctx: ProbeContext) -> u32 {
+    let _ = tls::ssl_enter(&ctx, Direction::Ingress, false);
+    0
+}
+
+#[uprobe]
+pub fn tls_enter_ssl_write(ctx: ProbeContext) -> u32 {
+    let _ = tls::ssl_enter(&ctx, Direction::Egress, false);
+    0
+}
+
+#[uprobe]
+pub fn tls_enter_ssl_read_ex(ctx: ProbeContext) -> u32 {
+    let _ = tls::ssl_enter(&ctx, Direction::Ingress, true);
+    0
+}
+
+#[uprobe]
+pub fn tls_enter_ssl_write_ex(ctx: ProbeContext) -> u32 {
+    let _ = tls::ssl_enter(&ctx, Direction::Egress, true);
+    0
+}
+
+/// Attached as a uretprobe to all four SSL functions.
+#[uretprobe]
+pub fn tls_exit_ssl(ctx: RetProbeContext) -> u32 {
+    let _ = tls::ssl_exit(&ctx);
+    0
+}
+
+#[uprobe]
+pub fn tls_enter_go_read(ctx: ProbeContext) -> u32 {
+    let _ = tls::go_enter(&ctx, Direction::Ingress);
+    0
+}
+
+#[uprobe]
+pub fn tls_enter_go_write(ctx: ProbeContext) -> u32 {
+    let _ = tls::go_enter(&ctx, Direction::Egress);
+    0
+}
+
+/// Attached (as a plain uprobe) at every return instruction of Read and Write.
+#[uprobe]
+pub fn tls_exit_go(ctx: ProbeContext) -> u32 {
+    let _ = tls::go_exit(&ctx);
     0
 }
 

@@ -1,7 +1,10 @@
 //! Every map and global the programs use, in one place. Sizes here are defaults: user space
 //! resizes EVENTS, CONNS and SCRATCH before load (see `agent::ebpf::loader`).
 
-use agent_common::{counter, Config, ConnInfo, DataEvent, IoArgs, KernelOffsets, SCRATCH_PAYLOAD};
+use agent_common::{
+    counter, Config, ConnInfo, DataEvent, GoKey, GoTlsArgs, IoArgs, KernelOffsets, SslArgs, SslKey,
+    SCRATCH_PAYLOAD,
+};
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -19,6 +22,18 @@ pub static CONNS: LruHashMap<u64, ConnInfo> = LruHashMap::with_max_entries(65536
 /// Arguments of a syscall in flight, keyed by pid_tgid, from sys_enter to sys_exit.
 #[map]
 pub static ACTIVE_IO: LruHashMap<u64, IoArgs> = LruHashMap::with_max_entries(16384, 0);
+
+/// OpenSSL calls in flight, keyed by pid_tgid (see `tls`).
+#[map]
+pub static SSL_ACTIVE: LruHashMap<u64, SslArgs> = LruHashMap::with_max_entries(16384, 0);
+
+/// The socket fd each `SSL *` was seen using. LRU: `SSL *`s are freed without a probe.
+#[map]
+pub static SSL_FD: LruHashMap<SslKey, u32> = LruHashMap::with_max_entries(65536, 0);
+
+/// Go crypto/tls calls in flight, keyed by goroutine.
+#[map]
+pub static GO_ACTIVE: LruHashMap<GoKey, GoTlsArgs> = LruHashMap::with_max_entries(16384, 0);
 
 /// fd of a connect() in flight, keyed by pid_tgid.
 #[map]

@@ -20,6 +20,7 @@ use crate::enrich::{host_name, ResourceCache};
 use crate::pipeline::Pipeline;
 use crate::span::builder::{read_clock, SpanOptions};
 use crate::telemetry::{Counter, Telemetry};
+use agent_common::conn_flags;
 
 /// Processes whose metadata is cached at once.
 const RESOURCE_CACHE: usize = 4096;
@@ -99,6 +100,20 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
             && !opts.exclude_pids.contains(&pid)
             && (opts.trace_all || opts.include_pids.contains(&pid))
     };
+    let mut tls = match crate::tls::start(&mut loaded, &opts.disabled, traced, telemetry.clone()) {
+        Ok(t) => {
+            tracing::info!(
+                "TLS plaintext capture on: {} libraries/executables with probes",
+                t.attached_files()
+            );
+            Some(t)
+        }
+        Err(why) => {
+            telemetry.incr(Counter::ProbesSkipped);
+            tracing::warn!("TLS plaintext capture off: {why}");
+            None
+        }
+    };
     let seeded = seed::discover(
         traced,
         (cfg.connections.max / 2) as usize,
@@ -130,6 +145,9 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
     // timer drains the trickle in between. Well inside the pipeline's ordering hold.
     let mut drain = tokio::time::interval(Duration::from_millis(2));
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // New processes and library loads are looked at for TLS libraries in batches.
+    let mut proc_scan = tokio::time::interval(Duration::from_millis(50));
+    proc_scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let log_every = cfg.telemetry.log_interval_secs;
@@ -168,6 +186,17 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
                 }
             }
             _ = sleep_opt(wait) => {}
+            _ = proc_scan.tick() => {
+                let (execs, exits) = pipeline.take_process_changes();
+                if let Some(t) = tls.as_mut() {
+                    for pid in exits {
+                        t.process_exit(pid, &mut loaded);
+                    }
+                    for pid in execs.into_iter().filter(|&p| traced(p)) {
+                        t.scan(pid, &mut loaded);
+                    }
+                }
+            }
             _ = housekeeping.tick() => {
                 ticks += 1;
                 let k = loaded.kernel_counters();
@@ -175,6 +204,9 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
                     telemetry.set(*c, k[i]);
                 }
                 if ticks.is_multiple_of(10) {
+                    if let Some(t) = tls.as_mut() {
+                        t.reap(&mut loaded);
+                    }
                     pipeline.sweep(mono_now());
                 }
                 if log_every > 0 && ticks.is_multiple_of(log_every) {
@@ -188,8 +220,8 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         for (pid, fd) in pipeline.take_untracked() {
             loaded.untrack_connection(pid, fd);
         }
-        for (pid, fd) in pipeline.take_to_mute() {
-            if loaded.mute_connection(pid, fd) {
+        for (pid, fd, flag) in pipeline.take_to_mute() {
+            if loaded.set_connection_flag(pid, fd, flag) && flag == conn_flags::MUTED {
                 telemetry.incr(Counter::ConnsMuted);
             }
         }
@@ -218,6 +250,8 @@ const KERNEL_COUNTERS: [Counter; agent_common::counter::COUNT as usize] = [
     Counter::KernelSockReadFailed,
     Counter::KernelPayloadReadFailed,
     Counter::KernelConnInsertFailed,
+    Counter::KernelTlsUnmapped,
+    Counter::KernelGoTlsUntracked,
 ];
 
 /// The port of an OTLP endpoint URL (scheme defaults: http 80, https 443).

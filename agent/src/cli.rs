@@ -115,7 +115,10 @@ fn check(cfg: &Config) -> ExitCode {
             "not used: the tracepoint backend covers every probe"
         )
     );
-    println!("uprobes           {}", yes_no(f.uprobes, "not used yet"));
+    println!(
+        "uprobes           {}",
+        yes_no(f.uprobes, "TLS plaintext: OpenSSL, Go crypto/tls")
+    );
     let mut loaded = match loader::load(&cfg.load_options()) {
         Ok(l) => l,
         Err(e) => {
@@ -132,6 +135,41 @@ fn check(cfg: &Config) -> ExitCode {
             ProbeState::Unsupported(why) => format!("SKIPPED: {why}"),
         };
         println!("probe {:<22} {:<44} {}", s.spec.program, s.target(), state);
+    }
+    let opts = cfg.load_options();
+    let me = std::process::id();
+    let traced = |pid: u32| {
+        pid != me
+            && !opts.exclude_pids.contains(&pid)
+            && (opts.trace_all || opts.include_pids.contains(&pid))
+    };
+    let telemetry = std::sync::Arc::new(crate::telemetry::Telemetry::new());
+    match crate::tls::start(&mut loaded, &opts.disabled, traced, telemetry) {
+        Err(why) => println!("tls               OFF: {why}"),
+        Ok(t) => {
+            let report = t.report();
+            println!(
+                "tls               on: {} files with probes; processes with a TLS library: {}",
+                t.attached_files(),
+                report.len()
+            );
+            for r in report {
+                for (path, finding) in &r.files {
+                    let state = match finding {
+                        crate::tls::Finding::Traced { .. } => "traced".to_owned(),
+                        crate::tls::Finding::NotTraced { reason, .. } => {
+                            format!("NOT traced: {reason}")
+                        }
+                    };
+                    println!(
+                        "tls pid {:<8} {:<16} {:<28} {path}: {state}",
+                        r.pid,
+                        r.comm,
+                        finding.library()
+                    );
+                }
+            }
+        }
     }
     let works = tracing_works(&loaded.statuses);
     let _ = loaded.kernel_counters();

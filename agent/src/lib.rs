@@ -17,3 +17,4 @@ pub mod pipeline;
 pub mod protocol;
 pub mod span;
 pub mod telemetry;
+pub mod tls;

@@ -11,7 +11,7 @@
 //! Everything downstream (conn → protocol → span → export) is called from here, synchronously.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashSet};
 use std::sync::Arc;
 
 use agent_common::{ConnCloseEvent, ConnOpenEvent, DataEvent, EventHeader, Role};
@@ -27,6 +27,8 @@ use crate::telemetry::{Counter, Telemetry};
 pub const HOLD_NS: u64 = 3_000_000;
 /// Pooled payload buffers kept for reuse.
 const POOL_MAX: usize = 1024;
+/// Processes waiting to be looked at for TLS libraries (exec/exit notices between two looks).
+const MAX_PENDING_PROCS: usize = 4096;
 
 enum Owned {
     Open(ConnOpenEvent),
@@ -69,6 +71,10 @@ pub struct Pipeline<R: Resources, S: SpanSink> {
     telemetry: Arc<Telemetry>,
     /// (pid, fd) of connections user space dropped, for the kernel table.
     untrack: Vec<(u32, u32)>,
+    /// Processes that exec'd or mapped an executable file, and processes that exited, since the
+    /// last `take_process_changes` (for the TLS library tracker). Bounded: see `push`.
+    execs: HashSet<u32>,
+    exits: Vec<u32>,
     /// Port of this agent's OTLP endpoint, when it may be on this node.
     export_port: Option<u16>,
     scratch: Vec<(ConnMeta, crate::protocol::L7Event)>,
@@ -92,6 +98,8 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
             sink,
             telemetry,
             untrack: Vec::new(),
+            execs: HashSet::new(),
+            exits: Vec::new(),
             export_port: None,
             scratch: Vec::new(),
         }
@@ -114,6 +122,7 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
                 local: s.local,
                 remote: s.remote,
                 comm: s.comm,
+                tls: false,
             };
             self.conns.open(meta, now_ns, &mut self.scratch);
             self.telemetry.incr(Counter::ConnsSeeded);
@@ -137,6 +146,15 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
             Event::ConnOpen(o) => Owned::Open(o),
             Event::ConnClose(c) => Owned::Close(c),
             Event::ProcExit(h) => Owned::Exit(h),
+            Event::ProcExec(h) => {
+                // Not ordered with the rest: only says "look at this process's mappings".
+                if self.execs.len() < MAX_PENDING_PROCS {
+                    self.execs.insert(h.pid);
+                } else {
+                    self.telemetry.incr(Counter::ProcScansDropped);
+                }
+                return;
+            }
             Event::Data(d, p) => {
                 let mut buf = self.pool.pop().unwrap_or_default();
                 buf.clear();
@@ -183,6 +201,7 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
                     local: o.local,
                     remote: o.remote,
                     comm: o.comm,
+                    tls: false,
                 };
                 // Read the process's metadata now, while it surely runs: a short-lived client
                 // may be gone by the time its span ends.
@@ -205,6 +224,9 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
             Owned::Exit(h) => {
                 let fds = self.conns.process_exit(h.pid, h.ts_ns, &mut self.scratch);
                 self.untrack.extend(fds);
+                if self.exits.len() < MAX_PENDING_PROCS {
+                    self.exits.push(h.pid);
+                }
                 // Pids are reused: the next process with this pid gets fresh metadata.
                 self.resources.forget(h.pid);
                 self.spans.process_exit(h.pid);
@@ -235,8 +257,17 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
     }
 
     /// Connections to stop copying payload for, since the last call.
-    pub fn take_to_mute(&mut self) -> Vec<(u32, u32)> {
+    pub fn take_to_mute(&mut self) -> Vec<(u32, u32, u8)> {
         self.conns.take_to_mute()
+    }
+
+    /// Processes that exec'd or loaded a library, and processes that exited, since the last
+    /// call.
+    pub fn take_process_changes(&mut self) -> (Vec<u32>, Vec<u32>) {
+        (
+            self.execs.drain().collect(),
+            std::mem::take(&mut self.exits),
+        )
     }
 
     /// Connections dropped since the last call, for removal from the kernel's table.

@@ -33,6 +33,8 @@ counters! {
     KernelSockReadFailed => "agent_kernel_socket_reads_failed_total", "sockets whose kernel struct could not be read at connect/accept";
     KernelPayloadReadFailed => "agent_kernel_payload_reads_failed_total", "payload copies from user memory that failed";
     KernelConnInsertFailed => "agent_kernel_conn_inserts_failed_total", "connections the kernel could not add to its table";
+    KernelTlsUnmapped => "agent_kernel_tls_unmapped_total", "OpenSSL reads/writes on an SSL session whose socket was never seen (plaintext dropped)";
+    KernelGoTlsUntracked => "agent_kernel_go_tls_untracked_total", "Go crypto/tls calls on a connection that is not a tracked TCP socket (plaintext dropped)";
     // Event reader.
     EventsRead => "agent_events_read_total", "ring-buffer records read";
     EventsMalformed => "agent_events_malformed_total", "ring-buffer records with a bad kind, version or length";
@@ -42,6 +44,12 @@ counters! {
     ConnsClosed => "agent_connections_closed_total", "connections closed by their process";
     ConnsEvicted => "agent_connections_evicted_total", "connections dropped for idleness or because the table was full";
     ConnsMuted => "agent_connections_muted_total", "connections whose payload the kernel stopped copying (nothing to parse)";
+    TlsHandshakesSeen => "agent_tls_handshakes_seen_total", "connections whose bytes began with a TLS record (ciphertext is not copied)";
+    ConnsTls => "agent_connections_tls_total", "connections parsed from TLS plaintext captured by the TLS library probes";
+    TlsFilesAttached => "agent_tls_files_attached_total", "libraries/executables with a TLS library the uprobes were attached to";
+    TlsFilesDetached => "agent_tls_files_detached_total", "TLS libraries/executables detached after their last process exited";
+    ProcScansDropped => "agent_process_scans_dropped_total", "new processes not looked at for TLS libraries because too many started at once";
+    TlsAttachFailed => "agent_tls_attach_failures_total", "TLS libraries/executables found but not traced (see the log and `agent check`)";
     ConnsSeeded => "agent_connections_discovered_procfs_total", "pre-existing connections found in procfs at start";
     DataForUnknownConn => "agent_data_events_unknown_connection_total", "data records for a connection user space never saw open";
     StreamBufferOverflow => "agent_stream_buffer_overflows_total", "per-direction buffers that exceeded their bound and were reset";

@@ -104,7 +104,7 @@ fn run_case(family: &str) {
                 Event::ConnOpen(o) => opens.push(o),
                 Event::ConnClose(c) => closes.push(c),
                 Event::Data(d, p) => data.push((d, p.to_vec())),
-                Event::ProcExit(_) => {}
+                Event::ProcExit(_) | Event::ProcExec(_) => {}
             },
             None => std::thread::sleep(Duration::from_millis(10)),
         }
@@ -254,7 +254,7 @@ print("done", flush=True)
         .iter()
         .any(|(c, b)| *c == conn && b == b"before-mute"));
     assert!(
-        loaded.mute_connection(pid, client_fd),
+        loaded.set_connection_flag(pid, client_fd, agent_common::conn_flags::MUTED),
         "the kernel tracks the connection"
     );
     stdin.write_all(b"go\n").unwrap();
@@ -279,7 +279,7 @@ print("done", flush=True)
     );
     assert!(closed.contains(&conn), "close still reported");
     assert!(
-        !loaded.mute_connection(pid, client_fd),
+        !loaded.set_connection_flag(pid, client_fd, agent_common::conn_flags::MUTED),
         "closed connections are gone from the kernel table"
     );
 }
@@ -314,4 +314,118 @@ impl Seen {
             }
         }
     }
+}
+
+/// OpenSSL plaintext through the uprobes: a Python process (CPython's ssl module calls
+/// SSL_read_ex/SSL_write_ex in libssl.so.3) runs a TLS server and client. The plaintext both
+/// sides moved arrives as TlsWrite/TlsRead records of the right connections, whole and in
+/// order; the ciphertext of those connections is not copied once the first SSL call has used
+/// the socket; no SSL call was left without its socket.
+#[test]
+#[ignore = "needs root and a kernel with BPF syscall tracepoints and uprobes; run by `cargo xtask test`"]
+fn captures_openssl_plaintext_and_not_its_ciphertext() {
+    const TLS_CHILD: &str = r#"
+import os, socket, ssl, subprocess, sys, tempfile, threading
+d = tempfile.mkdtemp()
+subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                "-keyout", d + "/k.pem", "-out", d + "/c.pem", "-subj", "/CN=localhost",
+                "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); sctx.load_cert_chain(d + "/c.pem", d + "/k.pem")
+cctx = ssl.create_default_context(cafile=d + "/c.pem")
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+print(srv.getsockname()[1], flush=True)
+sys.stdin.readline()
+def serve():
+    c, _ = srv.accept()
+    s = sctx.wrap_socket(c, server_side=True)
+    req = b""
+    while not req.endswith(b"\r\n\r\n"):
+        req += s.recv(4096)
+    s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret")
+    s.recv(10); s.close()
+t = threading.Thread(target=serve); t.start()
+cl = cctx.wrap_socket(socket.create_connection(("127.0.0.1", srv.getsockname()[1])),
+                      server_hostname="127.0.0.1")
+print(cl.fileno(), flush=True)
+cl.sendall(b"GET /private HTTP/1.1\r\nHost: x\r\n\r\n")
+got = b""
+while not got.endswith(b"secret"):
+    got += cl.recv(4096)
+cl.close(); t.join()
+print("done", flush=True)
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", TLS_CHILD])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let pid = child.id();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let mut loaded = load_tracing_only(pid);
+    let telemetry = std::sync::Arc::new(agent::telemetry::Telemetry::new());
+    let tls =
+        agent::tls::start(&mut loaded, &[], |p| p == pid, telemetry).expect("TLS probes load");
+    assert!(
+        tls.report().iter().any(|r| r.pid == pid
+            && matches!(
+                r.files.first(),
+                Some((_, agent::tls::Finding::Traced { .. }))
+            )),
+        "libssl found and traced in the child: {:?}",
+        tls.report()
+    );
+    let mut ring = loaded.take_events().unwrap();
+    child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let client_fd: u32 = line.trim().parse().unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "done");
+    assert!(child.wait().unwrap().success());
+
+    let mut data: Vec<(agent_common::DataEvent, Vec<u8>)> = Vec::new();
+    let mut client_conn = None;
+    let mut closes = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while closes < 2 && Instant::now() < deadline {
+        match ring.next() {
+            Some(item) => match decode(&item).expect("well-formed record") {
+                Event::ConnOpen(o) if o.fd == client_fd && o.role == Role::Client as u8 => {
+                    client_conn = Some(o.header.conn_id)
+                }
+                Event::Data(d, p) => data.push((d, p.to_vec())),
+                Event::ConnClose(_) => closes += 1,
+                _ => {}
+            },
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    let client_conn = client_conn.expect("client connection opened");
+    let plain = |dir: Syscall, client: bool| -> Vec<u8> {
+        data.iter()
+            .filter(|(d, _)| d.syscall == dir as u8 && (d.header.conn_id == client_conn) == client)
+            .flat_map(|(_, p)| p.iter().copied())
+            .collect()
+    };
+    let request = b"GET /private HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+    let response = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret".to_vec();
+    assert_eq!(plain(Syscall::TlsWrite, true), request);
+    assert_eq!(plain(Syscall::TlsRead, false), request);
+    assert_eq!(plain(Syscall::TlsWrite, false), response);
+    assert_eq!(plain(Syscall::TlsRead, true), response);
+    // Raw records of these connections are handshake ciphertext only: never the plaintext.
+    for (d, p) in &data {
+        if !Syscall::is_tls(d.syscall) {
+            assert!(
+                !p.windows(8).any(|w| w == b"/private" || w == b"OK\r\nCont"),
+                "plaintext in a syscall record: {d:?}"
+            );
+        }
+    }
+    let k = loaded.kernel_counters();
+    assert_eq!(k[agent_common::counter::TLS_UNMAPPED as usize], 0, "{k:?}");
 }

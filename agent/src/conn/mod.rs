@@ -10,7 +10,7 @@
 //! evicted in batches when full), at most `max_buffer_bytes` unconsumed bytes per direction
 //! (beyond it the connection's parser is reset), and idle connections are swept.
 
-use agent_common::{DataEvent, Direction, Role, SockAddr};
+use agent_common::{conn_flags, DataEvent, Direction, Role, SockAddr, Syscall};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -31,6 +31,8 @@ pub struct ConnMeta {
     pub remote: SockAddr,
     /// The process's comm when the connection opened (NUL-padded), see `ConnOpenEvent::comm`.
     pub comm: [u8; 16],
+    /// The bytes parsed are TLS plaintext from the process's TLS library (https, not http).
+    pub tls: bool,
 }
 
 impl ConnMeta {
@@ -51,6 +53,9 @@ enum ParseState {
     Active(Box<ConnParser>),
     /// Not a protocol we parse: its bytes are dropped on arrival.
     Ignored,
+    /// TLS records: the ciphertext is dropped; parsing starts with the first plaintext the TLS
+    /// library uprobes report (never, if the process's TLS library is not traced).
+    AwaitPlaintext,
 }
 
 #[derive(Debug)]
@@ -92,8 +97,9 @@ pub struct ConnTable {
     limits: Limits,
     telemetry: Arc<Telemetry>,
     errors: Vec<ParseError>,
-    /// (pid, fd) of connections newly ignored, for the kernel to stop copying their payload.
-    to_mute: Vec<(u32, u32)>,
+    /// (pid, fd, `conn_flags` bit) for the kernel: MUTED for connections newly ignored (stop
+    /// copying their payload), RAW_OFF for TLS ones (stop copying their ciphertext).
+    to_mute: Vec<(u32, u32, u8)>,
 }
 
 impl ConnTable {
@@ -161,7 +167,8 @@ impl ConnTable {
             if !matches!(c.state, ParseState::Ignored) {
                 c.state = ParseState::Ignored;
                 c.bufs = [Vec::new(), Vec::new()];
-                self.to_mute.push((c.meta.pid, c.meta.fd));
+                self.to_mute
+                    .push((c.meta.pid, c.meta.fd, conn_flags::MUTED));
             }
         }
     }
@@ -251,8 +258,9 @@ impl ConnTable {
         true
     }
 
-    /// Connections ignored since the last call: the kernel can stop copying their payload.
-    pub fn take_to_mute(&mut self) -> Vec<(u32, u32)> {
+    /// Connections ignored (or found to carry TLS) since the last call, with the flag the
+    /// kernel should set: it can stop copying their payload (or ciphertext).
+    pub fn take_to_mute(&mut self) -> Vec<(u32, u32, u8)> {
         std::mem::take(&mut self.to_mute)
     }
 
@@ -270,6 +278,21 @@ impl ConnTable {
         self.telemetry
             .add(Counter::BytesCaptured, payload.len() as u64);
         c.last_ns = d.header.ts_ns;
+        if Syscall::is_tls(d.syscall) {
+            if !c.meta.tls {
+                // The first plaintext: whatever the raw bytes were parsed as (a TLS handshake,
+                // PostgreSQL's SSLRequest) is over; the conversation starts here.
+                c.meta.tls = true;
+                c.state = ParseState::Detecting;
+                c.bufs = [Vec::new(), Vec::new()];
+                self.telemetry.incr(Counter::ConnsTls);
+                self.to_mute
+                    .push((c.meta.pid, c.meta.fd, conn_flags::RAW_OFF));
+            }
+        } else if c.meta.tls {
+            // Ciphertext copied before the kernel learnt the socket carries TLS.
+            return;
+        }
         let ctx = SegmentCtx {
             tid: d.header.tid,
             first_ns: if dir == Direction::Egress {
@@ -282,6 +305,7 @@ impl ConnTable {
         let missing = u64::from(d.orig_len.saturating_sub(d.len));
         let mut evs = Vec::new();
         let was_ignored = matches!(c.state, ParseState::Ignored);
+        let was_awaiting = matches!(c.state, ParseState::AwaitPlaintext);
         feed(
             c,
             dir,
@@ -294,7 +318,12 @@ impl ConnTable {
             &mut self.errors,
         );
         if !was_ignored && matches!(c.state, ParseState::Ignored) {
-            self.to_mute.push((c.meta.pid, c.meta.fd));
+            self.to_mute
+                .push((c.meta.pid, c.meta.fd, conn_flags::MUTED));
+        }
+        if !was_awaiting && matches!(c.state, ParseState::AwaitPlaintext) {
+            self.to_mute
+                .push((c.meta.pid, c.meta.fd, conn_flags::RAW_OFF));
         }
         for e in self.errors.drain(..) {
             tracing::debug!(conn = c.meta.conn_id, "parse error: {e}");
@@ -350,6 +379,11 @@ fn feed(
                     );
                 }
                 parse_into(c, dir, &now, missing, ctx, max_buf, telemetry, out, errors);
+            }
+            Detected::Tls if !c.meta.tls => {
+                telemetry.incr(Counter::TlsHandshakesSeen);
+                c.state = ParseState::AwaitPlaintext;
+                c.bufs = [Vec::new(), Vec::new()];
             }
             Detected::NeedMore if missing == 0 && buf.len() <= MAX_DETECT_BYTES => {}
             _ => {

@@ -14,6 +14,7 @@ fn meta(id: u64, pid: u32, role: Role, l: u16, r: u16) -> ConnMeta {
         local: addr(l),
         remote: addr(r),
         comm: [0; 16],
+        tls: false,
     }
 }
 
@@ -104,15 +105,90 @@ fn unknown_protocol_is_ignored_and_data_for_unknown_conn_counted() {
     let mut t = table(16);
     let mut out = Vec::new();
     t.open(meta(1, 7, Role::Client, 40001, 443), 0, &mut out);
-    // A TLS ClientHello record start is no protocol we parse.
-    let tls = [0x16u8, 3, 1, 2, 0, 1, 0, 1];
-    t.data(&data(1, Direction::Egress, 1, 8, 8), &tls, &mut out);
-    t.data(&data(1, Direction::Egress, 2, 8, 8), &tls, &mut out);
+    // An SSH banner is no protocol we parse.
+    let ssh = *b"SSH-2.0-";
+    t.data(&data(1, Direction::Egress, 1, 8, 8), &ssh, &mut out);
+    t.data(&data(1, Direction::Egress, 2, 8, 8), &ssh, &mut out);
     assert!(out.is_empty());
     assert_eq!(t.telemetry.get(Counter::ProtocolUnknown), 1);
     // ...and the kernel is asked, once, to stop copying its payload.
-    assert_eq!(t.take_to_mute(), vec![(7, 1)]);
+    assert_eq!(t.take_to_mute(), vec![(7, 1, conn_flags::MUTED)]);
     assert!(t.take_to_mute().is_empty());
-    t.data(&data(99, Direction::Egress, 3, 8, 8), &tls, &mut out);
+    t.data(&data(99, Direction::Egress, 3, 8, 8), &ssh, &mut out);
     assert_eq!(t.telemetry.get(Counter::DataForUnknownConn), 1);
+}
+
+fn tls_data(id: u64, dir: Direction, ts: u64, payload: &[u8]) -> DataEvent {
+    let mut d = data(id, dir, ts, payload.len() as u32, payload.len() as u32);
+    d.syscall = if dir == Direction::Ingress {
+        Syscall::TlsRead as u8
+    } else {
+        Syscall::TlsWrite as u8
+    };
+    d
+}
+
+#[test]
+fn tls_connection_waits_for_plaintext_and_parses_it() {
+    let mut t = table(16);
+    let mut out = Vec::new();
+    t.open(meta(1, 7, Role::Client, 40001, 443), 0, &mut out);
+    // The ClientHello: ciphertext from now on, but NOT muted (the plaintext probes need it).
+    let hello = [0x16u8, 3, 1, 0, 0x40, 1, 0, 0, 0x3c, 3, 3];
+    t.data(&data(1, Direction::Egress, 1, 11, 11), &hello, &mut out);
+    assert_eq!(t.take_to_mute(), vec![(7, 1, conn_flags::RAW_OFF)]);
+    assert_eq!(t.telemetry.get(Counter::TlsHandshakesSeen), 1);
+    // More ciphertext (server hello) is dropped without a look.
+    t.data(
+        &data(1, Direction::Ingress, 2, 8, 8),
+        &[0x17, 3, 3, 0, 3, 1, 2, 3],
+        &mut out,
+    );
+    assert_eq!(t.telemetry.get(Counter::ProtocolUnknown), 0);
+    // Plaintext from SSL_write / SSL_read.
+    let req = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    t.data(&tls_data(1, Direction::Egress, 3, req), req, &mut out);
+    assert!(t.meta(1).unwrap().tls, "the spans say https");
+    // Ciphertext a syscall captured before the kernel knew is dropped, not parsed.
+    t.data(
+        &data(1, Direction::Ingress, 4, 8, 8),
+        &[0x17, 3, 3, 0, 3, 9, 9, 9],
+        &mut out,
+    );
+    let resp = b"HTTP/1.1 204 No Content\r\n\r\n";
+    t.data(&tls_data(1, Direction::Ingress, 5, resp), resp, &mut out);
+    assert_eq!(t.telemetry.get(Counter::ConnsTls), 1);
+    assert_eq!(t.telemetry.get(Counter::Http1ParseErrors), 0);
+    assert!(
+        out.iter()
+            .any(|(m, e)| m.tls && matches!(e, L7Event::ExchangeEnd { .. })),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn plaintext_after_postgres_ssl_request_starts_over() {
+    let mut t = table(16);
+    let mut out = Vec::new();
+    t.open(meta(1, 7, Role::Client, 40001, 5432), 0, &mut out);
+    // SSLRequest, answered 'S': the PostgreSQL parser stops at the encryption.
+    let ssl_request = [0u8, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+    t.data(&data(1, Direction::Egress, 1, 8, 8), &ssl_request, &mut out);
+    t.data(&data(1, Direction::Ingress, 2, 1, 1), b"S", &mut out);
+    // The StartupMessage arrives as plaintext: detected afresh as PostgreSQL.
+    let mut startup = Vec::new();
+    let params = b"user\0u\0database\0d\0\0";
+    startup.extend_from_slice(&((8 + params.len()) as u32).to_be_bytes());
+    startup.extend_from_slice(&0x0003_0000u32.to_be_bytes());
+    startup.extend_from_slice(params);
+    t.data(
+        &tls_data(1, Direction::Egress, 3, &startup),
+        &startup,
+        &mut out,
+    );
+    assert!(t.meta(1).unwrap().tls);
+    assert!(matches!(
+        t.conns.get(&1).unwrap().state,
+        ParseState::Active(ref p) if matches!(**p, ConnParser::Postgres(_))
+    ));
 }

@@ -17,6 +17,8 @@ pub enum Event<'a> {
     ConnClose(ConnCloseEvent),
     Data(DataEvent, &'a [u8]),
     ProcExit(EventHeader),
+    /// A process exec'd or mapped an executable file (see `EventKind::ProcExec`).
+    ProcExec(EventHeader),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +55,7 @@ pub fn decode(buf: &[u8]) -> Result<Event<'_>, DecodeError> {
         EventKind::ConnOpen => Ok(Event::ConnOpen(read(buf)?)),
         EventKind::ConnClose => Ok(Event::ConnClose(read(buf)?)),
         EventKind::ProcExit => Ok(Event::ProcExit(read::<ProcExitEvent>(buf)?.header)),
+        EventKind::ProcExec => Ok(Event::ProcExec(read::<ProcExitEvent>(buf)?.header)),
         EventKind::Data => {
             let d: DataEvent = read(buf)?;
             let payload = &buf[size_of::<DataEvent>()..];
@@ -73,7 +76,7 @@ impl Event<'_> {
             Event::ConnOpen(e) => &e.header,
             Event::ConnClose(e) => &e.header,
             Event::Data(e, _) => &e.header,
-            Event::ProcExit(h) => h,
+            Event::ProcExit(h) | Event::ProcExec(h) => h,
         }
     }
 

@@ -6,9 +6,10 @@ use agent_common::{
     conn_key, counter, pid_filter, Config as KConfig, ConnInfo, IoArgs, KernelOffsets, MAX_PAYLOAD,
 };
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::TracePoint;
+use aya::programs::uprobe::{UProbeLinkId, UProbeScope};
+use aya::programs::{TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use super::btf;
@@ -34,6 +35,18 @@ pub enum LoadError {
     MissingMap(&'static str),
 }
 
+/// The TLS uprobe programs in the object (see agent-ebpf's `tls` module).
+pub const UPROBE_PROGRAMS: [&str; 8] = [
+    "tls_enter_ssl_read",
+    "tls_enter_ssl_write",
+    "tls_enter_ssl_read_ex",
+    "tls_enter_ssl_write_ex",
+    "tls_exit_ssl",
+    "tls_enter_go_read",
+    "tls_enter_go_write",
+    "tls_exit_go",
+];
+
 /// What to load with.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -53,6 +66,9 @@ pub struct LoadOptions {
 
 pub struct Loaded {
     ebpf: Ebpf,
+    /// Uprobe links by the handle `attach_uprobe` gave out.
+    uprobe_links: HashMap<u64, (&'static str, UProbeLinkId)>,
+    next_link: u64,
     pub statuses: Vec<ProbeStatus>,
     pub features: KernelFeatures,
 }
@@ -148,6 +164,8 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     let statuses = attach_all(&mut ebpf, &features, &opts.disabled);
     Ok(Loaded {
         ebpf,
+        uprobe_links: HashMap::new(),
+        next_link: 0,
         statuses,
         features,
     })
@@ -254,16 +272,17 @@ impl Loaded {
         active.insert(pid_tgid, args, 1).is_ok()
     }
 
-    /// Stops payload capture for a connection user space parses nothing on. Returns false if
-    /// the kernel no longer tracks it (closed, or evicted from its LRU table).
-    pub fn mute_connection(&mut self, pid: u32, fd: u32) -> bool {
+    /// Sets a `conn_flags` bit on a connection: MUTED stops payload capture for a connection
+    /// user space parses nothing on, RAW_OFF stops copying a TLS connection's ciphertext.
+    /// Returns false if the kernel no longer tracks it (closed, or evicted from its LRU table).
+    pub fn set_connection_flag(&mut self, pid: u32, fd: u32, flag: u8) -> bool {
         let Ok(mut conns) = map::<BpfHashMap<_, u64, ConnInfo>>(&mut self.ebpf, "CONNS") else {
             return false;
         };
         let key = conn_key(pid, fd);
         match conns.get(&key, 0) {
             Ok(mut info) => {
-                info.flags |= agent_common::conn_flags::MUTED;
+                info.flags |= flag;
                 // BPF_EXIST: never re-create an entry the kernel dropped meanwhile.
                 conns.insert(key, info, 2).is_ok()
             }
@@ -275,6 +294,66 @@ impl Loaded {
     pub fn untrack_connection(&mut self, pid: u32, fd: u32) {
         if let Ok(mut conns) = map::<BpfHashMap<_, u64, ConnInfo>>(&mut self.ebpf, "CONNS") {
             let _ = conns.remove(&conn_key(pid, fd));
+        }
+    }
+
+    /// Loads the TLS uprobe programs (once; attaching happens per library, see `crate::tls`).
+    /// Returns one line per program that could not be loaded.
+    pub fn load_uprobes(&mut self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for name in UPROBE_PROGRAMS {
+            let r = match self.ebpf.program_mut(name) {
+                None => Err(format!("program {name} missing from the object")),
+                Some(p) => match <&mut UProbe>::try_from(p) {
+                    Err(e) => Err(format!("{name}: {e}")),
+                    Ok(u) => u
+                        .load()
+                        .map_err(|e| format!("verifier rejected {name}: {}", error_chain(&e))),
+                },
+            };
+            if let Err(e) = r {
+                errors.push(e);
+            }
+        }
+        errors
+    }
+
+    /// Attaches a loaded uprobe program at a file offset in `target`, for every process that
+    /// maps that file (the kernel keys uprobes by inode).
+    pub fn attach_uprobe(
+        &mut self,
+        program: &'static str,
+        target: &Path,
+        file_offset: u64,
+    ) -> Result<u64, String> {
+        let prog = self
+            .ebpf
+            .program_mut(program)
+            .ok_or_else(|| format!("program {program} missing from the object"))?;
+        let u: &mut UProbe = prog.try_into().map_err(|e| format!("{program}: {e}"))?;
+        let link = u
+            .attach(file_offset, target, UProbeScope::AllProcesses)
+            .map_err(|e| {
+                format!(
+                    "attach {program} to {}+{file_offset:#x}: {}",
+                    target.display(),
+                    error_chain(&e)
+                )
+            })?;
+        self.next_link += 1;
+        self.uprobe_links.insert(self.next_link, (program, link));
+        Ok(self.next_link)
+    }
+
+    /// Detaches what `attach_uprobe` attached (the handle it returned).
+    pub fn detach_uprobe(&mut self, handle: u64) {
+        let Some((program, link)) = self.uprobe_links.remove(&handle) else {
+            return;
+        };
+        if let Some(prog) = self.ebpf.program_mut(program) {
+            if let Ok(u) = <&mut UProbe>::try_from(prog) {
+                let _ = u.detach(link);
+            }
         }
     }
 

@@ -92,6 +92,15 @@ pub const PROBES: &[ProbeSpec] = &[
         "process_exit",
         false
     ),
+    // New programs and library loads: where TLS libraries to put uprobes on show up.
+    tp!("proc_exec", "sched", "sched_process_exec", "tls", false),
+    tp!(
+        "proc_enter_mmap",
+        "syscalls",
+        "sys_enter_mmap",
+        "tls",
+        false
+    ),
     tp!("data_exit_read", "syscalls", "sys_exit_read", "read", true),
     tp!(
         "data_enter_read",

@@ -269,8 +269,28 @@ pub enum Detected {
     Parser(Box<ConnParser>),
     /// Some protocol might still match with more bytes.
     NeedMore,
+    /// A TLS record (handshake or alert): the plaintext may come from the TLS library probes.
+    Tls,
     /// No protocol we parse.
     Unsupported,
+}
+
+/// Whether `bytes` start with a TLS record header (RFC 8446 §5.1: content type handshake (22)
+/// or alert (21), legacy version 3.x with x <= 4, a length within the record limit). `None`:
+/// too few bytes to tell, but they could be one.
+fn looks_like_tls(bytes: &[u8]) -> Option<bool> {
+    match bytes {
+        [] => None,
+        [t, ..] if *t != 22 && *t != 21 => Some(false),
+        [_] | [_, _] | [_, _, _] | [_, _, _, _] => match bytes.get(1..3) {
+            Some([3, v]) if *v <= 4 => None,
+            Some(_) => Some(false),
+            None if bytes.get(1).is_none_or(|&b| b == 3) => None,
+            None => Some(false),
+        },
+        [_, 3, v, hi, lo, ..] => Some(*v <= 4 && u16::from_be_bytes([*hi, *lo]) <= 16384 + 2048),
+        _ => Some(false),
+    }
 }
 
 /// The parser attached to one connection.
@@ -287,6 +307,11 @@ impl ConnParser {
     /// Cheap signatures only, cheapest and most common first; the full parse happens in
     /// [`ConnParser::parse`].
     pub fn detect(dir: Direction, role: Role, bytes: &[u8]) -> Detected {
+        match looks_like_tls(bytes) {
+            Some(true) => return Detected::Tls,
+            None => return Detected::NeedMore,
+            Some(false) => {}
+        }
         let mut need_more = false;
         let tries: [(DetectFn, NewFn); 4] = [
             (http1::detect, |d| {
@@ -369,5 +394,38 @@ impl ConnParser {
             ConnParser::Postgres(p) => p.close(ts_ns, out),
             ConnParser::Amqp(p) => p.close(ts_ns, out),
         }
+    }
+}
+
+#[cfg(test)]
+mod detect_tests {
+    use super::*;
+
+    #[test]
+    fn tls_records_are_told_apart_from_every_parsed_protocol() {
+        let hello = [22u8, 3, 1, 0x02, 0x00, 1, 0, 1, 0xfc, 3, 3];
+        for n in 1..5 {
+            assert!(
+                looks_like_tls(&hello[..n]).is_none(),
+                "prefix {n} undecided"
+            );
+        }
+        assert_eq!(looks_like_tls(&hello), Some(true));
+        assert_eq!(looks_like_tls(&[21, 3, 3, 0, 2, 2, 40]), Some(true)); // alert
+        assert_eq!(looks_like_tls(&[22, 3, 9, 0, 2]), Some(false)); // no such version
+        assert_eq!(looks_like_tls(&[22, 3, 3, 0xff, 0xff]), Some(false)); // too long
+        assert_eq!(looks_like_tls(&[22, 2]), Some(false));
+        for other in [
+            &b"GET / HTTP/1.1\r\n"[..],
+            b"PRI * HTTP/2.0\r\n",
+            b"AMQP\x00\x00\x09\x01",
+            &[0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f],
+        ] {
+            assert_eq!(looks_like_tls(other), Some(false), "{other:?}");
+        }
+        assert!(matches!(
+            ConnParser::detect(Direction::Egress, Role::Client, &hello),
+            Detected::Tls
+        ));
     }
 }

@@ -27,6 +27,7 @@ fn meta(id: u64, pid: u32, role: Role, l: u16, r: u16) -> ConnMeta {
         local: addr(l),
         remote: addr(r),
         comm: [0; 16],
+        tls: false,
     }
 }
 

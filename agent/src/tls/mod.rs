@@ -1,0 +1,439 @@
+//! TLS libraries in running processes: finding them, attaching the plaintext uprobes to each
+//! distinct file once, detaching when the last process using it is gone.
+//!
+//! Owns: which files (by device and inode: a container's own libssl is a different file from
+//! the host's) have been looked at, what they contain ([`inspect`]), the uprobe links attached
+//! to them, and which processes map them. Does not own: what the probes do (agent-ebpf's `tls`)
+//! or how plaintext is parsed (it arrives as ordinary data records, see `crate::conn`).
+//!
+//! Processes are looked at when the agent starts (all of /proc), and afterwards when the kernel
+//! reports that one exec'd or mapped an executable file (`EventKind::ProcExec`: the dynamic
+//! loader, or `dlopen` — Python maps libssl only on `import ssl`). Only the executable and
+//! libraries whose name says TLS (`ssl`, `grpc`) are inspected, each file once, so a busy node
+//! pays for a `/proc/<pid>/maps` read per new process and nothing per event.
+//!
+//! Uprobes are attached per file for every process that maps it (the kernel keys them by
+//! inode), through `/proc/<pid>/root/<path>` so files inside containers resolve.
+
+pub mod inspect;
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::telemetry::{Counter, Telemetry};
+use inspect::TlsRuntime;
+
+/// Files remembered (TLS or not) before the ones no live process maps are forgotten.
+const MAX_FILES: usize = 8192;
+
+/// Where uprobes go: the loaded eBPF object in the agent, a recorder in tests. `attach`
+/// returns a handle for `detach`.
+pub trait UprobeAttacher {
+    fn attach(
+        &mut self,
+        program: &'static str,
+        target: &Path,
+        file_offset: u64,
+    ) -> Result<u64, String>;
+    fn detach(&mut self, link: u64);
+}
+
+impl UprobeAttacher for crate::ebpf::loader::Loaded {
+    fn attach(
+        &mut self,
+        program: &'static str,
+        target: &Path,
+        file_offset: u64,
+    ) -> Result<u64, String> {
+        self.attach_uprobe(program, target, file_offset)
+    }
+
+    fn detach(&mut self, link: u64) {
+        self.detach_uprobe(link)
+    }
+}
+
+/// (st_dev, st_ino) of a file.
+type FileId = (u64, u64);
+
+/// What was found in one file and whether it is traced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finding {
+    /// The uprobes are attached.
+    Traced { library: String },
+    /// A TLS library the agent cannot trace, and why.
+    NotTraced { library: String, reason: String },
+}
+
+impl Finding {
+    pub fn library(&self) -> &str {
+        match self {
+            Finding::Traced { library } | Finding::NotTraced { library, .. } => library,
+        }
+    }
+}
+
+struct FileState {
+    /// The path as the process sees it (for reports).
+    path: String,
+    /// Where the agent opens it (`/proc/<pid>/root/<path>` of a process that maps it).
+    open_path: PathBuf,
+    /// None: no TLS library in this file.
+    runtime: Option<TlsRuntime>,
+    /// Attach error of the last try, if the runtime is traceable but attaching failed.
+    error: Option<String>,
+    links: Vec<u64>,
+    pids: HashSet<u32>,
+}
+
+impl FileState {
+    fn finding(&self) -> Option<Finding> {
+        let rt = self.runtime.as_ref()?;
+        let library = describe(rt);
+        if let Some(reason) = untraceable(rt).or_else(|| self.error.clone()) {
+            return Some(Finding::NotTraced { library, reason });
+        }
+        Some(Finding::Traced { library })
+    }
+}
+
+/// One process's TLS libraries, for `agent check` and the log.
+#[derive(Clone, Debug)]
+pub struct ProcessReport {
+    pub pid: u32,
+    pub comm: String,
+    /// (path, finding) for every TLS library the process maps.
+    pub files: Vec<(String, Finding)>,
+}
+
+pub struct TlsTracker {
+    files: HashMap<FileId, FileState>,
+    /// pid → the TLS files it maps (only files with a TLS runtime).
+    procs: HashMap<u32, Vec<FileId>>,
+    telemetry: Arc<Telemetry>,
+}
+
+/// Loads the TLS uprobe programs and looks at every running process. Err says why TLS
+/// plaintext will not be captured at all (switched off, no uprobes, programs rejected).
+pub fn start(
+    loaded: &mut crate::ebpf::loader::Loaded,
+    disabled: &[String],
+    traced: impl Fn(u32) -> bool,
+    telemetry: Arc<Telemetry>,
+) -> Result<TlsTracker, String> {
+    if disabled.iter().any(|d| d == "tls") {
+        return Err("disabled by probes.disabled: tls".to_owned());
+    }
+    if !loaded.features.uprobes {
+        return Err(
+            "the kernel has no uprobe PMU (/sys/bus/event_source/devices/uprobe)".to_owned(),
+        );
+    }
+    let errors = loaded.load_uprobes();
+    if !errors.is_empty() {
+        return Err(errors.join("; "));
+    }
+    let mut t = TlsTracker::new(telemetry);
+    t.scan_all(traced, loaded);
+    Ok(t)
+}
+
+impl TlsTracker {
+    pub fn new(telemetry: Arc<Telemetry>) -> Self {
+        Self {
+            files: HashMap::new(),
+            procs: HashMap::new(),
+            telemetry,
+        }
+    }
+
+    /// Looks at every running process `traced` accepts.
+    pub fn scan_all(&mut self, traced: impl Fn(u32) -> bool, att: &mut impl UprobeAttacher) {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        let pids: Vec<u32> = dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|&p| traced(p))
+            .collect();
+        for pid in pids {
+            self.scan(pid, att);
+        }
+    }
+
+    /// Looks at one process's executable and TLS-looking libraries; attaches to new ones.
+    pub fn scan(&mut self, pid: u32, att: &mut impl UprobeAttacher) {
+        if pid == std::process::id() {
+            return;
+        }
+        let Some(paths) = candidate_paths(pid) else {
+            return; // gone already
+        };
+        let mut mine: Vec<FileId> = self.procs.get(&pid).cloned().unwrap_or_default();
+        for path in paths {
+            let open_path = PathBuf::from(format!("/proc/{pid}/root{path}"));
+            let Ok(md) = std::fs::metadata(&open_path) else {
+                continue;
+            };
+            let id = (md.dev(), md.ino());
+            if !self.files.contains_key(&id) {
+                self.make_room();
+                let (runtime, error) = match inspect::inspect(&open_path) {
+                    Ok(rt) => (rt, None),
+                    Err(e) => {
+                        tracing::debug!("inspecting {path} (pid {pid}): {e}");
+                        (None, None)
+                    }
+                };
+                self.files.insert(
+                    id,
+                    FileState {
+                        path: path.clone(),
+                        open_path,
+                        runtime,
+                        error,
+                        links: Vec::new(),
+                        pids: HashSet::new(),
+                    },
+                );
+            }
+            let Some(f) = self.files.get_mut(&id) else {
+                continue;
+            };
+            if f.runtime.is_none() {
+                continue;
+            }
+            f.pids.insert(pid);
+            if !mine.contains(&id) {
+                mine.push(id);
+            }
+            if f.links.is_empty()
+                && f.error.is_none()
+                && f.runtime.as_ref().is_some_and(|r| untraceable(r).is_none())
+            {
+                // The file may have been reached through a process that since exited.
+                f.open_path = PathBuf::from(format!("/proc/{pid}/root{path}"));
+                attach_file(f, att, &self.telemetry);
+            }
+        }
+        if !mine.is_empty() {
+            self.procs.insert(pid, mine);
+        }
+    }
+
+    /// A process exited: files no live process maps any more are detached.
+    pub fn process_exit(&mut self, pid: u32, att: &mut impl UprobeAttacher) {
+        let Some(ids) = self.procs.remove(&pid) else {
+            return;
+        };
+        for id in ids {
+            let Some(f) = self.files.get_mut(&id) else {
+                continue;
+            };
+            f.pids.remove(&pid);
+            if f.pids.is_empty() && !f.links.is_empty() {
+                for link in f.links.drain(..) {
+                    att.detach(link);
+                }
+                self.telemetry.incr(Counter::TlsFilesDetached);
+                tracing::info!("TLS probes detached from {} (no process uses it)", f.path);
+            }
+            if f.pids.is_empty() {
+                f.error = None; // a later process may get a fresh attempt
+            }
+        }
+    }
+
+    /// Forgets processes that exited without their exit being seen (lost records).
+    pub fn reap(&mut self, att: &mut impl UprobeAttacher) {
+        let gone: Vec<u32> = self
+            .procs
+            .keys()
+            .copied()
+            .filter(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+            .collect();
+        for pid in gone {
+            self.process_exit(pid, att);
+        }
+    }
+
+    /// Every live process known to map a TLS library, with what was found.
+    pub fn report(&self) -> Vec<ProcessReport> {
+        let mut out: Vec<ProcessReport> = self
+            .procs
+            .iter()
+            .map(|(&pid, ids)| ProcessReport {
+                pid,
+                comm: std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .map(|s| s.trim_end().to_owned())
+                    .unwrap_or_default(),
+                files: ids
+                    .iter()
+                    .filter_map(|id| {
+                        let f = self.files.get(id)?;
+                        Some((f.path.clone(), f.finding()?))
+                    })
+                    .collect(),
+            })
+            .collect();
+        out.sort_by_key(|r| r.pid);
+        out
+    }
+
+    /// Number of files with uprobes attached now.
+    pub fn attached_files(&self) -> usize {
+        self.files.values().filter(|f| !f.links.is_empty()).count()
+    }
+
+    /// Keeps the file cache bounded: forgets files no live process maps.
+    fn make_room(&mut self) {
+        if self.files.len() < MAX_FILES {
+            return;
+        }
+        self.files
+            .retain(|_, f| !f.pids.is_empty() || !f.links.is_empty());
+        if self.files.len() >= MAX_FILES {
+            // Every remembered file is in use: forget non-TLS ones (looked at again if seen).
+            self.files.retain(|_, f| f.runtime.is_some());
+        }
+    }
+}
+
+/// A human-readable name for what was found.
+fn describe(rt: &TlsRuntime) -> String {
+    match rt {
+        TlsRuntime::OpenSsl { version, .. } => match version {
+            Some(v) => format!("OpenSSL {v}"),
+            None => "OpenSSL".to_owned(),
+        },
+        TlsRuntime::Go {
+            version,
+            from_pclntab,
+            ..
+        } => format!(
+            "Go crypto/tls ({version}{})",
+            if *from_pclntab {
+                ", stripped: functions from pclntab"
+            } else {
+                ""
+            }
+        ),
+        TlsRuntime::BoringSsl => "BoringSSL (statically linked)".to_owned(),
+        TlsRuntime::GoWithoutTls { version } => format!("Go ({version}) without crypto/tls"),
+    }
+}
+
+/// Why a runtime cannot be traced, if it cannot.
+fn untraceable(rt: &TlsRuntime) -> Option<String> {
+    match rt {
+        TlsRuntime::OpenSsl { funcs, .. } if funcs.is_empty() => {
+            Some("no SSL_read/SSL_write symbols".to_owned())
+        }
+        TlsRuntime::OpenSsl { .. } => None,
+        TlsRuntime::Go { regabi: false, .. } => Some(
+            "Go before 1.17 passes arguments on the stack; only the register ABI is supported"
+                .to_owned(),
+        ),
+        TlsRuntime::Go {
+            read: None,
+            write: None,
+            ..
+        } => Some("crypto/tls.(*Conn).Read/Write not found".to_owned()),
+        TlsRuntime::Go { .. } => None,
+        TlsRuntime::BoringSsl => Some(
+            "BoringSSL is linked without exported symbols (e.g. grpcio): no stable probe points"
+                .to_owned(),
+        ),
+        TlsRuntime::GoWithoutTls { .. } => Some("does not use crypto/tls".to_owned()),
+    }
+}
+
+/// (program, file offset) pairs for one runtime.
+fn probe_points(rt: &TlsRuntime) -> Vec<(&'static str, u64)> {
+    let mut out = Vec::new();
+    match rt {
+        TlsRuntime::OpenSsl { funcs, .. } => {
+            for f in funcs {
+                let entry = match f.name {
+                    "SSL_read" => "tls_enter_ssl_read",
+                    "SSL_write" => "tls_enter_ssl_write",
+                    "SSL_read_ex" => "tls_enter_ssl_read_ex",
+                    "SSL_write_ex" => "tls_enter_ssl_write_ex",
+                    _ => continue,
+                };
+                out.push((entry, f.file_offset));
+                out.push(("tls_exit_ssl", f.file_offset));
+            }
+        }
+        TlsRuntime::Go { read, write, .. } => {
+            for (func, entry) in [(read, "tls_enter_go_read"), (write, "tls_enter_go_write")] {
+                if let Some(f) = func {
+                    out.push((entry, f.file_offset));
+                    out.extend(f.return_offsets.iter().map(|&o| ("tls_exit_go", o)));
+                }
+            }
+        }
+        TlsRuntime::BoringSsl | TlsRuntime::GoWithoutTls { .. } => {}
+    }
+    out
+}
+
+/// Attaches every probe point of a file, or none: a half-attached file would report
+/// plaintext in one direction only.
+fn attach_file(f: &mut FileState, att: &mut impl UprobeAttacher, telemetry: &Telemetry) {
+    let Some(rt) = &f.runtime else { return };
+    for (prog, off) in probe_points(rt) {
+        match att.attach(prog, &f.open_path, off) {
+            Ok(link) => f.links.push(link),
+            Err(e) => {
+                for l in f.links.drain(..) {
+                    att.detach(l);
+                }
+                tracing::warn!("TLS library {} ({}) not traced: {e}", f.path, describe(rt));
+                telemetry.incr(Counter::TlsAttachFailed);
+                f.error = Some(e);
+                return;
+            }
+        }
+    }
+    telemetry.incr(Counter::TlsFilesAttached);
+    tracing::info!(
+        "TLS probes attached to {} ({}, {} probe points)",
+        f.path,
+        describe(rt),
+        f.links.len()
+    );
+}
+
+/// The executable and the TLS-looking libraries a process maps (paths as it sees them).
+fn candidate_paths(pid: u32) -> Option<Vec<String>> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let mut out: Vec<String> = Vec::new();
+    if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+        if let Some(s) = exe.to_str() {
+            if !s.ends_with(" (deleted)") {
+                out.push(s.to_owned());
+            }
+        }
+    }
+    for line in maps.lines() {
+        // address perms offset dev inode path (the path may contain spaces)
+        let perms = line.split_ascii_whitespace().nth(1).unwrap_or("");
+        let Some(path) = line.find(" /").map(|i| &line[i + 1..]) else {
+            continue;
+        };
+        if !perms.contains('x') || path.ends_with(" (deleted)") {
+            continue;
+        }
+        let name = path.rsplit('/').next().unwrap_or(path);
+        if (name.contains("ssl") || name.contains("grpc")) && !out.iter().any(|p| p == path) {
+            out.push(path.to_owned());
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests;
