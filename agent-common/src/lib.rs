@@ -388,7 +388,10 @@ pub mod counter {
     /// A Go crypto/tls call whose socket is not a tracked TCP connection (or whose `net.Conn`
     /// is not a `*net.TCPConn`): the plaintext is dropped.
     pub const GO_TLS_UNTRACKED: u32 = 7;
-    pub const COUNT: u32 = 8;
+    /// An `SSL *` whose reads/writes make no syscalls (memory BIOs, as Node.js uses) was tied
+    /// to the socket its thread last read TLS records from. Counted: a heuristic.
+    pub const TLS_FD_FROM_THREAD: u32 = 8;
+    pub const COUNT: u32 = 9;
 }
 
 /// Runtime settings, set as a global in the object before load.

@@ -66,6 +66,9 @@ pub fn try_enter(
         unsafe { (*info).flags = flags };
     }
     if flags & conn_flags::RAW_OFF != 0 {
+        if dir == Direction::Ingress {
+            crate::tls::note_tls_read(pid_tgid, fd as u32);
+        }
         return Ok(()); // ciphertext: the TLS uprobes report the plaintext
     }
     // SAFETY: as above.
@@ -175,6 +178,12 @@ pub fn emit(pid_tgid: u64, args: &IoArgs, kind: BufKind, ret: i64) {
     };
     if copied < ret as u64 && kind != BufKind::None {
         count(counter::TRUNCATED);
+    }
+    if args.direction == Direction::Ingress as u8
+        && copied >= 2
+        && crate::tls::looks_like_tls_record(rec.payload[0], rec.payload[1])
+    {
+        crate::tls::note_tls_read(pid_tgid, args.fd);
     }
     // SAFETY: no preconditions.
     let ts = unsafe { bpf_ktime_get_ns() };

@@ -88,6 +88,18 @@ pub fn tls_enter_ssl_write_ex(ctx: ProbeContext) -> u32 {
     0
 }
 
+#[uprobe]
+pub fn tls_enter_ssl_handshake(ctx: ProbeContext) -> u32 {
+    let _ = tls::ssl_enter_handshake(&ctx);
+    0
+}
+
+#[uretprobe]
+pub fn tls_exit_ssl_handshake(_ctx: RetProbeContext) -> u32 {
+    let _ = tls::ssl_exit_handshake();
+    0
+}
+
 /// Attached as a uretprobe to all four SSL functions.
 #[uretprobe]
 pub fn tls_exit_ssl(ctx: RetProbeContext) -> u32 {

@@ -31,6 +31,10 @@ pub static SSL_ACTIVE: LruHashMap<u64, SslArgs> = LruHashMap::with_max_entries(1
 #[map]
 pub static SSL_FD: LruHashMap<SslKey, u32> = LruHashMap::with_max_entries(65536, 0);
 
+/// The socket fd each thread last read TLS records from (see `tls::note_tls_read`).
+#[map]
+pub static LAST_TLS_READ: LruHashMap<u64, u32> = LruHashMap::with_max_entries(16384, 0);
+
 /// Go crypto/tls calls in flight, keyed by goroutine.
 #[map]
 pub static GO_ACTIVE: LruHashMap<GoKey, GoTlsArgs> = LruHashMap::with_max_entries(16384, 0);

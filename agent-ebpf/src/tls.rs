@@ -24,7 +24,7 @@ use aya_ebpf::{
 };
 
 use crate::io::{emit, BufKind};
-use crate::maps::{count, CONNS, GO_ACTIVE, SSL_ACTIVE, SSL_FD};
+use crate::maps::{count, CONNS, GO_ACTIVE, LAST_TLS_READ, SSL_ACTIVE, SSL_FD};
 
 /// Called by the syscall probes for every read/write-family syscall on a tracked socket: if the
 /// thread is inside an OpenSSL call, that `SSL *` uses this fd. Returns true if so (the
@@ -43,6 +43,56 @@ pub fn note_socket_io(pid_tgid: u64, fd: u32) -> bool {
     };
     let _ = SSL_FD.insert(&key, &fd, 0);
     true
+}
+
+/// A thread read TLS records from a socket (a read-family syscall on a connection known to
+/// carry TLS, or whose bytes start with a TLS record header). Libraries that decrypt from
+/// memory (Node.js feeds OpenSSL through BIO pairs) make no syscall inside SSL_read: their
+/// `SSL *` is tied to the socket the thread last read TLS from.
+#[inline(always)]
+pub fn note_tls_read(pid_tgid: u64, fd: u32) {
+    let _ = LAST_TLS_READ.insert(&pid_tgid, &fd, 0);
+}
+
+/// Whether captured bytes start with a TLS record header (content type 20..=23, version 3.x).
+#[inline(always)]
+pub fn looks_like_tls_record(first: u8, second: u8) -> bool {
+    (20..=23).contains(&first) && second == 3
+}
+
+/// Entry of SSL_do_handshake (and so SSL_connect/SSL_accept, which call it): a call that moves
+/// no plaintext, but whose syscalls tie the `SSL *` to its socket. Never replaces the entry
+/// of a read/write it is nested in.
+#[inline(always)]
+pub fn ssl_enter_handshake(ctx: &ProbeContext) -> Result<(), i64> {
+    let ssl: u64 = ctx.arg(0).ok_or(1i64)?;
+    let args = SslArgs {
+        ssl,
+        buf: 0,
+        count_ptr: 0,
+        enter_ts: 0,
+        direction: Direction::None as u8,
+        _pad: [0; 7],
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // BPF_NOEXIST: an enclosing SSL_read/SSL_write keeps its entry.
+    SSL_ACTIVE
+        .insert(&pid_tgid, &args, 1)
+        .map_err(|e| e as i64)?;
+    Ok(())
+}
+
+/// Return of SSL_do_handshake: forget its entry (only its own).
+#[inline(always)]
+pub fn ssl_exit_handshake() -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: lookup of a Copy value.
+    if let Some(a) = unsafe { SSL_ACTIVE.get(&pid_tgid) } {
+        if a.direction == Direction::None as u8 {
+            let _ = SSL_ACTIVE.remove(&pid_tgid);
+        }
+    }
+    Ok(())
 }
 
 /// Entry of SSL_read/SSL_write (`count_arg` false) or SSL_read_ex/SSL_write_ex (true).
@@ -88,7 +138,7 @@ pub fn ssl_exit(ctx: &RetProbeContext) -> Result<(), i64> {
     } else {
         rc
     };
-    if n <= 0 {
+    if n <= 0 || args.direction == Direction::None as u8 {
         return Ok(()); // WANT_READ/WANT_WRITE, errors, close_notify
     }
     let pid = (pid_tgid >> 32) as u32;
@@ -100,10 +150,19 @@ pub fn ssl_exit(ctx: &RetProbeContext) -> Result<(), i64> {
     // SAFETY: lookup of a Copy value.
     let fd = match unsafe { SSL_FD.get(&key) } {
         Some(fd) => *fd,
-        None => {
-            count(counter::TLS_UNMAPPED);
-            return Ok(());
-        }
+        // SAFETY: as above.
+        None => match unsafe { LAST_TLS_READ.get(&pid_tgid) } {
+            Some(fd) => {
+                let fd = *fd;
+                let _ = SSL_FD.insert(&key, &fd, 0);
+                count(counter::TLS_FD_FROM_THREAD);
+                fd
+            }
+            None => {
+                count(counter::TLS_UNMAPPED);
+                return Ok(());
+            }
+        },
     };
     emit_plaintext(pid_tgid, fd, args.direction, args.buf, args.enter_ts, n);
     Ok(())

@@ -145,9 +145,6 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
     // timer drains the trickle in between. Well inside the pipeline's ordering hold.
     let mut drain = tokio::time::interval(Duration::from_millis(2));
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    // New processes and library loads are looked at for TLS libraries in batches.
-    let mut proc_scan = tokio::time::interval(Duration::from_millis(50));
-    proc_scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let log_every = cfg.telemetry.log_interval_secs;
@@ -186,17 +183,6 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
                 }
             }
             _ = sleep_opt(wait) => {}
-            _ = proc_scan.tick() => {
-                let (execs, exits) = pipeline.take_process_changes();
-                if let Some(t) = tls.as_mut() {
-                    for pid in exits {
-                        t.process_exit(pid, &mut loaded);
-                    }
-                    for pid in execs.into_iter().filter(|&p| traced(p)) {
-                        t.scan(pid, &mut loaded);
-                    }
-                }
-            }
             _ = housekeeping.tick() => {
                 ticks += 1;
                 let k = loaded.kernel_counters();
@@ -217,6 +203,17 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
             _ = sigint.recv() => break,
         }
         pipeline.process_due(mono_now());
+        // New programs and library loads: looked at right away, because the process's TLS
+        // traffic before its probes are attached is not seen.
+        let (execs, exits) = pipeline.take_process_changes();
+        if let Some(t) = tls.as_mut() {
+            for pid in exits {
+                t.process_exit(pid);
+            }
+            for pid in execs.into_iter().filter(|&p| traced(p)) {
+                t.scan(pid, &mut loaded);
+            }
+        }
         for (pid, fd) in pipeline.take_untracked() {
             loaded.untrack_connection(pid, fd);
         }
@@ -233,6 +230,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         pipeline.push(&item);
     }
     pipeline.process_due(u64::MAX);
+    loaded.release_in_background();
     drop(pipeline); // drops the span sender: the exporter flushes and ends
     let grace = Duration::from_millis(cfg.export.shutdown_timeout_ms.saturating_add(1000));
     if tokio::time::timeout(grace, exporter).await.is_err() {
@@ -252,6 +250,7 @@ const KERNEL_COUNTERS: [Counter; agent_common::counter::COUNT as usize] = [
     Counter::KernelConnInsertFailed,
     Counter::KernelTlsUnmapped,
     Counter::KernelGoTlsUntracked,
+    Counter::KernelTlsFdFromThread,
 ];
 
 /// The port of an OTLP endpoint URL (scheme defaults: http 80, https 443).

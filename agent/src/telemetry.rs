@@ -34,6 +34,7 @@ counters! {
     KernelPayloadReadFailed => "agent_kernel_payload_reads_failed_total", "payload copies from user memory that failed";
     KernelConnInsertFailed => "agent_kernel_conn_inserts_failed_total", "connections the kernel could not add to its table";
     KernelTlsUnmapped => "agent_kernel_tls_unmapped_total", "OpenSSL reads/writes on an SSL session whose socket was never seen (plaintext dropped)";
+    KernelTlsFdFromThread => "agent_kernel_tls_fd_from_thread_total", "SSL sessions without socket syscalls (memory BIOs, e.g. Node.js) tied to the socket their thread last read TLS from";
     KernelGoTlsUntracked => "agent_kernel_go_tls_untracked_total", "Go crypto/tls calls on a connection that is not a tracked TCP socket (plaintext dropped)";
     // Event reader.
     EventsRead => "agent_events_read_total", "ring-buffer records read";

@@ -6,7 +6,7 @@ use agent_common::{
     conn_key, counter, pid_filter, Config as KConfig, ConnInfo, IoArgs, KernelOffsets, MAX_PAYLOAD,
 };
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::uprobe::{UProbeLinkId, UProbeScope};
+use aya::programs::uprobe::{UProbeLink, UProbeScope};
 use aya::programs::{TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use std::collections::{HashMap, HashSet};
@@ -36,12 +36,14 @@ pub enum LoadError {
 }
 
 /// The TLS uprobe programs in the object (see agent-ebpf's `tls` module).
-pub const UPROBE_PROGRAMS: [&str; 8] = [
+pub const UPROBE_PROGRAMS: [&str; 10] = [
     "tls_enter_ssl_read",
     "tls_enter_ssl_write",
     "tls_enter_ssl_read_ex",
     "tls_enter_ssl_write_ex",
     "tls_exit_ssl",
+    "tls_enter_ssl_handshake",
+    "tls_exit_ssl_handshake",
     "tls_enter_go_read",
     "tls_enter_go_write",
     "tls_exit_go",
@@ -66,11 +68,41 @@ pub struct LoadOptions {
 
 pub struct Loaded {
     ebpf: Ebpf,
-    /// Uprobe links by the handle `attach_uprobe` gave out.
-    uprobe_links: HashMap<u64, (&'static str, UProbeLinkId)>,
+    /// Uprobe links (owned: detached when dropped) by the handle `attach_uprobe` gave out.
+    uprobe_links: HashMap<u64, UProbeLink>,
     next_link: u64,
+    /// Where detached links go to be dropped (see [`LinkReaper`]).
+    reaper: LinkReaper,
     pub statuses: Vec<ProbeStatus>,
     pub features: KernelFeatures,
+}
+
+/// Drops uprobe links off the event loop. Removing a probe point waits for RCU grace periods
+/// in the kernel under a global mutex (measured here: ~100 ms per probe point on 6.18, the
+/// same when many are closed at once), so a Go binary's ~17 probe points would stall the
+/// agent for seconds if detached inline. A background thread drops them one by one.
+#[derive(Default)]
+struct LinkReaper {
+    tx: Option<std::sync::mpsc::Sender<UProbeLink>>,
+}
+
+impl LinkReaper {
+    fn drop_later(&mut self, link: UProbeLink) {
+        if self.tx.is_none() {
+            let (tx, rx) = std::sync::mpsc::channel::<UProbeLink>();
+            let spawned = std::thread::Builder::new()
+                .name("uprobe-reaper".into())
+                .spawn(move || rx.into_iter().for_each(drop));
+            if spawned.is_err() {
+                drop(link); // no thread: detach inline, slow but correct
+                return;
+            }
+            self.tx = Some(tx);
+        }
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(link);
+        }
+    }
 }
 
 /// Mounts tracefs if the kernel has it but nobody mounted it (common on minimal hosts):
@@ -166,6 +198,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         ebpf,
         uprobe_links: HashMap::new(),
         next_link: 0,
+        reaper: LinkReaper::default(),
         statuses,
         features,
     })
@@ -340,19 +373,53 @@ impl Loaded {
                     error_chain(&e)
                 )
             })?;
+        let link = u
+            .take_link(link)
+            .map_err(|e| format!("{program}: {}", error_chain(&e)))?;
         self.next_link += 1;
-        self.uprobe_links.insert(self.next_link, (program, link));
+        self.uprobe_links.insert(self.next_link, link);
         Ok(self.next_link)
     }
 
     /// Detaches what `attach_uprobe` attached (the handle it returned).
+    /// Never blocks: see [`LinkReaper`].
     pub fn detach_uprobe(&mut self, handle: u64) {
-        let Some((program, link)) = self.uprobe_links.remove(&handle) else {
+        if let Some(link) = self.uprobe_links.remove(&handle) {
+            self.reaper.drop_later(link);
+        }
+    }
+
+    /// Makes the agent's exit fast: the kernel removes every probe point (tracepoints and
+    /// uprobes alike) when the last reference to its perf event is closed, ~100 ms each,
+    /// serialised — seconds for an agent with a few TLS binaries attached. A forked child
+    /// takes over those references and closes them after this process has exited (it waits
+    /// for the write end of a pipe that only this process holds), so the closes here are
+    /// cheap and the slow part happens in the background. Call once, just before exiting.
+    pub fn release_in_background(&mut self) {
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe(2) with a valid two-int array.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
             return;
-        };
-        if let Some(prog) = self.ebpf.program_mut(program) {
-            if let Ok(u) = <&mut UProbe>::try_from(prog) {
-                let _ = u.detach(link);
+        }
+        // SAFETY: the child only calls async-signal-safe functions (close, read, _exit)
+        // before exiting, as required after fork in a multi-threaded process.
+        match unsafe { libc::fork() } {
+            0 => unsafe {
+                libc::close(fds[1]);
+                let mut b = 0u8;
+                while libc::read(fds[0], &mut b as *mut u8 as *mut libc::c_void, 1) < 0 {}
+                libc::_exit(0);
+            },
+            -1 => {
+                // SAFETY: closing the fds pipe() returned.
+                unsafe {
+                    libc::close(fds[0]);
+                    libc::close(fds[1]);
+                }
+            }
+            _ => {
+                // SAFETY: as above. The write end stays open until this process exits.
+                unsafe { libc::close(fds[0]) };
             }
         }
     }

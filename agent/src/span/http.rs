@@ -47,7 +47,8 @@ pub(super) fn span(
         };
         attrs.push(Attribute::new("url.query", q));
     }
-    attrs.push(Attribute::new("url.scheme", "http"));
+    let scheme = if inf.meta.tls { "https" } else { "http" };
+    attrs.push(Attribute::new("url.scheme", scheme));
     let (host_hdr, port_hdr) = split_host(r.host.as_deref());
     let local_ip = ip_of(&inf.meta.local).to_string();
     let remote_ip = ip_of(&inf.meta.remote).to_string();
@@ -74,11 +75,12 @@ pub(super) fn span(
         let port = port_hdr.unwrap_or(inf.meta.remote.port);
         attrs.push(Attribute::new("server.address", host.clone()));
         attrs.push(Attribute::new("server.port", i64::from(port)));
-        let shown_port = (port != 80).then_some(port);
+        let default_port = if inf.meta.tls { 443 } else { 80 };
+        let shown_port = (port != default_port).then_some(port);
         attrs.push(Attribute::new(
             "url.full",
             full_url(
-                "http",
+                scheme,
                 &host,
                 shown_port,
                 target.path,

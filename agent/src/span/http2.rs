@@ -54,7 +54,10 @@ pub(super) fn span(
         };
         attrs.push(Attribute::new("url.query", q));
     }
-    let scheme = r.scheme.as_deref().unwrap_or("http");
+    let scheme = r
+        .scheme
+        .as_deref()
+        .unwrap_or(if inf.meta.tls { "https" } else { "http" });
     attrs.push(Attribute::new("url.scheme", scheme));
     let (host_hdr, port_hdr) = split_host(r.authority.as_deref());
     let remote_ip = ip_of(&inf.meta.remote).to_string();

@@ -84,7 +84,7 @@ pub enum TlsRuntime {
 /// One exported TLS function to put a uprobe (and uretprobe) on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SymbolProbe {
-    /// `"SSL_read"`, `"SSL_write"`, `"SSL_read_ex"` or `"SSL_write_ex"`.
+    /// `"SSL_read"`, `"SSL_write"`, `"SSL_read_ex"`, `"SSL_write_ex"` or `"SSL_do_handshake"`.
     pub name: &'static str,
     /// Offset of the function's first instruction in the file.
     pub file_offset: u64,
@@ -338,7 +338,13 @@ impl<'data> Symbols<'data> {
 }
 
 /// The OpenSSL entry points probed, in the order `TlsRuntime::OpenSsl::funcs` lists them.
-const SSL_FUNCS: [&str; 4] = ["SSL_read", "SSL_write", "SSL_read_ex", "SSL_write_ex"];
+const SSL_FUNCS: [&str; 5] = [
+    "SSL_read",
+    "SSL_write",
+    "SSL_read_ex",
+    "SSL_write_ex",
+    "SSL_do_handshake",
+];
 
 /// Symbols only BoringSSL has: the allocator hooks its `mem.c` references weakly (present even
 /// when every other symbol is hidden, as in grpcio's cygrpc) and its `BORINGSSL_*` functions.

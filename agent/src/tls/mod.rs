@@ -21,12 +21,17 @@ use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::telemetry::{Counter, Telemetry};
 use inspect::TlsRuntime;
 
 /// Files remembered (TLS or not) before the ones no live process maps are forgotten.
 const MAX_FILES: usize = 8192;
+/// How long a file's probes stay attached after the last process mapping it exited. A client
+/// binary run again and again (a CLI, a cron job) keeps its probes, so its next run is traced
+/// from its first request instead of from when the agent got round to looking at it.
+const LINGER: Duration = Duration::from_secs(60);
 
 /// Where uprobes go: the loaded eBPF object in the agent, a recorder in tests. `attach`
 /// returns a handle for `detach`.
@@ -86,6 +91,8 @@ struct FileState {
     error: Option<String>,
     links: Vec<u64>,
     pids: HashSet<u32>,
+    /// When the last process mapping it exited (probes linger, see [`LINGER`]).
+    idle_since: Option<Instant>,
 }
 
 impl FileState {
@@ -173,29 +180,32 @@ impl TlsTracker {
         };
         let mut mine: Vec<FileId> = self.procs.get(&pid).cloned().unwrap_or_default();
         for path in paths {
-            let open_path = PathBuf::from(format!("/proc/{pid}/root{path}"));
-            let Ok(md) = std::fs::metadata(&open_path) else {
+            let at = open_path(pid, &path);
+            let Ok(md) = std::fs::metadata(&at) else {
                 continue;
             };
             let id = (md.dev(), md.ino());
             if !self.files.contains_key(&id) {
                 self.make_room();
-                let (runtime, error) = match inspect::inspect(&open_path) {
+                let started = Instant::now();
+                let (runtime, error) = match inspect::inspect(&at) {
                     Ok(rt) => (rt, None),
                     Err(e) => {
                         tracing::debug!("inspecting {path} (pid {pid}): {e}");
                         (None, None)
                     }
                 };
+                tracing::debug!("inspected {path} in {:?}", started.elapsed());
                 self.files.insert(
                     id,
                     FileState {
                         path: path.clone(),
-                        open_path,
+                        open_path: at,
                         runtime,
                         error,
                         links: Vec::new(),
                         pids: HashSet::new(),
+                        idle_since: None,
                     },
                 );
             }
@@ -206,6 +216,7 @@ impl TlsTracker {
                 continue;
             }
             f.pids.insert(pid);
+            f.idle_since = None;
             if !mine.contains(&id) {
                 mine.push(id);
             }
@@ -214,7 +225,7 @@ impl TlsTracker {
                 && f.runtime.as_ref().is_some_and(|r| untraceable(r).is_none())
             {
                 // The file may have been reached through a process that since exited.
-                f.open_path = PathBuf::from(format!("/proc/{pid}/root{path}"));
+                f.open_path = open_path(pid, &path);
                 attach_file(f, att, &self.telemetry);
             }
         }
@@ -223,8 +234,8 @@ impl TlsTracker {
         }
     }
 
-    /// A process exited: files no live process maps any more are detached.
-    pub fn process_exit(&mut self, pid: u32, att: &mut impl UprobeAttacher) {
+    /// A process exited: files no live process maps any more start lingering (see `reap`).
+    pub fn process_exit(&mut self, pid: u32) {
         let Some(ids) = self.procs.remove(&pid) else {
             return;
         };
@@ -233,20 +244,15 @@ impl TlsTracker {
                 continue;
             };
             f.pids.remove(&pid);
-            if f.pids.is_empty() && !f.links.is_empty() {
-                for link in f.links.drain(..) {
-                    att.detach(link);
-                }
-                self.telemetry.incr(Counter::TlsFilesDetached);
-                tracing::info!("TLS probes detached from {} (no process uses it)", f.path);
-            }
             if f.pids.is_empty() {
+                f.idle_since = Some(Instant::now());
                 f.error = None; // a later process may get a fresh attempt
             }
         }
     }
 
-    /// Forgets processes that exited without their exit being seen (lost records).
+    /// Forgets processes that exited without their exit being seen (lost records) and
+    /// detaches files no process has mapped for [`LINGER`].
     pub fn reap(&mut self, att: &mut impl UprobeAttacher) {
         let gone: Vec<u32> = self
             .procs
@@ -255,7 +261,33 @@ impl TlsTracker {
             .filter(|pid| !Path::new(&format!("/proc/{pid}")).exists())
             .collect();
         for pid in gone {
-            self.process_exit(pid, att);
+            self.process_exit(pid);
+        }
+        self.detach_idle(Instant::now(), att);
+    }
+
+    /// Detaches files no process has mapped for [`LINGER`].
+    fn detach_idle(&mut self, now: Instant, att: &mut impl UprobeAttacher) {
+        for f in self.files.values_mut() {
+            let idle = f
+                .idle_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= LINGER);
+            if idle && f.pids.is_empty() && !f.links.is_empty() {
+                for link in f.links.drain(..) {
+                    att.detach(link);
+                }
+                self.telemetry.incr(Counter::TlsFilesDetached);
+                tracing::info!("TLS probes detached from {} (no process uses it)", f.path);
+            }
+        }
+    }
+
+    /// Detaches everything (for tests and shutdown paths that keep the object loaded).
+    pub fn detach_all(&mut self, att: &mut impl UprobeAttacher) {
+        for f in self.files.values_mut() {
+            for link in f.links.drain(..) {
+                att.detach(link);
+            }
         }
     }
 
@@ -328,7 +360,10 @@ fn describe(rt: &TlsRuntime) -> String {
 /// Why a runtime cannot be traced, if it cannot.
 fn untraceable(rt: &TlsRuntime) -> Option<String> {
     match rt {
-        TlsRuntime::OpenSsl { funcs, .. } if funcs.is_empty() => {
+        TlsRuntime::OpenSsl { funcs, .. }
+            if !funcs.iter().any(|f| f.name.starts_with("SSL_read"))
+                || !funcs.iter().any(|f| f.name.starts_with("SSL_write")) =>
+        {
             Some("no SSL_read/SSL_write symbols".to_owned())
         }
         TlsRuntime::OpenSsl { .. } => None,
@@ -361,6 +396,11 @@ fn probe_points(rt: &TlsRuntime) -> Vec<(&'static str, u64)> {
                     "SSL_write" => "tls_enter_ssl_write",
                     "SSL_read_ex" => "tls_enter_ssl_read_ex",
                     "SSL_write_ex" => "tls_enter_ssl_write_ex",
+                    "SSL_do_handshake" => {
+                        out.push(("tls_enter_ssl_handshake", f.file_offset));
+                        out.push(("tls_exit_ssl_handshake", f.file_offset));
+                        continue;
+                    }
                     _ => continue,
                 };
                 out.push((entry, f.file_offset));
@@ -405,6 +445,24 @@ fn attach_file(f: &mut FileState, att: &mut impl UprobeAttacher, telemetry: &Tel
         describe(rt),
         f.links.len()
     );
+}
+
+/// Where the agent opens a file a process maps: the path itself when the process shares the
+/// agent's root (it stays valid after the process exits), else through the process's root
+/// (containers).
+fn open_path(pid: u32, path: &str) -> PathBuf {
+    let same_root = match (
+        std::fs::metadata(format!("/proc/{pid}/root/")),
+        std::fs::metadata("/proc/self/root/"),
+    ) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    };
+    if same_root {
+        PathBuf::from(path)
+    } else {
+        PathBuf::from(format!("/proc/{pid}/root{path}"))
+    }
 }
 
 /// The executable and the TLS-looking libraries a process maps (paths as it sees them).

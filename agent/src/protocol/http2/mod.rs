@@ -222,7 +222,8 @@ impl H2Conn {
                     end_stream,
                 } => {
                     let take = (data as usize).min(rest.len());
-                    self.streams.count_data(stream, side == CLIENT, take as u64);
+                    self.streams
+                        .count_data(stream, side == CLIENT, take as u64, ctx.last_ns);
                     at += take;
                     let data = data - take as u32;
                     let take_pad = (pad as usize).min(buf.len() - at);
@@ -560,7 +561,8 @@ impl H2Conn {
                     end_stream,
                 } if n <= u64::from(data) + u64::from(pad) => {
                     let d = n.min(u64::from(data));
-                    self.streams.count_data(stream, side == CLIENT, d);
+                    self.streams
+                        .count_data(stream, side == CLIENT, d, ctx.last_ns);
                     let data = data - d as u32;
                     let pad = pad - (n - d) as u32;
                     if data == 0 && pad == 0 {

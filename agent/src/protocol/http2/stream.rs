@@ -19,6 +19,7 @@ pub struct Headers {
     pub request: H2Request,
     pub status: Option<u16>,
     pub grpc_status: Option<u32>,
+    pub content_length: Option<u64>,
     /// Any pseudo-header (`:...`) decoded.
     pub pseudo: bool,
     pub fields: u32,
@@ -63,6 +64,11 @@ impl Headers {
                     .filter(|s| s.len() == 3)
                     .and_then(|s| s.parse().ok())
             }
+            b"content-length" => {
+                self.content_length = std::str::from_utf8(&value)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+            }
             b"grpc-status" => {
                 self.grpc_status = std::str::from_utf8(&value)
                     .ok()
@@ -81,6 +87,19 @@ struct Stream {
     final_seen: bool,
     status: Option<u16>,
     grpc_status: Option<u32>,
+    /// The final head's content-length, and when the response body reached it.
+    content_length: Option<u64>,
+    body_done_ns: Option<u64>,
+}
+
+impl Stream {
+    /// The response is complete by its content-length even if END_STREAM never arrived: some
+    /// servers (Node.js) send END_STREAM in a later empty DATA frame, and a client that
+    /// stops reading once it has the body (curl) resets the stream or closes first.
+    fn complete_by_length(&self) -> Option<u64> {
+        let cl = self.content_length?;
+        (self.final_seen && self.response_body >= cl).then_some(self.body_done_ns.unwrap_or(0))
+    }
 }
 
 /// The open exchanges of one connection, keyed by stream id (ids only grow, so the smallest
@@ -130,14 +149,19 @@ impl Streams {
         self.open.insert(id, Stream::default());
     }
 
-    pub fn count_data(&mut self, id: u32, from_client: bool, n: u64) {
+    pub fn count_data(&mut self, id: u32, from_client: bool, n: u64, now_ns: u64) {
         if let Some(s) = self.open.get_mut(&id) {
-            let c = if from_client {
-                &mut s.request_body
+            if from_client {
+                s.request_body = s.request_body.saturating_add(n);
             } else {
-                &mut s.response_body
-            };
-            *c = c.saturating_add(n);
+                s.response_body = s.response_body.saturating_add(n);
+                if s.body_done_ns.is_none()
+                    && s.final_seen
+                    && s.content_length.is_some_and(|cl| s.response_body >= cl)
+                {
+                    s.body_done_ns = Some(now_ns);
+                }
+            }
         }
     }
 
@@ -154,6 +178,10 @@ impl Streams {
             }
             s.final_seen = true;
             s.status = h.status;
+            s.content_length = h.content_length;
+            if s.content_length == Some(0) {
+                s.body_done_ns = Some(0);
+            }
         }
         if h.grpc_status.is_some() {
             s.grpc_status = h.grpc_status;
@@ -176,6 +204,17 @@ impl Streams {
     /// End `id` (if open) with `outcome`.
     pub fn end(&mut self, id: u32, end_ns: u64, outcome: H2Outcome, out: &mut Vec<L7Event>) {
         if let Some(s) = self.open.remove(&id) {
+            let (end_ns, outcome) = match (&outcome, s.complete_by_length()) {
+                (H2Outcome::Reset { .. } | H2Outcome::Aborted, Some(done_ns)) => (
+                    if done_ns > 0 { done_ns } else { end_ns },
+                    H2Outcome::Response {
+                        status: s.status,
+                        grpc_status: s.grpc_status,
+                        response_body_size: s.response_body,
+                    },
+                ),
+                _ => (end_ns, outcome),
+            };
             out.push(L7Event::ExchangeEnd {
                 seq: u64::from(id),
                 end_ns,

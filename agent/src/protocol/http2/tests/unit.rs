@@ -243,3 +243,27 @@ fn gaps_inside_data_are_absorbed_elsewhere_not() {
     check_invariants(&r.events, true);
     assert_eq!(outcomes(&r), [(1, H2Outcome::Aborted, 0)]);
 }
+
+/// Node.js sends END_STREAM in a later empty DATA frame; curl, having the whole body by its
+/// content-length, closes (or resets) first. The response is complete: not an error.
+#[test]
+fn body_complete_by_content_length_is_a_response_even_without_end_stream() {
+    let mut c = PREFACE.to_vec();
+    c.extend(frame(1, 0x4 | 0x1, 1, &request_block("/a")));
+    c.extend(frame(1, 0x4 | 0x1, 3, &request_block("/b")));
+    let mut head = status_block("200");
+    head.extend(lit("content-length", "5"));
+    let mut s = frame(1, 0x4, 1, &head);
+    s.extend(frame(0, 0, 1, b"hello"));
+    let mut short = status_block("200");
+    short.extend(lit("content-length", "10"));
+    s.extend(frame(1, 0x4, 3, &short));
+    s.extend(frame(0, 0, 3, b"only"));
+    let mut r = run(&c, &s);
+    r.close();
+    assert_eq!(
+        outcomes(&r),
+        [(1, response(200, None, 5), 0), (3, H2Outcome::Aborted, 0)]
+    );
+    check_invariants(&r.events, true);
+}
