@@ -5,8 +5,8 @@ from __future__ import annotations
 from otlp_receiver import KIND_CLIENT, KIND_SERVER, ReceivedSpan
 
 from .scenario import Call, Server
-from .spans import (assert_attrs, assert_body_size, assert_child_of, assert_name, assert_within,
-                    fmt_span, only, redacted)
+from .spans import (CLOCK_TOLERANCE_NS, assert_attrs, assert_body_size, assert_child_of,
+                    assert_name, assert_within, fmt_span, fmt_spans, only, redacted)
 
 LOCALHOST = "127.0.0.1"
 
@@ -25,27 +25,48 @@ def http_pair(spans: list[ReceivedSpan], *, client: Call | Server, server: Serve
               method: str, path: str, query: str | None = None, template: str | None = None,
               status: int = 200, ua: str | None = None, client_port: int | None = None,
               proto: str = "1.1", response_size: tuple[int, ...] = (),
-              request_size: tuple[int, ...] = ()) -> tuple[ReceivedSpan, ReceivedSpan]:
+              request_size: tuple[int, ...] = (),
+              scheme: str = "http") -> tuple[ReceivedSpan, ReceivedSpan]:
     """Finds and checks the CLIENT span (from `client`'s pid) and the SERVER span (from
     `server`'s pid) of one request; the SERVER span must be the CLIENT span's child and lie
     inside it. `client` may be a server process calling out (the chain tests).
 
     client_port: the client's ephemeral port, when the test knows it.
     response_size/request_size: allowed values of http.*.body.size when the agent sets them.
+    scheme: "https" over TLS (url.scheme, and url.full on the CLIENT span).
     """
+    __tracebackhide__ = True
+    c = only(spans, f"client side of {method} {path}", kind=KIND_CLIENT, pid=client.pid,
+             path=path)
+    s = only(spans, f"server side of {method} {path}", kind=KIND_SERVER, pid=server.pid,
+             path=path)
+    assert_http_pair(c, s, client=client, server=server, method=method, path=path, query=query,
+                     template=template, status=status, ua=ua, client_port=client_port,
+                     proto=proto, response_size=response_size, request_size=request_size,
+                     scheme=scheme)
+    return c, s
+
+
+def assert_http_pair(c: ReceivedSpan, s: ReceivedSpan, *, client: Call | Server,
+                     server: Server, method: str, path: str, query: str | None = None,
+                     template: str | None = None, status: int = 200, ua: str | None = None,
+                     client_port: int | None = None, proto: str = "1.1",
+                     response_size: tuple[int, ...] = (), request_size: tuple[int, ...] = (),
+                     scheme: str = "http") -> None:
+    """The checks of http_pair on a CLIENT span `c` and SERVER span `s` already picked."""
     __tracebackhide__ = True
     cpid, csvc, cexe = client.pid, client.service_name, client.exe
     spid, port, ssvc, sexe = server.pid, server.port, server.service_name, server.exe
-    c = only(spans, f"client side of {method} {path}", kind=KIND_CLIENT, pid=cpid, path=path)
-    s = only(spans, f"server side of {method} {path}", kind=KIND_SERVER, pid=spid, path=path)
-
-    common = {"http.request.method": method, "url.path": path, "url.scheme": "http",
+    assert (c.kind, c.pid, s.kind, s.pid) == (KIND_CLIENT, cpid, KIND_SERVER, spid), (
+        f"expected a CLIENT span from pid {cpid} and a SERVER span from pid {spid}:\n"
+        f"{fmt_span(c)}\n{fmt_span(s)}")
+    common = {"http.request.method": method, "url.path": path, "url.scheme": scheme,
               "http.response.status_code": status, "server.address": LOCALHOST,
               "server.port": port, "network.peer.address": LOCALHOST,
               "network.protocol.version": proto}
     qs = f"?{redacted(query)}" if query else ""
     assert_attrs(c, {**common, "network.peer.port": port,
-                     "url.full": f"http://{LOCALHOST}:{port}{path}{qs}"})
+                     "url.full": f"{scheme}://{LOCALHOST}:{port}{path}{qs}"})
     assert_attrs(s, {**common, "client.address": LOCALHOST,
                      **({"network.peer.port": client_port} if client_port else {})})
     for span in (c, s):
@@ -67,4 +88,26 @@ def http_pair(spans: list[ReceivedSpan], *, client: Call | Server, server: Serve
     assert_resource(s, ssvc, sexe, spid)
     assert_child_of(s, c)
     assert_within(s, c)
-    return c, s
+
+
+def sequential_pairs(spans: list[ReceivedSpan], client_pid: int, server_pid: int,
+                     n: int) -> list[tuple[ReceivedSpan, ReceivedSpan]]:
+    """The (CLIENT, SERVER) spans of `n` requests a client sent one after the other: exactly n
+    CLIENT spans from `client_pid`, in start order (the i-th is the i-th request; none may
+    overlap the next), each with exactly one child SERVER span from `server_pid`."""
+    __tracebackhide__ = True
+    cs = sorted((x for x in spans if x.kind == KIND_CLIENT and x.pid == client_pid),
+                key=lambda x: x.start_ns)
+    assert len(cs) == n, (f"expected {n} CLIENT spans from pid {client_pid}, got {len(cs)}:\n"
+                          f"{fmt_spans(spans)}")
+    for a, b in zip(cs, cs[1:]):
+        assert a.end_ns <= b.start_ns + CLOCK_TOLERANCE_NS, (
+            f"sequential requests overlap:\n{fmt_span(a)}\n{fmt_span(b)}")
+    out = []
+    for c in cs:
+        kids = [x for x in spans if x.kind == KIND_SERVER and x.pid == server_pid
+                and x.parent_span_id == c.span_id and x.trace_id == c.trace_id]
+        assert len(kids) == 1, (f"expected one SERVER span from pid {server_pid} as the child of"
+                                f"\n{fmt_span(c)}\nspans:\n{fmt_spans(spans)}")
+        out.append((c, kids[0]))
+    return out
