@@ -95,3 +95,11 @@ def test_pg_tls_traffic(bare: Scenario, postgres_tls: PgServer, case) -> None:
 def test_pgbench_tls_traffic(bare: Scenario, postgres_tls: PgServer) -> None:
     c = tls_cases.pg_over_tls(pg_cases.pgbench_run, bare, postgres_tls, "extended")
     assert c.expected_spans == 7 * 100 + 2
+
+
+def test_go_cleartext_traffic(bare: Scenario, tls_certs: Certs, gotls: GoTls) -> None:
+    tls_cases.go_to_go(bare, tls_certs, gotls.server, gotls.client, "1.1", plain=True)
+
+
+def test_node_cleartext_traffic(bare: Scenario, tls_certs: Certs) -> None:
+    tls_cases.curl_to_node(bare, tls_certs, False, plain=True)

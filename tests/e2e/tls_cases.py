@@ -10,13 +10,14 @@ traffic.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.pg import PgServer
 from harness.procs import free_port
 from harness.scenario import Call, Scenario, Server
-from harness.tls import (GRPC_HEADERS, Certs, GoRun, GrpcServer, H2load, NginxTls, go_client,
+from harness.tls import (GRPC_HEADERS, Certs, GoRun, GrpcServer, H2load, go_client,
                          go_server, grpc_client, grpc_frame_file, grpc_server, h2load,
                          nginx_tls, node_server)
 
@@ -29,8 +30,8 @@ GRPC_CALLS = [("Reserve", "OK", 0), ("Missing", "NOT_FOUND", 5), ("Broken", "UNA
 GRPC_CODES = {m: code for m, _, code in GRPC_CALLS}
 
 
-def _urls(port: int, routes: list[tuple[str, int]]) -> list[str]:
-    return [f"https://127.0.0.1:{port}{path}" for path, _ in routes]
+def _urls(port: int, routes: list[tuple[str, int]], scheme: str = "https") -> list[str]:
+    return [f"{scheme}://127.0.0.1:{port}{path}" for path, _ in routes]
 
 
 def _check_curl(call: Call, routes: list[tuple[str, int]], http2: bool) -> None:
@@ -49,6 +50,7 @@ class CurlCase:
     call: Call
     routes: list[tuple[str, int]]
     proto: str  # network.protocol.version: "1.1" or "2"
+    scheme: str = "https"
 
 
 def curl_to_nginx(scn: Scenario, certs: Certs, http2: bool) -> CurlCase:
@@ -127,11 +129,10 @@ def h2load_grpc_h2c(scn: Scenario) -> GrpcLoadCase:
 @dataclass
 class GrpcHopCase:
     grpc: GrpcServer
-    nginx: NginxTls
+    proxy: Server  # nginx, with port = the port the client called
     client_pid: int
     calls: list[tuple[str, int]]  # (method, gRPC status code) in the order they were made
-    entry_port: int  # the nginx port the client called
-    scheme: str
+    scheme: str  # the client's url.scheme
 
 
 def grpc_via_nginx_h2c(scn: Scenario, certs: Certs) -> GrpcHopCase:
@@ -141,8 +142,8 @@ def grpc_via_nginx_h2c(scn: Scenario, certs: Certs) -> GrpcHopCase:
     ngx = nginx_tls(scn, certs, g.server.port)
     call = grpc_client(scn, ngx.h2c_port, *[m for m, _, _ in GRPC_CALLS])
     assert [r["code"] for r in call.rows] == [name for _, name, _ in GRPC_CALLS], call.rows
-    return GrpcHopCase(g, ngx, call.pid, [(m, code) for m, _, code in GRPC_CALLS],
-                       ngx.h2c_port, "http")
+    proxy = dataclasses.replace(ngx.server, port=ngx.h2c_port)
+    return GrpcHopCase(g, proxy, call.pid, [(m, code) for m, _, code in GRPC_CALLS], "http")
 
 
 GRPC_TLS_HOP_N = 10
@@ -160,7 +161,7 @@ def h2load_grpc_via_nginx_tls(scn: Scenario, certs: Certs) -> GrpcHopCase:
     assert run.protocol == "h2", run.stdout
     assert (run.done, run.succeeded, run.status["2xx"]) == (n, n, n), run.stdout
     calls = [("Reserve", 0), ("Broken", 14)] * (n // 2)
-    return GrpcHopCase(g, ngx, run.pid, calls, ngx.server.port, "https")
+    return GrpcHopCase(g, ngx.server, run.pid, calls, "https")
 
 
 @dataclass
@@ -191,15 +192,18 @@ class GoCase:
     server: Server
     run: GoRun
     proto: str  # "1.1" or "2"
+    scheme: str
 
 
 def go_to_go(scn: Scenario, certs: Certs, server_bin: Path, client_bin: Path,
-             http: str) -> GoCase:
+             http: str, plain: bool = False) -> GoCase:
     """The Go client -> the Go server (crypto/tls), HTTP/1.1 or HTTP/2 (ALPN), 6 requests in
-    turn on one connection: /hello 200, /missing 404, /boom 500, twice."""
-    srv = go_server(scn, server_bin, certs)
+    turn on one connection: /hello 200, /missing 404, /boom 500, twice.
+    plain: the same in cleartext HTTP/1.1 (the control)."""
+    assert not plain or http == "1.1", "cleartext is HTTP/1.1 only (no h2c in Go's stdlib)"
+    srv = go_server(scn, server_bin, certs, plain)
     run = go_client(scn, client_bin, certs, srv.port, http, GO_REQUESTS,
-                    *[p for p, _ in APP_ROUTES])
+                    *[p for p, _ in APP_ROUTES], plain=plain)
     want_proto = "HTTP/2.0" if http == "2" else "HTTP/1.1"
     rows = run.call.rows
     assert [(r["path"], r["status"]) for r in rows] == APP_ROUTES * (GO_REQUESTS // 3), rows
@@ -207,15 +211,18 @@ def go_to_go(scn: Scenario, certs: Certs, server_bin: Path, client_bin: Path,
     assert [r["reused"] for r in rows] == [False] + [True] * (GO_REQUESTS - 1), rows
     assert run.summary == {"done": GO_REQUESTS, "connections": 1, "protos": {want_proto: 6},
                            "codes": {"200": 2, "404": 2, "500": 2}}, run.summary
-    return GoCase(srv, run, http)
+    return GoCase(srv, run, http, "http" if plain else "https")
 
 
-def curl_to_node(scn: Scenario, certs: Certs, http2: bool) -> CurlCase:
-    """curl --http1.1 / --http2 over TLS to node (http2.createSecureServer, allowHTTP1)."""
-    srv = node_server(scn, certs)
-    call = scn.curl(*_urls(srv.port, APP_ROUTES), http2=http2, cacert=certs.ca)
+def curl_to_node(scn: Scenario, certs: Certs, http2: bool, plain: bool = False) -> CurlCase:
+    """curl --http1.1 / --http2 over TLS to node (http2.createSecureServer, allowHTTP1),
+    one connection. plain: cleartext HTTP/1.1 to node:http (the control)."""
+    assert not plain or not http2, "node's cleartext server is HTTP/1.1 only"
+    scheme = "http" if plain else "https"
+    srv = node_server(scn, certs, plain)
+    call = scn.curl(*_urls(srv.port, APP_ROUTES, scheme), http2=http2, cacert=certs.ca)
     _check_curl(call, APP_ROUTES, http2)
-    return CurlCase(srv, call, APP_ROUTES, "2" if http2 else "1.1")
+    return CurlCase(srv, call, APP_ROUTES, "2" if http2 else "1.1", scheme)
 
 
 # -- PostgreSQL -----------------------------------------------------------------------------

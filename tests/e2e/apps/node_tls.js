@@ -2,11 +2,13 @@
 // allowHTTP1, so one TLS listener speaks HTTP/2 (ALPN h2) and HTTP/1.1 (ALPN http/1.1 or none).
 //
 //     node node_tls.js --port N --cert FILE --key FILE
+//     node node_tls.js --port N --plain      cleartext HTTP/1.1 (node:http): the tests' control
 //
 // Routes: /hello 200, /boom 500, anything else 404. Prints "READY <port>" once listening.
 'use strict';
 
 const fs = require('node:fs');
+const http = require('node:http');
 const http2 = require('node:http2');
 
 function arg(name) {
@@ -19,11 +21,13 @@ function arg(name) {
 }
 
 const port = Number(arg('--port'));
-const server = http2.createSecureServer({
-  cert: fs.readFileSync(arg('--cert')),
-  key: fs.readFileSync(arg('--key')),
-  allowHTTP1: true,
-});
+const server = process.argv.includes('--plain')
+  ? http.createServer()
+  : http2.createSecureServer({
+    cert: fs.readFileSync(arg('--cert')),
+    key: fs.readFileSync(arg('--key')),
+    allowHTTP1: true,
+  });
 
 server.on('request', (req, res) => {
   const path = req.url.split('?')[0];

@@ -171,8 +171,10 @@ class Scenario:
     def curl(self, *urls: str, headers: tuple[str, ...] = (), http10: bool = False,
              http2: bool = False, cacert: Path | None = None) -> Call:
         """One curl process fetching all `urls` (reusing one connection when it can).
-        http2: --http2 (h2 over TLS via ALPN); cacert: the CA to trust for https:// URLs."""
-        version = "--http1.0" if http10 else "--http2" if http2 else "--http1.1"
+        http2: --http2 (h2 over TLS via ALPN), or --http2-prior-knowledge for http:// URLs;
+        cacert: the CA to trust for https:// URLs."""
+        h2 = "--http2-prior-knowledge" if urls and urls[0].startswith("http:") else "--http2"
+        version = "--http1.0" if http10 else h2 if http2 else "--http1.1"
         argv = ["curl", version, "-sS", "--max-time", "20", "-A", CURL_UA, "-w", CURL_WRITE_OUT]
         if cacert is not None:
             argv += ["--cacert", str(cacert)]

@@ -92,11 +92,12 @@ def build_gotls(workdir: Path) -> GoTls:
                  go_build(GOTLS_SRC, workdir, workdir / "gotls-stripped", ldflags=STRIP))
 
 
-def go_server(scn: Scenario, binary: Path, certs: Certs) -> Server:
-    """apps/gotls server (HTTP/1.1 + HTTP/2 on one TLS port); service.name = its file name."""
+def go_server(scn: Scenario, binary: Path, certs: Certs, plain: bool = False) -> Server:
+    """apps/gotls server (HTTP/1.1 + HTTP/2 on one TLS port; plain: cleartext HTTP/1.1);
+    service.name = its file name."""
     port = free_port()
-    proc = scn.spawn(binary.name, [str(binary), "server", "-port", str(port), "-cert",
-                                   str(certs.cert), "-key", str(certs.key)], port)
+    tls = ["-plain"] if plain else ["-cert", str(certs.cert), "-key", str(certs.key)]
+    proc = scn.spawn(binary.name, [str(binary), "server", "-port", str(port), *tls], port)
     wait_until(lambda: f"READY {port}" in proc.stdout(), 10, f"{binary.name} READY", alive=proc)
     return Server(port, proc.pid, proc, binary.name, binary.name)
 
@@ -109,9 +110,11 @@ class GoRun:
 
 
 def go_client(scn: Scenario, binary: Path, certs: Certs, port: int, http: str, n: int,
-              *paths: str) -> GoRun:
-    argv = [str(binary), "client", "-url", f"https://127.0.0.1:{port}", "-ca", str(certs.ca),
-            "-http", http, "-n", str(n), *paths]
+              *paths: str, plain: bool = False) -> GoRun:
+    """apps/gotls client: n requests cycling over `paths`, one at a time, one connection."""
+    tls = ["-url", f"http://127.0.0.1:{port}"] if plain else [
+        "-url", f"https://127.0.0.1:{port}", "-ca", str(certs.ca)]
+    argv = [str(binary), "client", *tls, "-http", http, "-n", str(n), *paths]
     t0 = time.time_ns()
     proc, rc = run(scn._name(binary.name), argv, scn.workdir, timeout=60, env=app_env())
     t1 = time.time_ns()
@@ -122,11 +125,13 @@ def go_client(scn: Scenario, binary: Path, certs: Certs, port: int, http: str, n
     return GoRun(Call(proc.pid, lines[:-1], t0, t1, binary.name, binary.name), lines[-1])
 
 
-def node_server(scn: Scenario, certs: Certs) -> Server:
-    """apps/node_tls.js (node:http2 createSecureServer, allowHTTP1); service.name node_tls."""
+def node_server(scn: Scenario, certs: Certs, plain: bool = False) -> Server:
+    """apps/node_tls.js (node:http2 createSecureServer, allowHTTP1; plain: node:http);
+    service.name node_tls."""
     port = free_port()
-    proc = scn.spawn("node_tls", [NODE, str(APPS / "node_tls.js"), "--port", str(port),
-                                  "--cert", str(certs.cert), "--key", str(certs.key)], port)
+    tls = ["--plain"] if plain else ["--cert", str(certs.cert), "--key", str(certs.key)]
+    proc = scn.spawn("node_tls", [NODE, str(APPS / "node_tls.js"), "--port", str(port), *tls],
+                     port)
     wait_until(lambda: f"READY {port}" in proc.stdout(), 10, "node_tls READY", alive=proc)
     return Server(port, proc.pid, proc, "node_tls", "node")
 

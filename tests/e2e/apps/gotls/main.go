@@ -5,6 +5,8 @@
 //	    HTTP/1.1 and HTTP/2 on one TLS listener (ALPN h2, http/1.1: net/http does h2 by
 //	    itself over TLS). Routes: /hello 200, /boom 500, anything else 404.
 //	    Prints "READY <port>" once listening.
+//	gotls server -port N -plain
+//	    The same in cleartext, HTTP/1.1 only (the tests' control).
 //	gotls client -url https://127.0.0.1:N -ca FILE -http 1.1|2 -n N PATH...
 //	    N requests in turn (cycling over the PATHs) on one kept-alive connection; one JSON
 //	    line per request {path, status, proto, local_port, reused}, then a summary line
@@ -45,6 +47,7 @@ func serve(args []string) {
 	port := fs.Int("port", 0, "port on 127.0.0.1")
 	cert := fs.String("cert", "", "server certificate (PEM)")
 	key := fs.String("key", "", "server key (PEM)")
+	plain := fs.Bool("plain", false, "cleartext HTTP/1.1, no TLS")
 	fs.Parse(args)
 
 	mux := http.NewServeMux()
@@ -66,13 +69,16 @@ func serve(args []string) {
 	}
 	fmt.Printf("READY %d\n", *port)
 	os.Stdout.Sync()
+	if *plain {
+		die(srv.Serve(ln))
+	}
 	die(srv.ServeTLS(ln, *cert, *key))
 }
 
 func client(args []string) {
 	fs := flag.NewFlagSet("client", flag.ExitOnError)
 	base := fs.String("url", "", "https://127.0.0.1:N")
-	ca := fs.String("ca", "", "CA certificate to trust (PEM)")
+	ca := fs.String("ca", "", "CA certificate to trust (PEM); none for an http:// -url")
 	proto := fs.String("http", "2", "1.1 or 2")
 	n := fs.Int("n", 1, "requests")
 	fs.Parse(args)
@@ -81,13 +87,15 @@ func client(args []string) {
 		paths = []string{"/hello"}
 	}
 
-	pem, err := os.ReadFile(*ca)
-	if err != nil {
-		die(err)
-	}
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		die(fmt.Errorf("no certificate in %s", *ca))
+	if *ca != "" {
+		pem, err := os.ReadFile(*ca)
+		if err != nil {
+			die(err)
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			die(fmt.Errorf("no certificate in %s", *ca))
+		}
 	}
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, MaxIdleConnsPerHost: 1,
 		DisableCompression: true}
