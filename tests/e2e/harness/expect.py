@@ -130,8 +130,8 @@ def check_load_pairs(spans: list[ReceivedSpan], client_pid: int, server_pid: int
     want = {k: n for k, (n, _) in per_key.items()}
     for side in (clients, servers):
         got = Counter(key(x) for x in side)
-        assert got == want, f"{KIND_NAMES[side[0].kind] if side else ''} spans per key: " \
-            f"{dict(got)}, expected {want}\n{fmt_spans(spans)}"
+        assert got == want, (f"{KIND_NAMES[side[0].kind] if side else ''} spans per key: "
+                             f"{dict(got)}, expected {want}\n{fmt_spans(spans)}")
     by_id = {c.span_id: c for c in clients}
     parents = Counter(s.parent_span_id for s in servers)
     assert set(parents) <= set(by_id) and max(parents.values()) == 1, (
