@@ -2,7 +2,10 @@
 
 session: `receiver` (in-process OTLP/gRPC receiver), `agent_bin` ($AGENT_BIN, or a failure),
          `workroot` (temp dir, removed at the end), `postgres` and `rabbitmq` (one server each,
-         started on first use, always stopped at the end), `goclient` (the Go client, built)
+         started on first use, always stopped at the end), `goclient` (the Go client, built),
+         `tls_certs` (a CA and a 127.0.0.1/localhost server certificate), `gotls` (the Go
+         HTTPS server/client, built, plus a stripped server), `postgres_tls` (a second
+         PostgreSQL with ssl=on)
 module:  `agent` (one agent per test module, exporting to `receiver`; must exit 0 on SIGTERM)
 test:    `scn` (a Scenario: starts servers/clients, collects this test's spans, cleans up)
 
@@ -24,6 +27,7 @@ from harness.goclient import build_goclient
 from harness.pg import PgServer
 from harness.rabbit import RabbitServer
 from harness.scenario import Scenario
+from harness.tls import Certs, GoTls, build_gotls, make_certs
 from otlp_receiver import OtlpReceiver
 
 
@@ -70,6 +74,29 @@ def rabbitmq():
 def goclient(workroot: Path) -> Path:
     """apps/goclient built offline (lib/pq, amqp091-go from Debian packages)."""
     return build_goclient(workroot / "go")
+
+
+@pytest.fixture(scope="session")
+def tls_certs(workroot: Path) -> Certs:
+    """A throw-away CA and a server certificate it signed for 127.0.0.1 and localhost."""
+    return make_certs(workroot / "certs")
+
+
+@pytest.fixture(scope="session")
+def gotls(workroot: Path) -> GoTls:
+    """apps/gotls (stdlib net/http + crypto/tls) built offline: server, client, stripped server."""
+    return build_gotls(workroot / "go")
+
+
+@pytest.fixture(scope="session")
+def postgres_tls(tls_certs: Certs):
+    """PostgreSQL with ssl=on; its clients connect with sslmode=require."""
+    pg = PgServer(tls_certs)
+    try:
+        yield pg
+    finally:
+        pg.stop()
+    assert not pg.leftovers, f"postgres processes survived the shutdown: {pg.leftovers}"
 
 
 def _dir_for(root: Path, nodeid: str) -> Path:

@@ -9,6 +9,11 @@ stitching, matched by stream id); status per the OTel RPC conventions: NOT_FOUND
 for the client only, UNAVAILABLE for both.
 
 HTTP/2 without gRPC: curl --http2-prior-knowledge against nginx (h2c), a 200 and a 404.
+
+h2load as a gRPC client (h2c, several streams in flight per connection), counted against its
+own summary; and a gRPC hop through nginx (h2c listener, grpc_pass): client -> nginx SERVER ->
+nginx CLIENT -> grpcio SERVER, one trace per call (traffic in tls_cases.py, whose TLS
+counterparts are in test_tls.py).
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ from __future__ import annotations
 import json
 import string
 
+import tls_cases
+from harness.expect import assert_grpc, check_grpc_hops, check_load_pairs
 from harness.procs import free_port, run
 from harness.scenario import APPS, NGINX, PYTHON, Scenario, app_env
 from harness.spans import KIND_CLIENT, KIND_SERVER, assert_child_of, assert_within, fmt_spans
+from harness.tls import Certs
 from otlp_receiver import STATUS_ERROR, STATUS_UNSET
 
 CALLS = [("Reserve", "OK", 0), ("Missing", "NOT_FOUND", 5), ("Broken", "UNAVAILABLE", 14)]
@@ -114,3 +122,30 @@ def test_http2_prior_knowledge_to_nginx(scn: Scenario) -> None:
         assert c[0].status_code == (STATUS_ERROR if status >= 400 else STATUS_UNSET)
         assert s[0].status_code == STATUS_UNSET
         assert_child_of(s[0], c[0])
+
+
+def test_h2load_grpc_unary_h2c(scn: Scenario) -> None:
+    """h2load as a gRPC client over h2c straight to grpcio: 20 Reserve calls (-c 2 -m 4,
+    OK) and 6 Broken calls (-c 1 -m 2, UNAVAILABLE: ERROR on both sides), each counted done
+    by h2load: 26 CLIENT spans from the two h2load processes, 26 SERVER spans from grpcio,
+    each SERVER span the child of its own CLIENT span."""
+    case = tls_cases.h2load_grpc_h2c(scn)
+    srv = case.grpc.server
+    spans = scn.collect(2 * sum(run.done for _, run in case.runs))
+    for method, run in case.runs:
+        mine = [x for x in spans if x.attributes.get("rpc.method") == method]
+        pairs = check_load_pairs(mine, run.pid, srv.pid, srv.port, {method: (run.done, 200)},
+                                 lambda x: x.attributes.get("rpc.method"), "http")
+        for c, s in pairs:
+            assert_grpc(c, method, tls_cases.GRPC_CODES[method], srv.port)
+            assert_grpc(s, method, tls_cases.GRPC_CODES[method], srv.port)
+
+
+def test_grpc_through_nginx_h2c(scn: Scenario, tls_certs: Certs) -> None:
+    """grpcio client -> nginx (h2c listener) -> grpc_pass -> grpcio server: Reserve (OK),
+    Missing (NOT_FOUND: ERROR on the CLIENT spans only), Broken (UNAVAILABLE: ERROR on all
+    four): per call client CLIENT -> nginx SERVER -> nginx CLIENT -> grpcio SERVER, one trace."""
+    case = tls_cases.grpc_via_nginx_h2c(scn, tls_certs)
+    spans = scn.collect(4 * len(case.calls))
+    check_grpc_hops(spans, client_pid=case.client_pid, proxy=case.proxy,
+                    upstream=case.grpc.server, calls=case.calls, scheme=case.scheme)

@@ -1,4 +1,5 @@
-"""The PostgreSQL / RabbitMQ / queue-trace agent tests, run against a simulated ideal agent.
+"""The PostgreSQL (also over TLS) / RabbitMQ / queue-trace agent tests, run against a simulated
+ideal agent.
 Needs the servers (root for initdb) but not the agent.
 
 Each agent test runs unchanged, with its real traffic, against a private receiver; right after
@@ -30,6 +31,7 @@ import pg_cases
 import test_postgres
 import test_queue_trace
 import test_rabbitmq
+import test_tls
 from harness.pg import PgServer, Stmt
 from harness.rabbit import Msg, RabbitServer
 from harness.scenario import CURL_UA, Scenario
@@ -288,6 +290,17 @@ def test_postgres_go_test_passes(sim_scn, postgres, goclient, monkeypatch) -> No
 def test_pgbench_test_passes(sim_scn, postgres, monkeypatch, mode) -> None:
     simulate(monkeypatch, pg_cases, "pgbench_run", sim_pgbench)
     test_postgres.test_pgbench_one_span_per_statement(sim_scn, postgres, mode)
+
+
+@pytest.mark.parametrize("case", ["simple_multi_statement", "extended_and_prepared"])
+def test_postgres_tls_tests_pass(sim_scn, postgres_tls, monkeypatch, case) -> None:
+    simulate(monkeypatch, pg_cases, case, sim_pg)
+    test_tls.test_postgres_statements_over_tls(sim_scn, postgres_tls, case)
+
+
+def test_pgbench_tls_test_passes(sim_scn, postgres_tls, monkeypatch) -> None:
+    simulate(monkeypatch, pg_cases, "pgbench_run", sim_pgbench)
+    test_tls.test_pgbench_over_tls(sim_scn, postgres_tls)
 
 
 MQ_TESTS = [("direct_message", lambda s, r: test_rabbitmq.test_publish_and_deliver_are_linked(

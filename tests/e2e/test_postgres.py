@@ -70,7 +70,13 @@ def test_go_lib_pq_statements(scn: Scenario, postgres: PgServer, goclient: Path)
 def test_pgbench_one_span_per_statement(scn: Scenario, postgres: PgServer, mode: str) -> None:
     """pgbench -t 50 -c 2: 7 statements per transaction (BEGIN, 3 UPDATE, SELECT, INSERT, END)
     plus pgbench's 2 set-up SELECTs, all from pgbench's one process: exactly 702 spans."""
-    case = pg_cases.pgbench_run(scn, postgres, mode)
+    check_pgbench(scn, postgres, pg_cases.pgbench_run(scn, postgres, mode))
+
+
+def check_pgbench(scn: Scenario, postgres: PgServer, case: pg_cases.PgbenchCase) -> None:
+    """Exactly the spans of a pgbench run: its set-up SELECTs and 7 per transaction."""
+    __tracebackhide__ = True
+    mode = case.mode
     spans = scn.collect(case.expected_spans)
     text = {s.span_id: str(s.attributes.get("db.query.text")) for s in spans}
     setup = [s for s in spans if text[s.span_id].lower().startswith(

@@ -77,9 +77,13 @@ class LoggedStatement:
 
 
 class PgServer:
-    """PostgreSQL 15 with its data in a temp dir owned by the postgres user."""
+    """PostgreSQL 15 with its data in a temp dir owned by the postgres user.
 
-    def __init__(self) -> None:
+    certs (harness.tls.Certs): ssl=on with that server certificate (copied into the server's
+    dir, key mode 0600, owned by postgres), log_connections=on (the log says which connections
+    were TLS), and the clients' DSN/environment ask for sslmode=require."""
+
+    def __init__(self, certs=None) -> None:
         # Its own temp dir: the postgres user must be able to reach it (the session's workroot
         # is mode 700). Removed by stop().
         self.root = Path(tempfile.mkdtemp(prefix="e2e-pg-"))
@@ -91,6 +95,7 @@ class PgServer:
         for d in (self.root, self.sockdir):
             os.chown(d, pw.pw_uid, pw.pw_gid)
         self.port = free_port()
+        self.ssl = certs is not None
         self.env = {"PATH": f"{PG_BIN}:/usr/bin:/bin", "LANG": "C", "LC_ALL": "C"}
         init = subprocess.run([str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U",
                                PG_USER, "-E", "UTF8", "--locale=C", "--no-sync"],
@@ -104,6 +109,15 @@ class PgServer:
                 "-c", "max_connections=50", "-c", "log_statement=all",
                 "-c", "log_line_prefix=%m [%p] %a@%d ", "-c", "logging_collector=off",
                 "-c", "log_min_messages=warning", "-c", "autovacuum=off"]
+        if certs is not None:
+            for src, name, mode in ((certs.cert, "server.crt", 0o644),
+                                    (certs.key, "server.key", 0o600)):
+                shutil.copy(src, self.root / name)
+                os.chown(self.root / name, pw.pw_uid, pw.pw_gid)
+                os.chmod(self.root / name, mode)
+            argv += ["-c", "ssl=on", "-c", f"ssl_cert_file={self.root / 'server.crt'}",
+                     "-c", f"ssl_key_file={self.root / 'server.key'}",
+                     "-c", "log_connections=on"]
         self.proc = UserProc("postgres", argv, self.root, PG_USER, env=self.env)
         self.pid = self.proc.pid
         self.log_path = self.proc.stderr_path
@@ -148,12 +162,19 @@ class PgServer:
     # -- what a traced client uses --
     def dsn(self, db: str, app: str) -> str:
         return (f"host={LOCALHOST} port={self.port} user={PG_USER} dbname={db} "
-                f"application_name={app}")
+                f"application_name={app}" + (" sslmode=require" if self.ssl else ""))
 
     def client_env(self, db: str, app: str) -> dict[str, str]:
         """libpq variables for psql/pgbench over TCP (the traced path)."""
         return {"PGHOST": LOCALHOST, "PGPORT": str(self.port), "PGUSER": PG_USER,
-                "PGDATABASE": db, "PGAPPNAME": app}
+                "PGDATABASE": db, "PGAPPNAME": app, **({"PGSSLMODE": "require"} if self.ssl
+                                                       else {})}
+
+    def connections(self, app: str, since: int = 0) -> list[str]:
+        """With certs: the server's "connection authorized" lines for `app`'s connections
+        (each says "SSL enabled (protocol=..., cipher=...)" when the connection is TLS)."""
+        return [line for line in self.log_lines(since)
+                if f"application_name={app}" in line and "connection authorized:" in line]
 
     # -- the server's log --
     def log_size(self) -> int:

@@ -168,10 +168,16 @@ class Scenario:
             self.ports.add(port)
 
     # -- clients --
-    def curl(self, *urls: str, headers: tuple[str, ...] = (), http10: bool = False) -> Call:
-        """One curl process fetching all `urls` (reusing one connection when it can)."""
-        argv = ["curl", "--http1.0" if http10 else "--http1.1", "-sS", "--max-time", "20",
-                "-A", CURL_UA, "-w", CURL_WRITE_OUT]
+    def curl(self, *urls: str, headers: tuple[str, ...] = (), http10: bool = False,
+             http2: bool = False, cacert: Path | None = None) -> Call:
+        """One curl process fetching all `urls` (reusing one connection when it can).
+        http2: --http2 (h2 over TLS via ALPN), or --http2-prior-knowledge for http:// URLs;
+        cacert: the CA to trust for https:// URLs."""
+        h2 = "--http2-prior-knowledge" if urls and urls[0].startswith("http:") else "--http2"
+        version = "--http1.0" if http10 else h2 if http2 else "--http1.1"
+        argv = ["curl", version, "-sS", "--max-time", "20", "-A", CURL_UA, "-w", CURL_WRITE_OUT]
+        if cacert is not None:
+            argv += ["--cacert", str(cacert)]
         for h in headers:
             argv += ["-H", h]
         for url in urls:
@@ -186,9 +192,13 @@ class Scenario:
         assert rc == 0 and len(rows) == len(urls), f"curl failed (rc={rc}): {err}\n{out}"
         return Call(pid, rows, t0, t1, "curl", "curl")
 
-    def client(self, port: int, *requests: str, headers: tuple[str, ...] = ()) -> Call:
-        """apps/client.py: `requests` like "GET /users/1", "POST /echo 1000", on one connection."""
+    def client(self, port: int, *requests: str, headers: tuple[str, ...] = (),
+               ca: Path | None = None) -> Call:
+        """apps/client.py: `requests` like "GET /users/1", "POST /echo 1000", on one connection;
+        HTTPS trusting the CA `ca` when given."""
         argv = [PYTHON, str(APPS / "client.py"), "--port", str(port)]
+        if ca is not None:
+            argv += ["--ca", str(ca)]
         for h in headers:
             argv += ["--header", h]
         t0 = time.time_ns()

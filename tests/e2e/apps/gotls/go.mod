@@ -1,0 +1,3 @@
+module e2e/gotls
+
+go 1.19
