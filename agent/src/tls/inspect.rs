@@ -148,21 +148,49 @@ pub fn inspect(path: &Path) -> Result<Option<TlsRuntime>, InspectError> {
         source,
     })?;
     let cache = ReadCache::new(file);
-    inspect_data(&cache)
+    inspect_data(&cache, true)
+}
+
+/// [`inspect`] without the search of `.rodata` for OpenSSL's version banner (tens of MB in
+/// node, hundreds of ms when not cached): what the agent runs before attaching, so a new
+/// process is probed as early as possible. `version` then comes from symbol versions only;
+/// [`openssl_banner_version`] fills it in afterwards.
+pub fn inspect_quick(path: &Path) -> Result<Option<TlsRuntime>, InspectError> {
+    let file = File::open(path).map_err(|source| InspectError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    let cache = ReadCache::new(file);
+    inspect_data(&cache, false)
+}
+
+/// OpenSSL's release version from its banner in `.rodata` (`"3.0.19"`), if the file has one.
+pub fn openssl_banner_version(path: &Path) -> Option<String> {
+    let file = File::open(path).ok()?;
+    let cache = ReadCache::new(file);
+    let image = Image::parse(&cache).ok()?;
+    let rodata = image.section(b".rodata")?;
+    match find_banner(image.section_data(rodata, ".rodata").ok()?) {
+        Some(Banner::OpenSsl(v)) => Some(v),
+        _ => None,
+    }
 }
 
 /// Inspects an ELF file already in memory. `Ok(None)`: no TLS library in this file.
 pub fn inspect_bytes(data: &[u8]) -> Result<Option<TlsRuntime>, InspectError> {
-    inspect_data(data)
+    inspect_data(data, true)
 }
 
-fn inspect_data<'data, R: ReadRef<'data>>(data: R) -> Result<Option<TlsRuntime>, InspectError> {
+fn inspect_data<'data, R: ReadRef<'data>>(
+    data: R,
+    scan_banner: bool,
+) -> Result<Option<TlsRuntime>, InspectError> {
     let image = Image::parse(data)?;
     // Go first: a cgo binary may also carry C symbols, but its TLS is crypto/tls.
     if golang::is_go(&image) {
         return golang::inspect_go(&image).map(Some);
     }
-    inspect_openssl(&image)
+    inspect_openssl(&image, scan_banner)
 }
 
 type Elf64 = elf::FileHeader64<Endianness>;
@@ -358,6 +386,7 @@ fn is_boringssl_symbol(name: &[u8]) -> bool {
 
 fn inspect_openssl<'data, R: ReadRef<'data>>(
     image: &Image<'data, R>,
+    scan_banner: bool,
 ) -> Result<Option<TlsRuntime>, InspectError> {
     let mut found: [Option<u64>; SSL_FUNCS.len()] = [None; SSL_FUNCS.len()];
     let (mut boringssl, mut gnutls) = (false, false);
@@ -393,7 +422,7 @@ fn inspect_openssl<'data, R: ReadRef<'data>>(
     }
 
     let mut version = None;
-    if let Some(rodata) = image.section(b".rodata") {
+    if let Some(rodata) = image.section(b".rodata").filter(|_| scan_banner) {
         match find_banner(image.section_data(rodata, ".rodata")?) {
             Some(Banner::BoringSsl) => return Ok(Some(TlsRuntime::BoringSsl)),
             Some(Banner::OpenSsl(v)) => version = Some(v),

@@ -188,7 +188,7 @@ impl TlsTracker {
             if !self.files.contains_key(&id) {
                 self.make_room();
                 let started = Instant::now();
-                let (runtime, error) = match inspect::inspect(&at) {
+                let (runtime, error) = match inspect::inspect_quick(&at) {
                     Ok(rt) => (rt, None),
                     Err(e) => {
                         tracing::debug!("inspecting {path} (pid {pid}): {e}");
@@ -227,6 +227,20 @@ impl TlsTracker {
                 // The file may have been reached through a process that since exited.
                 f.open_path = open_path(pid, &path);
                 attach_file(f, att, &self.telemetry);
+                // Probes first, then the slow part: the release version from the banner.
+                if let Some(TlsRuntime::OpenSsl {
+                    version,
+                    version_exact,
+                    ..
+                }) = f.runtime.as_mut()
+                {
+                    if !*version_exact {
+                        if let Some(v) = inspect::openssl_banner_version(&f.open_path) {
+                            *version = Some(v);
+                            *version_exact = true;
+                        }
+                    }
+                }
             }
         }
         if !mine.is_empty() {

@@ -198,6 +198,12 @@ impl Streams {
             grpc_status: s.grpc_status,
             response_body_size: s.response_body,
         };
+        // The body was complete by its content-length before END_STREAM: the response ended
+        // then (the peer's span, which may have stopped reading there, ends there too).
+        let end_ns = match s.complete_by_length() {
+            Some(done) if done > 0 => done.min(end_ns),
+            _ => end_ns,
+        };
         self.end(id, end_ns, outcome, out);
     }
 

@@ -81,7 +81,9 @@ func client(args []string) {
 	ca := fs.String("ca", "", "CA certificate to trust (PEM); none for an http:// -url")
 	proto := fs.String("http", "2", "1.1 or 2")
 	n := fs.Int("n", 1, "requests")
+	wait := fs.Duration("wait", 0, "sleep this long before the first request")
 	fs.Parse(args)
+	time.Sleep(*wait)
 	paths := fs.Args()
 	if len(paths) == 0 {
 		paths = []string{"/hello"}
