@@ -3,6 +3,11 @@ then with the agent exporting OTLP to a real receiver (the e2e suite's, built on
 OpenTelemetry project's protobuf definitions). Prints figures; asserts nothing about speed.
 
     python3 tests/bench/overhead.py --agent target/release/agent [--seconds 10] [--connections 8]
+                                    [--tls]
+
+--tls: nginx serves HTTPS (TLS 1.3, a self-signed certificate) and wrk speaks TLS; both use
+OpenSSL's libssl.so.3, so every request's plaintext comes from the agent's uprobes on
+SSL_read/SSL_write (four uprobe hits and two uretprobe hits per request per side).
 
 Both nginx (the server) and wrk (the client) are traced, so every request should yield two
 spans: nginx's SERVER span and wrk's CLIENT span. The agent's own loss counters (ring buffer
@@ -43,7 +48,7 @@ http {{
     uwsgi_temp_path {prefix}/uwsgi;
     scgi_temp_path {prefix}/scgi;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{tls};
         root {prefix}/www;
         location / {{ try_files $uri =404; }}
     }}
@@ -57,10 +62,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wrk(port: int, seconds: int, connections: int) -> tuple[int, float, str]:
+def wrk(port: int, seconds: int, connections: int, scheme: str) -> tuple[int, float, str]:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
-         f"http://127.0.0.1:{port}/users/42?token=abc"],
+         f"{scheme}://127.0.0.1:{port}/users/42?token=abc"],
         capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -73,7 +78,9 @@ def main() -> int:
     ap.add_argument("--agent", required=True)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--tls", action="store_true", help="HTTPS: plaintext from the TLS uprobes")
     args = ap.parse_args()
+    scheme = "https" if args.tls else "http"
     if os.geteuid() != 0:
         print("overhead.py: needs root (the agent loads eBPF programs)", file=sys.stderr)
         return 2
@@ -82,14 +89,21 @@ def main() -> int:
     port = free_port()
     (work / "www" / "users").mkdir(parents=True)
     (work / "www" / "users" / "42").write_bytes(b"x" * 1024)
-    (work / "nginx.conf").write_text(NGINX_CONF.format(prefix=work, port=port))
+    tls = ""
+    if args.tls:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-keyout", str(work / "key.pem"), "-out", str(work / "cert.pem"),
+                        "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+        tls = (f" ssl;\n        ssl_certificate {work}/cert.pem;\n"
+               f"        ssl_certificate_key {work}/key.pem")
+    (work / "nginx.conf").write_text(NGINX_CONF.format(prefix=work, port=port, tls=tls))
     nginx = subprocess.Popen(["/usr/sbin/nginx", "-e", "stderr", "-p", f"{work}/", "-c",
                               str(work / "nginx.conf")], stderr=subprocess.DEVNULL)
     receiver = OtlpReceiver().start()
     agent = None
     try:
         time.sleep(0.5)
-        base_n, base_rps, base_p99 = wrk(port, args.seconds, args.connections)
+        base_n, base_rps, base_p99 = wrk(port, args.seconds, args.connections, scheme)
 
         agent = subprocess.Popen([args.agent, "run", "--otlp-endpoint", receiver.endpoint,
                                   "--log-level", "info"], stderr=subprocess.PIPE, text=True)
@@ -102,7 +116,7 @@ def main() -> int:
                 return 1
             log += line
         before = len(receiver.spans())
-        n, rps, p99 = wrk(port, args.seconds, args.connections)
+        n, rps, p99 = wrk(port, args.seconds, args.connections, scheme)
         time.sleep(2)  # a batch timeout and then some
         stat = Path(f"/proc/{agent.pid}/stat").read_text().rsplit(")", 1)[1].split()
         cpu_s = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
@@ -113,7 +127,8 @@ def main() -> int:
         server = sum(1 for s in spans if s.kind == 2)
         client = sum(1 for s in spans if s.kind == 3)
         counters = re.findall(r"counters at exit: (.*)", log)
-        print(f"load: wrk -t1 -c{args.connections} -d{args.seconds}s against nginx (1 KiB file, sendfile on), "
+        print(f"load: wrk -t1 -c{args.connections} -d{args.seconds}s against nginx over {scheme} "
+              f"(1 KiB file), "
               f"{os.cpu_count()} CPUs shared by wrk, nginx, the agent and the receiver")
         print(f"  without agent: {base_rps:10.0f} req/s   p99 {base_p99:>8}   ({base_n} requests)")
         print(f"  with agent:    {rps:10.0f} req/s   p99 {p99:>8}   ({n} requests)")

@@ -331,7 +331,13 @@ fn bench(root: &Path) -> Result<()> {
     sh(Command::new("python3")
         .arg("tests/bench/overhead.py")
         .arg("--agent")
-        .arg(root.join("target/release/agent")))
+        .arg(root.join("target/release/agent")))?;
+    // The same over HTTPS: plaintext from the TLS uprobes instead of the syscalls.
+    sh(Command::new("python3")
+        .arg("tests/bench/overhead.py")
+        .arg("--agent")
+        .arg(root.join("target/release/agent"))
+        .arg("--tls"))
 }
 
 fn test(root: &Path, no_setup: bool, pytest: Option<&str>) -> Result<()> {
