@@ -101,6 +101,10 @@ struct Side {
     /// Largest frame this sender may send: SETTINGS_MAX_FRAME_SIZE of the receiver (the
     /// largest it advertised: SETTINGS and frames race across directions).
     max_frame: u32,
+    /// Largest SETTINGS_HEADER_TABLE_SIZE the receiver advertised, kept apart from the decoder
+    /// because the decoder is replaced when this side's first bytes arrive, which can be after
+    /// the receiver's SETTINGS.
+    table_size: Option<u32>,
     /// Segment that delivered the first unconsumed byte, when bytes were left unconsumed.
     carry: Option<SegmentCtx>,
 }
@@ -112,7 +116,16 @@ impl Side {
             decoder: Decoder::new(false),
             block: None,
             max_frame: frame::DEFAULT_MAX_FRAME,
+            table_size: None,
             carry: None,
+        }
+    }
+
+    /// The sender's first bytes: HPACK starts here (`synced`: from the connection's start).
+    fn restart_decoder(&mut self, synced: bool) {
+        self.decoder = Decoder::new(synced);
+        if let Some(size) = self.table_size {
+            self.decoder.allow_table_size(size);
         }
     }
 }
@@ -276,7 +289,7 @@ impl H2Conn {
                 if n < p.len() {
                     return None;
                 }
-                self.sides[side].decoder = Decoder::new(true);
+                self.sides[side].restart_decoder(true);
                 self.sides[side].read = Read::Frame;
                 return Some(p.len());
             }
@@ -287,7 +300,7 @@ impl H2Conn {
             // A server starts with a SETTINGS frame (section 3.4); mid-connection that is rare.
             let h = FrameHeader::read(rest)?;
             let synced = h.kind == frame::SETTINGS && h.flags & frame::ACK == 0;
-            self.sides[side].decoder = Decoder::new(synced);
+            self.sides[side].restart_decoder(synced);
         }
         self.sides[side].read = Read::Frame;
         Some(0)
@@ -467,7 +480,9 @@ impl H2Conn {
                     let v = be32(&s[2..]);
                     match id {
                         frame::SETTINGS_HEADER_TABLE_SIZE => {
-                            self.sides[other].decoder.allow_table_size(v)
+                            let o = &mut self.sides[other];
+                            o.table_size = Some(o.table_size.unwrap_or(0).max(v));
+                            o.decoder.allow_table_size(v);
                         }
                         frame::SETTINGS_MAX_FRAME_SIZE => {
                             if !(frame::DEFAULT_MAX_FRAME..=0xff_ffff).contains(&v) {
