@@ -1,7 +1,7 @@
 //! The request stream: heads become `RequestStart`s, bodies are counted (RFC 9112 §6.3
 //! items 3–7 for requests), garbage is skipped up to the next plausible request line.
 
-use super::super::{ParseError, SegmentCtx};
+use super::super::{h2c, ParseError, SegmentCtx};
 use super::body::{Body, Gap};
 use super::detect::{known_method_prefix, scan_line_starts, Scan};
 use super::exchanges::{Exchanges, ReqKind, Start};
@@ -121,6 +121,16 @@ impl RequestStream {
                         if pos == buf.len() {
                             break;
                         }
+                        // RFC 7540 §3.2: after an `Upgrade: h2c` request the client sends the
+                        // HTTP/2 preface once it has read the 101. The directions are captured
+                        // separately, so the preface can show up before the 101 does: leave it
+                        // unconsumed (bounded like a head) for the HTTP/2 parser the 101 brings.
+                        if io.ex.awaiting_h2c()
+                            && h2c::starts_like_preface(&buf[pos..])
+                            && buf.len() - pos <= MAX_HEAD
+                        {
+                            break;
+                        }
                     }
                     let start = self.cursor.start_at(pos, io.ctx);
                     match self.head(&buf[pos..], start, trusted, io) {
@@ -187,9 +197,14 @@ impl RequestStream {
             Err(detail) => return self.fail(bytes, detail.into(), trusted, end, io),
         };
         let kind = ReqKind::of(&parsed.request.method);
-        let id = io
-            .ex
-            .open(kind, start, parsed.request, io.ctx.last_ns, io.out);
+        let id = io.ex.open(
+            kind,
+            start,
+            parsed.request,
+            parsed.h2c,
+            io.ctx.last_ns,
+            io.out,
+        );
         match body {
             Some(body) => {
                 self.state = State::Body { id, body };

@@ -1,5 +1,6 @@
-//! HTTP/2 over cleartext TCP (RFC 9113, "h2c" with prior knowledge) and gRPC on top of it:
-//! detection, framing, HPACK (RFC 7541) and streams as exchanges, for one connection.
+//! HTTP/2 over cleartext TCP (RFC 9113, "h2c" with prior knowledge or after an HTTP/1.1
+//! `Upgrade: h2c`) and gRPC on top of it: detection, framing, HPACK (RFC 7541) and streams as
+//! exchanges, for one connection.
 //!
 //! This module owns turning the two reassembled byte streams of a connection into
 //! `RequestStart` / `ExchangeEnd` events, one exchange per client-initiated stream:
@@ -14,8 +15,9 @@
 //!
 //! It does not own: reassembly (`crate::conn`), trace-context validation, span construction,
 //! TLS/ALPN ("h2" over TLS reaches it only if the bytes are captured in clear), the HTTP/1.1
-//! `Upgrade: h2c` path (HTTP/1 sees a tunnel), or server push spans (PUSH_PROMISE blocks are
-//! decoded only to keep HPACK in sync).
+//! part of an `Upgrade: h2c` connection (`super::http1` parses it up to the 101, then
+//! [`H2Conn::upgraded`] continues), or server push spans (PUSH_PROMISE blocks are decoded only
+//! to keep HPACK in sync).
 //!
 //! On lost framing (a frame larger than allowed, an HPACK error, a broken header block, a
 //! capture gap outside a DATA payload) the parser stops for the rest of the connection and
@@ -27,8 +29,10 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
+use super::h2c::H2cUpgrade;
 use super::{Detection, Direction, H2Outcome, L7Event, ParseError, Role, SegmentCtx};
 use frame::FrameHeader;
+pub use frame::PREFACE;
 use hpack::Decoder;
 use stream::{Headers, Streams};
 
@@ -139,6 +143,9 @@ pub struct H2Conn {
     streams: Streams,
     /// Framing lost or connection closed: nothing more is parsed or reported.
     dead: bool,
+    /// Continues an HTTP/1.1 connection upgraded to h2c: both directions are known to start
+    /// at their HTTP/2 beginning (see [`H2Conn::upgraded`]).
+    upgraded: bool,
 }
 
 const CLIENT: usize = 0;
@@ -159,7 +166,30 @@ impl H2Conn {
             sides: [Side::new(), Side::new()],
             streams: Streams::default(),
             dead: false,
+            upgraded: false,
         }
+    }
+
+    /// The parser for a connection the server just switched from HTTP/1.1 to HTTP/2 (RFC 7540
+    /// §3.2), fed from the byte after the `101` head on the server's side and from the byte
+    /// after the upgrade request on the client's.
+    ///
+    /// - The server's side starts with its connection preface (a SETTINGS frame) and a fresh
+    ///   HPACK context, whichever direction is seen first: the client's preface may be captured
+    ///   after the server's first frames, or (held back by the HTTP/1 parser) before.
+    /// - Stream 1 is the upgrade request, half-closed (local) for the client: it is open from
+    ///   the start, and its response ends the exchange `up.exchange` the HTTP/1 parser started.
+    /// - The client's side starts with its preface; bytes before it (the tail of an upgrade
+    ///   request body the 101 overtook) are skipped.
+    /// - `HTTP2-Settings` (RFC 7540 §3.2.1) are the client's first SETTINGS: they govern the
+    ///   frames the server sends before the client's SETTINGS frame is seen.
+    pub fn upgraded(request_dir: Direction, up: H2cUpgrade) -> Self {
+        let mut conn = Self::new(request_dir);
+        conn.upgraded = true;
+        // A malformed value only leaves the defaults in place: nothing to report.
+        conn.apply_settings(CLIENT, &up.settings, &mut Vec::new());
+        conn.streams.upgraded(up.exchange);
+        conn
     }
 
     fn side_of(&self, dir: Direction) -> Option<usize> {
@@ -283,6 +313,19 @@ impl H2Conn {
     /// The first bytes of a direction. Returns bytes consumed, `None` to wait for more.
     fn start(&mut self, side: usize, rest: &[u8]) -> Option<usize> {
         let p = frame::PREFACE;
+        if side == CLIENT && self.upgraded {
+            if let Some(at) = rest.windows(p.len()).position(|w| w == p) {
+                self.sides[side].restart_decoder(true);
+                self.sides[side].read = Read::Frame;
+                return Some(at + p.len());
+            }
+            // Skip all but a tail that may be the start of the preface.
+            let keep = (1..p.len().min(rest.len() + 1))
+                .rev()
+                .find(|&k| rest[rest.len() - k..] == p[..k])
+                .unwrap_or(0);
+            return Some(rest.len() - keep).filter(|&n| n > 0);
+        }
         if side == CLIENT {
             let n = rest.len().min(p.len());
             if n > 0 && rest[..n] == p[..n] {
@@ -299,7 +342,7 @@ impl H2Conn {
         } else {
             // A server starts with a SETTINGS frame (section 3.4); mid-connection that is rare.
             let h = FrameHeader::read(rest)?;
-            let synced = h.kind == frame::SETTINGS && h.flags & frame::ACK == 0;
+            let synced = self.upgraded || (h.kind == frame::SETTINGS && h.flags & frame::ACK == 0);
             self.sides[side].restart_decoder(synced);
         }
         self.sides[side].read = Read::Frame;
@@ -472,30 +515,7 @@ impl H2Conn {
                     out,
                 );
             }
-            frame::SETTINGS if h.flags & frame::ACK == 0 => {
-                // Section 6.5: each side's SETTINGS govern what the other side sends.
-                let other = 1 - side;
-                for s in p.chunks_exact(6) {
-                    let id = u16::from_be_bytes([s[0], s[1]]);
-                    let v = be32(&s[2..]);
-                    match id {
-                        frame::SETTINGS_HEADER_TABLE_SIZE => {
-                            let o = &mut self.sides[other];
-                            o.table_size = Some(o.table_size.unwrap_or(0).max(v));
-                            o.decoder.allow_table_size(v);
-                        }
-                        frame::SETTINGS_MAX_FRAME_SIZE => {
-                            if !(frame::DEFAULT_MAX_FRAME..=0xff_ffff).contains(&v) {
-                                errors.push(error("SETTINGS", format!("MAX_FRAME_SIZE {v}")));
-                            } else {
-                                let m = &mut self.sides[other].max_frame;
-                                *m = (*m).max(v);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
+            frame::SETTINGS if h.flags & frame::ACK == 0 => self.apply_settings(side, p, errors),
             frame::GOAWAY if side == SERVER => {
                 let last = be32(p) & 0x7fff_ffff;
                 self.streams.goaway(last, be32(&p[4..]), ctx.last_ns, out);
@@ -503,6 +523,32 @@ impl H2Conn {
             _ => {}
         }
         Ok(())
+    }
+
+    /// A SETTINGS payload sent by `side`. Section 6.5: each side's SETTINGS govern what the
+    /// other side sends.
+    fn apply_settings(&mut self, side: usize, p: &[u8], errors: &mut Vec<ParseError>) {
+        let other = 1 - side;
+        for s in p.chunks_exact(6) {
+            let id = u16::from_be_bytes([s[0], s[1]]);
+            let v = u32::from_be_bytes([s[2], s[3], s[4], s[5]]);
+            match id {
+                frame::SETTINGS_HEADER_TABLE_SIZE => {
+                    let o = &mut self.sides[other];
+                    o.table_size = Some(o.table_size.unwrap_or(0).max(v));
+                    o.decoder.allow_table_size(v);
+                }
+                frame::SETTINGS_MAX_FRAME_SIZE => {
+                    if !(frame::DEFAULT_MAX_FRAME..=0xff_ffff).contains(&v) {
+                        errors.push(error("SETTINGS", format!("MAX_FRAME_SIZE {v}")));
+                    } else {
+                        let m = &mut self.sides[other].max_frame;
+                        *m = (*m).max(v);
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     /// A complete header block: decode it (always, to keep HPACK in sync) and apply it.

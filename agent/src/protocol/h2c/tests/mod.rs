@@ -1,0 +1,3 @@
+//! Tests of the h2c hand-over.
+
+mod headers;
