@@ -340,9 +340,9 @@ impl ConnParser {
                     return n;
                 };
                 // The server switched to HTTP/2 (`Upgrade: h2c`, see `h2c`): this parser
-                // becomes the HTTP/2 one, which takes the rest of `buf` now and all later bytes
-                // (including any the HTTP/1 parser left unconsumed in the other direction).
-                let mut h2 = http2::H2Conn::upgraded(p.request_dir(), up);
+                // becomes the HTTP/2 one, which takes the client's bytes seen before the 101
+                // (first: they were captured earlier), the rest of `buf`, and all later bytes.
+                let mut h2 = http2::H2Conn::upgraded(p.request_dir(), up, ctx, out, errors);
                 let m = h2.parse(dir, &buf[n..], ctx, out, errors);
                 *self = ConnParser::Http2(h2);
                 n + m

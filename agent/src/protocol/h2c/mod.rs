@@ -18,6 +18,7 @@
 //! parser already emitted) with stream 1's response.
 
 use super::http2::PREFACE;
+use super::SegmentCtx;
 
 /// Longest `HTTP2-Settings` value decoded: 512 base64 characters are 384 bytes, 64 settings;
 /// RFC 9113 defines 7. A longer value is ignored (the settings then come from the client's
@@ -49,8 +50,18 @@ pub struct H2cUpgrade {
     /// `None` when the request was not reported (the agent joined after it, or its head was
     /// lost): stream 1's response then ends no exchange.
     pub exchange: Option<UpgradedExchange>,
+    /// The HTTP/1 parser numbered its requests `0..http1_seqs`: the HTTP/2 parser's seqs must
+    /// not reuse them.
+    pub http1_seqs: u64,
     /// The client's SETTINGS payload from `HTTP2-Settings` (maybe empty).
     pub settings: Vec<u8>,
+    /// The client's first HTTP/2 bytes when they were seen before the 101 (the directions are
+    /// captured separately): the HTTP/1 parser left them unconsumed, so the caller passes them
+    /// again with the client's next bytes; the HTTP/2 parser parses this copy at the switch
+    /// and then skips them.
+    pub client_bytes: Vec<u8>,
+    /// The read that delivered the first of `client_bytes` (their timing, approximately).
+    pub client_ctx: Option<SegmentCtx>,
 }
 
 /// Does an `Upgrade` field value (a comma-separated list of `protocol-name["/"version]`, RFC

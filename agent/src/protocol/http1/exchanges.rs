@@ -189,6 +189,11 @@ impl Exchanges {
         }
     }
 
+    /// How many seqs were handed out (the requests are numbered `0..seqs()`).
+    pub(super) fn seqs(&self) -> u64 {
+        self.next_seq
+    }
+
     /// The newest request offered `Upgrade: h2c` and is unanswered: the client's HTTP/2
     /// preface may follow it (once the client has read the 101).
     pub(super) fn awaiting_h2c(&self) -> bool {

@@ -143,8 +143,15 @@ impl Http1Conn {
                 match after {
                     After::Http => {}
                     After::Tunnel => self.tunnel(ctx.last_ns, out),
-                    After::H2c(up) => {
+                    After::H2c(mut up) => {
                         self.tunnel(ctx.last_ns, out);
+                        let (bytes, start) = self.requests.take_held();
+                        up.client_bytes = bytes;
+                        up.client_ctx = start.map(|s| SegmentCtx {
+                            tid: s.tid,
+                            first_ns: s.first_ns,
+                            last_ns: s.first_ns,
+                        });
                         self.h2c = Some(up);
                     }
                 }

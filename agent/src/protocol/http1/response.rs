@@ -178,7 +178,15 @@ impl ResponseStream {
                 if h.upgrade_h2c.unwrap_or(offer.is_some()) {
                     let settings = offer.map(|o| o.settings.clone()).unwrap_or_default();
                     let exchange = io.ex.take_upgraded(owner);
-                    return Step::H2c(end, H2cUpgrade { exchange, settings });
+                    return Step::H2c(
+                        end,
+                        H2cUpgrade {
+                            exchange,
+                            settings,
+                            http1_seqs: io.ex.seqs(),
+                            ..H2cUpgrade::default()
+                        },
+                    );
                 }
                 io.ex.finish(owner, done(0), io.ctx.last_ns, io.out);
                 return Step::Tunnel;

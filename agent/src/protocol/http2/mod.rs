@@ -146,6 +146,9 @@ pub struct H2Conn {
     /// Continues an HTTP/1.1 connection upgraded to h2c: both directions are known to start
     /// at their HTTP/2 beginning (see [`H2Conn::upgraded`]).
     upgraded: bool,
+    /// Bytes at the front of the client's next buffer that were already parsed (handed over
+    /// by the HTTP/1 parser, which had left them unconsumed).
+    client_skip: usize,
 }
 
 const CLIENT: usize = 0;
@@ -167,6 +170,7 @@ impl H2Conn {
             streams: Streams::default(),
             dead: false,
             upgraded: false,
+            client_skip: 0,
         }
     }
 
@@ -183,12 +187,25 @@ impl H2Conn {
     ///   request body the 101 overtook) are skipped.
     /// - `HTTP2-Settings` (RFC 7540 §3.2.1) are the client's first SETTINGS: they govern the
     ///   frames the server sends before the client's SETTINGS frame is seen.
-    pub fn upgraded(request_dir: Direction, up: H2cUpgrade) -> Self {
+    /// - The client's bytes the HTTP/1 parser held back (`up.client_bytes`) are parsed now,
+    ///   with their own timing when known (else `ctx`'s), and skipped when the caller passes
+    ///   them again.
+    pub fn upgraded(
+        request_dir: Direction,
+        up: H2cUpgrade,
+        ctx: &SegmentCtx,
+        out: &mut Vec<L7Event>,
+        errors: &mut Vec<ParseError>,
+    ) -> Self {
         let mut conn = Self::new(request_dir);
         conn.upgraded = true;
         // A malformed value only leaves the defaults in place: nothing to report.
         conn.apply_settings(CLIENT, &up.settings, &mut Vec::new());
-        conn.streams.upgraded(up.exchange);
+        conn.streams.upgraded(up.exchange, up.http1_seqs);
+        if !up.client_bytes.is_empty() {
+            let ctx = up.client_ctx.unwrap_or(*ctx);
+            conn.client_skip = conn.parse(request_dir, &up.client_bytes, &ctx, out, errors);
+        }
         conn
     }
 
@@ -215,6 +232,14 @@ impl H2Conn {
         };
         if self.dead {
             return buf.len();
+        }
+        if side == CLIENT && self.client_skip > 0 {
+            let skip = self.client_skip.min(buf.len());
+            self.client_skip -= skip;
+            if self.client_skip > 0 {
+                return skip;
+            }
+            return skip + self.parse(dir, &buf[skip..], ctx, out, errors);
         }
         // Bytes left over from earlier reads are a single incomplete frame at the start of
         // `buf`: its first byte came with the segment remembered in `carry`.

@@ -116,18 +116,19 @@ impl Streams {
     ///
     /// Streams are numbered by id so both ends of a connection agree on a stream's `seq` (the
     /// span layer pairs a same-node client and server by it). The upgrade request keeps its
-    /// HTTP/1 `seq`, usually 0 (clients upgrade on a connection's first request); only when
-    /// that `seq` is itself a possible client stream id (odd, 3 or more) could a later stream
-    /// collide with it while both are open, and then every stream's `seq` moves above the
-    /// 31-bit stream id space instead.
-    pub fn upgraded(&mut self, exchange: Option<UpgradedExchange>) {
+    /// HTTP/1 `seq`, usually 0 (clients upgrade on a connection's first request). When the
+    /// HTTP/1 parser used seqs from 3 up (`http1_seqs`: it numbered `0..http1_seqs`), stream
+    /// ids 3, 5, ... would reuse them (the upgrade's possibly still open), so every stream's
+    /// `seq` moves above the 31-bit stream id space instead: seqs stay unique on the
+    /// connection.
+    pub fn upgraded(&mut self, exchange: Option<UpgradedExchange>, http1_seqs: u64) {
         self.saw_client_id(1);
+        if http1_seqs > 3 {
+            self.seq_offset = 1 << 32;
+        }
         let Some(ex) = exchange else {
             return;
         };
-        if ex.seq % 2 == 1 && ex.seq >= 3 {
-            self.seq_offset = 1 << 32;
-        }
         self.open.insert(
             1,
             Stream {
