@@ -2,7 +2,8 @@
 
 session: `receiver` (in-process OTLP/gRPC receiver), `agent_bin` ($AGENT_BIN, or a failure),
          `workroot` (temp dir, removed at the end), `postgres` and `rabbitmq` (one server each,
-         started on first use, always stopped at the end), `goclient` (the Go client, built)
+         started on first use, always stopped at the end), `goclient` (the Go client, built),
+         `h2cserver` (the Go h2c server, built)
 module:  `agent` (one agent per test module, exporting to `receiver`; must exit 0 on SIGTERM)
 test:    `scn` (a Scenario: starts servers/clients, collects this test's spans, cleans up)
 
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from harness.agent import Agent, require_agent_bin
-from harness.goclient import build_goclient
+from harness.goclient import build_goclient, build_h2cserver
 from harness.pg import PgServer
 from harness.rabbit import RabbitServer
 from harness.scenario import Scenario
@@ -70,6 +71,12 @@ def rabbitmq():
 def goclient(workroot: Path) -> Path:
     """apps/goclient built offline (lib/pq, amqp091-go from Debian packages)."""
     return build_goclient(workroot / "go")
+
+
+@pytest.fixture(scope="session")
+def h2cserver(workroot: Path) -> Path:
+    """apps/h2cserver built offline (net/http + x/net/http2/h2c from Debian packages)."""
+    return build_h2cserver(workroot / "go")
 
 
 def _dir_for(root: Path, nodeid: str) -> Path:
