@@ -324,7 +324,8 @@ impl ConnParser {
 
     /// Parse as much of `buf` (all unconsumed bytes of `dir`) as possible; returns bytes consumed.
     /// Errors are reported through `errors` (one entry per resynchronisation) and never stop
-    /// the parser: it resynchronises by itself.
+    /// the parser: it resynchronises by itself. An HTTP/1 parser whose server switched to
+    /// HTTP/2 (`Upgrade: h2c`, see [`h2c`]) becomes the HTTP/2 parser here, within the call.
     pub fn parse(
         &mut self,
         dir: Direction,

@@ -11,7 +11,8 @@
 //!
 //! It does not own: reassembly and the per-direction buffers (`crate::conn`), trace-context
 //! validation (`crate::span::context`), span construction, HTTP/2 (which it refuses to
-//! detect; after a `101` to `h2c` it stops and hands over, see `super::h2c`) or TLS. Heads are parsed by `httparse`; everything around them is here:
+//! detect; after a `101` to `h2c` it stops and hands over, see `super::h2c`) or TLS. Heads
+//! are parsed by `httparse`; everything around them is here:
 //!
 //! - `detect`: signatures for protocol detection and resync;
 //! - `head`: head boundaries, `httparse`, header extraction;
