@@ -15,13 +15,16 @@
 //! checks both parsers need. The HTTP/1 parser records the offer with the request and stops at
 //! the 101; [`super::ConnParser::parse`] replaces itself with an HTTP/2 parser built by
 //! `H2Conn::upgraded`, which ends the upgrade request's exchange (the `RequestStart` the HTTP/1
-//! parser already emitted) with stream 1's response.
+//! parser already emitted) with stream 1's response. The two directions are captured
+//! separately, so the client's preface may be seen before the 101: the HTTP/1 parser holds it
+//! back (bounded) and hands a copy over. The span layer reports such an exchange as HTTP/2
+//! (`crate::span::http2`, `upgraded_span`).
 
 use super::http2::PREFACE;
 use super::SegmentCtx;
 
 /// Longest `HTTP2-Settings` value decoded: 512 base64 characters are 384 bytes, 64 settings;
-/// RFC 9113 defines 7. A longer value is ignored (the settings then come from the client's
+/// RFC 9113 defines six. A longer value is ignored (the settings then come from the client's
 /// SETTINGS frame only).
 const MAX_SETTINGS_VALUE: usize = 512;
 
