@@ -5,7 +5,8 @@ session: `receiver` (in-process OTLP/gRPC receiver), `agent_bin` ($AGENT_BIN, or
          started on first use, always stopped at the end), `goclient` (the Go client, built),
          `tls_certs` (a CA and a 127.0.0.1/localhost server certificate), `gotls` (the Go
          HTTPS server/client, built, plus a stripped server), `postgres_tls` (a second
-         PostgreSQL with ssl=on)
+         PostgreSQL with ssl=on),
+         `h2cserver` (the Go h2c server, built)
 module:  `agent` (one agent per test module, exporting to `receiver`; must exit 0 on SIGTERM)
 test:    `scn` (a Scenario: starts servers/clients, collects this test's spans, cleans up)
 
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from harness.agent import Agent, require_agent_bin
-from harness.goclient import build_goclient
+from harness.goclient import build_goclient, build_h2cserver
 from harness.pg import PgServer
 from harness.rabbit import RabbitServer
 from harness.scenario import Scenario
@@ -97,6 +98,12 @@ def postgres_tls(tls_certs: Certs):
     finally:
         pg.stop()
     assert not pg.leftovers, f"postgres processes survived the shutdown: {pg.leftovers}"
+
+
+@pytest.fixture(scope="session")
+def h2cserver(workroot: Path) -> Path:
+    """apps/h2cserver built offline (net/http + x/net/http2/h2c from Debian packages)."""
+    return build_h2cserver(workroot / "go")
 
 
 def _dir_for(root: Path, nodeid: str) -> Path:

@@ -9,7 +9,7 @@ fn rec<T: Record>(v: &T) -> Vec<u8> {
     v.as_bytes().to_vec()
 }
 use crate::span::builder::SpanOptions;
-use crate::span::model::{Attribute, Resource, Span, SpanKind};
+use crate::span::model::{AttrValue, Attribute, Resource, Span, SpanKind};
 use agent_common::{Direction, EventKind, SockAddr, Syscall, EVENT_VERSION};
 
 struct Res;
@@ -147,4 +147,78 @@ fn process_exit_ends_its_connections() {
     let spans = p.sink_mut().clone();
     assert_eq!(spans.len(), 1);
     assert_eq!(spans[0].status, crate::span::model::StatusCode::Error);
+}
+
+/// A recorded `curl --http2` upgrade (testdata/h2c: an upgraded GET, then streams 3 and 5 on
+/// the same connection) seen from both ends on one node: detection picks HTTP/1, the parser
+/// switches to HTTP/2 at the 101, and each request is one CLIENT and one SERVER span over
+/// HTTP/2, the server's the child of the client's.
+#[test]
+fn h2c_upgrade_seen_from_both_ends() {
+    let c2s: &[u8] = include_bytes!("../protocol/testdata/h2c/upgrade_then_streams.c2s");
+    let s2c: &[u8] = include_bytes!("../protocol/testdata/h2c/upgrade_then_streams.s2c");
+    let segs = include_str!("../protocol/testdata/h2c/upgrade_then_streams.segs");
+    let mut p = pipeline();
+    p.push(&open(1, 10, Role::Client, 50000, 8080, 100));
+    p.push(&open(2, 20, Role::Server, 8080, 50000, 101));
+    let (mut at, mut t) = ([0usize; 2], 1_000u64);
+    for line in segs.lines() {
+        let (side, len) = line.split_once(' ').expect("segs line");
+        let len: usize = len.parse().expect("segs length");
+        let (i, bytes) = if side == "c" { (0, c2s) } else { (1, s2c) };
+        let chunk = &bytes[at[i]..at[i] + len];
+        at[i] += len;
+        // The sender's write, then the receiver's read.
+        let (from, to) = if i == 0 {
+            ((1, 10), (2, 20))
+        } else {
+            ((2, 20), (1, 10))
+        };
+        p.push(&data(
+            from.0,
+            from.0,
+            from.1,
+            Direction::Egress,
+            t,
+            t + 10,
+            chunk,
+        ));
+        p.push(&data(
+            to.0,
+            to.0,
+            to.1,
+            Direction::Ingress,
+            t + 5,
+            t + 20,
+            chunk,
+        ));
+        t += 100;
+    }
+    p.process_due(u64::MAX);
+    let spans = p.sink_mut().clone();
+    assert_eq!(spans.len(), 6, "{spans:#?}");
+    for (path, status) in [("/index.html", 200), ("/missing", 404), ("/big", 200)] {
+        let side = |kind: SpanKind| {
+            let mine: Vec<&Span> = spans
+                .iter()
+                .filter(|s| {
+                    s.kind == kind && s.attr("url.path") == Some(&AttrValue::Str(path.into()))
+                })
+                .collect();
+            assert_eq!(mine.len(), 1, "{path} {kind:?}: {spans:#?}");
+            mine[0]
+        };
+        let (client, server) = (side(SpanKind::Client), side(SpanKind::Server));
+        for s in [client, server] {
+            assert_eq!(
+                s.attr("network.protocol.version"),
+                Some(&AttrValue::Str("2".into()))
+            );
+            assert_eq!(
+                s.attr("http.response.status_code"),
+                Some(&AttrValue::Int(status))
+            );
+        }
+        assert_eq!(server.parent_span_id, Some(client.context.span_id));
+    }
 }

@@ -15,6 +15,7 @@
 //! several reads inside themselves. They are registered in the [`ConnParser`] enum: no `dyn`.
 
 pub mod amqp;
+pub mod h2c;
 pub mod http1;
 pub mod http2;
 pub mod postgres;
@@ -348,7 +349,8 @@ impl ConnParser {
 
     /// Parse as much of `buf` (all unconsumed bytes of `dir`) as possible; returns bytes consumed.
     /// Errors are reported through `errors` (one entry per resynchronisation) and never stop
-    /// the parser: it resynchronises by itself.
+    /// the parser: it resynchronises by itself. An HTTP/1 parser whose server switched to
+    /// HTTP/2 (`Upgrade: h2c`, see [`h2c`]) becomes the HTTP/2 parser here, within the call.
     pub fn parse(
         &mut self,
         dir: Direction,
@@ -358,7 +360,19 @@ impl ConnParser {
         errors: &mut Vec<ParseError>,
     ) -> usize {
         match self {
-            ConnParser::Http1(p) => p.parse(dir, buf, ctx, out, errors),
+            ConnParser::Http1(p) => {
+                let n = p.parse(dir, buf, ctx, out, errors).min(buf.len());
+                let Some(up) = p.take_h2c_upgrade() else {
+                    return n;
+                };
+                // The server switched to HTTP/2 (`Upgrade: h2c`, see `h2c`): this parser
+                // becomes the HTTP/2 one, which takes the client's bytes seen before the 101
+                // (first: they were captured earlier), the rest of `buf`, and all later bytes.
+                let mut h2 = http2::H2Conn::upgraded(p.request_dir(), up, ctx, out, errors);
+                let m = h2.parse(dir, &buf[n..], ctx, out, errors);
+                *self = ConnParser::Http2(h2);
+                n + m
+            }
             ConnParser::Http2(p) => p.parse(dir, buf, ctx, out, errors),
             ConnParser::Postgres(p) => p.parse(dir, buf, ctx, out, errors),
             ConnParser::Amqp(p) => p.parse(dir, buf, ctx, out, errors),

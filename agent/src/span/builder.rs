@@ -507,6 +507,22 @@ impl SpanBuilder {
                 resource,
                 &self.opts,
             ),
+            // An HTTP/1.1 request whose server switched to HTTP/2 (`Upgrade: h2c`).
+            (
+                Request::Http(_),
+                Outcome::Http2 {
+                    outcome,
+                    request_body_size,
+                },
+            ) => super::http2::upgraded_span(
+                inf,
+                start,
+                end,
+                outcome,
+                request_body_size,
+                resource,
+                &self.opts,
+            ),
             (Request::Postgres(_), Outcome::Postgres(o)) => {
                 super::db::span(inf, start, end, o, resource, &self.opts)
             }

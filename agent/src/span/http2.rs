@@ -11,10 +11,58 @@ use super::http::{known_method, push_network, split_host};
 use super::model::{Attribute, Resource, Span, SpanKind, StatusCode};
 use super::route::route_template;
 use super::url::{full_url, redact_query, split_target};
-use crate::protocol::{H2Outcome, Request};
+use crate::protocol::{H2Outcome, H2Request, HttpRequest, Request};
 
 /// gRPC codes that mean the server failed (OTel RPC conventions, gRPC status codes).
 const SERVER_ERRORS: &[u32] = &[2, 4, 12, 13, 14, 15]; // UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS
+
+/// The span of an HTTP/1.1 request with `Upgrade: h2c` that the server answered by switching
+/// to HTTP/2: the response came on stream 1 (RFC 7540 §3.2), so the exchange ends with an
+/// HTTP/2 outcome while it started as an HTTP/1 request.
+///
+/// It is reported as an HTTP/2 exchange, `network.protocol.version=2`: what the span describes
+/// is the request as answered, and it was answered over HTTP/2 (the server handles it as
+/// stream 1 of the new connection: Go's `h2c` hands it to the handler as an `HTTP/2.0`
+/// request, for instance), like every later request on the connection. The request head's
+/// fields map onto the pseudo-headers an HTTP/2 request would carry (RFC 9113 §8.3.1): the
+/// target as `:path`, `Host` as `:authority`, scheme `http` (h2c is HTTP/2 over cleartext).
+pub(super) fn upgraded_span(
+    mut inf: Inflight,
+    start_unix_nano: u64,
+    end_unix_nano: u64,
+    outcome: H2Outcome,
+    request_body_size: u64,
+    resource: Arc<Resource>,
+    opts: &SpanOptions,
+) -> Span {
+    if let Request::Http(r) = &inf.request {
+        inf.request = Request::Http2(upgrade_request(r));
+    }
+    span(
+        inf,
+        start_unix_nano,
+        end_unix_nano,
+        outcome,
+        request_body_size,
+        resource,
+        opts,
+    )
+}
+
+fn upgrade_request(r: &HttpRequest) -> H2Request {
+    H2Request {
+        stream_id: 1,
+        method: Some(r.method.clone()),
+        path: Some(r.target.clone()),
+        authority: r.host.clone(),
+        scheme: Some("http".to_owned()),
+        user_agent: r.user_agent.clone(),
+        content_type: None,
+        traceparent: r.traceparent.clone(),
+        tracestate: r.tracestate.clone(),
+        unknown_fields: 0,
+    }
+}
 
 pub(super) fn span(
     inf: Inflight,

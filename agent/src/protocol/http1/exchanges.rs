@@ -14,6 +14,7 @@
 
 use std::collections::VecDeque;
 
+use super::super::h2c::{H2cOffer, UpgradedExchange};
 use super::super::{HttpOutcome, HttpRequest, L7Event, Outcome, Request};
 
 /// Bound on requests awaiting a response. Pipelining this deep is unheard of for HTTP/1; a
@@ -46,6 +47,8 @@ struct Pending {
     seq: Option<u64>,
     kind: ReqKind,
     request_body_size: u64,
+    /// The request offered to switch to HTTP/2 (`Upgrade: h2c`).
+    h2c: Option<H2cOffer>,
 }
 
 /// Whom a response answers, decided when its head is parsed.
@@ -83,12 +86,16 @@ impl Exchanges {
         kind: ReqKind,
         start: Start,
         request: HttpRequest,
+        h2c: Option<H2cOffer>,
         now_ns: u64,
         out: &mut Vec<L7Event>,
     ) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         let id = self.push(Some(seq), kind, now_ns, out);
+        if let Some(p) = self.queue.back_mut() {
+            p.h2c = h2c;
+        }
         out.push(L7Event::RequestStart {
             seq,
             tid: start.tid,
@@ -128,6 +135,7 @@ impl Exchanges {
             seq,
             kind,
             request_body_size: 0,
+            h2c: None,
         });
         id
     }
@@ -178,6 +186,50 @@ impl Exchanges {
             }
             Owner::Lost => self.lost = self.lost.saturating_sub(1),
             Owner::Nobody => {}
+        }
+    }
+
+    /// How many seqs were handed out (the requests are numbered `0..seqs()`).
+    pub(super) fn seqs(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The newest request offered `Upgrade: h2c` and is unanswered: the client's HTTP/2
+    /// preface may follow it (once the client has read the 101).
+    pub(super) fn awaiting_h2c(&self) -> bool {
+        self.lost == 0 && self.queue.back().is_some_and(|p| p.h2c.is_some())
+    }
+
+    /// The `Upgrade: h2c` offer of `owner`'s request, if it made one.
+    pub(super) fn h2c_offer(&self, owner: Owner) -> Option<&H2cOffer> {
+        match owner {
+            Owner::Entry(id) => self
+                .queue
+                .front()
+                .filter(|p| p.id == id)
+                .and_then(|p| p.h2c.as_ref()),
+            _ => None,
+        }
+    }
+
+    /// The server switched to HTTP/2 answering `owner`: its exchange leaves the queue without
+    /// an end (stream 1 of the HTTP/2 connection will end it). `None` when it was a ghost or
+    /// not a queued request.
+    pub(super) fn take_upgraded(&mut self, owner: Owner) -> Option<UpgradedExchange> {
+        self.responding = None;
+        match owner {
+            Owner::Entry(id) if self.queue.front().is_some_and(|p| p.id == id) => {
+                let p = self.queue.pop_front()?;
+                Some(UpgradedExchange {
+                    seq: p.seq?,
+                    request_body_size: p.request_body_size,
+                })
+            }
+            Owner::Lost => {
+                self.lost = self.lost.saturating_sub(1);
+                None
+            }
+            _ => None,
         }
     }
 

@@ -5,6 +5,7 @@
 //! (Authorization, Cookie, Set-Cookie, ...) is looked at by name only, or for Content-Length and
 //! Transfer-Encoding, parsed in place.
 
+use super::super::h2c::{self, H2cOffer};
 use super::super::HttpRequest;
 
 /// Longest head we wait for. Real heads are a few hundred bytes; servers cap them at 8–64 KiB.
@@ -174,6 +175,8 @@ fn parse_content_length(value: &[u8]) -> Result<u64, &'static str> {
 pub(super) struct RequestHead {
     pub request: HttpRequest,
     pub framing: FramingFields,
+    /// `Upgrade` lists `h2c` (RFC 7540 §3.2).
+    pub h2c: Option<H2cOffer>,
 }
 
 /// What a response's head says.
@@ -182,6 +185,9 @@ pub(super) struct ResponseHead {
     pub status: u16,
     pub version_minor: u8,
     pub framing: FramingFields,
+    /// `Upgrade` fields: `None` when absent, else whether one lists `h2c` (what a 101
+    /// switches to, RFC 9110 §7.8).
+    pub upgrade_h2c: Option<bool>,
 }
 
 /// Parse a complete request head (`head` ends with its empty line).
@@ -233,9 +239,16 @@ fn parse_request_with<'b>(
     };
     let mut framing = FramingFields::default();
     let (mut host_seen, mut ua_seen, mut tp_seen) = (false, false, false);
+    let mut upgrade_h2c = false;
+    // RFC 7540 §3.2.1: exactly one HTTP2-Settings field; with several, servers refuse.
+    let mut settings: Vec<&[u8]> = Vec::new();
     for h in req.headers.iter() {
         let name = h.name;
-        if name.eq_ignore_ascii_case("host") {
+        if name.eq_ignore_ascii_case("upgrade") {
+            upgrade_h2c |= h2c::lists_h2c(h.value);
+        } else if name.eq_ignore_ascii_case("http2-settings") {
+            settings.push(h.value);
+        } else if name.eq_ignore_ascii_case("host") {
             copy_first(&mut host_seen, &mut request.host, h.value);
         } else if name.eq_ignore_ascii_case("user-agent") {
             copy_first(&mut ua_seen, &mut request.user_agent, h.value);
@@ -256,7 +269,17 @@ fn parse_request_with<'b>(
             framing.note(name, h.value);
         }
     }
-    Some(Ok(RequestHead { request, framing }))
+    let h2c = upgrade_h2c.then(|| H2cOffer {
+        settings: match settings[..] {
+            [one] => h2c::decode_settings(one).unwrap_or_default(),
+            _ => Vec::new(),
+        },
+    });
+    Some(Ok(RequestHead {
+        request,
+        framing,
+        h2c,
+    }))
 }
 
 /// The first field line wins; a value that is not UTF-8 counts as absent.
@@ -283,12 +306,18 @@ fn parse_response_with<'b>(
         return Some(Err("incomplete status line".into()));
     };
     let mut framing = FramingFields::default();
+    let mut upgrade_h2c = None;
     for h in resp.headers.iter() {
-        framing.note(h.name, h.value);
+        if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade_h2c = Some(upgrade_h2c.unwrap_or(false) || h2c::lists_h2c(h.value));
+        } else {
+            framing.note(h.name, h.value);
+        }
     }
     Some(Ok(ResponseHead {
         status,
         version_minor,
         framing,
+        upgrade_h2c,
     }))
 }

@@ -11,7 +11,8 @@
 //!
 //! It does not own: reassembly and the per-direction buffers (`crate::conn`), trace-context
 //! validation (`crate::span::context`), span construction, HTTP/2 (which it refuses to
-//! detect) or TLS. Heads are parsed by `httparse`; everything around them is here:
+//! detect; after a `101` to `h2c` it stops and hands over, see `super::h2c`) or TLS. Heads
+//! are parsed by `httparse`; everything around them is here:
 //!
 //! - `detect`: signatures for protocol detection and resync;
 //! - `head`: head boundaries, `httparse`, header extraction;
@@ -28,7 +29,8 @@ mod response;
 #[cfg(test)]
 mod tests;
 
-use super::{Detection, Direction, L7Event, ParseError, Role, SegmentCtx};
+use super::h2c::H2cUpgrade;
+use super::{Detection, Direction, HttpOutcome, L7Event, Outcome, ParseError, Role, SegmentCtx};
 use exchanges::Exchanges;
 use request::RequestStream;
 use response::{After, ResponseStream};
@@ -55,7 +57,8 @@ struct Io<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Http,
-    /// After 101 Switching Protocols or a successful CONNECT: bytes are ignored.
+    /// After 101 Switching Protocols or a successful CONNECT: bytes are ignored (after a
+    /// switch to h2c, the HTTP/2 parser takes them: see [`Http1Conn::take_h2c_upgrade`]).
     Tunnel,
     /// `close` was called: nothing more is reported.
     Closed,
@@ -69,6 +72,8 @@ pub struct Http1Conn {
     requests: RequestStream,
     responses: ResponseStream,
     exchanges: Exchanges,
+    /// The server switched to HTTP/2; not yet taken by the caller.
+    h2c: Option<H2cUpgrade>,
 }
 
 impl Http1Conn {
@@ -80,7 +85,21 @@ impl Http1Conn {
             requests: RequestStream::new(),
             responses: ResponseStream::new(),
             exchanges: Exchanges::default(),
+            h2c: None,
         }
+    }
+
+    /// Requests flow in this direction.
+    pub fn request_dir(&self) -> Direction {
+        self.request_dir
+    }
+
+    /// The server answered `101` with `Upgrade: h2c`: the connection is HTTP/2 from the byte
+    /// after that head (the bytes `parse` left unconsumed in that call), and the upgrade
+    /// request's exchange is to be ended by stream 1's response. Taken once; the caller
+    /// continues the connection with `H2Conn::upgraded`.
+    pub fn take_h2c_upgrade(&mut self) -> Option<H2cUpgrade> {
+        self.h2c.take()
     }
 
     fn is_request_dir(&self, dir: Direction) -> Option<bool> {
@@ -122,8 +141,20 @@ impl Http1Conn {
                     errors,
                 };
                 let (consumed, after) = self.responses.parse(buf, &mut io);
-                if after == After::Tunnel {
-                    self.tunnel(ctx.last_ns, out);
+                match after {
+                    After::Http => {}
+                    After::Tunnel => self.tunnel(ctx.last_ns, out),
+                    After::H2c(mut up) => {
+                        self.tunnel(ctx.last_ns, out);
+                        let (bytes, start) = self.requests.take_held();
+                        up.client_bytes = bytes;
+                        up.client_ctx = start.map(|s| SegmentCtx {
+                            tid: s.tid,
+                            first_ns: s.first_ns,
+                            last_ns: s.first_ns,
+                        });
+                        self.h2c = Some(up);
+                    }
                 }
                 consumed
             }
@@ -172,6 +203,18 @@ impl Http1Conn {
     pub fn close(&mut self, ts_ns: u64, out: &mut Vec<L7Event>) {
         if self.mode == Mode::Http {
             self.responses.close(ts_ns, &mut self.exchanges, out);
+        }
+        // Nobody continued the connection as HTTP/2: the upgraded request's response was
+        // never seen.
+        if let Some(ex) = self.h2c.take().and_then(|up| up.exchange) {
+            out.push(L7Event::ExchangeEnd {
+                seq: ex.seq,
+                end_ns: ts_ns,
+                outcome: Outcome::Http {
+                    outcome: HttpOutcome::Aborted,
+                    request_body_size: ex.request_body_size,
+                },
+            });
         }
         self.exchanges.abort_all(ts_ns, out);
         self.mode = Mode::Closed;

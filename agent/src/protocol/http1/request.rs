@@ -1,7 +1,7 @@
 //! The request stream: heads become `RequestStart`s, bodies are counted (RFC 9112 §6.3
 //! items 3–7 for requests), garbage is skipped up to the next plausible request line.
 
-use super::super::{ParseError, SegmentCtx};
+use super::super::{h2c, ParseError, SegmentCtx};
 use super::body::{Body, Gap};
 use super::detect::{known_method_prefix, scan_line_starts, Scan};
 use super::exchanges::{Exchanges, ReqKind, Start};
@@ -67,6 +67,9 @@ pub(super) struct RequestStream {
     scanned: usize,
     /// The byte before the next `buf` ended a line (resync looks only at line starts).
     line_start: bool,
+    /// A copy of the bytes left unconsumed because they start like the HTTP/2 preface after
+    /// an `Upgrade: h2c` request (see `parse`): what the HTTP/2 parser gets at the switch.
+    held: Vec<u8>,
 }
 
 enum Step {
@@ -88,11 +91,19 @@ impl RequestStream {
             cursor: Cursor::default(),
             scanned: 0,
             line_start: true,
+            held: Vec::new(),
         }
+    }
+
+    /// The bytes held back for HTTP/2 (see `parse`), and where the first of them came from.
+    pub(super) fn take_held(&mut self) -> (Vec<u8>, Option<Start>) {
+        let start = self.cursor.carried_start.filter(|_| !self.held.is_empty());
+        (std::mem::take(&mut self.held), start)
     }
 
     pub(super) fn parse(&mut self, buf: &[u8], io: &mut Io) -> usize {
         let mut pos = 0;
+        let mut holding = false;
         while pos < buf.len() {
             match &mut self.state {
                 State::Body { id, body } => match body.feed(&buf[pos..]) {
@@ -121,6 +132,19 @@ impl RequestStream {
                         if pos == buf.len() {
                             break;
                         }
+                        // RFC 7540 §3.2: after an `Upgrade: h2c` request the client sends the
+                        // HTTP/2 preface once it has read the 101. The directions are captured
+                        // separately, so the preface can show up before the 101 does: leave it
+                        // unconsumed (bounded like a head) for the HTTP/2 parser the 101 brings,
+                        // which gets a copy of them at once (the server's next frames may
+                        // answer requests in them) and skips them when they are passed again.
+                        if io.ex.awaiting_h2c()
+                            && h2c::starts_like_preface(&buf[pos..])
+                            && buf.len() - pos <= MAX_HEAD
+                        {
+                            holding = true;
+                            break;
+                        }
                     }
                     let start = self.cursor.start_at(pos, io.ctx);
                     match self.head(&buf[pos..], start, trusted, io) {
@@ -147,6 +171,17 @@ impl RequestStream {
                     }
                 }
             }
+        }
+        if !holding {
+            self.held.clear();
+        } else if pos == 0 && self.held.len() <= buf.len() {
+            // The caller passes the held bytes again, in front of the new ones: copy only
+            // those (a preface trickling in byte by byte costs linear time, not quadratic).
+            let new = &buf[self.held.len()..];
+            self.held.extend_from_slice(new);
+        } else {
+            self.held.clear();
+            self.held.extend_from_slice(&buf[pos..]);
         }
         self.cursor.finish(buf.len(), pos, io.ctx);
         if pos > 0 {
@@ -187,9 +222,14 @@ impl RequestStream {
             Err(detail) => return self.fail(bytes, detail.into(), trusted, end, io),
         };
         let kind = ReqKind::of(&parsed.request.method);
-        let id = io
-            .ex
-            .open(kind, start, parsed.request, io.ctx.last_ns, io.out);
+        let id = io.ex.open(
+            kind,
+            start,
+            parsed.request,
+            parsed.h2c,
+            io.ctx.last_ns,
+            io.out,
+        );
         match body {
             Some(body) => {
                 self.state = State::Body { id, body };
@@ -258,6 +298,8 @@ impl RequestStream {
         self.state = State::Resync;
         self.scanned = 0;
         self.cursor = Cursor::default();
+        // Unconsumed bytes are dropped by the caller when a gap is not absorbed.
+        self.held.clear();
         // Bytes right after a gap are mid-line as far as we know.
         self.line_start = false;
         false

@@ -1,6 +1,7 @@
 //! The response stream: each final response ends the oldest open exchange (RFC 9112 §9.3.2),
 //! interim 1xx responses do not (RFC 9110 §15.2), bodies are framed by RFC 9112 §6.3.
 
+use super::super::h2c::H2cUpgrade;
 use super::super::{HttpOutcome, L7Event, ParseError, SegmentCtx};
 use super::body::{Body, Gap};
 use super::detect::{scan_line_starts, status_line, Scan};
@@ -32,19 +33,24 @@ pub(super) struct ResponseStream {
 }
 
 /// What a parse call found besides events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum After {
     /// Still HTTP/1.
     Http,
     /// A 101 or a 2xx to CONNECT: the connection now carries another protocol (RFC 9110
     /// §7.8, §9.3.6); everything after the head is not ours.
     Tunnel,
+    /// A 101 to HTTP/2 (`Upgrade: h2c`, RFC 7540 §3.2): the bytes after the head (those not
+    /// consumed) are the server's HTTP/2 connection preface and frames.
+    H2c(H2cUpgrade),
 }
 
 enum Step {
     NeedMore,
     Consumed(usize),
     Tunnel,
+    /// The head (this many bytes) switched the connection to HTTP/2.
+    H2c(usize, H2cUpgrade),
 }
 
 fn error(detail: impl Into<String>) -> ParseError {
@@ -110,6 +116,7 @@ impl ResponseStream {
                         Step::NeedMore => break,
                         Step::Consumed(n) => pos += n,
                         Step::Tunnel => return (buf.len(), After::Tunnel),
+                        Step::H2c(n, up) => return (pos + n, After::H2c(up)),
                     }
                 }
                 State::Resync => {
@@ -165,6 +172,22 @@ impl ResponseStream {
         };
         match h.status {
             101 => {
+                // The server names what it switches to (RFC 9110 §15.2.2 requires `Upgrade` in
+                // a 101); without it, what the request offered.
+                let offer = io.ex.h2c_offer(owner);
+                if h.upgrade_h2c.unwrap_or(offer.is_some()) {
+                    let settings = offer.map(|o| o.settings.clone()).unwrap_or_default();
+                    let exchange = io.ex.take_upgraded(owner);
+                    return Step::H2c(
+                        end,
+                        H2cUpgrade {
+                            exchange,
+                            settings,
+                            http1_seqs: io.ex.seqs(),
+                            ..H2cUpgrade::default()
+                        },
+                    );
+                }
                 io.ex.finish(owner, done(0), io.ctx.last_ns, io.out);
                 return Step::Tunnel;
             }

@@ -1,5 +1,6 @@
-//! HTTP/2 over cleartext TCP (RFC 9113, "h2c" with prior knowledge) and gRPC on top of it:
-//! detection, framing, HPACK (RFC 7541) and streams as exchanges, for one connection.
+//! HTTP/2 over cleartext TCP (RFC 9113, "h2c" with prior knowledge or after an HTTP/1.1
+//! `Upgrade: h2c`) and gRPC on top of it: detection, framing, HPACK (RFC 7541) and streams as
+//! exchanges, for one connection.
 //!
 //! This module owns turning the two reassembled byte streams of a connection into
 //! `RequestStart` / `ExchangeEnd` events, one exchange per client-initiated stream:
@@ -14,8 +15,9 @@
 //!
 //! It does not own: reassembly (`crate::conn`), trace-context validation, span construction,
 //! TLS/ALPN ("h2" over TLS reaches it only if the bytes are captured in clear), the HTTP/1.1
-//! `Upgrade: h2c` path (HTTP/1 sees a tunnel), or server push spans (PUSH_PROMISE blocks are
-//! decoded only to keep HPACK in sync).
+//! part of an `Upgrade: h2c` connection (`super::http1` parses it up to the 101, then
+//! [`H2Conn::upgraded`] continues), or server push spans (PUSH_PROMISE blocks are decoded only
+//! to keep HPACK in sync).
 //!
 //! On lost framing (a frame larger than allowed, an HPACK error, a broken header block, a
 //! capture gap outside a DATA payload) the parser stops for the rest of the connection and
@@ -27,8 +29,10 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
+use super::h2c::H2cUpgrade;
 use super::{Detection, Direction, H2Outcome, L7Event, ParseError, Role, SegmentCtx};
 use frame::FrameHeader;
+pub use frame::PREFACE;
 use hpack::Decoder;
 use stream::{Headers, Streams};
 
@@ -101,6 +105,10 @@ struct Side {
     /// Largest frame this sender may send: SETTINGS_MAX_FRAME_SIZE of the receiver (the
     /// largest it advertised: SETTINGS and frames race across directions).
     max_frame: u32,
+    /// Largest SETTINGS_HEADER_TABLE_SIZE the receiver advertised, kept apart from the decoder
+    /// because the decoder is replaced when this side's first bytes arrive, which can be after
+    /// the receiver's SETTINGS.
+    table_size: Option<u32>,
     /// Segment that delivered the first unconsumed byte, when bytes were left unconsumed.
     carry: Option<SegmentCtx>,
 }
@@ -112,7 +120,16 @@ impl Side {
             decoder: Decoder::new(false),
             block: None,
             max_frame: frame::DEFAULT_MAX_FRAME,
+            table_size: None,
             carry: None,
+        }
+    }
+
+    /// The sender's first bytes: HPACK starts here (`synced`: from the connection's start).
+    fn restart_decoder(&mut self, synced: bool) {
+        self.decoder = Decoder::new(synced);
+        if let Some(size) = self.table_size {
+            self.decoder.allow_table_size(size);
         }
     }
 }
@@ -126,6 +143,12 @@ pub struct H2Conn {
     streams: Streams,
     /// Framing lost or connection closed: nothing more is parsed or reported.
     dead: bool,
+    /// Continues an HTTP/1.1 connection upgraded to h2c: both directions are known to start
+    /// at their HTTP/2 beginning (see [`H2Conn::upgraded`]).
+    upgraded: bool,
+    /// Bytes at the front of the client's next buffer that were already parsed (handed over
+    /// by the HTTP/1 parser, which had left them unconsumed).
+    client_skip: usize,
 }
 
 const CLIENT: usize = 0;
@@ -146,7 +169,44 @@ impl H2Conn {
             sides: [Side::new(), Side::new()],
             streams: Streams::default(),
             dead: false,
+            upgraded: false,
+            client_skip: 0,
         }
+    }
+
+    /// The parser for a connection the server just switched from HTTP/1.1 to HTTP/2 (RFC 7540
+    /// §3.2), fed from the byte after the `101` head on the server's side and from the byte
+    /// after the upgrade request on the client's.
+    ///
+    /// - The server's side starts with its connection preface (a SETTINGS frame) and a fresh
+    ///   HPACK context, whichever direction is seen first: the client's preface may be captured
+    ///   after the server's first frames, or (held back by the HTTP/1 parser) before.
+    /// - Stream 1 is the upgrade request, half-closed (local) for the client: it is open from
+    ///   the start, and its response ends the exchange `up.exchange` the HTTP/1 parser started.
+    /// - The client's side starts with its preface; bytes before it (the tail of an upgrade
+    ///   request body the 101 overtook) are skipped.
+    /// - `HTTP2-Settings` (RFC 7540 §3.2.1) are the client's first SETTINGS: they govern the
+    ///   frames the server sends before the client's SETTINGS frame is seen.
+    /// - The client's bytes the HTTP/1 parser held back (`up.client_bytes`) are parsed now,
+    ///   with their own timing when known (else `ctx`'s), and skipped when the caller passes
+    ///   them again.
+    pub fn upgraded(
+        request_dir: Direction,
+        up: H2cUpgrade,
+        ctx: &SegmentCtx,
+        out: &mut Vec<L7Event>,
+        errors: &mut Vec<ParseError>,
+    ) -> Self {
+        let mut conn = Self::new(request_dir);
+        conn.upgraded = true;
+        // A malformed value only leaves the defaults in place: nothing to report.
+        conn.apply_settings(CLIENT, &up.settings, &mut Vec::new());
+        conn.streams.upgraded(up.exchange, up.http1_seqs);
+        if !up.client_bytes.is_empty() {
+            let ctx = up.client_ctx.unwrap_or(*ctx);
+            conn.client_skip = conn.parse(request_dir, &up.client_bytes, &ctx, out, errors);
+        }
+        conn
     }
 
     fn side_of(&self, dir: Direction) -> Option<usize> {
@@ -172,6 +232,14 @@ impl H2Conn {
         };
         if self.dead {
             return buf.len();
+        }
+        if side == CLIENT && self.client_skip > 0 {
+            let skip = self.client_skip.min(buf.len());
+            self.client_skip -= skip;
+            if self.client_skip > 0 {
+                return skip;
+            }
+            return skip + self.parse(dir, &buf[skip..], ctx, out, errors);
         }
         // Bytes left over from earlier reads are a single incomplete frame at the start of
         // `buf`: its first byte came with the segment remembered in `carry`.
@@ -271,13 +339,26 @@ impl H2Conn {
     /// The first bytes of a direction. Returns bytes consumed, `None` to wait for more.
     fn start(&mut self, side: usize, rest: &[u8]) -> Option<usize> {
         let p = frame::PREFACE;
+        if side == CLIENT && self.upgraded {
+            if let Some(at) = rest.windows(p.len()).position(|w| w == p) {
+                self.sides[side].restart_decoder(true);
+                self.sides[side].read = Read::Frame;
+                return Some(at + p.len());
+            }
+            // Skip all but a tail that may be the start of the preface.
+            let keep = (1..p.len().min(rest.len() + 1))
+                .rev()
+                .find(|&k| rest[rest.len() - k..] == p[..k])
+                .unwrap_or(0);
+            return Some(rest.len() - keep).filter(|&n| n > 0);
+        }
         if side == CLIENT {
             let n = rest.len().min(p.len());
             if n > 0 && rest[..n] == p[..n] {
                 if n < p.len() {
                     return None;
                 }
-                self.sides[side].decoder = Decoder::new(true);
+                self.sides[side].restart_decoder(true);
                 self.sides[side].read = Read::Frame;
                 return Some(p.len());
             }
@@ -287,8 +368,8 @@ impl H2Conn {
         } else {
             // A server starts with a SETTINGS frame (section 3.4); mid-connection that is rare.
             let h = FrameHeader::read(rest)?;
-            let synced = h.kind == frame::SETTINGS && h.flags & frame::ACK == 0;
-            self.sides[side].decoder = Decoder::new(synced);
+            let synced = self.upgraded || (h.kind == frame::SETTINGS && h.flags & frame::ACK == 0);
+            self.sides[side].restart_decoder(synced);
         }
         self.sides[side].read = Read::Frame;
         Some(0)
@@ -460,28 +541,7 @@ impl H2Conn {
                     out,
                 );
             }
-            frame::SETTINGS if h.flags & frame::ACK == 0 => {
-                // Section 6.5: each side's SETTINGS govern what the other side sends.
-                let other = 1 - side;
-                for s in p.chunks_exact(6) {
-                    let id = u16::from_be_bytes([s[0], s[1]]);
-                    let v = be32(&s[2..]);
-                    match id {
-                        frame::SETTINGS_HEADER_TABLE_SIZE => {
-                            self.sides[other].decoder.allow_table_size(v)
-                        }
-                        frame::SETTINGS_MAX_FRAME_SIZE => {
-                            if !(frame::DEFAULT_MAX_FRAME..=0xff_ffff).contains(&v) {
-                                errors.push(error("SETTINGS", format!("MAX_FRAME_SIZE {v}")));
-                            } else {
-                                let m = &mut self.sides[other].max_frame;
-                                *m = (*m).max(v);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
+            frame::SETTINGS if h.flags & frame::ACK == 0 => self.apply_settings(side, p, errors),
             frame::GOAWAY if side == SERVER => {
                 let last = be32(p) & 0x7fff_ffff;
                 self.streams.goaway(last, be32(&p[4..]), ctx.last_ns, out);
@@ -489,6 +549,32 @@ impl H2Conn {
             _ => {}
         }
         Ok(())
+    }
+
+    /// A SETTINGS payload sent by `side`. Section 6.5: each side's SETTINGS govern what the
+    /// other side sends.
+    fn apply_settings(&mut self, side: usize, p: &[u8], errors: &mut Vec<ParseError>) {
+        let other = 1 - side;
+        for s in p.chunks_exact(6) {
+            let id = u16::from_be_bytes([s[0], s[1]]);
+            let v = u32::from_be_bytes([s[2], s[3], s[4], s[5]]);
+            match id {
+                frame::SETTINGS_HEADER_TABLE_SIZE => {
+                    let o = &mut self.sides[other];
+                    o.table_size = Some(o.table_size.unwrap_or(0).max(v));
+                    o.decoder.allow_table_size(v);
+                }
+                frame::SETTINGS_MAX_FRAME_SIZE => {
+                    if !(frame::DEFAULT_MAX_FRAME..=0xff_ffff).contains(&v) {
+                        errors.push(error("SETTINGS", format!("MAX_FRAME_SIZE {v}")));
+                    } else {
+                        let m = &mut self.sides[other].max_frame;
+                        *m = (*m).max(v);
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     /// A complete header block: decode it (always, to keep HPACK in sync) and apply it.

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::hpack::Field;
+use crate::protocol::h2c::UpgradedExchange;
 use crate::protocol::{H2Outcome, H2Request, L7Event, Outcome, Request, SegmentCtx};
 
 /// Open streams tracked per connection; beyond this the oldest is aborted.
@@ -81,6 +82,8 @@ impl Headers {
 
 #[derive(Debug, Default)]
 struct Stream {
+    /// The exchange's `seq` in the events.
+    seq: u64,
     request_body: u64,
     response_body: u64,
     /// A final (non-1xx) response head was seen.
@@ -109,6 +112,9 @@ pub struct Streams {
     open: BTreeMap<u32, Stream>,
     /// Highest client stream id seen: a HEADERS on a lower id is not a new request.
     max_client_id: u32,
+    /// Added to a stream's id to make its `seq` (0 but after some h2c upgrades, see
+    /// [`Streams::upgraded`]).
+    seq_offset: u64,
 }
 
 impl Streams {
@@ -122,6 +128,34 @@ impl Streams {
 
     pub fn saw_client_id(&mut self, id: u32) {
         self.max_client_id = self.max_client_id.max(id);
+    }
+
+    /// The connection was upgraded from HTTP/1.1 (RFC 7540 §3.2): stream 1 is the upgrade
+    /// request, already started (as `exchange.seq`) by the HTTP/1 parser; its response ends it.
+    ///
+    /// Streams are numbered by id so both ends of a connection agree on a stream's `seq` (the
+    /// span layer pairs a same-node client and server by it). The upgrade request keeps its
+    /// HTTP/1 `seq`, usually 0 (clients upgrade on a connection's first request). When the
+    /// HTTP/1 parser used seqs from 3 up (`http1_seqs`: it numbered `0..http1_seqs`), stream
+    /// ids 3, 5, ... would reuse them (the upgrade's possibly still open), so every stream's
+    /// `seq` moves above the 31-bit stream id space instead: seqs stay unique on the
+    /// connection.
+    pub fn upgraded(&mut self, exchange: Option<UpgradedExchange>, http1_seqs: u64) {
+        self.saw_client_id(1);
+        if http1_seqs > 3 {
+            self.seq_offset = 1 << 32;
+        }
+        let Some(ex) = exchange else {
+            return;
+        };
+        self.open.insert(
+            1,
+            Stream {
+                seq: ex.seq,
+                request_body: ex.request_body_size,
+                ..Stream::default()
+            },
+        );
     }
 
     /// A request's header block is complete: `start` is the segment holding its first byte.
@@ -140,13 +174,20 @@ impl Streams {
             }
         }
         h.request.stream_id = id;
+        let seq = u64::from(id) + self.seq_offset;
         out.push(L7Event::RequestStart {
-            seq: u64::from(id),
+            seq,
             tid: start.tid,
             start_ns: start.first_ns,
             request: Request::Http2(h.request),
         });
-        self.open.insert(id, Stream::default());
+        self.open.insert(
+            id,
+            Stream {
+                seq,
+                ..Stream::default()
+            },
+        );
     }
 
     pub fn count_data(&mut self, id: u32, from_client: bool, n: u64, now_ns: u64) {
@@ -222,7 +263,7 @@ impl Streams {
                 _ => (end_ns, outcome),
             };
             out.push(L7Event::ExchangeEnd {
-                seq: u64::from(id),
+                seq: s.seq,
                 end_ns,
                 outcome: Outcome::Http2 {
                     outcome,

@@ -678,3 +678,101 @@ mod grpc {
         }
     }
 }
+
+/// HTTP/1.1 `Upgrade: h2c`: the upgrade request starts as HTTP/1 and ends with stream 1's
+/// HTTP/2 response; later streams are plain HTTP/2.
+mod h2c_upgrade {
+    use super::*;
+    use crate::protocol::{H2Outcome, H2Request};
+
+    fn h2_end(seq: u64, ts: u64, status: u16) -> L7Event {
+        L7Event::ExchangeEnd {
+            seq,
+            end_ns: ts,
+            outcome: Outcome::Http2 {
+                outcome: H2Outcome::Response {
+                    status: Some(status),
+                    grpc_status: None,
+                    response_body_size: 23,
+                },
+                request_body_size: 4,
+            },
+        }
+    }
+
+    #[test]
+    fn upgraded_request_is_one_http2_span_per_side_and_stitched() {
+        let mut w = World::new();
+        let cli = w.open(meta(1, 1, Role::Client, 50000, 8080));
+        let srv = w.open(meta(2, 2, Role::Server, 8080, 50000));
+        let mut r = req("POST", "/index.html?q=1");
+        r.user_agent = Some("curl/7.88.1".into());
+        w.ev(&cli, start(0, 10, 100, r.clone()));
+        w.ev(&srv, start(0, 20, 110, r));
+        let stream3 = Request::Http2(H2Request {
+            stream_id: 3,
+            method: Some("GET".into()),
+            path: Some("/missing".into()),
+            authority: Some("127.0.0.1:8080".into()),
+            scheme: Some("http".into()),
+            ..Default::default()
+        });
+        for (m, tid, ts) in [(&cli, 10, 130), (&srv, 20, 140)] {
+            w.ev(
+                m,
+                L7Event::RequestStart {
+                    seq: 3,
+                    tid,
+                    start_ns: ts,
+                    request: stream3.clone(),
+                },
+            );
+        }
+        w.ev(&srv, h2_end(0, 120, 200));
+        w.ev(&cli, h2_end(0, 125, 200));
+        w.ev(&srv, h2_end(3, 150, 404));
+        w.ev(&cli, h2_end(3, 155, 404));
+        assert_eq!(w.out.len(), 4, "{:#?}", w.out);
+        assert_eq!(w.b.inflight(), 0);
+        let (s, c) = (&w.out[0], &w.out[1]);
+        assert_eq!((s.kind, c.kind), (SpanKind::Server, SpanKind::Client));
+        for span in [s, c] {
+            assert_eq!(span.name, "POST /index.html");
+            let a = |k: &str| span.attr(k).cloned();
+            assert_eq!(
+                a("network.protocol.version"),
+                Some(AttrValue::Str("2".into()))
+            );
+            assert_eq!(a("http.response.status_code"), Some(AttrValue::Int(200)));
+            assert_eq!(
+                a("http.request.method"),
+                Some(AttrValue::Str("POST".into()))
+            );
+            assert_eq!(a("url.path"), Some(AttrValue::Str("/index.html".into())));
+            assert_eq!(a("url.scheme"), Some(AttrValue::Str("http".into())));
+            assert_eq!(a("http.request.body.size"), Some(AttrValue::Int(4)));
+            assert_eq!(a("http.response.body.size"), Some(AttrValue::Int(23)));
+            assert_eq!(
+                a("user_agent.original"),
+                Some(AttrValue::Str("curl/7.88.1".into()))
+            );
+            assert_eq!(span.status, StatusCode::Unset);
+        }
+        assert_eq!(
+            c.attr("url.full"),
+            Some(&AttrValue::Str(
+                "http://127.0.0.1:8080/index.html?q=REDACTED".into()
+            ))
+        );
+        assert_eq!((c.start_unix_nano, c.end_unix_nano), (1_000_100, 1_000_125));
+        assert_eq!(s.parent_span_id, Some(c.context.span_id));
+        // Stream 3: stitched by stream id, in the same way.
+        let (s3, c3) = (&w.out[2], &w.out[3]);
+        assert_eq!(s3.parent_span_id, Some(c3.context.span_id));
+        assert_eq!(c3.status, StatusCode::Error);
+        assert_eq!(
+            s3.attr("http.response.status_code"),
+            Some(&AttrValue::Int(404))
+        );
+    }
+}

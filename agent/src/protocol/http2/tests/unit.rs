@@ -267,3 +267,21 @@ fn body_complete_by_content_length_is_a_response_even_without_end_stream() {
     );
     check_invariants(&r.events, true);
 }
+
+/// The client's SETTINGS_HEADER_TABLE_SIZE, seen before the server's first frame, still allows
+/// the server's table size update (RFC 7541 section 6.3) once the server's decoder starts.
+#[test]
+fn header_table_size_advertised_before_the_other_side_starts() {
+    let mut c = PREFACE.to_vec();
+    // SETTINGS_HEADER_TABLE_SIZE = 65536.
+    c.extend(frame(SETTINGS, 0, 0, &[0, 1, 0, 1, 0, 0]));
+    c.extend(frame(1, 0x4 | 0x1, 1, &request_block("/t")));
+    let mut s = frame(SETTINGS, 0, 0, &[]);
+    // Dynamic table size update to 65536, then :status 200 (static index 8).
+    s.extend(frame(1, 0x4 | 0x1, 1, &[0x3f, 0xe1, 0xff, 0x03, 0x88]));
+    let mut r = run(&c, &s);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(outcomes(&r), [(1, response(200, None, 0), 0)]);
+    r.close();
+    check_invariants(&r.events, true);
+}
