@@ -309,6 +309,16 @@ pub struct SslKey {
     pub _pad: u32,
 }
 
+/// Value of `SSL_FD`: the socket an `SSL *` was seen using, and the connection that socket
+/// was then (an `SSL *` freed and reallocated for another connection must not inherit it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SslConn {
+    pub conn_id: u64,
+    pub fd: u32,
+    pub _pad: u32,
+}
+
 /// A Go crypto/tls Read/Write in flight, from the entry probe to a probe on one of the
 /// function's return instructions, in `GO_ACTIVE` keyed by [`GoKey`]: goroutines move between
 /// threads while blocked, so the key is the goroutine (its `g`), not the thread.
@@ -449,6 +459,7 @@ mod pod {
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::SslArgs {}
     unsafe impl aya::Pod for super::SslKey {}
+    unsafe impl aya::Pod for super::SslConn {}
     unsafe impl aya::Pod for super::GoTlsArgs {}
     unsafe impl aya::Pod for super::GoKey {}
 }

@@ -60,7 +60,10 @@ pub fn try_enter(
     if flags & conn_flags::MUTED != 0 {
         return Ok(()); // user space parses nothing here: copying would be pure cost
     }
-    if crate::tls::note_socket_io(pid_tgid, fd as u32) && flags & conn_flags::RAW_OFF == 0 {
+    // SAFETY: as above.
+    let conn_id = unsafe { (*info).conn_id };
+    if crate::tls::note_socket_io(pid_tgid, fd as u32, conn_id) && flags & conn_flags::RAW_OFF == 0
+    {
         flags |= conn_flags::RAW_OFF;
         // SAFETY: as above.
         unsafe { (*info).flags = flags };

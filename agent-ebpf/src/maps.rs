@@ -2,8 +2,8 @@
 //! resizes EVENTS, CONNS and SCRATCH before load (see `agent::ebpf::loader`).
 
 use agent_common::{
-    counter, Config, ConnInfo, DataEvent, GoKey, GoTlsArgs, IoArgs, KernelOffsets, SslArgs, SslKey,
-    SCRATCH_PAYLOAD,
+    counter, Config, ConnInfo, DataEvent, GoKey, GoTlsArgs, IoArgs, KernelOffsets, SslArgs,
+    SslConn, SslKey, SCRATCH_PAYLOAD,
 };
 use aya_ebpf::{
     macros::map,
@@ -29,7 +29,7 @@ pub static SSL_ACTIVE: LruHashMap<u64, SslArgs> = LruHashMap::with_max_entries(1
 
 /// The socket fd each `SSL *` was seen using. LRU: `SSL *`s are freed without a probe.
 #[map]
-pub static SSL_FD: LruHashMap<SslKey, u32> = LruHashMap::with_max_entries(65536, 0);
+pub static SSL_FD: LruHashMap<SslKey, SslConn> = LruHashMap::with_max_entries(65536, 0);
 
 /// The socket fd each thread last read TLS records from (see `tls::note_tls_read`).
 #[map]

@@ -16,7 +16,8 @@
 //! goroutine moves to another thread.
 
 use agent_common::{
-    conn_flags, conn_key, counter, Direction, GoKey, GoTlsArgs, IoArgs, SslArgs, SslKey, Syscall,
+    conn_flags, conn_key, counter, ConnInfo, Direction, GoKey, GoTlsArgs, IoArgs, SslArgs, SslConn,
+    SslKey, Syscall,
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
@@ -30,7 +31,7 @@ use crate::maps::{count, CONNS, GO_ACTIVE, LAST_TLS_READ, SSL_ACTIVE, SSL_FD};
 /// thread is inside an OpenSSL call, that `SSL *` uses this fd. Returns true if so (the
 /// socket carries TLS).
 #[inline(always)]
-pub fn note_socket_io(pid_tgid: u64, fd: u32) -> bool {
+pub fn note_socket_io(pid_tgid: u64, fd: u32, conn_id: u64) -> bool {
     // SAFETY: lookup of a Copy value.
     let ssl = match unsafe { SSL_ACTIVE.get(&pid_tgid) } {
         Some(a) => a.ssl,
@@ -41,7 +42,12 @@ pub fn note_socket_io(pid_tgid: u64, fd: u32) -> bool {
         pid: (pid_tgid >> 32) as u32,
         _pad: 0,
     };
-    let _ = SSL_FD.insert(&key, &fd, 0);
+    let conn = SslConn {
+        conn_id,
+        fd,
+        _pad: 0,
+    };
+    let _ = SSL_FD.insert(&key, &conn, 0);
     true
 }
 
@@ -147,44 +153,44 @@ pub fn ssl_exit(ctx: &RetProbeContext) -> Result<(), i64> {
         pid,
         _pad: 0,
     };
-    // SAFETY: lookup of a Copy value.
-    let fd = match unsafe { SSL_FD.get(&key) } {
-        Some(fd) => *fd,
-        // SAFETY: as above.
-        None => match unsafe { LAST_TLS_READ.get(&pid_tgid) } {
-            Some(fd) => {
-                let fd = *fd;
-                let _ = SSL_FD.insert(&key, &fd, 0);
-                count(counter::TLS_FD_FROM_THREAD);
-                fd
-            }
-            None => {
-                count(counter::TLS_UNMAPPED);
-                return Ok(());
-            }
-        },
+    let Some((fd, info)) = session_socket(pid_tgid, pid, &key) else {
+        count(counter::TLS_UNMAPPED);
+        return Ok(());
     };
-    emit_plaintext(pid_tgid, fd, args.direction, args.buf, args.enter_ts, n);
+    if info.flags & conn_flags::MUTED == 0 {
+        let io = plaintext_io(info.conn_id, fd, args.direction, args.buf, args.enter_ts);
+        emit(pid_tgid, &io, BufKind::Plain, n);
+    }
     Ok(())
 }
 
-/// Outputs plaintext as a data record of the connection (pid, fd), unless it is not tracked or
-/// user space muted it.
+/// The socket (and its connection) an `SSL *` uses: the one its syscalls were seen on, if
+/// that fd still holds the same connection; else the one its thread last read TLS records from
+/// (memory-BIO libraries), remembered from now on.
 #[inline(always)]
-fn emit_plaintext(pid_tgid: u64, fd: u32, direction: u8, buf: u64, enter_ts: u64, n: i64) {
-    // SAFETY: lookup of a Copy value.
-    let info = match unsafe { CONNS.get(&conn_key((pid_tgid >> 32) as u32, fd)) } {
-        Some(i) => *i,
-        None => return,
-    };
-    if info.flags & conn_flags::MUTED == 0 {
-        emit(
-            pid_tgid,
-            &plaintext_io(info.conn_id, fd, direction, buf, enter_ts),
-            BufKind::Plain,
-            n,
-        );
+fn session_socket(pid_tgid: u64, pid: u32, key: &SslKey) -> Option<(u32, ConnInfo)> {
+    // SAFETY: lookups of Copy values.
+    if let Some(m) = unsafe { SSL_FD.get(key) } {
+        let m = *m;
+        // SAFETY: as above.
+        if let Some(info) = unsafe { CONNS.get(&conn_key(pid, m.fd)) } {
+            if info.conn_id == m.conn_id {
+                return Some((m.fd, *info));
+            }
+        }
     }
+    // SAFETY: as above.
+    let fd = *unsafe { LAST_TLS_READ.get(&pid_tgid) }?;
+    // SAFETY: as above.
+    let info = *unsafe { CONNS.get(&conn_key(pid, fd)) }?;
+    let conn = SslConn {
+        conn_id: info.conn_id,
+        fd,
+        _pad: 0,
+    };
+    let _ = SSL_FD.insert(key, &conn, 0);
+    count(counter::TLS_FD_FROM_THREAD);
+    Some((fd, info))
 }
 
 /// The record arguments for plaintext of a TLS call.
