@@ -350,8 +350,14 @@ impl TlsTracker {
 /// A human-readable name for what was found.
 fn describe(rt: &TlsRuntime) -> String {
     match rt {
-        TlsRuntime::OpenSsl { version, .. } => match version {
-            Some(v) => format!("OpenSSL {v}"),
+        TlsRuntime::OpenSsl {
+            version,
+            version_exact,
+            ..
+        } => match version {
+            Some(v) if *version_exact => format!("OpenSSL {v}"),
+            // From the symbol versions: the ABI series, not the release.
+            Some(v) => format!("OpenSSL {v} ABI"),
             None => "OpenSSL".to_owned(),
         },
         TlsRuntime::Go {
