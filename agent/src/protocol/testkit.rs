@@ -201,3 +201,83 @@ impl<'a, P: ReplayParser> Replay<'a, P> {
             .collect()
     }
 }
+
+/// Recorded reads (`(side, length)`, side 0 = requests, 1 = responses) grouped into runs of
+/// one side: (side, end offset, other side's bytes relayed before the run began).
+fn runs(segs: &[(usize, usize)]) -> Vec<(usize, usize, usize)> {
+    let mut done = [0usize; 2];
+    let mut out: Vec<(usize, usize, usize)> = Vec::new();
+    for &(side, len) in segs {
+        done[side] += len;
+        match out.last_mut() {
+            Some(run) if run.0 == side => run.1 = done[side],
+            _ => out.push((side, done[side], done[1 - side])),
+        }
+    }
+    out
+}
+
+/// Interleaves each side's pieces (lengths) causally, as the recording `segs` allow: a piece
+/// goes once the other side's bytes that were relayed before its run began are delivered (a
+/// response never precedes its request). Returns `(side, length)` segments; panics, naming
+/// fixture `name`, if the pieces cannot be ordered.
+pub(crate) fn schedule(
+    name: &str,
+    segs: &[(usize, usize)],
+    req: &[usize],
+    resp: &[usize],
+) -> Vec<(usize, usize)> {
+    const REQ: usize = 0;
+    const RESP: usize = 1;
+    let runs = runs(segs);
+    // (length, other-side bytes needed first)
+    let cut = |side: usize, pieces: &[usize]| -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        for &len in pieces {
+            let end = at + len;
+            while at < end {
+                let (run_end, need) = runs
+                    .iter()
+                    .find(|r| r.0 == side && r.1 > at)
+                    .map_or((end, usize::MAX), |r| (r.1, r.2));
+                let stop = end.min(run_end);
+                out.push((stop - at, need));
+                at = stop;
+            }
+        }
+        out
+    };
+    let (req, resp) = (cut(REQ, req), cut(RESP, resp));
+    let (mut out, mut ri, mut si, mut done) = (Vec::new(), 0, 0, [0usize; 2]);
+    while ri < req.len() || si < resp.len() {
+        let resp_ok = si < resp.len() && (resp[si].1 <= done[REQ] || ri == req.len());
+        if resp_ok || ri == req.len() {
+            out.push((RESP, resp[si].0));
+            done[RESP] += resp[si].0;
+            si += 1;
+        } else {
+            assert!(
+                req[ri].1 <= done[RESP] || si == resp.len(),
+                "{name}: schedule deadlock"
+            );
+            out.push((REQ, req[ri].0));
+            done[REQ] += req[ri].0;
+            ri += 1;
+        }
+    }
+    out
+}
+
+/// `len` bytes cut into pieces of `size` (the last may be shorter).
+pub(crate) fn pieces(len: usize, size: usize) -> Vec<usize> {
+    (0..len)
+        .step_by(size.max(1))
+        .map(|at| size.min(len - at))
+        .collect()
+}
+
+/// One side's read lengths as recorded.
+pub(crate) fn side_pieces(segs: &[(usize, usize)], side: usize) -> Vec<usize> {
+    segs.iter().filter(|s| s.0 == side).map(|s| s.1).collect()
+}

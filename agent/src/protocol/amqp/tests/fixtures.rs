@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use super::{check_against_golden, check_invariants, fixture, fixtures, Fixture, Replay, C, S};
+use crate::protocol::testkit::pieces;
 use crate::protocol::{AmqpOperation, AmqpOutcome, Direction};
 
 /// Sides up to this size get every split point and prefix; larger ones get every point near a
@@ -68,23 +69,12 @@ fn schedule(f: &Fixture, pieces: [&[usize]; 2], prefer: usize) -> Vec<(usize, us
     out
 }
 
-fn pieces(len: usize, size: usize) -> Vec<usize> {
-    (0..len)
-        .step_by(size.max(1))
-        .map(|at| size.min(len - at))
-        .collect()
-}
-
 fn split(len: usize, at: usize) -> Vec<usize> {
     [at, len - at].into_iter().filter(|&n| n > 0).collect()
 }
 
 fn recorded_pieces(f: &Fixture, side: usize) -> Vec<usize> {
-    f.segs
-        .iter()
-        .filter(|(s, _)| *s == side)
-        .map(|&(_, n)| n)
-        .collect()
+    crate::protocol::testkit::side_pieces(&f.segs, side)
 }
 
 fn replay<'a>(f: &'a Fixture, plan: &[(usize, usize)], request_dir: Direction) -> Replay<'a> {

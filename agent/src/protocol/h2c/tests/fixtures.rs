@@ -7,75 +7,20 @@ use super::{
     assert_no_secrets, check_invariants, fixture, fixtures, is_http2, Fixture, Golden, Replay, REQ,
     RESP,
 };
+use crate::protocol::testkit::{self, pieces};
 use crate::protocol::{Direction, H2Outcome, HttpOutcome, L7Event, Outcome};
 
 /// Up to this many bytes a fixture gets every prefix / split point; larger ones get points
 /// near golden offsets and read boundaries plus a sample.
 const EXHAUSTIVE: usize = 8 * 1024;
 
-/// Recorded reads grouped into runs of one side: (side, end offset, other side's bytes relayed
-/// before the run began).
-fn runs(f: &Fixture) -> Vec<(usize, usize, usize)> {
-    let mut done = [0usize; 2];
-    let mut out: Vec<(usize, usize, usize)> = Vec::new();
-    for &(side, len) in &f.segs {
-        done[side] += len;
-        match out.last_mut() {
-            Some(run) if run.0 == side => run.1 = done[side],
-            _ => out.push((side, done[side], done[1 - side])),
-        }
-    }
-    out
-}
-
-/// Interleave the sides' pieces causally: a piece goes once the other side's bytes that were
-/// relayed before its run began are delivered (a 101 never precedes its request, a preface
-/// never precedes the 101). As in the http2 fixture tests.
+/// The fixture's pieces interleaved causally (see `testkit::schedule`).
 fn schedule(f: &Fixture, req: &[usize], resp: &[usize]) -> Vec<(usize, usize)> {
-    let runs = runs(f);
-    let cut = |side: usize, pieces: &[usize]| -> Vec<(usize, usize)> {
-        let mut out = Vec::new();
-        let mut at = 0;
-        for &len in pieces {
-            let end = at + len;
-            while at < end {
-                let (run_end, need) = runs
-                    .iter()
-                    .find(|r| r.0 == side && r.1 > at)
-                    .map_or((end, 0), |r| (r.1, r.2));
-                let stop = end.min(run_end);
-                out.push((stop - at, need));
-                at = stop;
-            }
-        }
-        out
-    };
-    let (req, resp) = (cut(REQ, req), cut(RESP, resp));
-    let (mut out, mut ri, mut si, mut done) = (Vec::new(), 0, 0, [0usize; 2]);
-    while ri < req.len() || si < resp.len() {
-        let resp_ok = si < resp.len() && (resp[si].1 <= done[REQ] || ri == req.len());
-        if resp_ok || ri == req.len() {
-            out.push((RESP, resp[si].0));
-            done[RESP] += resp[si].0;
-            si += 1;
-        } else {
-            out.push((REQ, req[ri].0));
-            done[REQ] += req[ri].0;
-            ri += 1;
-        }
-    }
-    out
-}
-
-fn pieces(len: usize, size: usize) -> Vec<usize> {
-    (0..len)
-        .step_by(size)
-        .map(|at| size.min(len - at))
-        .collect()
+    testkit::schedule(f.name, &f.segs, req, resp)
 }
 
 fn side_pieces(f: &Fixture, side: usize) -> Vec<usize> {
-    f.segs.iter().filter(|s| s.0 == side).map(|s| s.1).collect()
+    testkit::side_pieces(&f.segs, side)
 }
 
 /// Does the connection switch to HTTP/2?

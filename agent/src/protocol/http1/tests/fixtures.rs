@@ -5,82 +5,20 @@
 use super::{
     assert_no_secrets, check_invariants, fixture, fixtures, Fixture, Golden, Replay, REQ, RESP,
 };
+use crate::protocol::testkit::{self, pieces};
 use crate::protocol::{Direction, HttpOutcome, L7Event, Outcome};
 
 /// Fixtures up to this size get every prefix and every split point; larger ones get every
 /// point near a message boundary and a sample elsewhere (keeps the debug-build suite fast).
 const EXHAUSTIVE: usize = 16 * 1024;
 
-/// The recorded reads grouped into runs of one side: (side, end offset in that side's stream,
-/// bytes of the other side relayed before the run began).
-fn runs(f: &Fixture) -> Vec<(usize, usize, usize)> {
-    let mut done = [0usize; 2];
-    let mut out: Vec<(usize, usize, usize)> = Vec::new();
-    for &(side, len) in &f.segs {
-        done[side] += len;
-        match out.last_mut() {
-            Some(run) if run.0 == side => run.1 = done[side],
-            _ => out.push((side, done[side], done[1 - side])),
-        }
-    }
-    out
-}
-
-/// Interleave the two sides' pieces the way a real connection could. A read never spans bytes
-/// that were sent before and after the peer spoke (e.g. the body after `100 Continue`, frames
-/// after `101`), so pieces are first cut at run boundaries; a piece may go once the other
-/// side's bytes sent before its run are delivered. Responses go as early as possible.
+/// The fixture's pieces interleaved causally (see `testkit::schedule`).
 fn schedule(f: &Fixture, req: &[usize], resp: &[usize]) -> Vec<(usize, usize)> {
-    let runs = runs(f);
-    let cut = |side: usize, pieces: &[usize]| -> Vec<(usize, usize)> {
-        // (length, other-side bytes needed first)
-        let mut out = Vec::new();
-        let mut at = 0;
-        for &len in pieces {
-            let end = at + len;
-            while at < end {
-                let (run_end, need) = runs
-                    .iter()
-                    .find(|r| r.0 == side && r.1 > at)
-                    .map_or((end, usize::MAX), |r| (r.1, r.2));
-                let stop = end.min(run_end);
-                out.push((stop - at, need));
-                at = stop;
-            }
-        }
-        out
-    };
-    let (req, resp) = (cut(REQ, req), cut(RESP, resp));
-    let (mut out, mut ri, mut si, mut done) = (Vec::new(), 0, 0, [0usize; 2]);
-    while ri < req.len() || si < resp.len() {
-        let resp_ok = si < resp.len() && (resp[si].1 <= done[REQ] || ri == req.len());
-        if resp_ok || ri == req.len() {
-            out.push((RESP, resp[si].0));
-            done[RESP] += resp[si].0;
-            si += 1;
-        } else {
-            assert!(
-                req[ri].1 <= done[RESP] || si == resp.len(),
-                "{}: schedule deadlock",
-                f.name
-            );
-            out.push((REQ, req[ri].0));
-            done[REQ] += req[ri].0;
-            ri += 1;
-        }
-    }
-    out
+    testkit::schedule(f.name, &f.segs, req, resp)
 }
 
 fn recorded(f: &Fixture) -> Vec<(usize, usize)> {
     f.segs.clone()
-}
-
-fn pieces(len: usize, size: usize) -> Vec<usize> {
-    (0..len)
-        .step_by(size.max(1))
-        .map(|at| size.min(len - at))
-        .collect()
 }
 
 fn split(len: usize, at: usize) -> Vec<usize> {
@@ -88,11 +26,7 @@ fn split(len: usize, at: usize) -> Vec<usize> {
 }
 
 fn recorded_pieces(f: &Fixture, side: usize) -> Vec<usize> {
-    f.segs
-        .iter()
-        .filter(|(s, _)| *s == side)
-        .map(|&(_, n)| n)
-        .collect()
+    testkit::side_pieces(&f.segs, side)
 }
 
 fn replay<'a>(f: &'a Fixture, plan: &[(usize, usize)], request_dir: Direction) -> Replay<'a> {

@@ -4,77 +4,16 @@
 //! whose bytes arrived, never a wrong one, and closing after it only aborts what was open.
 
 use super::{check_invariants, fixture, fixtures, Fixture, Golden, Replay, REQ, RESP};
+use crate::protocol::testkit::{self, pieces};
 use crate::protocol::{Direction, L7Event, Outcome, PgOutcome, Request};
 
 /// Fixtures up to this size get every prefix and every split point; larger ones get every
 /// point near a message boundary and a sample elsewhere (keeps the debug-build suite fast).
 const EXHAUSTIVE: usize = 4 * 1024;
 
-/// The recorded reads grouped into runs of one side: (side, end offset in that side's stream,
-/// bytes of the other side relayed before the run began).
-fn runs(f: &Fixture) -> Vec<(usize, usize, usize)> {
-    let mut done = [0usize; 2];
-    let mut out: Vec<(usize, usize, usize)> = Vec::new();
-    for &(side, len) in &f.segs {
-        done[side] += len;
-        match out.last_mut() {
-            Some(run) if run.0 == side => run.1 = done[side],
-            _ => out.push((side, done[side], done[1 - side])),
-        }
-    }
-    out
-}
-
-/// Interleave the two sides' pieces the way a real connection could: a piece never spans bytes
-/// sent before and after the peer spoke (pieces are cut at run boundaries), and a piece goes
-/// once the other side's bytes sent before its run are delivered. Answers go as early as
-/// possible.
+/// The fixture's pieces interleaved causally (see `testkit::schedule`).
 fn schedule(f: &Fixture, req: &[usize], resp: &[usize]) -> Vec<(usize, usize)> {
-    let runs = runs(f);
-    let cut = |side: usize, pieces: &[usize]| -> Vec<(usize, usize)> {
-        let mut out = Vec::new();
-        let mut at = 0;
-        for &len in pieces {
-            let end = at + len;
-            while at < end {
-                let (run_end, need) = runs
-                    .iter()
-                    .find(|r| r.0 == side && r.1 > at)
-                    .map_or((end, usize::MAX), |r| (r.1, r.2));
-                let stop = end.min(run_end);
-                out.push((stop - at, need));
-                at = stop;
-            }
-        }
-        out
-    };
-    let (req, resp) = (cut(REQ, req), cut(RESP, resp));
-    let (mut out, mut ri, mut si, mut done) = (Vec::new(), 0, 0, [0usize; 2]);
-    while ri < req.len() || si < resp.len() {
-        let resp_ok = si < resp.len() && (resp[si].1 <= done[REQ] || ri == req.len());
-        if resp_ok || ri == req.len() {
-            out.push((RESP, resp[si].0));
-            done[RESP] += resp[si].0;
-            si += 1;
-        } else {
-            assert!(
-                req[ri].1 <= done[RESP] || si == resp.len(),
-                "{}: schedule deadlock",
-                f.name
-            );
-            out.push((REQ, req[ri].0));
-            done[REQ] += req[ri].0;
-            ri += 1;
-        }
-    }
-    out
-}
-
-fn pieces(len: usize, size: usize) -> Vec<usize> {
-    (0..len)
-        .step_by(size.max(1))
-        .map(|at| size.min(len - at))
-        .collect()
+    testkit::schedule(f.name, &f.segs, req, resp)
 }
 
 fn split(len: usize, at: usize) -> Vec<usize> {
@@ -82,11 +21,7 @@ fn split(len: usize, at: usize) -> Vec<usize> {
 }
 
 fn recorded_pieces(f: &Fixture, side: usize) -> Vec<usize> {
-    f.segs
-        .iter()
-        .filter(|(s, _)| *s == side)
-        .map(|&(_, n)| n)
-        .collect()
+    testkit::side_pieces(&f.segs, side)
 }
 
 fn replay<'a>(f: &'a Fixture, plan: &[(usize, usize)], request_dir: Direction) -> Replay<'a> {
