@@ -94,12 +94,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
 
     pipeline.set_export_port(export_port(cfg.export.endpoint.as_deref()));
 
-    let me = std::process::id();
-    let traced = |pid: u32| {
-        pid != me
-            && !opts.exclude_pids.contains(&pid)
-            && (opts.trace_all || opts.include_pids.contains(&pid))
-    };
+    let traced = |pid: u32| opts.traces(pid);
     let mut tls = match crate::tls::start(&mut loaded, &opts.disabled, traced, telemetry.clone()) {
         Ok(t) => {
             tracing::info!(

@@ -137,12 +137,7 @@ fn check(cfg: &Config) -> ExitCode {
         println!("probe {:<22} {:<44} {}", s.spec.program, s.target(), state);
     }
     let opts = cfg.load_options();
-    let me = std::process::id();
-    let traced = |pid: u32| {
-        pid != me
-            && !opts.exclude_pids.contains(&pid)
-            && (opts.trace_all || opts.include_pids.contains(&pid))
-    };
+    let traced = |pid: u32| opts.traces(pid);
     let telemetry = std::sync::Arc::new(crate::telemetry::Telemetry::new());
     match crate::tls::start(&mut loaded, &opts.disabled, traced, telemetry) {
         Err(why) => println!("tls               OFF: {why}"),

@@ -66,6 +66,16 @@ pub struct LoadOptions {
     pub disabled: Vec<String>,
 }
 
+impl LoadOptions {
+    /// Whether `pid` is traced under these options (never the agent itself), as the kernel's
+    /// PID_FILTER decides it.
+    pub fn traces(&self, pid: u32) -> bool {
+        pid != std::process::id()
+            && !self.exclude_pids.contains(&pid)
+            && (self.trace_all || self.include_pids.contains(&pid))
+    }
+}
+
 pub struct Loaded {
     ebpf: Ebpf,
     /// Uprobe links (owned: detached when dropped) by the handle `attach_uprobe` gave out.
