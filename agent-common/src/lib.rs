@@ -250,7 +250,8 @@ pub struct DataEvent {
     pub enter_ts_ns: u64,
 }
 
-/// A process (thread-group leader) exited: everything keyed by its pid can go.
+/// A header-only process notice: `ProcExit` (the thread-group leader exited: everything keyed
+/// by its pid can go) or `ProcExec` (it exec'd or mapped an executable file), by `header.kind`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ProcExitEvent {
