@@ -63,6 +63,7 @@ counters! {
     PostgresParseErrors => "agent_postgres_parse_errors_total", "PostgreSQL messages that could not be parsed (resynchronised)";
     Http2ParseErrors => "agent_http2_parse_errors_total", "HTTP/2 frames or header blocks that could not be parsed";
     AmqpParseErrors => "agent_amqp_parse_errors_total", "AMQP frames that could not be parsed (resynchronised)";
+    ParseLimitsHit => "agent_parse_limits_hit_total", "times a parser reached a bound on work or memory (e.g. fields per HTTP/2 header block) and skipped the excess";
     // Spans and trace context.
     TraceparentInvalid => "agent_traceparent_invalid_total", "traceparent/tracestate headers that were malformed and ignored";
     SpansStitched => "agent_spans_stitched_same_node_total", "server spans parented to a client span seen on this node";

@@ -332,6 +332,7 @@ impl ConnTable {
                 ParseError::Postgres { .. } => self.telemetry.incr(Counter::PostgresParseErrors),
                 ParseError::Amqp { .. } => self.telemetry.incr(Counter::AmqpParseErrors),
                 ParseError::Http2 { .. } => self.telemetry.incr(Counter::Http2ParseErrors),
+                ParseError::Limited { .. } => self.telemetry.incr(Counter::ParseLimitsHit),
             }
         }
         let meta = c.meta;

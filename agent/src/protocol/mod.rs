@@ -246,9 +246,17 @@ pub enum Detection {
     NoMatch,
 }
 
-/// Why a parser gave up on bytes (counted by the connection layer; never a panic).
+/// Why a parser gave up on bytes, or cut its work short (counted by the connection layer;
+/// never a panic).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
+    /// Not malformed, but beyond a bound on work or memory that protects the agent from
+    /// hostile peers: the excess was skipped (or not copied) and parsing goes on.
+    #[error("{protocol}: {what} (bound reached, excess skipped)")]
+    Limited {
+        protocol: &'static str,
+        what: &'static str,
+    },
     #[error("malformed HTTP/1 {what}: {detail}")]
     Http1 { what: &'static str, detail: String },
     #[error("malformed PostgreSQL {what}: {detail}")]

@@ -516,7 +516,7 @@ impl H2Conn {
                     start: *frame_ctx,
                 });
                 if h.flags & frame::END_HEADERS != 0 {
-                    self.finish_block(side, ctx, out)?;
+                    self.finish_block(side, ctx, out, errors)?;
                 }
             }
             frame::CONTINUATION => {
@@ -528,7 +528,7 @@ impl H2Conn {
                 }
                 b.buf.extend_from_slice(p);
                 if h.flags & frame::END_HEADERS != 0 {
-                    self.finish_block(side, ctx, out)?;
+                    self.finish_block(side, ctx, out, errors)?;
                 }
             }
             frame::RST_STREAM => {
@@ -583,15 +583,22 @@ impl H2Conn {
         side: usize,
         ctx: &SegmentCtx,
         out: &mut Vec<L7Event>,
+        errors: &mut Vec<ParseError>,
     ) -> Result<(), ParseError> {
         let Some(b) = self.sides[side].block.take() else {
             return Ok(());
         };
         let mut h = Headers::default();
-        self.sides[side]
+        let stats = self.sides[side]
             .decoder
             .decode(&b.buf, |f| h.add(f))
             .map_err(|e| error("HPACK", e.to_string()))?;
+        if stats.cut > 0 {
+            errors.push(ParseError::Limited {
+                protocol: "HTTP/2",
+                what: "header block fields beyond MAX_FIELDS_PER_BLOCK",
+            });
+        }
         let id = b.stream;
         if b.push || id % 2 == 0 {
             // Server push (section 8.4): decoded for HPACK only.

@@ -27,57 +27,64 @@ pub struct Headers {
 }
 
 impl Headers {
-    /// Record one field. Only the listed names are copied; Authorization, Cookie and all
-    /// other values are dropped here.
-    pub fn add(&mut self, f: Field) {
+    /// Record one field. Only the listed names are copied, each at most once (the first
+    /// occurrence: RFC 9113 section 8.3 allows one of each pseudo-header, and a repeated field
+    /// must not cost a copy per repeat); Authorization, Cookie and all other values are
+    /// dropped here.
+    pub fn add(&mut self, f: Field<'_>) {
         self.fields += 1;
         let (Some(name), Some(value)) = (f.name, f.value) else {
             self.request.unknown_fields += 1;
             return;
         };
-        let text = || {
-            let v = &value[..value.len().min(MAX_VALUE)];
-            Some(String::from_utf8_lossy(v).into_owned())
+        let text = |slot: &mut Option<String>| {
+            if slot.is_none() {
+                let v = &value[..value.len().min(MAX_VALUE)];
+                *slot = Some(String::from_utf8_lossy(v).into_owned());
+            }
         };
         if name.first() == Some(&b':') {
             self.pseudo = true;
         }
         let r = &mut self.request;
-        match name.as_slice() {
-            b":method" => r.method = text(),
-            b":path" => r.path = text(),
-            b":authority" => r.authority = text(),
-            b":scheme" => r.scheme = text(),
-            b"user-agent" => r.user_agent = text(),
-            b"content-type" => r.content_type = text(),
-            b"traceparent" if r.traceparent.is_none() => r.traceparent = text(),
-            b"tracestate" => {
-                let v = text().unwrap_or_default();
-                r.tracestate = Some(match r.tracestate.take() {
-                    Some(prev) if prev.len() < MAX_VALUE => format!("{prev},{v}"),
-                    Some(prev) => prev,
-                    None => v,
-                });
+        match name {
+            b":method" => text(&mut r.method),
+            b":path" => text(&mut r.path),
+            b":authority" => text(&mut r.authority),
+            b":scheme" => text(&mut r.scheme),
+            b"user-agent" => text(&mut r.user_agent),
+            b"content-type" => text(&mut r.content_type),
+            b"traceparent" => text(&mut r.traceparent),
+            b"tracestate" => match &mut r.tracestate {
+                // RFC 9110 list semantics, joined up to the copy bound.
+                Some(prev) if prev.len() < MAX_VALUE => {
+                    let room = MAX_VALUE - prev.len();
+                    prev.push(',');
+                    prev.push_str(&String::from_utf8_lossy(&value[..value.len().min(room)]));
+                }
+                Some(_) => {}
+                None => text(&mut r.tracestate),
+            },
+            b":status" if self.status.is_none() && value.len() == 3 => {
+                self.status = small_number(value, 3)
             }
-            b":status" => {
-                self.status = std::str::from_utf8(&value)
-                    .ok()
-                    .filter(|s| s.len() == 3)
-                    .and_then(|s| s.parse().ok())
+            b"content-length" if self.content_length.is_none() => {
+                self.content_length = small_number(value.trim_ascii(), 20)
             }
-            b"content-length" => {
-                self.content_length = std::str::from_utf8(&value)
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok())
-            }
-            b"grpc-status" => {
-                self.grpc_status = std::str::from_utf8(&value)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
+            b"grpc-status" if self.grpc_status.is_none() => {
+                self.grpc_status = small_number(value, 10)
             }
             _ => {}
         }
     }
+}
+
+/// A decimal number of at most `max_digits` digits (longer values are not looked at).
+fn small_number<T: std::str::FromStr>(value: &[u8], max_digits: usize) -> Option<T> {
+    if value.is_empty() || value.len() > max_digits || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 #[derive(Debug, Default)]

@@ -5,6 +5,7 @@
 //! indexes of later entries stay right; looking them up yields "unknown", never a guess.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// RFC 7541 Appendix A.
 pub const STATIC: [(&str, &str); 61] = [
@@ -74,11 +75,12 @@ pub const STATIC: [(&str, &str); 61] = [
 /// RFC 7541 section 4.1: an entry's size is its name and value lengths plus 32.
 const ENTRY_OVERHEAD: usize = 32;
 
-/// A header field as stored: `None` parts are unknown.
+/// A header field as stored: `None` parts are unknown. Shared, so that an entry whose name
+/// refers to another entry's costs no copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    pub name: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
+    pub name: Option<Arc<[u8]>>,
+    pub value: Option<Arc<[u8]>>,
 }
 
 impl Entry {
@@ -87,26 +89,41 @@ impl Entry {
     /// too early would only turn a later reference into "unknown").
     fn size(&self) -> usize {
         ENTRY_OVERHEAD
-            + self.name.as_ref().map_or(0, Vec::len)
-            + self.value.as_ref().map_or(0, Vec::len)
+            + self.name.as_ref().map_or(0, |n| n.len())
+            + self.value.as_ref().map_or(0, |v| v.len())
     }
 }
 
 /// The dynamic table of one direction (RFC 7541 section 2.3.2), newest entry first.
+///
+/// `max_size` is the size the peers agreed; at most `stored` bytes of it are kept (a bound on
+/// the agent's memory): when the agreed size is larger the table is [`capped`](Self::capped)
+/// and its oldest entries may be gone while the encoder still refers to them.
 #[derive(Debug)]
 pub struct DynamicTable {
     entries: VecDeque<Entry>,
     size: usize,
     max_size: usize,
+    stored: usize,
 }
 
 impl DynamicTable {
-    pub fn new(max_size: usize) -> Self {
+    pub fn new(max_size: usize, stored: usize) -> Self {
         Self {
             entries: VecDeque::new(),
             size: 0,
             max_size,
+            stored,
         }
+    }
+
+    /// The agreed size exceeds what is stored: a missing entry is not proof of a bad index.
+    pub fn capped(&self) -> bool {
+        self.max_size > self.stored
+    }
+
+    fn limit(&self) -> usize {
+        self.max_size.min(self.stored)
     }
 
     pub fn len(&self) -> usize {
@@ -132,14 +149,14 @@ impl DynamicTable {
     pub fn insert(&mut self, entry: Entry) {
         let size = entry.size();
         self.evict(size);
-        if size <= self.max_size {
+        if size <= self.limit() {
             self.size += size;
             self.entries.push_front(entry);
         }
     }
 
     fn evict(&mut self, room: usize) {
-        while self.size + room > self.max_size {
+        while self.size + room > self.limit() {
             match self.entries.pop_back() {
                 Some(e) => self.size -= e.size(),
                 None => break,
