@@ -16,6 +16,8 @@
 
 pub mod amqp;
 pub mod h2c;
+#[doc(hidden)]
+pub mod hostile;
 pub mod http1;
 pub mod http2;
 pub mod postgres;

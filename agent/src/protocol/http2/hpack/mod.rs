@@ -241,8 +241,11 @@ fn lookup(
             e.name.as_ref().map_or(Name::Unknown, Name::Shared),
             e.value.as_deref(),
         )),
-        // Entries dropped early (see `MAX_STORED_TABLE_SIZE`) may still be referenced.
-        None if synced && !table.capped() => Err(HpackError::BadIndex(idx)),
+        // Entries dropped early (see `MAX_STORED_TABLE_SIZE`) may still be referenced, but
+        // no table holds more entries than its size over the 32-byte entry overhead.
+        None if synced && (!table.capped() || idx - STATIC.len() > table.max_size() / 32) => {
+            Err(HpackError::BadIndex(idx))
+        }
         None => Ok((Name::Unknown, None)),
     }
 }

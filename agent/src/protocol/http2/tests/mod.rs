@@ -5,6 +5,7 @@
 mod detect;
 mod fixtures;
 mod fuzz;
+mod hostile;
 mod hpack;
 mod unit;
 
