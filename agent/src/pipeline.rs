@@ -214,7 +214,8 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
                     && Some(meta.local.port) == self.export_port
                     && crate::ebpf::seed::is_own_connection(&meta.remote, &meta.local)
                 {
-                    self.conns.ignore(meta.conn_id);
+                    self.conns
+                        .ignore(meta.conn_id, o.header.ts_ns, &mut self.scratch);
                 }
             }
             Owned::Close(c) => {
@@ -252,7 +253,8 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
     pub fn sweep(&mut self, now_ns: u64) {
         self.conns.sweep_idle(now_ns, &mut self.scratch);
         self.dispatch();
-        self.spans.sweep(now_ns);
+        let conns = &self.conns;
+        self.spans.sweep(now_ns, |id| conns.meta(id).is_some());
         self.spans.set_clock(Clock::now());
     }
 

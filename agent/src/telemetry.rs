@@ -68,6 +68,7 @@ counters! {
     TraceparentInvalid => "agent_traceparent_invalid_total", "traceparent/tracestate headers that were malformed and ignored";
     SpansStitched => "agent_spans_stitched_same_node_total", "server spans parented to a client span seen on this node";
     SpansCreated => "agent_spans_created_total", "spans built";
+    SpansDroppedStale => "agent_spans_dropped_stale_total", "exchanges dropped unfinished: their connection was gone, or they stayed open longer than an hour";
     // Export.
     SpansQueueDropped => "agent_spans_dropped_queue_full_total", "spans dropped because the export queue was full";
     SpansExported => "agent_spans_exported_total", "spans accepted by the collector or printed";

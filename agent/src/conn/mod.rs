@@ -67,6 +67,18 @@ struct Conn {
     bufs: [Vec<u8>; 2],
 }
 
+impl Conn {
+    /// Replaces the parse state, dropping buffered bytes. An active parser is closed first,
+    /// so the exchanges it had open end (aborted) instead of lingering in the span layer.
+    fn switch(&mut self, state: ParseState, ts_ns: u64, out: &mut Vec<L7Event>) {
+        if let ParseState::Active(p) = &mut self.state {
+            p.close(ts_ns, out);
+        }
+        self.state = state;
+        self.bufs = [Vec::new(), Vec::new()];
+    }
+}
+
 fn dir_index(d: Direction) -> usize {
     match d {
         Direction::Ingress => 1,
@@ -161,12 +173,14 @@ impl ConnTable {
     }
 
     /// Gives up on a connection right away: nothing of it is parsed and the kernel is asked to
-    /// stop copying its payload (its open/close are still tracked).
-    pub fn ignore(&mut self, conn_id: u64) {
+    /// stop copying its payload (its open/close are still tracked). Exchanges its parser had
+    /// open end now (aborted), in `out`.
+    pub fn ignore(&mut self, conn_id: u64, ts_ns: u64, out: &mut Vec<(ConnMeta, L7Event)>) {
         if let Some(c) = self.conns.get_mut(&conn_id) {
             if !matches!(c.state, ParseState::Ignored) {
-                c.state = ParseState::Ignored;
-                c.bufs = [Vec::new(), Vec::new()];
+                let mut evs = Vec::new();
+                c.switch(ParseState::Ignored, ts_ns, &mut evs);
+                out.extend(evs.into_iter().map(|e| (c.meta, e)));
                 self.to_mute
                     .push((c.meta.pid, c.meta.fd, conn_flags::MUTED));
             }
@@ -278,13 +292,16 @@ impl ConnTable {
         self.telemetry
             .add(Counter::BytesCaptured, payload.len() as u64);
         c.last_ns = d.header.ts_ns;
+        let mut evs = Vec::new();
         if Syscall::is_tls(d.syscall) {
             if !c.meta.tls {
                 // The first plaintext: whatever the raw bytes were parsed as (a TLS handshake,
-                // PostgreSQL's SSLRequest) is over; the conversation starts here.
+                // PostgreSQL's SSLRequest) is over; the conversation starts here. Exchanges
+                // of the raw parse end (aborted) before the plaintext's begin.
+                let mut ended = Vec::new();
+                c.switch(ParseState::Detecting, d.header.ts_ns, &mut ended);
+                out.extend(ended.into_iter().map(|e| (c.meta, e)));
                 c.meta.tls = true;
-                c.state = ParseState::Detecting;
-                c.bufs = [Vec::new(), Vec::new()];
                 self.telemetry.incr(Counter::ConnsTls);
                 self.to_mute
                     .push((c.meta.pid, c.meta.fd, conn_flags::RAW_OFF));
@@ -303,7 +320,6 @@ impl ConnTable {
             last_ns: d.header.ts_ns,
         };
         let missing = u64::from(d.orig_len.saturating_sub(d.len));
-        let mut evs = Vec::new();
         let was_ignored = matches!(c.state, ParseState::Ignored);
         let was_awaiting = matches!(c.state, ParseState::AwaitPlaintext);
         feed(
@@ -439,9 +455,7 @@ fn parse_into(
     if buf.len() > max_buf {
         // The parser cannot make progress on this much: start over on this connection.
         telemetry.incr(Counter::StreamBufferOverflow);
-        parser.close(ctx.last_ns, out);
-        c.state = ParseState::Detecting;
-        c.bufs = [Vec::new(), Vec::new()];
+        c.switch(ParseState::Detecting, ctx.last_ns, out);
     } else if buf.capacity() > 4 * buf.len().max(4096) {
         buf.shrink_to(buf.len().max(4096)); // give back what a burst grew
     }

@@ -192,3 +192,139 @@ fn plaintext_after_postgres_ssl_request_starts_over() {
         ParseState::Active(ref p) if matches!(**p, ConnParser::Postgres(_))
     ));
 }
+
+fn aborted_seqs(out: &[(ConnMeta, L7Event)]) -> Vec<u64> {
+    out.iter()
+        .filter_map(|(_, e)| match e {
+            L7Event::ExchangeEnd {
+                seq,
+                outcome:
+                    crate::protocol::Outcome::Http {
+                        outcome: crate::protocol::HttpOutcome::Aborted,
+                        ..
+                    },
+                ..
+            } => Some(*seq),
+            _ => None,
+        })
+        .collect()
+}
+
+fn started(out: &[(ConnMeta, L7Event)]) -> usize {
+    out.iter()
+        .filter(|(_, e)| matches!(e, L7Event::RequestStart { .. }))
+        .count()
+}
+
+#[test]
+fn switching_to_tls_plaintext_ends_the_raw_parsers_exchanges() {
+    let mut t = table(16);
+    let mut out = Vec::new();
+    t.open(meta(1, 7, Role::Client, 40001, 8080), 0, &mut out);
+    // Two pipelined cleartext requests, unanswered...
+    let reqs = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n";
+    let n = reqs.len() as u32;
+    t.data(&data(1, Direction::Egress, 1, n, n), reqs, &mut out);
+    assert_eq!(started(&out), 2);
+    // ...then the TLS library's plaintext: the old parser is closed, its exchanges end.
+    let req = b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n";
+    t.data(&tls_data(1, Direction::Egress, 5, req), req, &mut out);
+    assert_eq!(aborted_seqs(&out), vec![0, 1], "{out:?}");
+    let ends_tls: Vec<bool> = out
+        .iter()
+        .filter(|(_, e)| matches!(e, L7Event::ExchangeEnd { .. }))
+        .map(|(m, _)| m.tls)
+        .collect();
+    assert_eq!(
+        ends_tls,
+        vec![false, false],
+        "they were cleartext exchanges"
+    );
+    assert_eq!(started(&out), 3, "the plaintext is parsed afresh");
+}
+
+#[test]
+fn ignoring_a_connection_ends_its_open_exchanges() {
+    let mut t = table(16);
+    let mut out = Vec::new();
+    t.open(meta(1, 7, Role::Client, 40001, 8080), 0, &mut out);
+    let req = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    let n = req.len() as u32;
+    t.data(&data(1, Direction::Egress, 1, n, n), req, &mut out);
+    t.ignore(1, 9, &mut out);
+    assert_eq!(aborted_seqs(&out), vec![0]);
+    assert_eq!(t.take_to_mute(), vec![(7, 1, conn_flags::MUTED)]);
+    // Nothing more is parsed.
+    t.data(&data(1, Direction::Egress, 10, n, n), req, &mut out);
+    assert_eq!(started(&out), 1);
+}
+
+#[test]
+fn a_buffer_past_its_bound_resets_the_connection_and_ends_its_exchanges() {
+    let mut t = table(16); // max_buffer_bytes 8192
+    let mut out = Vec::new();
+    t.open(meta(1, 7, Role::Client, 40001, 8080), 0, &mut out);
+    let req = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    let n = req.len() as u32;
+    t.data(&data(1, Direction::Egress, 1, n, n), req, &mut out);
+    // A response head that never ends, in 1000-byte reads.
+    let mut head = b"HTTP/1.1 200 OK\r\nX-Long: ".to_vec();
+    head.resize(1000, b'a');
+    t.data(&data(1, Direction::Ingress, 2, 1000, 1000), &head, &mut out);
+    let more = vec![b'a'; 1000];
+    for ts in 3..11 {
+        t.data(
+            &data(1, Direction::Ingress, ts, 1000, 1000),
+            &more,
+            &mut out,
+        );
+    }
+    assert_eq!(t.telemetry.get(Counter::StreamBufferOverflow), 1);
+    assert_eq!(aborted_seqs(&out), vec![0]);
+    // Detection starts over: the next request on the connection is parsed again.
+    assert!(matches!(
+        t.conns.get(&1).unwrap().state,
+        ParseState::Detecting
+    ));
+    t.data(&data(1, Direction::Egress, 20, n, n), req, &mut out);
+    assert_eq!(started(&out), 2);
+}
+
+#[test]
+fn a_gap_inside_a_head_is_counted_and_never_parsed_across() {
+    let mut t = table(16);
+    let mut out = Vec::new();
+    t.open(meta(1, 7, Role::Client, 40001, 8080), 0, &mut out);
+    let req = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    let n = req.len() as u32;
+    t.data(&data(1, Direction::Egress, 1, n, n), req, &mut out);
+    // The response head is cut by the capture limit (16 of 40 bytes captured): the parser
+    // cannot account for the missing bytes inside a head.
+    let head = b"HTTP/1.1 200 OK\r\nConten";
+    t.data(
+        &data(1, Direction::Ingress, 2, 16, 40),
+        &head[..16],
+        &mut out,
+    );
+    assert_eq!(t.telemetry.get(Counter::StreamGaps), 1);
+    // What follows the gap is not taken as the rest of that head: no response is invented.
+    let rest = b"t-Length: 0\r\n\r\n";
+    let r = rest.len() as u32;
+    t.data(&data(1, Direction::Ingress, 3, r, r), rest, &mut out);
+    let completed = out
+        .iter()
+        .filter(|(_, e)| {
+            matches!(
+                e,
+                L7Event::ExchangeEnd {
+                    outcome: crate::protocol::Outcome::Http {
+                        outcome: crate::protocol::HttpOutcome::Response { .. },
+                        ..
+                    },
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(completed, 0, "{out:?}");
+}

@@ -191,6 +191,9 @@ struct Handling {
 
 /// How long a thread may keep working for a span that already ended (no-ack deliveries).
 pub const LINGER_NS: u64 = 60 * 1_000_000_000;
+/// Longest an exchange may stay open on a live connection before its entry is dropped: an hour
+/// covers long polls and most streaming RPCs; a longer one loses its span (counted).
+pub const MAX_INFLIGHT_NS: u64 = 3600 * 1_000_000_000;
 
 pub struct SpanBuilder {
     inflight: HashMap<(u64, u64), Inflight>,
@@ -235,11 +238,30 @@ impl SpanBuilder {
         self.handling.retain(|_, h| h.pid != pid);
     }
 
-    /// Periodic housekeeping: threads lingering on ended spans for too long.
-    pub fn sweep(&mut self, now_ns: u64) {
-        self.handling.retain(|_, h| {
-            h.ended_ns
-                .is_none_or(|e| now_ns.saturating_sub(e) < LINGER_NS)
+    /// Periodic housekeeping: threads lingering on ended spans for too long, and exchanges
+    /// that can no longer end — their connection is gone (`live` says which still exist) or
+    /// they have been open for longer than [`MAX_INFLIGHT_NS`]. Parsers end every exchange
+    /// they started when their connection closes or they are replaced, so these are leaks
+    /// this sweep bounds, dropped and counted.
+    pub fn sweep(&mut self, now_ns: u64, live: impl Fn(u64) -> bool) {
+        let before = self.inflight.len();
+        self.inflight.retain(|&(conn, _), i| {
+            live(conn) && now_ns.saturating_sub(i.start_ns) < MAX_INFLIGHT_NS
+        });
+        let dropped = before - self.inflight.len();
+        if dropped > 0 {
+            self.telemetry
+                .add(Counter::SpansDroppedStale, dropped as u64);
+            let inflight = &self.inflight;
+            self.by_conn.retain(|&conn, seqs| {
+                seqs.retain(|s| inflight.contains_key(&(conn, *s)));
+                !seqs.is_empty()
+            });
+        }
+        let inflight = &self.inflight;
+        self.handling.retain(|_, h| match h.ended_ns {
+            Some(e) => now_ns.saturating_sub(e) < LINGER_NS,
+            None => inflight.contains_key(&h.key),
         });
     }
 

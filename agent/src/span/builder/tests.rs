@@ -515,9 +515,9 @@ mod queue_and_db {
 
         // The lingering attribution is bounded: swept after LINGER_NS, gone at process exit.
         assert_eq!(w.b.handling(), 1);
-        w.b.sweep(201 + LINGER_NS - 1);
+        w.b.sweep(201 + LINGER_NS - 1, |_| true);
         assert_eq!(w.b.handling(), 1);
-        w.b.sweep(201 + LINGER_NS);
+        w.b.sweep(201 + LINGER_NS, |_| true);
         assert_eq!(w.b.handling(), 0);
         w.ev(
             &sub,
@@ -775,4 +775,31 @@ mod h2c_upgrade {
             Some(&AttrValue::Int(404))
         );
     }
+}
+
+#[test]
+fn sweep_drops_exchanges_that_can_no_longer_end() {
+    let mut w = World::new();
+    let srv = w.open(meta(1, 2, Role::Server, 8080, 50000));
+    let cli = w.open(meta(2, 2, Role::Client, 50001, 9090));
+    w.ev(&srv, start(0, 20, 100, req("GET", "/a")));
+    w.ev(&cli, start(0, 20, 110, req("GET", "/b")));
+    assert_eq!((w.b.inflight(), w.b.handling()), (2, 1));
+    // Both connections live and young: nothing goes.
+    w.b.sweep(1_000, |_| true);
+    assert_eq!(w.b.inflight(), 2);
+    // The server connection vanished without its parser ending the exchange: its entry and
+    // the thread's attribution to it go, counted; the client's stays.
+    w.b.sweep(1_000, |id| id != 1);
+    assert_eq!((w.b.inflight(), w.b.handling()), (1, 0));
+    assert_eq!(w.tel.get(Counter::SpansDroppedStale), 1);
+    // An exchange open for longer than MAX_INFLIGHT_NS goes too.
+    w.b.sweep(110 + MAX_INFLIGHT_NS - 1, |_| true);
+    assert_eq!(w.b.inflight(), 1);
+    w.b.sweep(110 + MAX_INFLIGHT_NS, |_| true);
+    assert_eq!(w.b.inflight(), 0);
+    assert_eq!(w.tel.get(Counter::SpansDroppedStale), 2);
+    // Ends of swept exchanges make no span.
+    w.ev(&cli, end(0, 200, 200));
+    assert!(w.out.is_empty());
 }
