@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::conn::Limits;
 use crate::ebpf::probes::{tracing_works, ProbeState};
 use crate::ebpf::{loader, seed};
+use crate::enrich::worker::ProcWorker;
 use crate::enrich::{host_name, ResourceCache};
 use crate::pipeline::Pipeline;
 use crate::span::builder::{read_clock, SpanOptions};
@@ -80,7 +81,8 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
             .saturating_mul(1_000_000_000),
         max_buffer_bytes: cfg.connections.max_buffer_bytes,
     };
-    let resources = ResourceCache::new(host_name(), RESOURCE_CACHE);
+    let host = host_name();
+    let resources = ResourceCache::new(host.clone(), RESOURCE_CACHE);
     let mut pipeline = Pipeline::new(
         limits,
         SpanOptions {
@@ -93,6 +95,10 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
     );
 
     pipeline.set_export_port(export_port(cfg.export.endpoint.as_deref()));
+    match ProcWorker::spawn(host, "/proc".into()) {
+        Ok(w) => pipeline.set_worker(w),
+        Err(e) => tracing::warn!("procfs reads stay on the event thread (no worker: {e})"),
+    }
 
     let traced = |pid: u32| opts.traces(pid);
     let mut tls = match crate::tls::start(&mut loaded, &opts.disabled, traced, telemetry.clone()) {

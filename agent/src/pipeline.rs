@@ -11,7 +11,7 @@
 //! Everything downstream (conn → protocol → span → export) is called from here, synchronously.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 use agent_common::{ConnCloseEvent, ConnOpenEvent, DataEvent, EventHeader, Role};
@@ -19,6 +19,7 @@ use agent_common::{ConnCloseEvent, ConnOpenEvent, DataEvent, EventHeader, Role};
 use crate::conn::{ConnMeta, ConnTable, Limits};
 use crate::ebpf::event::{decode, Event};
 use crate::ebpf::seed::SeededConn;
+use crate::enrich::worker::{Done, Job, ProcWorker};
 use crate::span::builder::{Clock, Resources, SpanBuilder, SpanOptions, SpanSink};
 use crate::telemetry::{Counter, Telemetry};
 
@@ -29,6 +30,8 @@ pub const HOLD_NS: u64 = 3_000_000;
 const POOL_MAX: usize = 1024;
 /// Processes waiting to be looked at for TLS libraries (exec/exit notices between two looks).
 const MAX_PENDING_PROCS: usize = 4096;
+/// Procfs jobs awaiting their answer (see `enrich::worker`); beyond it reads happen inline.
+const MAX_PENDING_JOBS: usize = 4096;
 
 enum Owned {
     Open(ConnOpenEvent),
@@ -78,6 +81,14 @@ pub struct Pipeline<R: Resources, S: SpanSink> {
     /// Port of this agent's OTLP endpoint, when it may be on this node.
     export_port: Option<u16>,
     scratch: Vec<(ConnMeta, crate::protocol::L7Event)>,
+    /// Procfs reads done off this thread, when set (else inline, as in tests).
+    worker: Option<ProcWorker>,
+    /// pid → id of the resource job asked for it (an answer for an older id is stale: pids
+    /// are reused).
+    pending: HashMap<u32, u64>,
+    jobs: u64,
+    /// Connections found to be this agent's own before their open was processed.
+    own: HashSet<u64>,
 }
 
 impl<R: Resources, S: SpanSink> Pipeline<R, S> {
@@ -102,7 +113,16 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
             exits: Vec::new(),
             export_port: None,
             scratch: Vec::new(),
+            worker: None,
+            pending: HashMap::new(),
+            jobs: 0,
+            own: HashSet::new(),
         }
+    }
+
+    /// Moves procfs reads (process metadata, the export-port check) to `worker`.
+    pub fn set_worker(&mut self, worker: ProcWorker) {
+        self.worker = Some(worker);
     }
 
     /// The port this agent exports to: the server side of the agent's own connections to it is
@@ -143,7 +163,10 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
         };
         let key = ev.causal_ns();
         let owned = match ev {
-            Event::ConnOpen(o) => Owned::Open(o),
+            Event::ConnOpen(o) => {
+                self.read_ahead(&o);
+                Owned::Open(o)
+            }
             Event::ConnClose(c) => Owned::Close(c),
             Event::ProcExit(h) => Owned::Exit(h),
             Event::ProcExec(h) => {
@@ -155,6 +178,10 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
                 }
                 return;
             }
+            // Bytes a known connection will drop (muted or TLS ciphertext the kernel copied
+            // before it knew) are not copied out of the ring; the record still keeps its
+            // place in the order (it marks the connection active).
+            Event::Data(d, _) if !self.conns.wants_payload(&d) => Owned::Data(d, Vec::new()),
             Event::Data(d, p) => {
                 let mut buf = self.pool.pop().unwrap_or_default();
                 buf.clear();
@@ -170,6 +197,87 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
         }));
     }
 
+    /// A connection's record arrived (it is processed after the hold): start the procfs
+    /// reads its processing needs, so they run while it waits.
+    fn read_ahead(&mut self, o: &ConnOpenEvent) {
+        let Some(w) = &self.worker else {
+            return;
+        };
+        let pid = o.header.pid;
+        if !self.resources.known(pid)
+            && !self.pending.contains_key(&pid)
+            && self.pending.len() < MAX_PENDING_JOBS
+        {
+            self.jobs += 1;
+            let job = Job::Resource {
+                id: self.jobs,
+                pid,
+                comm: o.comm,
+            };
+            if w.submit(job) {
+                self.pending.insert(pid, self.jobs);
+            } else {
+                self.telemetry.incr(Counter::ProcJobsRefused);
+            }
+        }
+        if self.is_export_server(o) {
+            let job = Job::OwnConnection {
+                conn_id: o.header.conn_id,
+                local: o.local,
+                remote: o.remote,
+            };
+            if !w.submit(job) {
+                // Never trace our own export: check inline when the worker cannot.
+                self.telemetry.incr(Counter::ProcJobsRefused);
+                if crate::ebpf::seed::is_own_connection(&o.remote, &o.local) {
+                    self.own.insert(o.header.conn_id);
+                }
+            }
+        }
+    }
+
+    /// The server side of a connection to the port this agent exports to (maybe our own).
+    fn is_export_server(&self, o: &ConnOpenEvent) -> bool {
+        Role::from_u8(o.role) == Role::Server && Some(o.local.port) == self.export_port
+    }
+
+    /// Applies the procfs answers that are ready.
+    fn collect_answers(&mut self) {
+        let Some(w) = &self.worker else {
+            return;
+        };
+        while let Some(done) = w.try_done() {
+            match done {
+                Done::Resource {
+                    id,
+                    pid,
+                    resource,
+                    cacheable,
+                } => {
+                    if self.pending.get(&pid) == Some(&id) {
+                        self.pending.remove(&pid);
+                        if cacheable {
+                            self.resources.provide(pid, resource);
+                        }
+                    }
+                }
+                Done::OwnConnection { conn_id } if self.conns.meta(conn_id).is_some() => {
+                    // Already being parsed: stop, and let nothing of it become a span.
+                    let mut evs = Vec::new();
+                    self.conns.ignore(conn_id, 0, &mut evs);
+                    for (meta, ev) in evs {
+                        self.spans.discard(&meta, ev);
+                    }
+                }
+                Done::OwnConnection { conn_id } => {
+                    if self.own.len() < MAX_PENDING_JOBS {
+                        self.own.insert(conn_id);
+                    }
+                }
+            }
+        }
+    }
+
     /// When the oldest held record is due (CLOCK_MONOTONIC ns), if any.
     pub fn next_due(&self) -> Option<u64> {
         self.held
@@ -179,6 +287,7 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
 
     /// Processes every held record older than the window (all of them when `now_ns` is MAX).
     pub fn process_due(&mut self, now_ns: u64) {
+        self.collect_answers();
         let cutoff = now_ns.saturating_sub(HOLD_NS);
         while self
             .held
@@ -204,16 +313,22 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
                     tls: false,
                 };
                 // Read the process's metadata now, while it surely runs: a short-lived client
-                // may be gone by the time its span ends.
-                let _ = self.resources.resource(meta.pid, meta.comm_str());
+                // may be gone by the time its span ends. (With a worker, that read began when
+                // the record arrived.)
+                if self.worker.is_none() {
+                    let _ = self.resources.resource(meta.pid, meta.comm_str());
+                }
                 self.conns.open(meta, o.header.ts_ns, &mut self.scratch);
                 // The collector's side of this agent's own export connection: tracing it would
                 // turn every export into spans to export. Only connections on the export port
                 // are checked (a look at /proc/net/tcp and our own fds).
-                if meta.role == Role::Server
-                    && Some(meta.local.port) == self.export_port
-                    && crate::ebpf::seed::is_own_connection(&meta.remote, &meta.local)
-                {
+                let own = if self.worker.is_some() {
+                    self.own.remove(&meta.conn_id)
+                } else {
+                    self.is_export_server(&o)
+                        && crate::ebpf::seed::is_own_connection(&meta.remote, &meta.local)
+                };
+                if own {
                     self.conns
                         .ignore(meta.conn_id, o.header.ts_ns, &mut self.scratch);
                 }
@@ -228,13 +343,19 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
                 if self.exits.len() < MAX_PENDING_PROCS {
                     self.exits.push(h.pid);
                 }
-                // Pids are reused: the next process with this pid gets fresh metadata.
+                // The spans its exit ended still have its metadata...
+                self.dispatch();
+                // ...but pids are reused: the next process with this pid gets fresh metadata.
+                self.pending.remove(&h.pid);
                 self.resources.forget(h.pid);
                 self.spans.process_exit(h.pid);
             }
             Owned::Data(d, buf) => {
                 self.conns.data(&d, &buf, &mut self.scratch);
-                if self.pool.len() < POOL_MAX && buf.capacity() <= 2 * agent_common::MAX_PAYLOAD {
+                if self.pool.len() < POOL_MAX
+                    && buf.capacity() > 0
+                    && buf.capacity() <= 2 * agent_common::MAX_PAYLOAD
+                {
                     self.pool.push(buf);
                 }
             }

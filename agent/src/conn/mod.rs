@@ -38,13 +38,14 @@ pub struct ConnMeta {
 impl ConnMeta {
     /// `comm` as text (empty when unknown).
     pub fn comm_str(&self) -> &str {
-        let end = self
-            .comm
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(self.comm.len());
-        std::str::from_utf8(&self.comm[..end]).unwrap_or("")
+        comm_text(&self.comm)
     }
+}
+
+/// A NUL-padded kernel `comm` as text (empty when unknown or not UTF-8).
+pub fn comm_text(comm: &[u8; 16]) -> &str {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    std::str::from_utf8(&comm[..end]).unwrap_or("")
 }
 
 #[derive(Debug)]
@@ -109,6 +110,9 @@ pub struct ConnTable {
     limits: Limits,
     telemetry: Arc<Telemetry>,
     errors: Vec<ParseError>,
+    /// One connection's parser events before they are tagged with its meta (reused: no
+    /// allocation per record).
+    evs: Vec<L7Event>,
     /// (pid, fd, `conn_flags` bit) for the kernel: MUTED for connections newly ignored (stop
     /// copying their payload), RAW_OFF for TLS ones (stop copying their ciphertext).
     to_mute: Vec<(u32, u32, u8)>,
@@ -123,6 +127,7 @@ impl ConnTable {
             limits,
             telemetry,
             errors: Vec::new(),
+            evs: Vec::new(),
             to_mute: Vec::new(),
         }
     }
@@ -178,9 +183,8 @@ impl ConnTable {
     pub fn ignore(&mut self, conn_id: u64, ts_ns: u64, out: &mut Vec<(ConnMeta, L7Event)>) {
         if let Some(c) = self.conns.get_mut(&conn_id) {
             if !matches!(c.state, ParseState::Ignored) {
-                let mut evs = Vec::new();
-                c.switch(ParseState::Ignored, ts_ns, &mut evs);
-                out.extend(evs.into_iter().map(|e| (c.meta, e)));
+                c.switch(ParseState::Ignored, ts_ns, &mut self.evs);
+                out.extend(self.evs.drain(..).map(|e| (c.meta, e)));
                 self.to_mute
                     .push((c.meta.pid, c.meta.fd, conn_flags::MUTED));
             }
@@ -265,9 +269,8 @@ impl ConnTable {
             }
         }
         if let ParseState::Active(p) = &mut c.state {
-            let mut evs = Vec::new();
-            p.close(ts_ns, &mut evs);
-            out.extend(evs.into_iter().map(|e| (c.meta, e)));
+            p.close(ts_ns, &mut self.evs);
+            out.extend(self.evs.drain(..).map(|e| (c.meta, e)));
         }
         true
     }
@@ -278,7 +281,22 @@ impl ConnTable {
         std::mem::take(&mut self.to_mute)
     }
 
-    /// Bytes one syscall moved on a connection. Parsed events go to `out`.
+    /// Whether the payload of a data record will be looked at. False when its connection is
+    /// known and drops such bytes on arrival whatever the records before it change: ignored or
+    /// waiting for TLS plaintext, or on TLS plaintext already and this is a raw syscall's bytes
+    /// (only a TLS-library record changes those states, and after one raw bytes are dropped
+    /// too). Unknown connections' payload is wanted: their open may still be held for ordering.
+    pub fn wants_payload(&self, d: &DataEvent) -> bool {
+        if Syscall::is_tls(d.syscall) {
+            return true;
+        }
+        self.conns.get(&d.header.conn_id).is_none_or(|c| {
+            !c.meta.tls && !matches!(c.state, ParseState::Ignored | ParseState::AwaitPlaintext)
+        })
+    }
+
+    /// Bytes one syscall moved on a connection. Parsed events go to `out`. `payload` may be
+    /// empty for a record whose bytes [`Self::wants_payload`] said are not needed.
     pub fn data(&mut self, d: &DataEvent, payload: &[u8], out: &mut Vec<(ConnMeta, L7Event)>) {
         let dir = Direction::from_u8(d.header.direction);
         if dir == Direction::None {
@@ -289,18 +307,15 @@ impl ConnTable {
             self.telemetry.incr(Counter::DataForUnknownConn);
             return;
         };
-        self.telemetry
-            .add(Counter::BytesCaptured, payload.len() as u64);
+        self.telemetry.add(Counter::BytesCaptured, u64::from(d.len));
         c.last_ns = d.header.ts_ns;
-        let mut evs = Vec::new();
         if Syscall::is_tls(d.syscall) {
             if !c.meta.tls {
                 // The first plaintext: whatever the raw bytes were parsed as (a TLS handshake,
                 // PostgreSQL's SSLRequest) is over; the conversation starts here. Exchanges
                 // of the raw parse end (aborted) before the plaintext's begin.
-                let mut ended = Vec::new();
-                c.switch(ParseState::Detecting, d.header.ts_ns, &mut ended);
-                out.extend(ended.into_iter().map(|e| (c.meta, e)));
+                c.switch(ParseState::Detecting, d.header.ts_ns, &mut self.evs);
+                out.extend(self.evs.drain(..).map(|e| (c.meta, e)));
                 c.meta.tls = true;
                 self.telemetry.incr(Counter::ConnsTls);
                 self.to_mute
@@ -330,7 +345,7 @@ impl ConnTable {
             &ctx,
             self.limits.max_buffer_bytes,
             &self.telemetry,
-            &mut evs,
+            &mut self.evs,
             &mut self.errors,
         );
         if !was_ignored && matches!(c.state, ParseState::Ignored) {
@@ -352,7 +367,7 @@ impl ConnTable {
             }
         }
         let meta = c.meta;
-        out.extend(evs.into_iter().map(|e| (meta, e)));
+        out.extend(self.evs.drain(..).map(|e| (meta, e)));
     }
 }
 

@@ -26,9 +26,10 @@
 
 pub mod process;
 mod service_name;
+pub mod worker;
 
 #[cfg(test)]
-mod fake_proc;
+pub(crate) mod fake_proc;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -136,6 +137,33 @@ fn host_name_from(proc_root: &Path) -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
+/// A process's resource as read from procfs.
+pub struct Loaded {
+    pub resource: Arc<Resource>,
+    /// False for a process that was gone with no `comm` to name it by.
+    pub cacheable: bool,
+}
+
+/// Reads process `pid` under `proc_root` and builds its resource; a process already gone is
+/// named by `comm` when known.
+pub fn load_resource(proc_root: &Path, host_name: &str, pid: u32, comm: &str) -> Loaded {
+    let (resource, cacheable) = match read_process(proc_root, pid) {
+        Ok(info) => (build_resource(&info, host_name), true),
+        Err(EnrichError::ProcessGone { .. }) if !comm.is_empty() => {
+            (comm_resource(pid, comm, host_name), true)
+        }
+        Err(EnrichError::ProcessGone { .. }) => (unknown_resource(pid, host_name), false),
+        Err(e) => {
+            tracing::debug!(pid, error = %e, "process metadata unavailable");
+            (unknown_resource(pid, host_name), true)
+        }
+    };
+    Loaded {
+        resource: Arc::new(resource),
+        cacheable,
+    }
+}
+
 struct Entry {
     resource: Arc<Resource>,
     last_used: u64,
@@ -189,33 +217,36 @@ impl ResourceCache {
             e.last_used = self.clock;
             return Arc::clone(&e.resource);
         }
-        let resource = match read_process(&self.proc_root, pid) {
-            Ok(info) => Arc::new(build_resource(&info, &self.host_name)),
-            Err(EnrichError::ProcessGone { .. }) if !comm.is_empty() => {
-                Arc::new(comm_resource(pid, comm, &self.host_name))
-            }
-            Err(EnrichError::ProcessGone { .. }) => {
-                return Arc::new(unknown_resource(pid, &self.host_name))
-            }
-            Err(e) => {
-                tracing::debug!(pid, error = %e, "process metadata unavailable");
-                Arc::new(unknown_resource(pid, &self.host_name))
-            }
-        };
-        if self.entries.len() >= self.capacity {
+        let Loaded {
+            resource,
+            cacheable,
+        } = load_resource(&self.proc_root, &self.host_name, pid, comm);
+        if cacheable {
+            self.insert(pid, Arc::clone(&resource));
+        }
+        resource
+    }
+
+    /// Whether `pid`'s resource is cached.
+    pub fn contains(&self, pid: u32) -> bool {
+        self.entries.contains_key(&pid)
+    }
+
+    /// Caches a resource read elsewhere (see [`worker`]).
+    pub fn insert(&mut self, pid: u32, resource: Arc<Resource>) {
+        self.clock += 1;
+        if !self.entries.contains_key(&pid) && self.entries.len() >= self.capacity {
             self.evict_lru();
         }
         self.entries.insert(
             pid,
             Entry {
-                resource: Arc::clone(&resource),
+                resource,
                 last_used: self.clock,
             },
         );
-        resource
     }
 
-    /// Drops what we know about `pid`; call it when the process exits.
     pub fn forget(&mut self, pid: u32) {
         self.entries.remove(&pid);
     }

@@ -222,3 +222,137 @@ fn h2c_upgrade_seen_from_both_ends() {
         assert_eq!(server.parent_span_id, Some(client.context.span_id));
     }
 }
+
+fn worker_pipeline(
+    fake: &crate::enrich::fake_proc::FakeProc,
+) -> Pipeline<ResourceCache, Vec<Span>> {
+    let limits = Limits {
+        max: 64,
+        idle_ns: u64::MAX / 2,
+        max_buffer_bytes: 65536,
+    };
+    let cache = ResourceCache::with_proc_root("node".into(), 16, fake.root().to_owned());
+    let mut p = Pipeline::new(
+        limits,
+        SpanOptions::default(),
+        cache,
+        Vec::new(),
+        Arc::new(Telemetry::new()),
+    );
+    p.set_worker(ProcWorker::spawn("node".into(), fake.root().to_owned()).expect("thread"));
+    p
+}
+
+/// Collects worker answers until `done` holds (the worker is a real thread).
+fn wait_for(p: &mut Pipeline<ResourceCache, Vec<Span>>, done: impl Fn(&ResourceCache) -> bool) {
+    let t = std::time::Instant::now();
+    while !done(&p.resources) {
+        assert!(t.elapsed().as_secs() < 10, "the worker never answered");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        p.collect_answers();
+    }
+}
+
+fn service(s: &Span) -> Option<&AttrValue> {
+    s.resource.get("service.name")
+}
+
+use crate::enrich::ResourceCache;
+
+#[test]
+fn process_metadata_is_read_ahead_on_the_worker_when_the_open_arrives() {
+    let fake = crate::enrich::fake_proc::FakeProc::new();
+    fake.add(
+        1,
+        Some("/usr/bin/app"),
+        &["app"],
+        &["OTEL_SERVICE_NAME=first"],
+    );
+    let mut p = worker_pipeline(&fake);
+    p.push(&open(1, 10, Role::Client, 50000, 8080, 100));
+    // Read as soon as the record arrived, long before it is processed...
+    wait_for(&mut p, |r| r.contains(1));
+    assert!(
+        p.sink_mut().is_empty() && p.connections() == 0,
+        "nothing processed yet"
+    );
+    // ...so what the process looked like then is what its spans say, and the pipeline thread
+    // read nothing itself.
+    fake.add(
+        1,
+        Some("/usr/bin/app"),
+        &["app"],
+        &["OTEL_SERVICE_NAME=later"],
+    );
+    p.push(&data(1, 1, 10, Direction::Egress, 200, 210, REQ));
+    p.push(&data(1, 1, 10, Direction::Ingress, 250, 320, RESP));
+    p.process_due(320 + HOLD_NS);
+    let spans = p.sink_mut().clone();
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(service(&spans[0]), Some(&AttrValue::Str("first".into())));
+    assert_eq!(p.telemetry.get(Counter::ProcJobsRefused), 0);
+}
+
+#[test]
+fn an_answer_for_a_process_that_exited_meanwhile_is_dropped() {
+    let fake = crate::enrich::fake_proc::FakeProc::new();
+    fake.add(
+        2,
+        Some("/usr/bin/app"),
+        &["app"],
+        &["OTEL_SERVICE_NAME=old"],
+    );
+    let mut p = worker_pipeline(&fake);
+    p.push(&open(2, 20, Role::Client, 50001, 8080, 100));
+    // The process exits (and its pid is reused) before the answer is collected.
+    p.push(&rec(&agent_common::ProcExitEvent {
+        header: hdr(EventKind::ProcExit, 2, 2, 0, Direction::None, 150),
+    }));
+    p.process_due(150 + HOLD_NS);
+    fake.add(
+        2,
+        Some("/usr/bin/app"),
+        &["app"],
+        &["OTEL_SERVICE_NAME=new"],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    p.collect_answers();
+    assert!(!p.resources.contains(2), "a stale answer was cached");
+    assert!(p.pending.is_empty());
+    // The new process's span reads its own metadata.
+    p.push(&open(2, 21, Role::Client, 50002, 8080, 1_000_000_000));
+    wait_for(&mut p, |r| r.contains(2));
+    let res = p.resources.get(2);
+    assert_eq!(res.get("service.name"), Some(&AttrValue::Str("new".into())));
+}
+
+#[test]
+fn payload_of_an_ignored_connection_is_not_copied_out_of_the_ring() {
+    let mut p = pipeline();
+    p.push(&open(1, 10, Role::Client, 50000, 22, 100));
+    p.push(&data(
+        1,
+        1,
+        10,
+        Direction::Egress,
+        200,
+        210,
+        b"SSH-2.0-OpenSSH_9.2\r\n",
+    ));
+    p.process_due(210 + HOLD_NS);
+    assert_eq!(p.telemetry.get(Counter::ProtocolUnknown), 1);
+    let big = vec![b'x'; 4000];
+    p.push(&data(1, 1, 10, Direction::Egress, 300, 310, &big));
+    let Some(Reverse(Held {
+        ev: Owned::Data(d, buf),
+        ..
+    })) = p.held.peek()
+    else {
+        panic!("not held");
+    };
+    assert_eq!((d.len, buf.capacity()), (4000, 0), "copied");
+    p.process_due(310 + HOLD_NS);
+    // Still counted as captured (the kernel did copy it) and the connection stays known.
+    assert_eq!(p.telemetry.get(Counter::BytesCaptured), (21 + 4000) as u64);
+    assert_eq!(p.connections(), 1);
+}

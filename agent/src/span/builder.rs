@@ -165,6 +165,13 @@ pub trait Resources {
     fn resource(&mut self, pid: u32, comm: &str) -> Arc<Resource>;
     /// The process exited; its pid may be reused.
     fn forget(&mut self, _pid: u32) {}
+    /// Whether `pid`'s resource is at hand already (false: worth reading it ahead, off the
+    /// data path, see `enrich::worker`).
+    fn known(&self, _pid: u32) -> bool {
+        true
+    }
+    /// `pid`'s resource, read ahead.
+    fn provide(&mut self, _pid: u32, _resource: Arc<Resource>) {}
 }
 
 impl Resources for crate::enrich::ResourceCache {
@@ -173,6 +180,12 @@ impl Resources for crate::enrich::ResourceCache {
     }
     fn forget(&mut self, pid: u32) {
         crate::enrich::ResourceCache::forget(self, pid);
+    }
+    fn known(&self, pid: u32) -> bool {
+        self.contains(pid)
+    }
+    fn provide(&mut self, pid: u32, resource: Arc<Resource>) {
+        self.insert(pid, resource);
     }
 }
 
@@ -458,6 +471,39 @@ impl SpanBuilder {
         }
     }
 
+    /// Removes exchange `seq` of `conn_id` and its thread's attribution to it (kept, marked
+    /// ended at `linger_from`, when the thread's work for it goes on).
+    fn take(&mut self, conn_id: u64, seq: u64, linger_from: Option<u64>) -> Option<Inflight> {
+        let inf = self.inflight.remove(&(conn_id, seq))?;
+        if let Some(q) = self.by_conn.get_mut(&conn_id) {
+            q.retain(|s| *s != seq);
+            if q.is_empty() {
+                self.by_conn.remove(&conn_id);
+            }
+        }
+        if let Some(h) = self
+            .handling
+            .get_mut(&inf.tid)
+            .filter(|h| h.key == (conn_id, seq))
+        {
+            match linger_from {
+                Some(ns) => h.ended_ns = Some(ns),
+                None => {
+                    self.handling.remove(&inf.tid);
+                }
+            }
+        }
+        Some(inf)
+    }
+
+    /// A parser event of a connection found, after its exchanges began, to be one that is not
+    /// traced (the collector's side of this agent's own export): ends make no span.
+    pub fn discard(&mut self, meta: &ConnMeta, ev: L7Event) {
+        if let L7Event::ExchangeEnd { seq, .. } = ev {
+            self.take(meta.conn_id, seq, None);
+        }
+    }
+
     fn end(
         &mut self,
         meta: &ConnMeta,
@@ -466,27 +512,10 @@ impl SpanBuilder {
         outcome: Outcome,
         resources: &mut impl Resources,
     ) -> Option<Span> {
-        let inf = self.inflight.remove(&(meta.conn_id, seq))?;
-        if let Some(q) = self.by_conn.get_mut(&meta.conn_id) {
-            q.retain(|s| *s != seq);
-            if q.is_empty() {
-                self.by_conn.remove(&meta.conn_id);
-            }
-        }
         // A message consumed without ack is processed after it arrived: its thread keeps
         // working for it until it starts on something else.
         let work_follows = matches!(outcome, Outcome::Amqp(AmqpOutcome::Received));
-        if let Some(h) = self
-            .handling
-            .get_mut(&inf.tid)
-            .filter(|h| h.key == (meta.conn_id, seq))
-        {
-            if work_follows {
-                h.ended_ns = Some(end_ns);
-            } else {
-                self.handling.remove(&inf.tid);
-            }
-        }
+        let inf = self.take(meta.conn_id, seq, work_follows.then_some(end_ns))?;
         match &outcome {
             Outcome::Http {
                 outcome: HttpOutcome::Aborted,
