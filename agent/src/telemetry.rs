@@ -67,6 +67,8 @@ counters! {
     ParseLimitsHit => "agent_parse_limits_hit_total", "times a parser reached a bound on work or memory (e.g. fields per HTTP/2 header block) and skipped the excess";
     // Spans and trace context.
     TraceparentInvalid => "agent_traceparent_invalid_total", "traceparent/tracestate headers that were malformed and ignored";
+    ParentAmbiguousThread => "agent_parent_ambiguous_thread_total", "calls left without an in-process parent: their thread had several requests in flight (event loops, pipelining)";
+    ParentAmbiguousProcess => "agent_parent_ambiguous_process_total", "calls of Go programs left without an in-process parent: several requests were in flight in the process (goroutines move between threads)";
     SpansStitched => "agent_spans_stitched_same_node_total", "server spans parented to a client span seen on this node";
     SpansCreated => "agent_spans_created_total", "spans built";
     SpansDroppedStale => "agent_spans_dropped_stale_total", "exchanges dropped unfinished: their connection was gone, or they stayed open longer than an hour";

@@ -42,6 +42,10 @@ use process::{read_process, EnrichError, ProcessInfo};
 /// `service.name` for a process we know nothing about (OpenTelemetry resource semantic
 /// conventions: `unknown_service`, optionally followed by `:` and the executable name).
 pub const UNKNOWN_SERVICE: &str = "unknown_service";
+/// Resource attribute naming the language runtime (OpenTelemetry process conventions), set
+/// when the agent can tell: `go` for Go programs.
+pub const PROCESS_RUNTIME_NAME: &str = "process.runtime.name";
+pub const GO_RUNTIME: &str = "go";
 /// `telemetry.distro.name` of everything this agent produces.
 pub const DISTRO_NAME: &str = "ebpf-agent";
 
@@ -69,6 +73,9 @@ pub fn build_resource(info: &ProcessInfo, host_name: &str) -> Resource {
         "process.executable.name",
         info.exe_name.as_str(),
     ));
+    if info.go {
+        attributes.push(Attribute::new(PROCESS_RUNTIME_NAME, GO_RUNTIME));
+    }
     if let Some(path) = &info.exe_path {
         attributes.push(Attribute::new("process.executable.path", path.as_str()));
     }

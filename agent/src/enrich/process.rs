@@ -78,6 +78,10 @@ pub struct ProcessInfo {
     pub service_name_source: ServiceNameSource,
     /// Attributes from [`COPIED_RESOURCE_KEYS`] found in the target's `OTEL_RESOURCE_ATTRIBUTES`.
     pub resource_attributes: Vec<(&'static str, String)>,
+    /// The executable is a Go program: its requests run on goroutines that move between OS
+    /// threads, so a thread says nothing about which request caused a call (see
+    /// `span::builder`).
+    pub go: bool,
 }
 
 #[derive(Debug, Error)]
@@ -176,7 +180,24 @@ pub fn read_process(proc_root: &Path, pid: u32) -> Result<ProcessInfo, EnrichErr
         service_name: bounded(&service_name, MAX_VALUE_LEN),
         service_name_source,
         resource_attributes: env.copied,
+        go: is_go_executable(&dir.join("exe")),
     })
+}
+
+/// Whether the ELF file at `path` was built by the Go toolchain: it has Go's build-info
+/// section (`.go.buildinfo`, kept by stripped builds too) or build-id note. Reads only the
+/// headers and section names, never the whole file.
+pub fn is_go_executable(path: &Path) -> bool {
+    use object::{Object, ObjectSection};
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    let cache = object::ReadCache::new(file);
+    let Ok(elf) = object::File::parse(&cache) else {
+        return false;
+    };
+    elf.sections()
+        .any(|s| matches!(s.name(), Ok(".go.buildinfo" | ".note.go.buildid")))
 }
 
 /// Reads at most `max` bytes of a file. procfs files report size 0, so we cannot ask first.
@@ -301,6 +322,30 @@ mod tests {
     use super::super::fake_proc::FakeProc;
     use super::*;
     use ServiceNameSource::*;
+
+    #[test]
+    fn go_programs_are_told_apart_stripped_or_not() {
+        // Debian's hey is a stripped Go binary (no .symtab, no DWARF); the go tool is not
+        // stripped. Both come with the test packages (tests/e2e/APT_PACKAGES).
+        for go in ["/usr/bin/hey", "/usr/lib/go-1.19/bin/go"] {
+            assert!(
+                Path::new(go).exists(),
+                "{go} is missing: install tests/e2e/APT_PACKAGES"
+            );
+            assert!(is_go_executable(Path::new(go)), "{go}");
+        }
+        let me = std::env::current_exe().expect("test binary");
+        for other in [
+            Path::new("/bin/sh"),
+            Path::new("/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            &me,
+        ] {
+            assert!(!is_go_executable(other), "{}", other.display());
+        }
+        // Not ELF, or not there: not Go (never an error).
+        assert!(!is_go_executable(Path::new("/etc/hostname")));
+        assert!(!is_go_executable(Path::new("/nonexistent")));
+    }
 
     #[test]
     fn service_name_rules_in_order() {

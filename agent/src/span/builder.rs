@@ -172,6 +172,11 @@ pub trait Resources {
     }
     /// `pid`'s resource, read ahead.
     fn provide(&mut self, _pid: u32, _resource: Arc<Resource>) {}
+    /// Whether `pid` runs a runtime whose requests move between OS threads (Go), so that a
+    /// thread says nothing about which request it works for (see `work`).
+    fn threads_migrate(&mut self, _pid: u32, _comm: &str) -> bool {
+        false
+    }
 }
 
 impl Resources for crate::enrich::ResourceCache {
@@ -187,23 +192,26 @@ impl Resources for crate::enrich::ResourceCache {
     fn provide(&mut self, pid: u32, resource: Arc<Resource>) {
         self.insert(pid, resource);
     }
+    fn threads_migrate(&mut self, pid: u32, comm: &str) -> bool {
+        let r = self.get_or_comm(pid, comm);
+        matches!(
+            r.get(crate::enrich::PROCESS_RUNTIME_NAME),
+            Some(super::model::AttrValue::Str(s)) if s == crate::enrich::GO_RUNTIME
+        )
+    }
 }
 
-/// The span a thread is working for. Kept by value so it outlives the span's end when the
-/// work follows it (a message taken without ack is processed after its span ended).
-#[derive(Clone, Debug)]
-struct Handling {
-    ctx: SpanContext,
-    key: (u64, u64),
-    pid: u32,
-    /// Set when the span ended but the thread's work for it goes on (a no-ack delivery); such
-    /// entries are swept after [`LINGER_NS`] or when the process exits, so threads that die
-    /// never leave entries behind for good.
-    ended_ns: Option<u64>,
+pub use super::work::LINGER_NS;
+use super::work::{Cause, Work};
+
+/// The thread a request started on, and whether its process's requests move between
+/// threads (see `work`).
+#[derive(Clone, Copy)]
+struct Origin {
+    tid: u32,
+    process_scope: bool,
 }
 
-/// How long a thread may keep working for a span that already ended (no-ack deliveries).
-pub const LINGER_NS: u64 = 60 * 1_000_000_000;
 /// Longest an exchange may stay open on a live connection before its entry is dropped: an hour
 /// covers long polls and most streaming RPCs; a longer one loses its span (counted).
 pub const MAX_INFLIGHT_NS: u64 = 3600 * 1_000_000_000;
@@ -212,8 +220,8 @@ pub struct SpanBuilder {
     inflight: HashMap<(u64, u64), Inflight>,
     /// Per connection, its in-flight sequence numbers in request order.
     by_conn: HashMap<u64, VecDeque<u64>>,
-    /// Thread id → the SERVER or CONSUMER span it is working for.
-    handling: HashMap<u32, Handling>,
+    /// Which requests each thread and process is working for (see `work`).
+    work: Work,
     published: PublishIndex,
     clock: Clock,
     opts: SpanOptions,
@@ -225,7 +233,7 @@ impl SpanBuilder {
         Self {
             inflight: HashMap::new(),
             by_conn: HashMap::new(),
-            handling: HashMap::new(),
+            work: Work::default(),
             published: PublishIndex::default(),
             clock,
             opts,
@@ -243,12 +251,12 @@ impl SpanBuilder {
 
     /// Threads currently attributed to a span (bounded: see [`LINGER_NS`]).
     pub fn handling(&self) -> usize {
-        self.handling.len()
+        self.work.threads()
     }
 
     /// The process exited: its threads work for nothing any more.
     pub fn process_exit(&mut self, pid: u32) {
-        self.handling.retain(|_, h| h.pid != pid);
+        self.work.process_exit(pid);
     }
 
     /// Periodic housekeeping: threads lingering on ended spans for too long, and exchanges
@@ -257,25 +265,22 @@ impl SpanBuilder {
     /// they started when their connection closes or they are replaced, so these are leaks
     /// this sweep bounds, dropped and counted.
     pub fn sweep(&mut self, now_ns: u64, live: impl Fn(u64) -> bool) {
-        let before = self.inflight.len();
-        self.inflight.retain(|&(conn, _), i| {
-            live(conn) && now_ns.saturating_sub(i.start_ns) < MAX_INFLIGHT_NS
-        });
-        let dropped = before - self.inflight.len();
-        if dropped > 0 {
-            self.telemetry
-                .add(Counter::SpansDroppedStale, dropped as u64);
-            let inflight = &self.inflight;
-            self.by_conn.retain(|&conn, seqs| {
-                seqs.retain(|s| inflight.contains_key(&(conn, *s)));
-                !seqs.is_empty()
-            });
+        let stale: Vec<(u64, u64)> = self
+            .inflight
+            .iter()
+            .filter(|(&(conn, _), i)| {
+                !live(conn) || now_ns.saturating_sub(i.start_ns) >= MAX_INFLIGHT_NS
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for &(conn, seq) in &stale {
+            self.take(conn, seq, None);
         }
-        let inflight = &self.inflight;
-        self.handling.retain(|_, h| match h.ended_ns {
-            Some(e) => now_ns.saturating_sub(e) < LINGER_NS,
-            None => inflight.contains_key(&h.key),
-        });
+        if !stale.is_empty() {
+            self.telemetry
+                .add(Counter::SpansDroppedStale, stale.len() as u64);
+        }
+        self.work.sweep(now_ns);
     }
 
     /// Handles one parser event of connection `meta`.
@@ -294,7 +299,11 @@ impl SpanBuilder {
                 start_ns,
                 request,
             } => {
-                self.start(meta, seq, tid, start_ns, request, conns);
+                // Only a call's parent depends on it; only then is it worth a look.
+                let process_scope = meta.role == Role::Client
+                    && resources.threads_migrate(meta.pid, meta.comm_str());
+                let from = Origin { tid, process_scope };
+                self.start(meta, seq, from, start_ns, request, conns);
             }
             L7Event::ExchangeEnd {
                 seq,
@@ -313,7 +322,7 @@ impl SpanBuilder {
         &mut self,
         meta: &ConnMeta,
         seq: u64,
-        tid: u32,
+        Origin { tid, process_scope }: Origin,
         start_ns: u64,
         request: Request,
         conns: &ConnTable,
@@ -361,11 +370,11 @@ impl SpanBuilder {
             // A header of the trace the thread is already working in was most likely forwarded
             // as received (naive propagation by an uninstrumented app): the span the thread
             // handles is the finer parent. A header of another trace is the app's own word.
-            _ => match (header, self.handling.get(&tid)) {
-                (Some(h), Some(hd)) if h.trace_id != hd.ctx.trace_id => {
+            _ => match (header, self.cause(tid, meta.pid, process_scope)) {
+                (Some(h), Some(hd)) if h.trace_id != hd.trace_id => {
                     (with_new_span(&h), Some(h.span_id))
                 }
-                (_, Some(hd)) => (with_new_span(&hd.ctx), Some(hd.ctx.span_id)),
+                (_, Some(hd)) => (with_new_span(&hd), Some(hd.span_id)),
                 (Some(h), None) => (with_new_span(&h), Some(h.span_id)),
                 (None, None) => (new_root(), None),
             },
@@ -376,15 +385,7 @@ impl SpanBuilder {
             }
         }
         if matches!(kind, SpanKind::Server | SpanKind::Consumer) {
-            self.handling.insert(
-                tid,
-                Handling {
-                    ctx: ctx.clone(),
-                    key: (meta.conn_id, seq),
-                    pid: meta.pid,
-                    ended_ns: None,
-                },
-            );
+            self.work.started(tid, meta.pid, (meta.conn_id, seq));
         }
         self.by_conn.entry(meta.conn_id).or_default().push_back(seq);
         self.inflight.insert(
@@ -400,6 +401,24 @@ impl SpanBuilder {
                 claimed: false,
             },
         );
+    }
+
+    /// The context of the request that caused a call made now on `tid` of `pid`, when it can
+    /// be known (see `work`); an ambiguous cause is counted.
+    fn cause(&self, tid: u32, pid: u32, process_scope: bool) -> Option<SpanContext> {
+        match self.work.cause(tid, pid, process_scope) {
+            Cause::One(key) => self.inflight.get(&key).map(|i| i.ctx.clone()),
+            Cause::Lingering(ctx) => Some(ctx),
+            Cause::Nothing => None,
+            Cause::Ambiguous => {
+                self.telemetry.incr(if process_scope {
+                    Counter::ParentAmbiguousProcess
+                } else {
+                    Counter::ParentAmbiguousThread
+                });
+                None
+            }
+        }
     }
 
     /// The caller's context from `traceparent`/`tracestate`, or None (absent or malformed).
@@ -481,17 +500,10 @@ impl SpanBuilder {
                 self.by_conn.remove(&conn_id);
             }
         }
-        if let Some(h) = self
-            .handling
-            .get_mut(&inf.tid)
-            .filter(|h| h.key == (conn_id, seq))
-        {
-            match linger_from {
-                Some(ns) => h.ended_ns = Some(ns),
-                None => {
-                    self.handling.remove(&inf.tid);
-                }
-            }
+        if matches!(inf.kind, SpanKind::Server | SpanKind::Consumer) {
+            let linger = linger_from.map(|ns| (inf.ctx.clone(), ns));
+            self.work
+                .ended(inf.tid, inf.meta.pid, (conn_id, seq), linger);
         }
         Some(inf)
     }

@@ -12,3 +12,4 @@ pub mod model;
 pub mod route;
 pub mod sql;
 pub mod url;
+mod work;

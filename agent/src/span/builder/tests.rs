@@ -803,3 +803,156 @@ fn sweep_drops_exchanges_that_can_no_longer_end() {
     w.ev(&cli, end(0, 200, 200));
     assert!(w.out.is_empty());
 }
+
+/// 40 requests in flight at once through one service (pid 2) that calls a downstream for
+/// each; `tid_of(i)` is the thread request i is read on, `call_tid(i)` the one its call is
+/// made on. Returns, per request, the parent of its call: Some(true) right, Some(false) wrong,
+/// None none.
+fn fan_out(
+    w: &mut World,
+    tid_of: impl Fn(u64) -> u32,
+    call_tid: impl Fn(u64) -> u32,
+    migrate: bool,
+) -> Vec<Option<bool>> {
+    const N: u64 = 40;
+    let mut res = MigratingResources(migrate);
+    let mut conns = Vec::new();
+    for i in 0..N {
+        let srv = w.open(meta(100 + i, 2, Role::Server, 8080, 40000 + i as u16));
+        let cli = w.open(meta(200 + i, 2, Role::Client, 41000 + i as u16, 9090));
+        conns.push((srv, cli));
+    }
+    // Every request is read before any call is made: all in flight at once.
+    for (i, (srv, _)) in conns.iter().enumerate() {
+        let r = req("GET", &format!("/req/{i}"));
+        w.b.handle(
+            srv,
+            start(0, tid_of(i as u64), 100 + i as u64, r),
+            &w.conns,
+            &mut res,
+            &mut w.out,
+        );
+    }
+    for (i, (_, cli)) in conns.iter().enumerate() {
+        let r = req("GET", &format!("/down/{i}"));
+        w.b.handle(
+            cli,
+            start(0, call_tid(i as u64), 200 + i as u64, r),
+            &w.conns,
+            &mut res,
+            &mut w.out,
+        );
+        w.b.handle(
+            cli,
+            end(0, 300 + i as u64, 200),
+            &w.conns,
+            &mut res,
+            &mut w.out,
+        );
+    }
+    for (i, (srv, _)) in conns.iter().enumerate() {
+        w.b.handle(
+            srv,
+            end(0, 400 + i as u64, 200),
+            &w.conns,
+            &mut res,
+            &mut w.out,
+        );
+    }
+    (0..N)
+        .map(|i| {
+            let server = w
+                .out
+                .iter()
+                .find(|s| {
+                    s.kind == SpanKind::Server
+                        && s.attr("url.path") == Some(&AttrValue::Str(format!("/req/{i}")))
+                })
+                .expect("server span");
+            let call = w
+                .out
+                .iter()
+                .find(|s| {
+                    s.kind == SpanKind::Client
+                        && s.attr("url.path") == Some(&AttrValue::Str(format!("/down/{i}")))
+                })
+                .expect("client span");
+            call.parent_span_id.map(|p| {
+                p == server.context.span_id && call.context.trace_id == server.context.trace_id
+            })
+        })
+        .collect()
+}
+
+struct MigratingResources(bool);
+impl Resources for MigratingResources {
+    fn resource(&mut self, pid: u32, comm: &str) -> Arc<Resource> {
+        FixedResources.resource(pid, comm)
+    }
+    fn threads_migrate(&mut self, _pid: u32, _comm: &str) -> bool {
+        self.0
+    }
+}
+
+#[test]
+fn concurrent_requests_on_an_event_loop_give_no_parent_never_a_wrong_one() {
+    let mut w = World::new();
+    // Node.js / asyncio: every request and every call on the one loop thread.
+    let got = fan_out(&mut w, |_| 7, |_| 7, false);
+    assert!(got.iter().all(Option::is_none), "{got:?}");
+    assert_eq!(w.tel.get(Counter::ParentAmbiguousThread), 40);
+}
+
+#[test]
+fn concurrent_requests_one_per_thread_all_get_their_parent() {
+    let mut w = World::new();
+    let got = fan_out(&mut w, |i| 1000 + i as u32, |i| 1000 + i as u32, false);
+    assert!(got.iter().all(|p| *p == Some(true)), "{got:?}");
+    assert_eq!(w.tel.get(Counter::ParentAmbiguousThread), 0);
+}
+
+#[test]
+fn go_calls_made_on_another_thread_are_never_given_a_wrong_parent() {
+    // Goroutines: request i read on thread i % 3, its call written from another thread with
+    // exactly one request read on it (the trap thread-based parenting falls into).
+    let mut w = World::new();
+    let tid_of = |i: u64| 1000 + i as u32;
+    let call_tid = |i: u64| 1000 + ((i + 1) % 40) as u32;
+    // Thread scope would parent each call to the wrong request...
+    let thread_scope = fan_out(&mut w, tid_of, call_tid, false);
+    assert!(
+        thread_scope.iter().all(|p| *p == Some(false)),
+        "{thread_scope:?}"
+    );
+    // ...process scope (Go) gives none while several are in flight.
+    let mut w = World::new();
+    let got = fan_out(&mut w, tid_of, call_tid, true);
+    assert!(got.iter().all(Option::is_none), "{got:?}");
+    assert_eq!(w.tel.get(Counter::ParentAmbiguousProcess), 40);
+}
+
+#[test]
+fn a_go_call_with_one_request_in_flight_is_its_child_whatever_the_thread() {
+    let mut w = World::new();
+    let mut res = MigratingResources(true);
+    let srv = w.open(meta(1, 2, Role::Server, 8080, 40000));
+    let cli = w.open(meta(2, 2, Role::Client, 41000, 9090));
+    w.b.handle(
+        &srv,
+        start(0, 10, 100, req("GET", "/a")),
+        &w.conns,
+        &mut res,
+        &mut w.out,
+    );
+    w.b.handle(
+        &cli,
+        start(0, 11, 110, req("GET", "/b")),
+        &w.conns,
+        &mut res,
+        &mut w.out,
+    );
+    w.b.handle(&cli, end(0, 120, 200), &w.conns, &mut res, &mut w.out);
+    w.b.handle(&srv, end(0, 130, 200), &w.conns, &mut res, &mut w.out);
+    let (call, server) = (&w.out[0], &w.out[1]);
+    assert_eq!(call.parent_span_id, Some(server.context.span_id));
+}
