@@ -91,6 +91,11 @@ pub struct SpanOptions {
     pub redact_query: bool,
     /// Replace SQL literals with `?` in db.query.text.
     pub sanitize_sql: bool,
+    /// Head sampling (see `sampler`).
+    pub sampler: Sampler,
+    /// Export a sampled-out span anyway when it ended in error, marked with
+    /// [`KEPT_ERROR_ATTRIBUTE`] (the agent sees the outcome before export).
+    pub keep_errors: bool,
 }
 
 impl Default for SpanOptions {
@@ -98,6 +103,8 @@ impl Default for SpanOptions {
         Self {
             redact_query: true,
             sanitize_sql: true,
+            sampler: Sampler::default(),
+            keep_errors: false,
         }
     }
 }
@@ -201,7 +208,13 @@ impl Resources for crate::enrich::ResourceCache {
     }
 }
 
+use super::sampler::Sampler;
 pub use super::work::LINGER_NS;
+
+/// Set (true) on a span the sampler dropped but [`SpanOptions::keep_errors`] kept.
+pub const KEPT_ERROR_ATTRIBUTE: &str = "ebpf_agent.sampling.kept_error";
+/// W3C Trace Context: the `sampled` trace flag.
+const SAMPLED: u8 = 1;
 use super::work::{Cause, Work};
 
 /// The thread a request started on, and whether its process's requests move between
@@ -310,8 +323,16 @@ impl SpanBuilder {
                 end_ns,
                 outcome,
             } => {
-                if let Some(span) = self.end(meta, seq, end_ns, outcome, resources) {
+                if let Some(mut span) = self.end(meta, seq, end_ns, outcome, resources) {
                     self.telemetry.incr(Counter::SpansCreated);
+                    if span.context.flags & SAMPLED == 0 {
+                        if !(self.opts.keep_errors && span.status == StatusCode::Error) {
+                            self.telemetry.incr(Counter::SpansSampledOut);
+                            return;
+                        }
+                        span.attributes
+                            .push(Attribute::new(KEPT_ERROR_ATTRIBUTE, true));
+                    }
                     sink.emit(span);
                 }
             }
@@ -379,6 +400,12 @@ impl SpanBuilder {
                 (None, None) => (new_root(), None),
             },
         };
+        // The decision is made here, once, and travels in the flags to everything that
+        // derives its context from this span.
+        let mut ctx = ctx;
+        let parent_sampled = parent.map(|_| ctx.flags & SAMPLED != 0);
+        ctx.flags = (ctx.flags & !SAMPLED)
+            | u8::from(self.opts.sampler.sampled(parent_sampled, &ctx.trace_id));
         if let Request::Amqp(m) = &request {
             if kind == SpanKind::Producer {
                 self.published.record(m.fingerprint, ctx.clone(), start_ns);

@@ -174,12 +174,13 @@ fn server_without_peer_joins_header_or_starts_trace() {
     let mut w = World::new();
     let srv = w.open(meta(2, 2, Role::Server, 8080, 40000));
     let mut r = req("POST", "/a");
-    r.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00".into());
+    // Flags other than `sampled` pass through as received (W3C Trace Context 3.2.2.5).
+    r.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03".into());
     r.tracestate = Some("congo=t61rcWkgMzE".into());
     w.ev(&srv, start(0, 20, 100, r));
     w.ev(&srv, end(0, 110, 200));
     let s = w.out[0].clone();
-    assert_eq!(s.context.flags, 0);
+    assert_eq!(s.context.flags, 3);
     assert_eq!(s.context.trace_state.as_deref(), Some("congo=t61rcWkgMzE"));
     assert!(s.parent_span_id.is_some());
     // Malformed: treated as absent, counted.
@@ -955,4 +956,93 @@ fn a_go_call_with_one_request_in_flight_is_its_child_whatever_the_thread() {
     w.b.handle(&srv, end(0, 130, 200), &w.conns, &mut res, &mut w.out);
     let (call, server) = (&w.out[0], &w.out[1]);
     assert_eq!(call.parent_span_id, Some(server.context.span_id));
+}
+
+fn sampled_world(sampler: crate::span::sampler::Sampler, keep_errors: bool) -> World {
+    let mut w = World::new();
+    w.b = SpanBuilder::new(
+        Clock::fixed(1_000_000),
+        SpanOptions {
+            sampler,
+            keep_errors,
+            ..SpanOptions::default()
+        },
+        w.tel.clone(),
+    );
+    w
+}
+
+#[test]
+fn an_unsampled_incoming_trace_is_sampled_out_on_every_span_the_agent_makes_for_it() {
+    use crate::span::sampler::Sampler;
+    let mut w = sampled_world(Sampler::default(), false);
+    // A traceparent with the sampled flag off, into A; A calls B (same node, stitched).
+    let a_srv = w.open(meta(1, 2, Role::Server, 8080, 50000));
+    let a_cli = w.open(meta(2, 2, Role::Client, 50001, 9090));
+    let b_srv = w.open(meta(3, 3, Role::Server, 9090, 50001));
+    let mut r = req("GET", "/a");
+    r.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00".into());
+    w.ev(&a_srv, start(0, 20, 100, r));
+    w.ev(&a_cli, start(0, 20, 110, req("GET", "/b")));
+    w.ev(&b_srv, start(0, 30, 115, req("GET", "/b")));
+    w.ev(&b_srv, end(0, 120, 200));
+    w.ev(&a_cli, end(0, 125, 200));
+    w.ev(&a_srv, end(0, 130, 200));
+    assert!(w.out.is_empty(), "{:#?}", w.out);
+    assert_eq!(w.tel.get(Counter::SpansSampledOut), 3);
+    assert_eq!(
+        w.tel.get(Counter::SpansStitched),
+        1,
+        "stitched all the same"
+    );
+    // The same with the flag on: three spans, flags sampled.
+    let mut r = req("GET", "/a");
+    r.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+    w.ev(&a_srv, start(1, 20, 200, r));
+    w.ev(&a_srv, end(1, 230, 200));
+    assert_eq!(w.out.len(), 1);
+    assert_eq!(w.out[0].context.flags & 1, 1);
+}
+
+#[test]
+fn always_off_drops_everything_but_kept_errors_are_marked() {
+    use crate::span::sampler::Sampler;
+    let mut w = sampled_world(Sampler::AlwaysOff, true);
+    let srv = w.open(meta(1, 2, Role::Server, 8080, 50000));
+    w.ev(&srv, start(0, 20, 100, req("GET", "/ok")));
+    w.ev(&srv, end(0, 110, 200));
+    w.ev(&srv, start(1, 20, 200, req("GET", "/boom")));
+    w.ev(&srv, end(1, 210, 503));
+    assert_eq!(w.out.len(), 1, "{:#?}", w.out);
+    assert_eq!(w.out[0].status, StatusCode::Error);
+    assert_eq!(
+        w.out[0].context.flags & 1,
+        0,
+        "still says it was sampled out"
+    );
+    assert_eq!(
+        w.out[0].attr(KEPT_ERROR_ATTRIBUTE),
+        Some(&AttrValue::Bool(true))
+    );
+    assert_eq!(w.tel.get(Counter::SpansSampledOut), 1);
+}
+
+#[test]
+fn trace_id_ratio_decides_per_trace_so_a_trace_is_whole_or_absent() {
+    use crate::span::sampler::Sampler;
+    let mut w = sampled_world(Sampler::TraceIdRatio(0.5), false);
+    for i in 0..200u64 {
+        let c = w.open(meta(1000 + 2 * i, 1, Role::Client, 20000 + i as u16, 8080));
+        let s = w.open(meta(1001 + 2 * i, 2, Role::Server, 8080, 20000 + i as u16));
+        w.ev(&c, start(0, 10, 100, req("GET", "/x")));
+        w.ev(&s, start(0, 20, 101, req("GET", "/x")));
+        w.ev(&s, end(0, 110, 200));
+        w.ev(&c, end(0, 111, 200));
+    }
+    let mut per_trace: HashMap<[u8; 16], usize> = HashMap::new();
+    for s in &w.out {
+        *per_trace.entry(s.context.trace_id).or_default() += 1;
+    }
+    assert!(per_trace.values().all(|&n| n == 2), "a trace half sampled");
+    assert!((60..140).contains(&per_trace.len()), "{}", per_trace.len());
 }
