@@ -49,7 +49,7 @@ counters! {
     ConnsTls => "agent_connections_tls_total", "connections parsed from TLS plaintext captured by the TLS library probes";
     TlsFilesAttached => "agent_tls_files_attached_total", "libraries/executables with a TLS library the uprobes were attached to";
     TlsFilesDetached => "agent_tls_files_detached_total", "TLS libraries/executables detached after their last process exited";
-    ProcJobsRefused => "agent_procfs_jobs_refused_total", "procfs reads (process metadata, own-connection checks) done inline because the worker's queue was full";
+    ProcJobsRefused => "agent_procfs_jobs_refused_total", "process metadata read inline because the procfs worker's queue was full";
     ProcScansDropped => "agent_process_scans_dropped_total", "new processes not looked at for TLS libraries because too many started at once";
     TlsAttachFailed => "agent_tls_attach_failures_total", "TLS libraries/executables found but not traced (see the log and `agent check`)";
     ConnsSeeded => "agent_connections_discovered_procfs_total", "pre-existing connections found in procfs at start";

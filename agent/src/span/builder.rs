@@ -535,14 +535,6 @@ impl SpanBuilder {
         Some(inf)
     }
 
-    /// A parser event of a connection found, after its exchanges began, to be one that is not
-    /// traced (the collector's side of this agent's own export): ends make no span.
-    pub fn discard(&mut self, meta: &ConnMeta, ev: L7Event) {
-        if let L7Event::ExchangeEnd { seq, .. } = ev {
-            self.take(meta.conn_id, seq, None);
-        }
-    }
-
     fn end(
         &mut self,
         meta: &ConnMeta,
