@@ -91,6 +91,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
             // Validated with the rest of the config.
             sampler: cfg.sampling.sampler().unwrap_or_default(),
             keep_errors: cfg.sampling.keep_errors,
+            defer_to_sdk: cfg.sdk.defer,
         },
         resources,
         sender,

@@ -47,6 +47,8 @@ pub struct Config {
     pub redaction: RedactionConfig,
     /// Head sampling, with the OpenTelemetry SDK's samplers.
     pub sampling: SamplingConfig,
+    /// Processes that carry an OpenTelemetry SDK of their own.
+    pub sdk: SdkConfig,
     /// Where spans go (OTLP/gRPC, or the terminal when no endpoint is set).
     pub export: ExportConfig,
     /// The agent's own health reporting.
@@ -130,6 +132,23 @@ impl Default for RedactionConfig {
             url_query: true,
             sql_literals: true,
         }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SdkConfig {
+    /// A process whose OpenTelemetry SDK exports traces (`OTEL_TRACES_EXPORTER`, or an OTLP
+    /// endpoint, in its environment) reports its own spans: make none for what it reports
+    /// (its server and consumer side, its calls that carry its `traceparent`, its database
+    /// calls), but follow its context so neighbouring services join its traces. false: keep
+    /// both.
+    pub defer: bool,
+}
+
+impl Default for SdkConfig {
+    fn default() -> Self {
+        Self { defer: true }
     }
 }
 

@@ -234,12 +234,13 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
                 id,
                 pid,
                 resource,
+                traits,
                 cacheable,
             } = done;
             if self.pending.get(&pid) == Some(&id) {
                 self.pending.remove(&pid);
                 if cacheable {
-                    self.resources.provide(pid, resource);
+                    self.resources.provide(pid, resource, traits);
                 }
             }
         }

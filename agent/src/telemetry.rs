@@ -71,6 +71,7 @@ counters! {
     ParentAmbiguousProcess => "agent_parent_ambiguous_process_total", "calls of Go programs left without an in-process parent: several requests were in flight in the process (goroutines move between threads)";
     SpansStitched => "agent_spans_stitched_same_node_total", "server spans parented to a client span seen on this node";
     SpansCreated => "agent_spans_created_total", "spans built";
+    SpansLeftToSdk => "agent_spans_left_to_sdk_total", "exchanges of processes whose OpenTelemetry SDK reports them: no span of the agent's (their context is followed)";
     SpansSampledOut => "agent_spans_sampled_out_total", "spans built but not exported: the head sampler decided against their trace";
     SpansDroppedStale => "agent_spans_dropped_stale_total", "exchanges dropped unfinished: their connection was gone, or they stayed open longer than an hour";
     // Export.

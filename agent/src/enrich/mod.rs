@@ -144,9 +144,19 @@ fn host_name_from(proc_root: &Path) -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
+/// What the span stage needs to know about a process besides its resource.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessTraits {
+    /// Its requests move between OS threads (Go's goroutines).
+    pub threads_migrate: bool,
+    /// An OpenTelemetry SDK in the process exports its own spans.
+    pub sdk_traces: bool,
+}
+
 /// A process's resource as read from procfs.
 pub struct Loaded {
     pub resource: Arc<Resource>,
+    pub traits: ProcessTraits,
     /// False for a process that was gone with no `comm` to name it by.
     pub cacheable: bool,
 }
@@ -154,25 +164,34 @@ pub struct Loaded {
 /// Reads process `pid` under `proc_root` and builds its resource; a process already gone is
 /// named by `comm` when known.
 pub fn load_resource(proc_root: &Path, host_name: &str, pid: u32, comm: &str) -> Loaded {
-    let (resource, cacheable) = match read_process(proc_root, pid) {
-        Ok(info) => (build_resource(&info, host_name), true),
-        Err(EnrichError::ProcessGone { .. }) if !comm.is_empty() => {
-            (comm_resource(pid, comm, host_name), true)
+    let none = ProcessTraits::default();
+    let (resource, traits, cacheable) = match read_process(proc_root, pid) {
+        Ok(info) => {
+            let traits = ProcessTraits {
+                threads_migrate: info.go,
+                sdk_traces: info.sdk_traces,
+            };
+            (build_resource(&info, host_name), traits, true)
         }
-        Err(EnrichError::ProcessGone { .. }) => (unknown_resource(pid, host_name), false),
+        Err(EnrichError::ProcessGone { .. }) if !comm.is_empty() => {
+            (comm_resource(pid, comm, host_name), none, true)
+        }
+        Err(EnrichError::ProcessGone { .. }) => (unknown_resource(pid, host_name), none, false),
         Err(e) => {
             tracing::debug!(pid, error = %e, "process metadata unavailable");
-            (unknown_resource(pid, host_name), true)
+            (unknown_resource(pid, host_name), none, true)
         }
     };
     Loaded {
         resource: Arc::new(resource),
+        traits,
         cacheable,
     }
 }
 
 struct Entry {
     resource: Arc<Resource>,
+    traits: ProcessTraits,
     last_used: u64,
 }
 
@@ -219,19 +238,29 @@ impl ResourceCache {
     /// kernel recorded for it) instead of `unknown_service`, and that answer is cached until
     /// [`ResourceCache::forget`].
     pub fn get_or_comm(&mut self, pid: u32, comm: &str) -> Arc<Resource> {
+        self.lookup(pid, comm).0
+    }
+
+    /// `pid`'s traits (read with its resource, see [`Self::get_or_comm`]).
+    pub fn traits(&mut self, pid: u32, comm: &str) -> ProcessTraits {
+        self.lookup(pid, comm).1
+    }
+
+    fn lookup(&mut self, pid: u32, comm: &str) -> (Arc<Resource>, ProcessTraits) {
         self.clock += 1;
         if let Some(e) = self.entries.get_mut(&pid) {
             e.last_used = self.clock;
-            return Arc::clone(&e.resource);
+            return (Arc::clone(&e.resource), e.traits);
         }
         let Loaded {
             resource,
+            traits,
             cacheable,
         } = load_resource(&self.proc_root, &self.host_name, pid, comm);
         if cacheable {
-            self.insert(pid, Arc::clone(&resource));
+            self.insert(pid, Arc::clone(&resource), traits);
         }
-        resource
+        (resource, traits)
     }
 
     /// Whether `pid`'s resource is cached.
@@ -240,7 +269,7 @@ impl ResourceCache {
     }
 
     /// Caches a resource read elsewhere (see [`worker`]).
-    pub fn insert(&mut self, pid: u32, resource: Arc<Resource>) {
+    pub fn insert(&mut self, pid: u32, resource: Arc<Resource>, traits: ProcessTraits) {
         self.clock += 1;
         if !self.entries.contains_key(&pid) && self.entries.len() >= self.capacity {
             self.evict_lru();
@@ -249,6 +278,7 @@ impl ResourceCache {
             pid,
             Entry {
                 resource,
+                traits,
                 last_used: self.clock,
             },
         );

@@ -82,6 +82,11 @@ pub struct ProcessInfo {
     /// threads, so a thread says nothing about which request caused a call (see
     /// `span::builder`).
     pub go: bool,
+    /// An OpenTelemetry SDK in the process exports traces: `OTEL_TRACES_EXPORTER` names an
+    /// exporter, or an OTLP endpoint is set with no `OTEL_TRACES_EXPORTER=none`, and
+    /// `OTEL_SDK_DISABLED` is not `true` (the variables zero-code instrumentation and most
+    /// deployments configure an SDK with).
+    pub sdk_traces: bool,
 }
 
 #[derive(Debug, Error)]
@@ -160,6 +165,7 @@ pub fn read_process(proc_root: &Path, pid: u32) -> Result<ProcessInfo, EnrichErr
         .ok_or(EnrichError::NoName { pid })?;
 
     let env = OtelEnv::parse(&environ);
+    let sdk_traces = env.sdk_traces();
     let from_script = || {
         let args: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
         service_name::from_command_line(&exe_name, &args)
@@ -181,6 +187,7 @@ pub fn read_process(proc_root: &Path, pid: u32) -> Result<ProcessInfo, EnrichErr
         service_name_source,
         resource_attributes: env.copied,
         go: is_go_executable(&dir.join("exe")),
+        sdk_traces,
     })
 }
 
@@ -238,6 +245,10 @@ struct OtelEnv {
     service_name: Option<String>,
     attr_service_name: Option<String>,
     copied: Vec<(&'static str, String)>,
+    /// `OTEL_TRACES_EXPORTER`, `OTEL_SDK_DISABLED`, and whether an OTLP endpoint is set.
+    traces_exporter: Option<String>,
+    sdk_disabled: bool,
+    otlp_endpoint: bool,
 }
 
 impl OtelEnv {
@@ -254,6 +265,19 @@ impl OtelEnv {
                 out.service_name = Some(v.trim())
                     .filter(|v| !v.is_empty())
                     .map(|v| bounded(v, MAX_VALUE_LEN));
+            } else if let Some(v) = var.strip_prefix("OTEL_TRACES_EXPORTER=") {
+                out.traces_exporter
+                    .get_or_insert_with(|| v.trim().to_ascii_lowercase());
+            } else if let Some(v) = var.strip_prefix("OTEL_SDK_DISABLED=") {
+                out.sdk_disabled |= v.trim().eq_ignore_ascii_case("true");
+            } else if [
+                "OTEL_EXPORTER_OTLP_ENDPOINT=",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=",
+            ]
+            .iter()
+            .any(|p| var.strip_prefix(p).is_some_and(|v| !v.trim().is_empty()))
+            {
+                out.otlp_endpoint = true;
             } else if let Some(v) = var
                 .strip_prefix("OTEL_RESOURCE_ATTRIBUTES=")
                 .filter(|_| !seen_attrs)
@@ -271,6 +295,18 @@ impl OtelEnv {
             }
         }
         out
+    }
+
+    fn sdk_traces(&self) -> bool {
+        if self.sdk_disabled {
+            return false;
+        }
+        match self.traces_exporter.as_deref() {
+            Some(e) => e
+                .split(',')
+                .any(|x| !x.trim().is_empty() && x.trim() != "none"),
+            None => self.otlp_endpoint,
+        }
     }
 }
 
@@ -322,6 +358,40 @@ mod tests {
     use super::super::fake_proc::FakeProc;
     use super::*;
     use ServiceNameSource::*;
+
+    #[test]
+    fn an_sdk_exporting_traces_is_recognised_by_its_environment() {
+        let fake = FakeProc::new();
+        let cases: &[(&[&str], bool)] = &[
+            (&["OTEL_SERVICE_NAME=shop"], false), // naming a service is not an SDK
+            (&["OTEL_TRACES_EXPORTER=otlp"], true),
+            (&["OTEL_TRACES_EXPORTER=console,otlp"], true),
+            (
+                &[
+                    "OTEL_TRACES_EXPORTER=none",
+                    "OTEL_EXPORTER_OTLP_ENDPOINT=http://c:4317",
+                ],
+                false,
+            ),
+            (&["OTEL_EXPORTER_OTLP_ENDPOINT=http://c:4317"], true),
+            (
+                &["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://c:4318/v1/traces"],
+                true,
+            ),
+            (&["OTEL_EXPORTER_OTLP_ENDPOINT="], false),
+            (
+                &["OTEL_TRACES_EXPORTER=otlp", "OTEL_SDK_DISABLED=TRUE"],
+                false,
+            ),
+            (&[], false),
+        ];
+        for (i, (env, sdk)) in cases.iter().enumerate() {
+            let pid = 100 + i as u32;
+            fake.add(pid, Some("/usr/bin/python3"), &["python3", "app.py"], env);
+            let info = read_process(fake.root(), pid).unwrap();
+            assert_eq!(info.sdk_traces, *sdk, "{env:?}");
+        }
+    }
 
     #[test]
     fn go_programs_are_told_apart_stripped_or_not() {

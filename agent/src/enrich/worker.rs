@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
-use super::{load_resource, Loaded};
+use super::{load_resource, Loaded, ProcessTraits};
 use crate::conn::comm_text;
 use crate::span::model::Resource;
 
@@ -35,6 +35,7 @@ pub struct Done {
     pub id: u64,
     pub pid: u32,
     pub resource: Arc<Resource>,
+    pub traits: ProcessTraits,
     /// False for a process that was gone with nothing to name it by: not worth caching.
     pub cacheable: bool,
 }
@@ -56,12 +57,14 @@ impl ProcWorker {
                 for Job { id, pid, comm } in rx {
                     let Loaded {
                         resource,
+                        traits,
                         cacheable,
                     } = load_resource(&proc_root, &host_name, pid, comm_text(&comm));
                     let answer = Done {
                         id,
                         pid,
                         resource,
+                        traits,
                         cacheable,
                     };
                     if tx.send(answer).is_err() {

@@ -35,6 +35,7 @@ use super::context::{new_span_id, new_trace_id, parse_traceparent, parse_tracest
 use super::messaging::PublishIndex;
 use super::model::{Attribute, Resource, Span, SpanContext, SpanId, SpanKind, StatusCode};
 use crate::conn::{ConnMeta, ConnTable};
+use crate::enrich::ProcessTraits;
 use crate::protocol::{
     AmqpOperation, AmqpOutcome, HttpOutcome, L7Event, Outcome, PgOutcome, Request,
 };
@@ -96,6 +97,9 @@ pub struct SpanOptions {
     /// Export a sampled-out span anyway when it ended in error, marked with
     /// [`KEPT_ERROR_ATTRIBUTE`] (the agent sees the outcome before export).
     pub keep_errors: bool,
+    /// Make no span for what an OpenTelemetry SDK in the process reports itself (its context
+    /// is still followed); false keeps both.
+    pub defer_to_sdk: bool,
 }
 
 impl Default for SpanOptions {
@@ -105,6 +109,7 @@ impl Default for SpanOptions {
             sanitize_sql: true,
             sampler: Sampler::default(),
             keep_errors: false,
+            defer_to_sdk: true,
         }
     }
 }
@@ -121,6 +126,23 @@ pub(super) struct Inflight {
     pub meta: ConnMeta,
     /// A CLIENT request already chosen as the parent of a same-node SERVER span.
     pub claimed: bool,
+    /// An OpenTelemetry SDK in the process reports this exchange itself: no span of ours.
+    pub sdk_reported: bool,
+    /// For an SDK-reported call: the context its `traceparent` carried, which is the SDK's
+    /// own span — what the call's children (the server it reached) hang under.
+    pub sdk_context: Option<SpanContext>,
+}
+
+impl Inflight {
+    /// The context this exchange's children derive theirs from: its own span, or for one the
+    /// SDK reports, the SDK's span when known (never a span of ours that will not exist).
+    fn for_children(&self) -> Option<&SpanContext> {
+        if self.sdk_reported {
+            self.sdk_context.as_ref()
+        } else {
+            Some(&self.ctx)
+        }
+    }
 }
 
 impl Inflight {
@@ -177,12 +199,13 @@ pub trait Resources {
     fn known(&self, _pid: u32) -> bool {
         true
     }
-    /// `pid`'s resource, read ahead.
-    fn provide(&mut self, _pid: u32, _resource: Arc<Resource>) {}
-    /// Whether `pid` runs a runtime whose requests move between OS threads (Go), so that a
-    /// thread says nothing about which request it works for (see `work`).
-    fn threads_migrate(&mut self, _pid: u32, _comm: &str) -> bool {
-        false
+    /// `pid`'s resource and traits, read ahead.
+    fn provide(&mut self, _pid: u32, _resource: Arc<Resource>, _traits: ProcessTraits) {}
+    /// What else the span stage must know of `pid`: whether its requests move between OS
+    /// threads (Go: a thread then says nothing about which request it works for, see `work`),
+    /// whether an OpenTelemetry SDK in it reports its own spans.
+    fn traits(&mut self, _pid: u32, _comm: &str) -> ProcessTraits {
+        ProcessTraits::default()
     }
 }
 
@@ -196,15 +219,11 @@ impl Resources for crate::enrich::ResourceCache {
     fn known(&self, pid: u32) -> bool {
         self.contains(pid)
     }
-    fn provide(&mut self, pid: u32, resource: Arc<Resource>) {
-        self.insert(pid, resource);
+    fn provide(&mut self, pid: u32, resource: Arc<Resource>, traits: ProcessTraits) {
+        self.insert(pid, resource, traits);
     }
-    fn threads_migrate(&mut self, pid: u32, comm: &str) -> bool {
-        let r = self.get_or_comm(pid, comm);
-        matches!(
-            r.get(crate::enrich::PROCESS_RUNTIME_NAME),
-            Some(super::model::AttrValue::Str(s)) if s == crate::enrich::GO_RUNTIME
-        )
+    fn traits(&mut self, pid: u32, comm: &str) -> ProcessTraits {
+        crate::enrich::ResourceCache::traits(self, pid, comm)
     }
 }
 
@@ -223,6 +242,8 @@ use super::work::{Cause, Work};
 struct Origin {
     tid: u32,
     process_scope: bool,
+    /// An OpenTelemetry SDK in the process reports spans, and the agent defers to it.
+    sdk: bool,
 }
 
 /// Longest an exchange may stay open on a live connection before its entry is dropped: an hour
@@ -312,10 +333,13 @@ impl SpanBuilder {
                 start_ns,
                 request,
             } => {
-                // Only a call's parent depends on it; only then is it worth a look.
-                let process_scope = meta.role == Role::Client
-                    && resources.threads_migrate(meta.pid, meta.comm_str());
-                let from = Origin { tid, process_scope };
+                let traits = resources.traits(meta.pid, meta.comm_str());
+                let from = Origin {
+                    tid,
+                    // Only a call's parent depends on it.
+                    process_scope: meta.role == Role::Client && traits.threads_migrate,
+                    sdk: traits.sdk_traces && self.opts.defer_to_sdk,
+                };
                 self.start(meta, seq, from, start_ns, request, conns);
             }
             L7Event::ExchangeEnd {
@@ -343,7 +367,11 @@ impl SpanBuilder {
         &mut self,
         meta: &ConnMeta,
         seq: u64,
-        Origin { tid, process_scope }: Origin,
+        Origin {
+            tid,
+            process_scope,
+            sdk,
+        }: Origin,
         start_ns: u64,
         request: Request,
         conns: &ConnTable,
@@ -371,6 +399,17 @@ impl SpanBuilder {
             }
             Request::Postgres(_) => None,
         };
+        // In a process whose SDK reports spans, the SDK's server and consumer instrumentation
+        // reports what it receives and its client instrumentation what carries its traceparent
+        // (database calls carry none: the SDK's database instrumentation is trusted with them).
+        let sdk_reported = sdk
+            && match kind {
+                SpanKind::Server | SpanKind::Consumer => true,
+                _ => matches!(request, Request::Postgres(_)) || header.is_some(),
+            };
+        let sdk_context = header
+            .clone()
+            .filter(|_| sdk_reported && matches!(kind, SpanKind::Client | SpanKind::Producer));
         let (ctx, parent) = match (&request, kind) {
             // HTTP/2 multiplexes: both ends number the stream alike, so match it exactly;
             // HTTP/1 answers in order, so the oldest unmatched request is the one.
@@ -407,8 +446,13 @@ impl SpanBuilder {
         ctx.flags = (ctx.flags & !SAMPLED)
             | u8::from(self.opts.sampler.sampled(parent_sampled, &ctx.trace_id));
         if let Request::Amqp(m) = &request {
-            if kind == SpanKind::Producer {
-                self.published.record(m.fingerprint, ctx.clone(), start_ns);
+            let linked = if sdk_reported {
+                sdk_context.clone()
+            } else {
+                Some(ctx.clone())
+            };
+            if let Some(linked) = linked.filter(|_| kind == SpanKind::Producer) {
+                self.published.record(m.fingerprint, linked, start_ns);
             }
         }
         if matches!(kind, SpanKind::Server | SpanKind::Consumer) {
@@ -426,6 +470,8 @@ impl SpanBuilder {
                 request,
                 meta: *meta,
                 claimed: false,
+                sdk_reported,
+                sdk_context,
             },
         );
     }
@@ -434,7 +480,11 @@ impl SpanBuilder {
     /// be known (see `work`); an ambiguous cause is counted.
     fn cause(&self, tid: u32, pid: u32, process_scope: bool) -> Option<SpanContext> {
         match self.work.cause(tid, pid, process_scope) {
-            Cause::One(key) => self.inflight.get(&key).map(|i| i.ctx.clone()),
+            Cause::One(key) => self
+                .inflight
+                .get(&key)
+                .and_then(Inflight::for_children)
+                .cloned(),
             Cause::Lingering(ctx) => Some(ctx),
             Cause::Nothing => None,
             Cause::Ambiguous => {
@@ -501,13 +551,15 @@ impl SpanBuilder {
                     .inflight
                     .get_mut(&(peer.conn_id, s))
                     .expect("found above");
-                if header
-                    .as_ref()
-                    .is_none_or(|h| h.trace_id == client.ctx.trace_id)
+                // The client's span, or the SDK's when the SDK reports the call.
+                if let Some(c) = client
+                    .for_children()
+                    .filter(|c| header.as_ref().is_none_or(|h| h.trace_id == c.trace_id))
+                    .cloned()
                 {
                     client.claimed = true;
                     self.telemetry.incr(Counter::SpansStitched);
-                    return (with_new_span(&client.ctx), Some(client.ctx.span_id));
+                    return (with_new_span(&c), Some(c.span_id));
                 }
             }
         }
@@ -528,7 +580,7 @@ impl SpanBuilder {
             }
         }
         if matches!(inf.kind, SpanKind::Server | SpanKind::Consumer) {
-            let linger = linger_from.map(|ns| (inf.ctx.clone(), ns));
+            let linger = linger_from.and_then(|ns| Some((inf.for_children()?.clone(), ns)));
             self.work
                 .ended(inf.tid, inf.meta.pid, (conn_id, seq), linger);
         }
@@ -547,6 +599,10 @@ impl SpanBuilder {
         // working for it until it starts on something else.
         let work_follows = matches!(outcome, Outcome::Amqp(AmqpOutcome::Received));
         let inf = self.take(meta.conn_id, seq, work_follows.then_some(end_ns))?;
+        if inf.sdk_reported {
+            self.telemetry.incr(Counter::SpansLeftToSdk);
+            return None;
+        }
         match &outcome {
             Outcome::Http {
                 outcome: HttpOutcome::Aborted,

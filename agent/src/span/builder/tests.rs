@@ -890,8 +890,11 @@ impl Resources for MigratingResources {
     fn resource(&mut self, pid: u32, comm: &str) -> Arc<Resource> {
         FixedResources.resource(pid, comm)
     }
-    fn threads_migrate(&mut self, _pid: u32, _comm: &str) -> bool {
-        self.0
+    fn traits(&mut self, _pid: u32, _comm: &str) -> ProcessTraits {
+        ProcessTraits {
+            threads_migrate: self.0,
+            sdk_traces: false,
+        }
     }
 }
 
@@ -1045,4 +1048,189 @@ fn trace_id_ratio_decides_per_trace_so_a_trace_is_whole_or_absent() {
     }
     assert!(per_trace.values().all(|&n| n == 2), "a trace half sampled");
     assert!((60..140).contains(&per_trace.len()), "{}", per_trace.len());
+}
+
+mod sdk_coexistence {
+    use super::*;
+    use crate::protocol::{AmqpMessage, AmqpOperation, AmqpOutcome, PgOutcome, PgStatement};
+
+    /// pid 2 carries an SDK; the others do not.
+    struct SdkIn(u32);
+    impl Resources for SdkIn {
+        fn resource(&mut self, pid: u32, comm: &str) -> Arc<Resource> {
+            FixedResources.resource(pid, comm)
+        }
+        fn traits(&mut self, pid: u32, _comm: &str) -> ProcessTraits {
+            ProcessTraits {
+                threads_migrate: false,
+                sdk_traces: pid == self.0,
+            }
+        }
+    }
+
+    const SDK_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    /// The SDK's CLIENT span for A's call to B, as its traceparent says.
+    const SDK_CLIENT: &str = "00f067aa0ba902b7";
+    const SDK_PRODUCER: &str = "1111111111111111";
+
+    fn ev(w: &mut World, m: &ConnMeta, e: L7Event) {
+        w.b.handle(m, e, &w.conns, &mut SdkIn(2), &mut w.out);
+    }
+
+    fn begin(seq: u64, tid: u32, ts: u64, request: Request) -> L7Event {
+        L7Event::RequestStart {
+            seq,
+            tid,
+            start_ns: ts,
+            request,
+        }
+    }
+
+    fn publish(fp: u64, traceparent: Option<String>) -> Request {
+        Request::Amqp(AmqpMessage {
+            operation: AmqpOperation::Publish,
+            channel: 1,
+            exchange: String::new(),
+            routing_key: "orders".into(),
+            delivery_tag: None,
+            redelivered: false,
+            message_id: None,
+            correlation_id: None,
+            traceparent,
+            tracestate: None,
+            body_size: 3,
+            fingerprint: fp,
+        })
+    }
+
+    fn flow(defer: bool) -> World {
+        let mut w = World::new();
+        w.b = SpanBuilder::new(
+            Clock::fixed(0),
+            SpanOptions {
+                defer_to_sdk: defer,
+                ..SpanOptions::default()
+            },
+            w.tel.clone(),
+        );
+        // curl (1) -> A (2, SDK) -> B (3); A also runs SQL and publishes; worker (4) consumes.
+        let curl = w.open(meta(1, 1, Role::Client, 50000, 8080));
+        let a_srv = w.open(meta(2, 2, Role::Server, 8080, 50000));
+        let a_cli = w.open(meta(3, 2, Role::Client, 50001, 9090));
+        let b_srv = w.open(meta(4, 3, Role::Server, 9090, 50001));
+        let a_db = w.open(meta(5, 2, Role::Client, 50002, 5432));
+        let a_mq = w.open(meta(6, 2, Role::Client, 50003, 5672));
+        let worker = w.open(meta(7, 4, Role::Client, 50004, 5672));
+        ev(&mut w, &curl, start(0, 10, 100, req("GET", "/a")));
+        ev(&mut w, &a_srv, start(0, 20, 101, req("GET", "/a")));
+        let mut r = req("GET", "/b");
+        r.traceparent = Some(format!("00-{SDK_TRACE}-{SDK_CLIENT}-01"));
+        ev(&mut w, &a_cli, start(0, 20, 110, r.clone()));
+        ev(&mut w, &b_srv, start(0, 30, 111, r));
+        ev(&mut w, &b_srv, end(0, 120, 200));
+        ev(&mut w, &a_cli, end(0, 121, 200));
+        let stmt = Request::Postgres(PgStatement {
+            text: Some("SELECT 1".into()),
+            ..Default::default()
+        });
+        ev(&mut w, &a_db, begin(0, 20, 130, stmt));
+        let done = Outcome::Postgres(PgOutcome::Complete {
+            tag: "SELECT 1".into(),
+            rows: 1,
+        });
+        ev(
+            &mut w,
+            &a_db,
+            L7Event::ExchangeEnd {
+                seq: 0,
+                end_ns: 131,
+                outcome: done,
+            },
+        );
+        let tp = Some(format!("00-{SDK_TRACE}-{SDK_PRODUCER}-01"));
+        ev(&mut w, &a_mq, begin(0, 20, 140, publish(77, tp.clone())));
+        ev(
+            &mut w,
+            &a_mq,
+            L7Event::ExchangeEnd {
+                seq: 0,
+                end_ns: 141,
+                outcome: Outcome::Amqp(AmqpOutcome::Sent),
+            },
+        );
+        let mut deliver = publish(77, tp);
+        if let Request::Amqp(m) = &mut deliver {
+            m.operation = AmqpOperation::Deliver;
+            m.delivery_tag = Some(1);
+        }
+        ev(&mut w, &worker, begin(0, 40, 150, deliver));
+        ev(
+            &mut w,
+            &worker,
+            L7Event::ExchangeEnd {
+                seq: 0,
+                end_ns: 160,
+                outcome: Outcome::Amqp(AmqpOutcome::Acked),
+            },
+        );
+        ev(&mut w, &a_srv, end(0, 170, 200));
+        ev(&mut w, &curl, end(0, 171, 200));
+        w
+    }
+
+    #[test]
+    fn what_the_sdk_reports_gets_no_span_and_its_neighbours_join_its_trace() {
+        let w = flow(true);
+        let kinds: Vec<(SpanKind, i64)> = w
+            .out
+            .iter()
+            .map(|s| match s.resource.get("process.pid") {
+                Some(AttrValue::Int(p)) => (s.kind, *p),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // Only the uninstrumented processes' spans: B's SERVER, the worker's CONSUMER, curl's.
+        assert_eq!(
+            kinds,
+            vec![
+                (SpanKind::Server, 3),
+                (SpanKind::Consumer, 4),
+                (SpanKind::Client, 1)
+            ],
+            "{:#?}",
+            w.out
+        );
+        assert_eq!(w.tel.get(Counter::SpansLeftToSdk), 4);
+        let hex = |id: &[u8]| super::super::super::model::hex(id);
+        // B hangs under the SDK's CLIENT span, in the SDK's trace (stitched all the same).
+        let b = &w.out[0];
+        assert_eq!(hex(&b.context.trace_id), SDK_TRACE);
+        assert_eq!(
+            b.parent_span_id.map(|p| hex(&p)).as_deref(),
+            Some(SDK_CLIENT)
+        );
+        // The worker's consumer hangs under the SDK's PRODUCER span.
+        let c = &w.out[1];
+        assert_eq!(hex(&c.context.trace_id), SDK_TRACE);
+        assert_eq!(
+            c.parent_span_id.map(|p| hex(&p)).as_deref(),
+            Some(SDK_PRODUCER)
+        );
+        // No span of ours is anyone's parent unless it was exported.
+        let ours: Vec<_> = w.out.iter().map(|s| s.context.span_id).collect();
+        for s in &w.out {
+            if let Some(p) = s.parent_span_id {
+                let known =
+                    ours.contains(&p) || [SDK_CLIENT, SDK_PRODUCER].contains(&hex(&p).as_str());
+                assert!(known, "dangling parent {}", hex(&p));
+            }
+        }
+    }
+
+    #[test]
+    fn keeping_both_reports_every_exchange() {
+        let w = flow(false);
+        assert_eq!(w.out.len(), 7, "{:#?}", w.out);
+        assert_eq!(w.tel.get(Counter::SpansLeftToSdk), 0);
+    }
 }
