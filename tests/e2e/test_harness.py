@@ -28,6 +28,7 @@ from harness.scenario import CURL_UA, Call, Scenario, Server
 from otlp_receiver import OtlpReceiver
 
 CPID, SPID, PORT, CPORT = 4_000_001, 4_000_002, 29999, 45678
+BODY = 27  # len('{"id": "7", "name": "user"}'): the response body both sides saw
 SECRET = "SECRET-e2e-selftest-token"
 
 
@@ -54,7 +55,8 @@ def good_pair(now: int) -> tuple[trace_pb2.Span, trace_pb2.Span]:
               kv("url.scheme", "http"), kv("http.response.status_code", 200),
               kv("server.address", "127.0.0.1"), kv("server.port", PORT),
               kv("network.peer.address", "127.0.0.1"), kv("network.protocol.version", "1.1"),
-              kv("url.query", "a=REDACTED"), kv("user_agent.original", CURL_UA)]
+              kv("url.query", "a=REDACTED"), kv("user_agent.original", CURL_UA),
+              kv("http.response.body.size", BODY)]
     client = trace_pb2.Span(
         trace_id=trace, span_id=os.urandom(8), name="GET /users/{id}",
         kind=trace_pb2.Span.SPAN_KIND_CLIENT, start_time_unix_nano=now,
@@ -107,7 +109,8 @@ def verify(scn: Scenario) -> None:
     call = Call(CPID, [], 0, 0, "curl", "curl")
     svc = Server(PORT, SPID, None, "service", "python3")  # type: ignore[arg-type]
     c, _ = http_pair(spans, client=call, server=svc, method="GET", path="/users/7", query="a=1",
-                     template="/users/{id}", ua=CURL_UA, client_port=CPORT)
+                     template="/users/{id}", ua=CURL_UA, client_port=CPORT,
+                     response_size=BODY)
     assert c.parent_span_id == "", "curl's CLIENT span must be a root"
 
 
@@ -178,7 +181,15 @@ MUTATIONS: dict[str, tuple[str, Mutation]] = {
     "wrong telemetry.distro.name": (
         "telemetry.distro.name", lambda c, s: without_distro(resource("curl", CPID, "curl"))),
     "one span too many": ("got 3", lambda c, s: {"extra": [s]}),
-    "timestamps from the past": ("got 0", lambda c, s: shift_back_an_hour(c, s)),
+    "wrong response body size": (
+        f"http.response.body.size={BODY + 1}",
+        lambda c, s: set_attr(s, "http.response.body.size", BODY + 1)),
+    "response body size missing": (
+        "http.response.body.size=None", lambda c, s: drop_attr(c, "http.response.body.size")),
+    "response body size as a string": (
+        "must be an int", lambda c, s: set_attr(c, "http.response.body.size", str(BODY))),
+    "request body size on a GET without a body": (
+        "http.request.body.size=5", lambda c, s: set_attr(c, "http.request.body.size", 5)),
 }
 
 
@@ -203,3 +214,4 @@ def test_missing_span_is_caught(world) -> None:
         trace_service_pb2_grpc.TraceServiceStub(ch).Export(req, timeout=5)
     with pytest.raises(AssertionError, match="expected exactly 2 spans"):
         scn.collect(2)
+
