@@ -191,6 +191,15 @@ MUTATIONS: dict[str, tuple[str, Mutation]] = {
         "must be an int", lambda c, s: set_attr(c, "http.response.body.size", str(BODY))),
     "request body size on a GET without a body": (
         "http.request.body.size=5", lambda c, s: set_attr(c, "http.request.body.size", 5)),
+    "incomplete exchange with a status code": (
+        "incomplete exchange with response attributes",
+        lambda c, s: set_attr(s, "error.type", "response_incomplete")),
+    "incomplete exchange without ERROR status": (
+        "without ERROR status",
+        lambda c, s: [drop_attr(s, "http.response.status_code"),
+                      drop_attr(s, "http.response.body.size"),
+                      set_attr(s, "error.type", "response_incomplete")] and None),
+    "timestamps from the past": ("got 0", lambda c, s: shift_back_an_hour(c, s)),
 }
 
 

@@ -113,6 +113,11 @@ def check_rpc(s: ReceivedSpan, ctx: str) -> None:
     assert a.get("network.protocol.version") == "2", f"network.protocol.version{ctx}"
 
 
+# error.type of an HTTP exchange whose response never (fully) arrived (the agent's own value:
+# the connection closed, or the process holding it died, before the response completed).
+RESPONSE_INCOMPLETE = "response_incomplete"
+
+
 def check_http(s: ReceivedSpan, ctx: str) -> None:
     __tracebackhide__ = True
     a = s.attributes
@@ -123,6 +128,13 @@ def check_http(s: ReceivedSpan, ctx: str) -> None:
     for key in ("http.request.body.size", "http.response.body.size"):
         size = a.get(key)
         assert size is None or (type(size) is int and size >= 0), f"{key} must be an int{ctx}"
+    if a.get("error.type") == RESPONSE_INCOMPLETE:
+        # No (complete) response: no status code or response size to report, and an error
+        # on either side (OTel HTTP conventions: error.type set => span status ERROR).
+        assert status is None and "http.response.body.size" not in a, (
+            f"an incomplete exchange with response attributes{ctx}")
+        assert s.status_code == STATUS_ERROR, f"incomplete exchange without ERROR status{ctx}"
+        return
     assert type(status) is int, f"http.response.status_code must be an int{ctx}"
     assert s.status_code == expected_status(s.kind, status), f"span status for HTTP {status}{ctx}"
     q = a.get("url.query")
