@@ -32,6 +32,9 @@ const POOL_MAX: usize = 1024;
 const MAX_PENDING_PROCS: usize = 4096;
 /// Procfs jobs awaiting their answer (see `enrich::worker`); beyond it reads happen inline.
 const MAX_PENDING_JOBS: usize = 4096;
+/// Longest the data path waits for the metadata of a process that exited (see
+/// `Pipeline::await_answer`); the worker answers in well under a millisecond.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
 
 enum Owned {
     Open(ConnOpenEvent),
@@ -226,22 +229,38 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
 
     /// Applies the procfs answers that are ready.
     fn collect_answers(&mut self) {
-        let Some(w) = &self.worker else {
-            return;
-        };
-        while let Some(done) = w.try_done() {
-            let Done {
-                id,
-                pid,
-                resource,
-                traits,
-                cacheable,
-            } = done;
-            if self.pending.get(&pid) == Some(&id) {
-                self.pending.remove(&pid);
-                if cacheable {
-                    self.resources.provide(pid, resource, traits);
-                }
+        while let Some(done) = self.worker.as_ref().and_then(ProcWorker::try_done) {
+            self.apply(done);
+        }
+    }
+
+    fn apply(&mut self, done: Done) {
+        let Done {
+            id,
+            pid,
+            resource,
+            traits,
+            cacheable,
+        } = done;
+        if self.pending.get(&pid) == Some(&id) {
+            self.pending.remove(&pid);
+            if cacheable {
+                self.resources.provide(pid, resource, traits);
+            }
+        }
+    }
+
+    /// Process `pid` exited with its metadata still being read (it lived for less than the
+    /// ordering hold: a request cut off by a crash, a short-lived client). The read began
+    /// when its first record arrived, most likely while it ran: wait a little for it rather
+    /// than name its last spans by `comm` alone.
+    fn await_answer(&mut self, pid: u32) {
+        let deadline = std::time::Instant::now() + EXIT_WAIT;
+        while self.pending.contains_key(&pid) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.worker.as_ref().and_then(|w| w.done_within(left)) {
+                Some(done) => self.apply(done),
+                None => return,
             }
         }
     }
@@ -309,6 +328,7 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
                     self.exits.push(h.pid);
                 }
                 // The spans its exit ended still have its metadata...
+                self.await_answer(h.pid);
                 self.dispatch();
                 // ...but pids are reused: the next process with this pid gets fresh metadata.
                 self.pending.remove(&h.pid);

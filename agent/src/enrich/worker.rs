@@ -84,4 +84,9 @@ impl ProcWorker {
     pub fn try_done(&self) -> Option<Done> {
         self.done.try_recv().ok()
     }
+
+    /// The next answer, waiting for it at most `wait`.
+    pub fn done_within(&self, wait: std::time::Duration) -> Option<Done> {
+        self.done.recv_timeout(wait).ok()
+    }
 }
