@@ -1,6 +1,7 @@
 //! `cargo xtask`: everything needed to build, run and test the agent on a fresh machine.
 //!
-//! - `build-ebpf`: the kernel programs (installs nightly's rust-src and bpf-linker first, once).
+//! - `build-ebpf`: the kernel programs (installs the pinned nightly with rust-src, and
+//!   bpf-linker, first, once; see `toolchain`).
 //! - `build`: build-ebpf, then the agent, which embeds the object.
 //! - `run [-- ARGS]`: build (release) and run the agent as root.
 //! - `check`: build and run `agent check`.
@@ -9,13 +10,13 @@
 //!
 //! Every step is idempotent: a second run skips what is already installed.
 
+mod toolchain;
+
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// bpf-linker builds against rustc's own LLVM (Debian's is too old for it).
-const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages the end-to-end tests run.
 const APT_PACKAGES: &[&str] = &["nginx-light", "curl", "python3-pip"];
 
@@ -84,14 +85,7 @@ fn workspace_root() -> Result<PathBuf> {
         .to_path_buf())
 }
 
-fn toolchain_dir() -> PathBuf {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root"));
-    home.join(".cache/agent-toolchain")
-}
-
-fn sh(cmd: &mut Command) -> Result<()> {
+pub(crate) fn sh(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: $ {}", display(cmd));
     let st = cmd
         .status()
@@ -102,7 +96,7 @@ fn sh(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn output(cmd: &mut Command) -> Result<String> {
+pub(crate) fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd
         .output()
         .with_context(|| format!("running {}", display(cmd)))?;
@@ -125,96 +119,21 @@ fn display(cmd: &Command) -> String {
     s
 }
 
-/// nightly + rust-src (for -Z build-std) and bpf-linker linked against nightly's libLLVM.
-fn ensure_ebpf_toolchain() -> Result<PathBuf> {
-    let installed = output(Command::new("rustup").args([
-        "component",
-        "list",
-        "--installed",
-        "--toolchain",
-        "nightly",
-    ]))
-    .context("a nightly toolchain is needed to build eBPF (rustup toolchain install nightly)")?;
-    if !installed.lines().any(|l| l.starts_with("rust-src")) {
-        sh(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))?;
-    }
-    let t = toolchain_dir();
-    let linker = t.join("bin/bpf-linker");
-    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?
-        .trim()
-        .to_owned();
-    let lib = Path::new(&sysroot).join("lib");
-    let so = std::fs::read_dir(&lib)?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .find(|n| n.starts_with("libLLVM.so") || n.starts_with("libLLVM-"))
-        .context("nightly ships no libLLVM")?;
-    let llvm_lib = t.join("llvm/lib");
-    std::fs::create_dir_all(&llvm_lib)?;
-    for name in ["libLLVM.so", so.as_str()] {
-        let link = llvm_lib.join(name);
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(lib.join(&so), &link)?;
-    }
-    let have = Command::new(&linker)
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|o| o.status.success());
-    let version_ok = have
-        .as_ref()
-        .is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION));
-    if !version_ok {
-        let vv = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
-        let major = vv
-            .lines()
-            .find_map(|l| l.strip_prefix("LLVM version: "))
-            .and_then(|v| v.split('.').next())
-            .context("rustc -vV has no LLVM version")?
-            .to_owned();
-        sh(Command::new("cargo")
-            .env("LLVM_PREFIX", t.join("llvm"))
-            .args(["install", "--locked", "--root"])
-            .arg(&t)
-            .arg(format!("bpf-linker@{BPF_LINKER_VERSION}"))
-            .args([
-                "--no-default-features",
-                "--features",
-                &format!("llvm-{major}"),
-            ]))?;
-    }
-    Ok(t.join("bin"))
+fn build_ebpf(root: &Path) -> Result<()> {
+    build_ebpf_with(root, &toolchain::ensure_ebpf()?)
 }
 
-fn build_ebpf(root: &Path) -> Result<()> {
-    let bin = ensure_ebpf_toolchain()?;
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    sh(Command::new("cargo")
-        .current_dir(root)
-        .env("PATH", path)
-        // The host's RUSTFLAGS (e.g. -C target-cpu) make no sense for BPF.
-        .env_remove("RUSTFLAGS")
-        .args([
-            "+nightly",
-            "build",
-            "-p",
-            "agent-ebpf",
-            "--target",
-            "bpfel-unknown-none",
-            "-Z",
-            "build-std=core",
-            "--release",
-        ]))?;
+fn build_ebpf_with(root: &Path, ebpf: &toolchain::Ebpf) -> Result<()> {
+    sh(ebpf.cargo(root).args([
+        "build",
+        "-p",
+        "agent-ebpf",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--release",
+    ]))?;
     let obj = root.join("target/bpfel-unknown-none/release/agent-ebpf");
     if !obj.is_file() {
         bail!("eBPF build produced no object at {}", obj.display());
