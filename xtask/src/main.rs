@@ -5,20 +5,20 @@
 //! - `build`: build-ebpf, then the agent, which embeds the object.
 //! - `run [-- ARGS]`: build (release) and run the agent as root.
 //! - `check`: build and run `agent check`.
-//! - `test`: install the test dependencies (apt, pip), build, run unit tests, the root-only eBPF
-//!   integration tests and the end-to-end suite against real servers and a real OTLP receiver.
+//! - `setup`: only the test dependencies (apt packages, the Python venv).
+//! - `test`: install the test dependencies (apt, a Python venv; see `setup`), build, run unit
+//!   tests, the root-only eBPF integration tests and the end-to-end suite against real servers
+//!   and a real OTLP receiver.
 //!
 //! Every step is idempotent: a second run skips what is already installed.
 
+mod setup;
 mod toolchain;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// Debian packages the end-to-end tests run.
-const APT_PACKAGES: &[&str] = &["nginx-light", "curl", "python3-pip"];
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -46,9 +46,13 @@ enum Cmd {
     /// Print performance figures: parser and pipeline benchmarks, and the agent's overhead
     /// under load (nginx + wrk, with and without the agent).
     Bench,
+    /// Install the test dependencies only: Debian packages and the Python venv
+    /// (target/e2e-venv, with tests/requirements.txt), for running pytest by hand.
+    Setup,
     /// Install test dependencies, build, and run every test layer.
     Test {
-        /// Skip apt/pip installs (they are idempotent but take a few seconds).
+        /// Skip apt installs and the venv's pip install (they are idempotent but take a few
+        /// seconds); the venv must exist.
         #[arg(long)]
         no_setup: bool,
         /// Extra arguments for pytest (e.g. `-k chain`).
@@ -71,6 +75,11 @@ fn main() -> Result<()> {
         Cmd::Check => {
             build(&root, true)?;
             run_agent(&root, &["check".to_owned()])
+        }
+        Cmd::Setup => {
+            let venv = setup::test_deps(&root)?;
+            eprintln!("xtask: tests' Python: {}", venv.python().display());
+            Ok(())
         }
         Cmd::Test { no_setup, pytest } => test(&root, no_setup, pytest.as_deref()),
         Cmd::Bench => bench(&root),
@@ -156,7 +165,7 @@ fn build(root: &Path, release: bool) -> Result<()> {
     sh(&mut cmd)
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     output(Command::new("id").arg("-u"))
         .map(|s| s.trim() == "0")
         .unwrap_or(false)
@@ -175,57 +184,8 @@ fn run_agent(root: &Path, args: &[String]) -> Result<()> {
     sh(&mut cmd)
 }
 
-fn setup_test_deps(root: &Path) -> Result<()> {
-    if !is_root() {
-        bail!("the test suite loads eBPF programs and installs packages: run it as root");
-    }
-    // The e2e suite may declare more (one per line, '#' comments) in tests/e2e/APT_PACKAGES.
-    let declared = std::fs::read_to_string(root.join("tests/e2e/APT_PACKAGES")).unwrap_or_default();
-    let wanted: Vec<&str> = APT_PACKAGES
-        .iter()
-        .copied()
-        .chain(
-            declared
-                .lines()
-                .map(|l| l.split('#').next().unwrap_or("").trim())
-                .filter(|l| !l.is_empty()),
-        )
-        .collect();
-    let missing: Vec<&str> = wanted
-        .into_iter()
-        .filter(|p| {
-            !Command::new("dpkg-query")
-                .args(["-W", "-f=${Status}", p])
-                .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-        })
-        .collect();
-    if !missing.is_empty() {
-        sh(Command::new("apt-get").args(["update", "-q"]))?;
-        sh(Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing))?;
-    }
-    let reqs = root.join("tests/requirements.txt");
-    if reqs.is_file() {
-        sh(Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "--root-user-action=ignore",
-                "-r",
-            ])
-            .arg(&reqs))?;
-    }
-    Ok(())
-}
-
 fn bench(root: &Path) -> Result<()> {
-    setup_test_deps(root)?;
+    let venv = setup::test_deps(root)?;
     if !Command::new("wrk")
         .arg("--version")
         .output()
@@ -247,12 +207,14 @@ fn bench(root: &Path) -> Result<()> {
     for b in benches {
         sh(Command::new("cargo").args(["bench", "-p", "agent", "--bench", &b]))?;
     }
-    sh(Command::new("python3")
+    sh(venv
+        .activate(&mut Command::new(venv.python()))
         .arg("tests/bench/overhead.py")
         .arg("--agent")
         .arg(root.join("target/release/agent")))?;
     // The same over HTTPS: plaintext from the TLS uprobes instead of the syscalls.
-    sh(Command::new("python3")
+    sh(venv
+        .activate(&mut Command::new(venv.python()))
         .arg("tests/bench/overhead.py")
         .arg("--agent")
         .arg(root.join("target/release/agent"))
@@ -260,15 +222,19 @@ fn bench(root: &Path) -> Result<()> {
 }
 
 fn test(root: &Path, no_setup: bool, pytest: Option<&str>) -> Result<()> {
-    if !no_setup {
-        setup_test_deps(root)?;
-    }
+    let venv = if no_setup {
+        setup::existing_venv(root)?
+    } else {
+        setup::test_deps(root)?
+    };
     build_ebpf(root)?;
     // 1. Unit tests of the default members (no root needed by these). Not --workspace: that
     //    would also build agent-ebpf for the host, which it cannot be.
-    sh(Command::new("cargo").args(["test", "--lib", "--bins"]))?;
+    sh(venv
+        .activate(&mut Command::new("cargo"))
+        .args(["test", "--lib", "--bins"]))?;
     // 2. eBPF integration tests: real object, real kernel, real sockets (root).
-    sh(Command::new("cargo").args([
+    sh(venv.activate(&mut Command::new("cargo")).args([
         "test",
         "-p",
         "agent",
@@ -278,12 +244,14 @@ fn test(root: &Path, no_setup: bool, pytest: Option<&str>) -> Result<()> {
         "--include-ignored",
         "--test-threads=1",
     ]))?;
-    // 3. End to end: release agent, real servers and clients, a real OTLP receiver.
+    // 3. End to end: release agent, real servers and clients, a real OTLP receiver; pytest
+    //    and the processes it starts (sys.executable) run the venv's python.
     sh(Command::new("cargo").args(["build", "-p", "agent", "--release"]))?;
     let e2e = root.join("tests/e2e");
     if e2e.is_dir() {
-        let mut cmd = Command::new("python3");
-        cmd.env("AGENT_BIN", root.join("target/release/agent"))
+        let mut cmd = Command::new(venv.python());
+        venv.activate(&mut cmd)
+            .env("AGENT_BIN", root.join("target/release/agent"))
             .args(["-m", "pytest", "tests/e2e", "-q", "-p", "no:cacheprovider"]);
         if let Some(extra) = pytest {
             cmd.args(extra.split_whitespace());
