@@ -6,8 +6,9 @@
 //! - `run [-- ARGS]`: build (release) and run the agent as root.
 //! - `check`: build and run `agent check`.
 //! - `setup`: only the test dependencies (apt packages, the Python venv).
-//! - `test`: install the test dependencies (apt, a Python venv; see `setup`), build, run unit
-//!   tests, the root-only eBPF integration tests and the end-to-end suite against real servers
+//! - `test`: rustfmt and clippy first (fail fast), then install the test dependencies (apt, a
+//!   Python venv; see `setup`), build, run unit tests, the root-only eBPF integration tests,
+//!   the benchmarks (they assert their results) and the end-to-end suite against real servers
 //!   and a real OTLP receiver.
 //!
 //! Every step is idempotent: a second run skips what is already installed.
@@ -19,6 +20,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Instant;
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -221,42 +223,122 @@ fn bench(root: &Path) -> Result<()> {
         .arg("--tls"))
 }
 
+/// How long each step of the test command took, printed at the end (also when a step fails).
+#[derive(Default)]
+struct Steps(Vec<(&'static str, f64)>);
+
+impl Steps {
+    fn run<T>(&mut self, name: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let t = Instant::now();
+        let r = f();
+        self.0.push((name, t.elapsed().as_secs_f64()));
+        if r.is_err() {
+            self.print();
+        }
+        r.with_context(|| format!("step {name:?}"))
+    }
+
+    fn print(&self) {
+        eprintln!("xtask: step timings:");
+        for (name, secs) in &self.0 {
+            eprintln!("xtask:   {secs:7.1} s  {name}");
+        }
+    }
+}
+
 fn test(root: &Path, no_setup: bool, pytest: Option<&str>) -> Result<()> {
-    let venv = if no_setup {
-        setup::existing_venv(root)?
-    } else {
-        setup::test_deps(root)?
-    };
-    build_ebpf(root)?;
+    let mut steps = Steps::default();
+    // 0. Hygiene first: a formatting slip or a lint fails in seconds, not after the e2e suite.
+    steps.run("rustfmt --check", || {
+        toolchain::ensure_host_components()?;
+        sh(Command::new("cargo").args(["fmt", "--all", "--", "--check"]))
+    })?;
+    let venv = steps.run("set-up (apt, Python venv)", || {
+        if no_setup {
+            setup::existing_venv(root)
+        } else {
+            setup::test_deps(root)
+        }
+    })?;
+    let ebpf = steps.run(
+        "eBPF toolchain (pinned nightly, bpf-linker)",
+        toolchain::ensure_ebpf,
+    )?;
+    // agent-ebpf cannot build for the host: it is linted for its own target.
+    steps.run("clippy agent-ebpf (bpfel-unknown-none)", || {
+        sh(ebpf.cargo(root).args([
+            "clippy",
+            "-p",
+            "agent-ebpf",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
+    steps.run("build-ebpf", || build_ebpf_with(root, &ebpf))?;
+    // After build-ebpf: the agent's build script embeds the object.
+    steps.run("clippy host crates (all targets)", || {
+        sh(Command::new("cargo").args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "agent-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
     // 1. Unit tests of the default members (no root needed by these). Not --workspace: that
     //    would also build agent-ebpf for the host, which it cannot be.
-    sh(venv
-        .activate(&mut Command::new("cargo"))
-        .args(["test", "--lib", "--bins"]))?;
+    steps.run("unit tests", || {
+        sh(venv
+            .activate(&mut Command::new("cargo"))
+            .args(["test", "--lib", "--bins"]))
+    })?;
     // 2. eBPF integration tests: real object, real kernel, real sockets (root).
-    sh(venv.activate(&mut Command::new("cargo")).args([
-        "test",
-        "-p",
-        "agent",
-        "--test",
-        "ebpf_capture",
-        "--",
-        "--include-ignored",
-        "--test-threads=1",
-    ]))?;
-    // 3. End to end: release agent, real servers and clients, a real OTLP receiver; pytest
+    steps.run("eBPF integration tests", || {
+        sh(venv.activate(&mut Command::new("cargo")).args([
+            "test",
+            "-p",
+            "agent",
+            "--test",
+            "ebpf_capture",
+            "--",
+            "--include-ignored",
+            "--test-threads=1",
+        ]))
+    })?;
+    // 3. The benchmarks assert that they measured real work (every exchange reported, every
+    //    span delivered): run them, so that those checks run too (about 20 s on 2 cores).
+    //    `--bench '*'` is the bench targets only: a plain `cargo bench` would also build the
+    //    lib's and bin's unit tests in release mode, minutes for nothing the unit tests miss.
+    //    They build with the release profile, which the e2e step's agent then reuses.
+    steps.run("benchmarks (cargo bench -p agent --bench '*')", || {
+        sh(Command::new("cargo").args(["bench", "-p", "agent", "--bench", "*"]))
+    })?;
+    // 4. End to end: release agent, real servers and clients, a real OTLP receiver; pytest
     //    and the processes it starts (sys.executable) run the venv's python.
-    sh(Command::new("cargo").args(["build", "-p", "agent", "--release"]))?;
+    steps.run("release build", || {
+        sh(Command::new("cargo").args(["build", "-p", "agent", "--release"]))
+    })?;
     let e2e = root.join("tests/e2e");
     if e2e.is_dir() {
-        let mut cmd = Command::new(venv.python());
-        venv.activate(&mut cmd)
-            .env("AGENT_BIN", root.join("target/release/agent"))
-            .args(["-m", "pytest", "tests/e2e", "-q", "-p", "no:cacheprovider"]);
-        if let Some(extra) = pytest {
-            cmd.args(extra.split_whitespace());
-        }
-        sh(&mut cmd)?;
+        steps.run("end-to-end (pytest tests/e2e)", || {
+            let mut cmd = Command::new(venv.python());
+            venv.activate(&mut cmd)
+                .env("AGENT_BIN", root.join("target/release/agent"))
+                .args(["-m", "pytest", "tests/e2e", "-q", "-p", "no:cacheprovider"]);
+            if let Some(extra) = pytest {
+                cmd.args(extra.split_whitespace());
+            }
+            sh(&mut cmd)
+        })?;
     }
+    steps.print();
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! Rust toolchains: the pinned nightly that builds the eBPF crate, and bpf-linker built against
-//! that nightly's own LLVM.
+//! Rust toolchains: rustfmt and clippy on the toolchain running xtask, the pinned nightly that
+//! builds and lints the eBPF crate, and bpf-linker built against that nightly's own LLVM.
 //!
 //! Everything is checked before it is installed, so a second run downloads nothing.
 
@@ -18,7 +18,7 @@ pub struct Pin {
     pub rustc_commit: &'static str,
 }
 
-/// The nightly that builds agent-ebpf (`-Z build-std=core`) and whose libLLVM
+/// The nightly that builds and lints agent-ebpf (`-Z build-std=core`) and whose libLLVM
 /// bpf-linker links against. Pinned so that a new nightly can neither break the eBPF build nor
 /// move bpf-linker to another LLVM under us; bump both fields together, deliberately.
 ///
@@ -34,8 +34,10 @@ pub const NIGHTLY: Pin = Pin {
 /// bpf-linker builds against rustc's own LLVM (Debian's is too old for it).
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Components the eBPF build needs on the nightly.
-const NIGHTLY_COMPONENTS: &[&str] = &["rust-src"];
+/// Components the eBPF build and lint need on the nightly.
+const NIGHTLY_COMPONENTS: &[&str] = &["rust-src", "clippy"];
+/// Components the test command's hygiene steps need on the toolchain running xtask.
+const HOST_COMPONENTS: &[&str] = &["rustfmt", "clippy"];
 
 /// The nightly and bpf-linker, ready to build or lint agent-ebpf.
 pub struct Ebpf {
@@ -62,6 +64,19 @@ impl Ebpf {
             .arg(format!("+{}", self.toolchain));
         cmd
     }
+}
+
+/// rustfmt and clippy on the toolchain running xtask (cargo's rustup proxy passes it on in
+/// RUSTUP_TOOLCHAIN, so a plain `cargo fmt` from here uses the same one).
+pub fn ensure_host_components() -> Result<()> {
+    let installed = output(Command::new("rustup").args(["component", "list", "--installed"]))?;
+    let missing = missing_components(&installed, HOST_COMPONENTS);
+    if !missing.is_empty() {
+        sh(Command::new("rustup")
+            .args(["component", "add"])
+            .args(&missing))?;
+    }
+    Ok(())
 }
 
 /// The pinned nightly with its components, and bpf-linker linked against its libLLVM.
