@@ -294,10 +294,12 @@ fn test(root: &Path, no_setup: bool, pytest: Option<&str>) -> Result<()> {
         ]))
     })?;
     // 1. Unit tests of the default members (no root needed by these). Not --workspace: that
-    //    would also build agent-ebpf for the host, which it cannot be.
+    //    would also build agent-ebpf for the host, which it cannot be. A test whose
+    //    prerequisite (a library, a tool) is missing fails here instead of skipping.
     steps.run("unit tests", || {
         sh(venv
             .activate(&mut Command::new("cargo"))
+            .env("AGENT_TESTS_REQUIRE_ALL", "1")
             .args(["test", "--lib", "--bins"]))
     })?;
     // 2. eBPF integration tests: real object, real kernel, real sockets (root).
