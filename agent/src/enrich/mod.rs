@@ -24,6 +24,7 @@
 //!   application, and there is none; a distro is the convention for "the thing that produced
 //!   this telemetry on the SDK's behalf".
 
+pub mod cgroup;
 pub mod process;
 mod service_name;
 pub mod worker;
