@@ -353,3 +353,6 @@ fn is_pod_uid(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod real_cgroup_tests;

@@ -477,3 +477,73 @@ fn every_prefix_is_either_nothing_or_the_right_answer() {
         }
     }
 }
+
+#[test]
+fn read_from_a_proc_tree() {
+    use super::super::fake_proc::FakeProc;
+    use super::super::process::read_process;
+    let fake = FakeProc::new();
+    fake.add(1, Some("/usr/bin/app"), &["app"], &[]);
+    fake.set_cgroup(
+        1,
+        &format!(
+            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_A_}.slice/cri-containerd-{ID_A}.scope\n"
+        ),
+    );
+    let info = read_process(fake.root(), 1).unwrap();
+    let c = info.container.expect("container");
+    assert_eq!(
+        (c.id.as_str(), c.runtime, c.pod.map(|p| (p.uid, p.qos))),
+        (
+            ID_A,
+            Some(Containerd),
+            Some((UID_A.to_owned(), Some(Burstable)))
+        )
+    );
+    // No cgroup file (FakeProc writes none by default), or an unreadable one: no container,
+    // and the rest of the process is still read.
+    fake.add(2, Some("/usr/bin/app"), &["app"], &[]);
+    let info = read_process(fake.root(), 2).unwrap();
+    assert_eq!((info.container, info.exe_name.as_str()), (None, "app"));
+    assert_eq!(read(&fake.root().join("3")), None);
+}
+
+#[test]
+fn container_attributes_reach_the_resource() {
+    use super::super::fake_proc::FakeProc;
+    use super::super::ResourceCache;
+    use crate::span::model::AttrValue;
+    let fake = FakeProc::new();
+    fake.add(1, Some("/usr/bin/app"), &["app"], &[]);
+    fake.set_cgroup(
+        1,
+        &format!("0::/kubepods/besteffort/pod{UID_A}/crio-{ID_A}\n"),
+    );
+    fake.add(2, Some("/usr/bin/app"), &["app"], &[]);
+    fake.set_cgroup(2, &format!("0::/docker/{ID_B}\n"));
+    fake.add(3, Some("/usr/bin/app"), &["app"], &[]);
+    fake.set_cgroup(3, "0::/user.slice\n");
+    fake.add(4, Some("/usr/bin/app"), &["app"], &[]);
+    fake.set_cgroup(4, &format!("0::/kubepods/pod{UID_A}/{ID_A}\n"));
+    let mut cache = ResourceCache::with_proc_root("h".into(), 8, fake.root().to_owned());
+    let s = |v: &str| Some(AttrValue::Str(v.to_owned()));
+    let r = cache.get(1);
+    assert_eq!(r.get("container.id"), s(ID_A).as_ref());
+    assert_eq!(r.get("container.runtime.name"), s("cri-o").as_ref());
+    assert_eq!(r.get("k8s.pod.uid"), s(UID_A).as_ref());
+    let r = cache.get(2);
+    assert_eq!(r.get("container.id"), s(ID_B).as_ref());
+    assert_eq!(r.get("container.runtime.name"), s("docker").as_ref());
+    assert_eq!(r.get("k8s.pod.uid"), None);
+    let r = cache.get(3);
+    for key in ["container.id", "container.runtime.name", "k8s.pod.uid"] {
+        assert_eq!(r.get(key), None, "{key}");
+    }
+    // Runtime unknown: no attribute rather than a guess.
+    let r = cache.get(4);
+    assert_eq!(r.get("container.id"), s(ID_A).as_ref());
+    assert_eq!(r.get("container.runtime.name"), None);
+    assert_eq!(r.get("k8s.pod.uid"), s(UID_A).as_ref());
+    // The deprecated `container.runtime` key is not used.
+    assert_eq!(r.get("container.runtime"), None);
+}
