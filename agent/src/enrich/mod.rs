@@ -5,8 +5,10 @@
 //! read and how `service.name` is chosen), builds the resource and shares it by `Arc` with
 //! every span of that process. The cache is bounded and evicts the least recently used
 //! process; the caller calls [`ResourceCache::forget`] when a process exits, because pids are
-//! reused. This module does not watch processes exit (the event pipeline does) and does not
-//! know about containers or Kubernetes.
+//! reused. This module does not watch processes exit (the event pipeline does); of containers
+//! and Kubernetes it knows only what a process's cgroup path says (see [`cgroup`]): no
+//! container runtime or Kubernetes API is asked, so pod names, namespaces and labels are not
+//! here.
 //!
 //! Resource attributes, all keys from the OpenTelemetry semantic conventions:
 //! - `service.name`: see [`process`]; `unknown_service` when the process is gone.
@@ -18,12 +20,18 @@
 //! - `service.namespace`, `service.version`, `deployment.environment.name`,
 //!   `deployment.environment`: copied from the target's `OTEL_RESOURCE_ATTRIBUTES` if set.
 //! - `process.pid` (int), `process.executable.name`, `process.executable.path`.
+//! - `container.id` (the full 64-hex id), `container.runtime.name` (`containerd`, `cri-o`,
+//!   `docker`, `podman`; left out when the path does not say) and `k8s.pod.uid`, when the
+//!   process's cgroup names them (see [`cgroup`]). `container.runtime.name` is the current
+//!   key; `container.runtime` is its deprecated predecessor and is not sent. The pod's QoS
+//!   class is read too but has no semantic-convention attribute, so it is not sent.
 //! - `host.name`.
 //! - `telemetry.distro.name` = `ebpf-agent`, `telemetry.distro.version` = this crate's
 //!   version. Not `telemetry.sdk.*`: those describe the OpenTelemetry SDK inside the
 //!   application, and there is none; a distro is the convention for "the thing that produced
 //!   this telemetry on the SDK's behalf".
 
+pub mod cgroup;
 pub mod process;
 mod service_name;
 pub mod worker;
@@ -78,6 +86,15 @@ pub fn build_resource(info: &ProcessInfo, host_name: &str) -> Resource {
     }
     if let Some(path) = &info.exe_path {
         attributes.push(Attribute::new("process.executable.path", path.as_str()));
+    }
+    if let Some(c) = &info.container {
+        attributes.push(Attribute::new("container.id", c.id.as_str()));
+        if let Some(runtime) = c.runtime {
+            attributes.push(Attribute::new("container.runtime.name", runtime.as_str()));
+        }
+        if let Some(pod) = &c.pod {
+            attributes.push(Attribute::new("k8s.pod.uid", pod.uid.as_str()));
+        }
     }
     attributes.extend(common_attributes(host_name));
     Resource { attributes }

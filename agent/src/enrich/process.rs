@@ -1,7 +1,8 @@
 //! Who a process is: its executable and its `service.name`, read from procfs.
 //!
-//! Reads `{proc_root}/{pid}/exe`, `comm`, `cmdline` and `environ`, each with a size bound, and
-//! decides the service name. It does not cache (see [`super::ResourceCache`]) and does not
+//! Reads `{proc_root}/{pid}/exe`, `comm`, `cmdline`, `environ` and `cgroup`, each with a size
+//! bound, and decides the service name; which container the process is in is parsed by
+//! [`super::cgroup`]. It does not cache (see [`super::ResourceCache`]) and does not
 //! build the OpenTelemetry resource (see [`super::build_resource`]).
 //!
 //! `service.name`, first rule that gives a non-empty name:
@@ -31,6 +32,7 @@ use std::path::Path;
 
 use thiserror::Error;
 
+use super::cgroup::{self, ContainerRef};
 use super::service_name;
 
 /// Bound on what we read of `/proc/{pid}/cmdline`.
@@ -87,6 +89,9 @@ pub struct ProcessInfo {
     /// `OTEL_SDK_DISABLED` is not `true` (the variables zero-code instrumentation and most
     /// deployments configure an SDK with).
     pub sdk_traces: bool,
+    /// The container (and Kubernetes pod) the process runs in, from `/proc/{pid}/cgroup`;
+    /// `None` when it is in none, or the file cannot be read.
+    pub container: Option<ContainerRef>,
 }
 
 #[derive(Debug, Error)]
@@ -188,6 +193,7 @@ pub fn read_process(proc_root: &Path, pid: u32) -> Result<ProcessInfo, EnrichErr
         resource_attributes: env.copied,
         go: is_go_executable(&dir.join("exe")),
         sdk_traces,
+        container: cgroup::read(&dir),
     })
 }
 
