@@ -593,7 +593,7 @@ fn hostile() {
             part(S2C, ascending, 4096),
         ],
     );
-    let scrambled: Vec<u8> = scrambled(60_000)
+    let shuffled: Vec<u8> = scrambled(60_000)
         .into_iter()
         .flat_map(|t| deliver(1, t))
         .collect();
@@ -601,7 +601,84 @@ fn hostile() {
         "60k unacked deliveries, tags in no order (sorted insert)",
         &[
             part(C2S, manual_consumer(), 4096),
-            part(S2C, scrambled, 4096),
+            part(S2C, shuffled, 4096),
+        ],
+    );
+    // Acks in no order over 10k unsettled deliveries: each removes from the middle.
+    let key = scrambled(10_000);
+    let mut order: Vec<u64> = (1..=10_000u64).collect();
+    order.sort_by_key(|&t| key[t as usize - 1]);
+    let mut acks = Vec::new();
+    for round in 0..6u64 {
+        for &t in &order {
+            let tag = round * 10_000 + t;
+            acks.extend(method(1, 60, 80, &[&tag.to_be_bytes()[..], &[0]].concat()));
+        }
+    }
+    let batches: Vec<(Vec<u8>, Vec<u8>)> = (0..6u64)
+        .map(|round| {
+            let d: Vec<u8> = (1..=10_000u64)
+                .flat_map(|t| deliver(1, round * 10_000 + t))
+                .collect();
+            (
+                d,
+                acks[round as usize * acks.len() / 6..(round as usize + 1) * acks.len() / 6]
+                    .to_vec(),
+            )
+        })
+        .collect();
+    let mut parts = vec![part(C2S, manual_consumer(), 4096)];
+    for (d, a) in batches {
+        parts.push(part(S2C, d, 4096));
+        parts.push(part(C2S, a, 4096));
+    }
+    hostile_report("60k deliveries acked one by one in no order", &parts);
+    // 1024 consumers with 255-byte tags that differ in their last byte, then deliveries to
+    // the last: every lookup compares the tag with every consumer's.
+    let tag = |i: u16| -> Vec<u8> {
+        let mut t = vec![b't'; 253];
+        t.extend_from_slice(&i.to_be_bytes());
+        t
+    };
+    let mut consumers = b"AMQP\x00\x00\x09\x01".to_vec();
+    for i in 0..1024u16 {
+        let args = [
+            &[0, 0][..],
+            &shortstr(b"q"),
+            &shortstr(&tag(i)),
+            &[2],
+            &[0, 0, 0, 0],
+        ]
+        .concat();
+        consumers.extend(method(1, 60, 20, &args));
+    }
+    let last = tag(1023);
+    let long_tag_deliveries: Vec<u8> = (1..=20_000u64)
+        .flat_map(|t| {
+            let args = [
+                &shortstr(&last)[..],
+                &t.to_be_bytes(),
+                &[0],
+                &shortstr(b""),
+                &shortstr(b"q"),
+            ]
+            .concat();
+            [
+                method(1, 60, 60, &args),
+                frame(
+                    2,
+                    1,
+                    &[&[0, 60, 0, 0][..], &0u64.to_be_bytes(), &[0, 0]].concat(),
+                ),
+            ]
+            .concat()
+        })
+        .collect();
+    hostile_report(
+        "1024 consumers, 255-byte tags, 20k deliveries to the last",
+        &[
+            part(C2S, consumers, 4096),
+            part(S2C, long_tag_deliveries, 4096),
         ],
     );
     let spread: Vec<u8> = (1..=40u64)

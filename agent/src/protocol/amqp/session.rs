@@ -63,8 +63,10 @@ enum Content {
 struct Channel {
     /// Indexed by `Peer`.
     content: [Content; 2],
-    /// Consumers started on this channel: tag and no-ack.
-    consumers: Vec<(Box<[u8]>, bool)>,
+    /// Consumers started on this channel: tag → no-ack. A map, as every delivery looks its
+    /// tag up: with up to `MAX_CONSUMERS` tags of 255 bytes, a list cost a pass comparing
+    /// them all per delivery.
+    consumers: HashMap<Box<[u8]>, bool>,
     /// no-ack of basic.consume requests with a broker-chosen tag, awaiting consume-ok.
     awaiting_tag: VecDeque<bool>,
     /// no-ack of basic.get requests awaiting get-ok / get-empty.
@@ -232,7 +234,7 @@ impl Session {
                 let known = self
                     .channels
                     .get(&channel)
-                    .is_some_and(|ch| ch.consumers.iter().any(|(t, _)| **t == *consumer_tag));
+                    .is_some_and(|ch| ch.consumers.contains_key(consumer_tag));
                 if !known {
                     if let Some(no_ack) = self
                         .channel(channel)
@@ -246,9 +248,9 @@ impl Session {
             // client's basic.cancel alone does not stop deliveries already on their way.
             (Peer::Broker, Method::Cancel { consumer_tag } | Method::CancelOk { consumer_tag }) => {
                 if let Some(ch) = self.channels.get_mut(&channel) {
-                    let before = ch.consumers.len();
-                    ch.consumers.retain(|(t, _)| **t != *consumer_tag);
-                    self.consumers = self.consumers.saturating_sub(before - ch.consumers.len());
+                    if ch.consumers.remove(consumer_tag).is_some() {
+                        self.consumers = self.consumers.saturating_sub(1);
+                    }
                 }
             }
             (
@@ -284,8 +286,8 @@ impl Session {
                 let no_ack = self
                     .channels
                     .get(&channel)
-                    .and_then(|ch| ch.consumers.iter().find(|(t, _)| **t == *consumer_tag))
-                    .is_some_and(|(_, no_ack)| *no_ack);
+                    .and_then(|ch| ch.consumers.get(consumer_tag))
+                    .is_some_and(|no_ack| *no_ack);
                 let kind = Kind::Deliver { no_ack };
                 let p = Partial::new(
                     kind,
@@ -425,10 +427,10 @@ impl Session {
         let Some(ch) = self.channel(channel) else {
             return;
         };
-        if let Some(c) = ch.consumers.iter_mut().find(|(t, _)| **t == *tag) {
-            c.1 = no_ack;
+        if let Some(c) = ch.consumers.get_mut(tag) {
+            *c = no_ack;
         } else if !full {
-            ch.consumers.push((tag.into(), no_ack));
+            ch.consumers.insert(tag.into(), no_ack);
             self.consumers += 1;
         } else {
             io.errors

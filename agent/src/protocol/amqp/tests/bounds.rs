@@ -190,3 +190,38 @@ fn resync_decodes_no_method_frame_larger_than_its_bound() {
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     let _ = C;
 }
+
+#[test]
+fn consumer_tags_are_looked_up_exactly_and_bounded() {
+    // 1030 consumers on one channel, 255-byte tags differing in their last bytes, no-ack for
+    // the even ones: each delivery gets its own consumer's ack mode; past MAX_CONSUMERS the
+    // tag is not kept (reported) and its deliveries are assumed to need an ack.
+    let tag = |i: u16| -> Vec<u8> {
+        let mut t = vec![b't'; 253];
+        t.extend_from_slice(&i.to_be_bytes());
+        t
+    };
+    let n = 1030u16;
+    let mut s = Script::new();
+    for i in 0..n {
+        s = s.c(&consume(1, &tag(i), i % 2 == 0));
+    }
+    for i in 0..n {
+        s = s.s(&delivery(1, &tag(i), u64::from(i) + 1, b""));
+    }
+    let r = s.run();
+    assert_eq!(
+        limited(&r.errors, "MAX_CONSUMERS"),
+        6,
+        "{:?}",
+        &r.errors[..1]
+    );
+    let received: Vec<u64> = outcomes(&r)
+        .into_iter()
+        .filter(|(_, o)| *o == AmqpOutcome::Received)
+        .map(|(seq, _)| seq)
+        .collect();
+    let want: Vec<u64> = (0..1024u64).filter(|i| i % 2 == 0).collect();
+    assert_eq!(received, want);
+    assert_eq!(r.conn.session.unacked(), usize::from(n) - want.len());
+}
