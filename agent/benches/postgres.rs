@@ -14,7 +14,7 @@
 use std::time::Instant;
 
 use agent::protocol::postgres::PgConn;
-use agent::protocol::{Direction, L7Event, Outcome, PgOutcome, SegmentCtx};
+use agent::protocol::{ConnParser, Direction, L7Event, Outcome, PgOutcome, Role, SegmentCtx};
 
 macro_rules! fixture {
     ($name:literal) => {
@@ -408,6 +408,30 @@ fn hostile(normal: (&[u8], &[u8])) {
     hostile_report(
         "one Query answered by 1M empty DataRows",
         &[fe(query(b"SELECT 1"), 4096), be(rows, 16384)],
+    );
+    // Detection: until a protocol matches, the connection layer runs every detector on all
+    // bytes seen so far (at most 4096, `conn::MAX_DETECT_BYTES`) on every read; Sync messages
+    // are valid but never decisive, so a byte per read costs O(n²) over those 4096 bytes,
+    // once per connection.
+    let syncs = msg(b'S', b"").repeat(4096 / 5);
+    let best = (0..3)
+        .map(|_| {
+            let start = Instant::now();
+            for n in 1..=syncs.len() {
+                std::hint::black_box(ConnParser::detect(
+                    Direction::Egress,
+                    Role::Client,
+                    &syncs[..n],
+                ));
+            }
+            start.elapsed().as_secs_f64()
+        })
+        .fold(f64::MAX, f64::min);
+    println!(
+        "{:<58} {:>7.2} MiB {:>8.2} ns/B",
+        "detection: 4 KiB of Syncs, 1 byte per read (once per conn)",
+        syncs.len() as f64 / (1 << 20) as f64,
+        best * 1e9 / syncs.len() as f64
     );
     let many = query(&b"SELECT 1;".repeat(7000));
     let mut answers = Vec::new();
