@@ -6,6 +6,10 @@
 //! context. Prints MB/s and messages/s; asserts only that every message was reported and
 //! ended (so the figures measure real work), never timings.
 //!
+//! A second section feeds hostile inputs, each built to hit one bound (see
+//! `src/protocol/amqp`), and prints the parser's cost per input byte next to a normal stream's:
+//! with every bound in place the worst case stays within a small factor of the normal case.
+//!
 //! Run: `AGENT_ALLOW_MISSING_EBPF=1 cargo bench -p agent --bench amqp`
 
 use std::time::Instant;
@@ -378,5 +382,348 @@ fn main() {
         &del64,
         64 << 20,
         4096,
+    );
+    hostile();
+}
+
+// ---- hostile inputs
+
+/// One direction's bytes and the segment size they arrive in.
+struct Part {
+    dir: Direction,
+    bytes: Vec<u8>,
+    seg: usize,
+}
+
+fn part(dir: Direction, bytes: Vec<u8>, seg: usize) -> Part {
+    Part { dir, bytes, seg }
+}
+
+/// Feed the parts in order (each in its segments, the unconsumed tail handed back in front of
+/// the next segment, as the connection layer does); returns (seconds, events, errors).
+fn feed_parts(parts: &[Part]) -> (f64, usize, usize) {
+    let mut conn = AmqpConn::new(Direction::Egress);
+    let (mut out, mut errors) = (Vec::new(), Vec::new());
+    let (mut events, mut errs) = (0, 0);
+    let ctx = SegmentCtx {
+        tid: 7,
+        first_ns: 10,
+        last_ns: 15,
+    };
+    let start = Instant::now();
+    for p in parts {
+        let (mut from, mut to) = (0, 0);
+        while to < p.bytes.len() {
+            to = (to + p.seg).min(p.bytes.len());
+            from += conn.parse(p.dir, &p.bytes[from..to], &ctx, &mut out, &mut errors);
+            events += out.len();
+            errs += errors.len();
+            out.clear();
+            errors.clear();
+        }
+    }
+    conn.close(20, &mut out);
+    (start.elapsed().as_secs_f64(), events + out.len(), errs)
+}
+
+/// Best of three; prints ns per input byte.
+fn hostile_report(name: &str, parts: &[Part]) -> f64 {
+    let bytes: usize = parts.iter().map(|p| p.bytes.len()).sum();
+    let (mut best, mut events, mut errors) = (f64::MAX, 0, 0);
+    for _ in 0..3 {
+        let (secs, ev, er) = feed_parts(parts);
+        (best, events, errors) = (best.min(secs), ev, er);
+    }
+    let ns = best * 1e9 / bytes as f64;
+    println!(
+        "{name:<58} {:>7.2} MiB {ns:>8.2} ns/B {events:>8} events {errors:>7} errors",
+        bytes as f64 / (1 << 20) as f64
+    );
+    ns
+}
+
+fn method(channel: u16, class: u16, id: u16, args: &[u8]) -> Vec<u8> {
+    frame(
+        1,
+        channel,
+        &[&class.to_be_bytes()[..], &id.to_be_bytes(), args].concat(),
+    )
+}
+
+fn deliver(channel: u16, tag: u64) -> Vec<u8> {
+    let args = [
+        &shortstr(b"a")[..],
+        &tag.to_be_bytes(),
+        &[0],
+        &shortstr(b""),
+        &shortstr(b"q"),
+    ]
+    .concat();
+    // Method, then a content header with no properties and an empty body: complete.
+    [
+        method(channel, 60, 60, &args),
+        frame(
+            2,
+            channel,
+            &[&[0, 60, 0, 0][..], &0u64.to_be_bytes(), &[0, 0]].concat(),
+        ),
+    ]
+    .concat()
+}
+
+/// A manual-ack consumer on channel 1, so deliveries wait for their ack.
+fn manual_consumer() -> Vec<u8> {
+    let args = [
+        &[0, 0][..],
+        &shortstr(b"q"),
+        &shortstr(b"a"),
+        &[0],
+        &[0, 0, 0, 0],
+    ]
+    .concat();
+    [
+        b"AMQP\x00\x00\x09\x01".as_slice(),
+        &method(1, 60, 20, &args),
+    ]
+    .concat()
+}
+
+/// xorshift: tags in no order (each insert lands anywhere in the sorted unacked list).
+fn scrambled(n: usize) -> Vec<u64> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x >> 16
+        })
+        .collect()
+}
+
+/// Client-side bytes that lose sync every 15 bytes: a heartbeat (a resync point), then a
+/// content-header frame claiming 4 GiB (beyond frame-max).
+fn sync_storm(n: usize) -> Vec<u8> {
+    let unit = [
+        &[8, 0, 0, 0, 0, 0, 0, 0xCE][..],
+        &[2, 0, 0, 0xff, 0xff, 0xff, 0xff],
+    ]
+    .concat();
+    unit.repeat(n)
+}
+
+/// A `block`-byte run of overlapping connection.start-ok candidates, each a valid frame whose
+/// client-properties table runs over the same entries as the one before it (each candidate
+/// sits in the byte array of the entry before its table): resync decodes every candidate it
+/// accepts the size of, so a block costs O(n²) table entries (`frame::MAX_RESYNC_PAYLOAD`
+/// bounds n).
+fn nested_candidates(block: usize) -> Vec<u8> {
+    const ENTRY: usize = 22; // 1 'k' 'x' len(4) header(15)
+    let n = (block - 32) / ENTRY;
+    let table_end = 15 + (n - 1) * ENTRY + 3;
+    let frame_end = table_end + 6;
+    let header = |at: usize| -> Vec<u8> {
+        let size = (frame_end - at - 7) as u32;
+        let table = (table_end - at - 15) as u32;
+        [
+            &[1, 0, 0][..],
+            &size.to_be_bytes(),
+            &[0, 10, 0, 11],
+            &table.to_be_bytes(),
+        ]
+        .concat()
+    };
+    let mut b = header(0);
+    for _ in 1..n {
+        b.extend_from_slice(&[1, b'k', b'x', 0, 0, 0, 15]);
+        let at = b.len();
+        b.extend(header(at));
+    }
+    b.extend_from_slice(&[1, b'k', b'V']);
+    assert_eq!(b.len(), table_end);
+    // mechanism, response, locale; frame-end; then a byte that is no frame type.
+    b.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0xCE, 0]);
+    b
+}
+
+/// A headers table nested `depth` levels deep (tables in tables), and `wide` top-level entries.
+fn table(depth: usize, wide: usize) -> Vec<u8> {
+    let mut value = b"V".to_vec();
+    for _ in 0..depth {
+        let inner = [&[1, b'k'][..], &value].concat();
+        value = [&[b'F'][..], &(inner.len() as u32).to_be_bytes(), &inner].concat();
+    }
+    let mut t = [&[3, b't', b'o', b'p'][..], &value].concat();
+    for _ in 0..wide {
+        t.extend_from_slice(&[1, b'k', b'V']);
+    }
+    t
+}
+
+fn publish_with_table(t: &[u8]) -> Vec<u8> {
+    let props = [&[0x20, 0][..], &(t.len() as u32).to_be_bytes(), t].concat();
+    let args = [&[0, 0][..], &shortstr(b""), &shortstr(b"q"), &[0]].concat();
+    [
+        method(1, 60, 40, &args),
+        frame(
+            2,
+            1,
+            &[&[0, 60, 0, 0][..], &0u64.to_be_bytes(), &props].concat(),
+        ),
+    ]
+    .concat()
+}
+
+fn hostile() {
+    use Direction::{Egress as C2S, Ingress as S2C};
+    println!();
+    println!("amqp hostile inputs: parser cost per input byte (worst cases of each bound)");
+    let normal = synthetic(true, 64, 1000);
+    let stream = [normal.prefix[C].clone(), normal.repeat[C].clone()].concat();
+    let deliveries = normal.repeat[S].repeat(20);
+    hostile_report(
+        "normal: 64 B no-ack deliveries with trace context",
+        &[part(C2S, stream, 4096), part(S2C, deliveries, 4096)],
+    );
+    let ascending: Vec<u8> = (1..=60_000u64).flat_map(|t| deliver(1, t)).collect();
+    hostile_report(
+        "60k unacked deliveries, ascending tags (10k kept)",
+        &[
+            part(C2S, manual_consumer(), 4096),
+            part(S2C, ascending, 4096),
+        ],
+    );
+    let shuffled: Vec<u8> = scrambled(60_000)
+        .into_iter()
+        .flat_map(|t| deliver(1, t))
+        .collect();
+    hostile_report(
+        "60k unacked deliveries, tags in no order (sorted insert)",
+        &[
+            part(C2S, manual_consumer(), 4096),
+            part(S2C, shuffled, 4096),
+        ],
+    );
+    // Acks in no order over 10k unsettled deliveries: each removes from the middle.
+    let key = scrambled(10_000);
+    let mut order: Vec<u64> = (1..=10_000u64).collect();
+    order.sort_by_key(|&t| key[t as usize - 1]);
+    let mut acks = Vec::new();
+    for round in 0..6u64 {
+        for &t in &order {
+            let tag = round * 10_000 + t;
+            acks.extend(method(1, 60, 80, &[&tag.to_be_bytes()[..], &[0]].concat()));
+        }
+    }
+    let batches: Vec<(Vec<u8>, Vec<u8>)> = (0..6u64)
+        .map(|round| {
+            let d: Vec<u8> = (1..=10_000u64)
+                .flat_map(|t| deliver(1, round * 10_000 + t))
+                .collect();
+            (
+                d,
+                acks[round as usize * acks.len() / 6..(round as usize + 1) * acks.len() / 6]
+                    .to_vec(),
+            )
+        })
+        .collect();
+    let mut parts = vec![part(C2S, manual_consumer(), 4096)];
+    for (d, a) in batches {
+        parts.push(part(S2C, d, 4096));
+        parts.push(part(C2S, a, 4096));
+    }
+    hostile_report("60k deliveries acked one by one in no order", &parts);
+    // 1024 consumers with 255-byte tags that differ in their last byte, then deliveries to
+    // the last: every lookup compares the tag with every consumer's.
+    let tag = |i: u16| -> Vec<u8> {
+        let mut t = vec![b't'; 253];
+        t.extend_from_slice(&i.to_be_bytes());
+        t
+    };
+    let mut consumers = b"AMQP\x00\x00\x09\x01".to_vec();
+    for i in 0..1024u16 {
+        let args = [
+            &[0, 0][..],
+            &shortstr(b"q"),
+            &shortstr(&tag(i)),
+            &[2],
+            &[0, 0, 0, 0],
+        ]
+        .concat();
+        consumers.extend(method(1, 60, 20, &args));
+    }
+    let last = tag(1023);
+    let long_tag_deliveries: Vec<u8> = (1..=20_000u64)
+        .flat_map(|t| {
+            let args = [
+                &shortstr(&last)[..],
+                &t.to_be_bytes(),
+                &[0],
+                &shortstr(b""),
+                &shortstr(b"q"),
+            ]
+            .concat();
+            [
+                method(1, 60, 60, &args),
+                frame(
+                    2,
+                    1,
+                    &[&[0, 60, 0, 0][..], &0u64.to_be_bytes(), &[0, 0]].concat(),
+                ),
+            ]
+            .concat()
+        })
+        .collect();
+    hostile_report(
+        "1024 consumers, 255-byte tags, 20k deliveries to the last",
+        &[
+            part(C2S, consumers, 4096),
+            part(S2C, long_tag_deliveries, 4096),
+        ],
+    );
+    let spread: Vec<u8> = (1..=40u64)
+        .flat_map(|t| (1..=2048u16).flat_map(move |ch| deliver(ch, t)))
+        .collect();
+    hostile_report(
+        "80k unacked deliveries over 2048 channels (over MAX_UNACKED)",
+        &[part(S2C, spread, 4096)],
+    );
+    let channels: Vec<u8> = (1..=2048u16).flat_map(|ch| deliver(ch, 1)).collect();
+    hostile_report(
+        "2048 channels, then client loses sync every 15 bytes",
+        &[
+            part(S2C, channels.clone(), 4096),
+            part(C2S, sync_storm(40_000), 4096),
+        ],
+    );
+    hostile_report(
+        "2048 channels, then broker loses sync every 15 bytes",
+        &[
+            part(S2C, channels, 4096),
+            part(S2C, sync_storm(40_000), 4096),
+        ],
+    );
+    hostile_report(
+        "resync over nested start-ok candidates, 2 KiB blocks",
+        &[part(C2S, nested_candidates(2000).repeat(512), 4096)],
+    );
+    hostile_report(
+        "resync over nested start-ok candidates, 16 KiB blocks",
+        &[part(C2S, nested_candidates(16 * 1024).repeat(64), 4096)],
+    );
+    let deep = publish_with_table(&table(15, 0)).repeat(20_000);
+    hostile_report(
+        "publishes with headers nested 15 deep (MAX_NESTING 16)",
+        &[part(C2S, [manual_consumer(), deep].concat(), 4096)],
+    );
+    let wide = publish_with_table(&table(0, 10_000)).repeat(100);
+    hostile_report(
+        "publishes with 10000-entry headers tables",
+        &[part(C2S, [manual_consumer(), wide].concat(), 4096)],
+    );
+    let trickle = normal.repeat[S][..normal.repeat[S].len() / 10].to_vec();
+    hostile_report(
+        "64 B deliveries trickled 1 byte per read",
+        &[part(S2C, trickle, 1)],
     );
 }

@@ -3,6 +3,10 @@
 //! segment, requests ahead of their responses. Prints MB/s and exchanges/s; asserts only that
 //! every exchange was reported (so the figures measure real work), never timings.
 //!
+//! A second section feeds hostile inputs, each built to hit one bound (see
+//! `src/protocol/http1`), and prints the parser's cost per input byte next to a normal
+//! stream's: with every bound in place the worst case stays within a small factor of it.
+//!
 //! Run: `AGENT_ALLOW_MISSING_EBPF=1 cargo bench -p agent --bench http1`
 
 use std::time::Instant;
@@ -191,4 +195,150 @@ fn main() {
         4096,
     );
     report("180 KiB gzip chunked bodies", gz_c, gz_s, 2, 400, 4096);
+    hostile((ka_c, ka_s));
+}
+
+// ---- hostile inputs
+
+/// One direction's bytes and the segment size they arrive in.
+struct Part {
+    dir: Direction,
+    bytes: Vec<u8>,
+    seg: usize,
+}
+
+fn req(bytes: Vec<u8>, seg: usize) -> Part {
+    Part {
+        dir: Direction::Egress,
+        bytes,
+        seg,
+    }
+}
+
+fn resp(bytes: Vec<u8>, seg: usize) -> Part {
+    Part {
+        dir: Direction::Ingress,
+        bytes,
+        seg,
+    }
+}
+
+/// Feed the parts in order, as the connection layer would; returns (seconds, events, errors).
+fn feed_parts(parts: &[Part]) -> (f64, usize, usize) {
+    let mut conn = Http1Conn::new(Direction::Egress);
+    let (mut out, mut errors) = (Vec::new(), Vec::new());
+    let (mut events, mut errs) = (0, 0);
+    let ctx = SegmentCtx {
+        tid: 7,
+        first_ns: 10,
+        last_ns: 15,
+    };
+    let start = Instant::now();
+    for p in parts {
+        let (mut from, mut to) = (0, 0);
+        while to < p.bytes.len() {
+            to = (to + p.seg).min(p.bytes.len());
+            from += conn.parse(p.dir, &p.bytes[from..to], &ctx, &mut out, &mut errors);
+            events += out.len();
+            errs += errors.len();
+            out.clear();
+            errors.clear();
+        }
+    }
+    conn.close(20, &mut out);
+    (start.elapsed().as_secs_f64(), events + out.len(), errs)
+}
+
+/// Best of three; prints ns per input byte.
+fn hostile_report(name: &str, parts: &[Part]) {
+    let bytes: usize = parts.iter().map(|p| p.bytes.len()).sum();
+    let (mut best, mut events, mut errors) = (f64::MAX, 0, 0);
+    for _ in 0..3 {
+        let (secs, ev, er) = feed_parts(parts);
+        (best, events, errors) = (best.min(secs), ev, er);
+    }
+    println!(
+        "{name:<58} {:>7.2} MiB {:>8.2} ns/B {events:>8} events {errors:>7} errors",
+        bytes as f64 / (1 << 20) as f64,
+        best * 1e9 / bytes as f64
+    );
+}
+
+fn normal_report(name: &str, (c2s, s2c): (&[u8], &[u8]), reps: usize, seg: usize) {
+    let r = run(c2s, s2c, reps, seg);
+    println!(
+        "{name:<58} {:>7.2} MiB {:>8.2} ns/B",
+        r.bytes as f64 / (1 << 20) as f64,
+        r.secs * 1e9 / r.bytes as f64
+    );
+}
+
+fn hostile(normal: (&[u8], &[u8])) {
+    println!();
+    println!("http1 hostile inputs: parser cost per input byte (worst cases of each bound)");
+    normal_report("normal: keep-alive GETs", normal, 20_000, 4096);
+    normal_report("normal: keep-alive GETs, 1-byte reads", normal, 50, 1);
+    let status = b"HTTP/1.1 200 OK\r\n".repeat(30_000);
+    hostile_report(
+        "status lines, no head end (MAX_HEAD 64 KiB), resync",
+        &[resp(status, 4096)],
+    );
+    let lines = b"GET / HTTP/1.1\r\n".repeat(30_000);
+    hostile_report(
+        "request lines, no head end (MAX_HEAD 64 KiB), resync",
+        &[req(lines, 4096)],
+    );
+    let far = [b"HTTP/1.1 200 OK\r\n".repeat(3800), b"X\r\n\r\n".to_vec()]
+        .concat()
+        .repeat(8);
+    hostile_report(
+        "3800 status lines, a bad field, a head end: each a candidate",
+        &[resp(far, 4096)],
+    );
+    let far = [b"GET / HTTP/1.1\r\n".repeat(4000), b"X\r\n\r\n".to_vec()]
+        .concat()
+        .repeat(8);
+    hostile_report(
+        "4000 request lines, a bad field, a head end: each a candidate",
+        &[req(far, 4096)],
+    );
+    let mut chunks = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..1_000_000 {
+        chunks.extend_from_slice(b"1\r\nx\r\n");
+    }
+    chunks.extend_from_slice(b"0\r\n\r\n");
+    hostile_report("1M one-byte chunks", &[req(chunks, 4096)]);
+    let mut ext = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let line = [&b"1;"[..], &[b'e'; 4000], b"\r\nx\r\n"].concat();
+    for _ in 0..1000 {
+        ext.extend_from_slice(&line);
+    }
+    ext.extend_from_slice(b"0\r\n\r\n");
+    hostile_report(
+        "1000 chunks with 4000-byte extensions (MAX_CHUNK_LINE)",
+        &[req(ext, 4096)],
+    );
+    let mut head = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+    // 100 fields of 600 bytes: within MAX_HEADERS and MAX_HEAD.
+    while head.len() < 60_000 {
+        head.extend_from_slice(b"X-Filler: ");
+        head.extend_from_slice(&[b'a'; 600]);
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    hostile_report("a 60 KB head, 1 byte per read", &[req(head, 1)]);
+    let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+    for i in 0..127 {
+        many.extend_from_slice(format!("h{i}: v\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    hostile_report(
+        "heads of 127 headers (MAX_HEADERS 128)",
+        &[req(many.repeat(2000), 4096)],
+    );
+    let pipelined = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".repeat(200_000);
+    hostile_report(
+        "200k pipelined GETs, never answered (MAX_PENDING 64)",
+        &[req(pipelined, 4096)],
+    );
 }

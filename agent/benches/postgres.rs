@@ -5,12 +5,16 @@
 //! statements/s; asserts only that every statement was reported (so the figures measure real
 //! work), never timings.
 //!
+//! A second section feeds hostile inputs, each built to hit one bound (see
+//! `src/protocol/postgres`), and prints the parser's cost per input byte next to a normal
+//! stream's: with every bound in place the worst case stays within a small factor of it.
+//!
 //! Run: `AGENT_ALLOW_MISSING_EBPF=1 cargo bench -p agent --bench postgres`
 
 use std::time::Instant;
 
 use agent::protocol::postgres::PgConn;
-use agent::protocol::{Direction, L7Event, Outcome, PgOutcome, SegmentCtx};
+use agent::protocol::{ConnParser, Direction, L7Event, Outcome, PgOutcome, Role, SegmentCtx};
 
 macro_rules! fixture {
     ($name:literal) => {
@@ -193,5 +197,250 @@ fn main() {
         14,
         100_000,
         4096,
+    );
+    hostile(extended);
+}
+
+// ---- hostile inputs
+
+/// One direction's bytes and the segment size they arrive in.
+struct Part {
+    dir: Direction,
+    bytes: Vec<u8>,
+    seg: usize,
+}
+
+fn fe(bytes: Vec<u8>, seg: usize) -> Part {
+    Part {
+        dir: Direction::Egress,
+        bytes,
+        seg,
+    }
+}
+
+fn be(bytes: Vec<u8>, seg: usize) -> Part {
+    Part {
+        dir: Direction::Ingress,
+        bytes,
+        seg,
+    }
+}
+
+/// Feed the parts in order, as the connection layer would; returns (seconds, events, errors).
+fn feed_parts(parts: &[Part]) -> (f64, usize, usize) {
+    let mut conn = PgConn::new(Direction::Egress);
+    let (mut out, mut errors) = (Vec::new(), Vec::new());
+    let (mut events, mut errs) = (0, 0);
+    let ctx = SegmentCtx {
+        tid: 7,
+        first_ns: 10,
+        last_ns: 15,
+    };
+    let start = Instant::now();
+    for p in parts {
+        let (mut from, mut to) = (0, 0);
+        while to < p.bytes.len() {
+            to = (to + p.seg).min(p.bytes.len());
+            from += conn.parse(p.dir, &p.bytes[from..to], &ctx, &mut out, &mut errors);
+            events += out.len();
+            errs += errors.len();
+            out.clear();
+            errors.clear();
+        }
+    }
+    conn.close(20, &mut out);
+    (start.elapsed().as_secs_f64(), events + out.len(), errs)
+}
+
+/// Best of three; prints ns per input byte.
+fn hostile_report(name: &str, parts: &[Part]) {
+    let bytes: usize = parts.iter().map(|p| p.bytes.len()).sum();
+    let (mut best, mut events, mut errors) = (f64::MAX, 0, 0);
+    for _ in 0..3 {
+        let (secs, ev, er) = feed_parts(parts);
+        (best, events, errors) = (best.min(secs), ev, er);
+    }
+    println!(
+        "{name:<58} {:>7.2} MiB {:>8.2} ns/B {events:>8} events {errors:>7} errors",
+        bytes as f64 / (1 << 20) as f64,
+        best * 1e9 / bytes as f64
+    );
+}
+
+fn msg(ty: u8, body: &[u8]) -> Vec<u8> {
+    [&[ty][..], &(body.len() as u32 + 4).to_be_bytes(), body].concat()
+}
+
+fn cstr(s: &[u8]) -> Vec<u8> {
+    [s, &[0]].concat()
+}
+
+fn query(text: &[u8]) -> Vec<u8> {
+    msg(b'Q', &cstr(text))
+}
+
+fn parse(name: &[u8], text: &[u8]) -> Vec<u8> {
+    msg(b'P', &[&cstr(name)[..], &cstr(text), &[0, 0]].concat())
+}
+
+fn bind(portal: &[u8], statement: &[u8]) -> Vec<u8> {
+    msg(
+        b'B',
+        &[&cstr(portal)[..], &cstr(statement), &[0, 0, 0, 0, 0, 0]].concat(),
+    )
+}
+
+fn sql(len: usize) -> Vec<u8> {
+    let mut t = b"SELECT ".to_vec();
+    while t.len() < len {
+        t.extend_from_slice(b"a, ");
+    }
+    t.truncate(len);
+    t
+}
+
+/// `n` Bind candidates nested in one `block` of bytes, each a structurally valid Bind up to
+/// its result formats whose parameters run over the same values as the one before it (each
+/// candidate sits in the value of the parameter before its own): the block ends with a bad
+/// format code, so resync checks every candidate, O(n²) parameters per block without a bound
+/// on that work.
+fn nested_binds(block: usize) -> Vec<u8> {
+    // B len(4) "" "" formats(0) params(n)
+    const HEAD: usize = 11;
+    let n = (block - 32) / (4 + HEAD);
+    // Offsets: candidate k's header at k * 15, its parameters from k * 15 + 11.
+    let end = n * (4 + HEAD) + HEAD + 4;
+    let mut b = vec![0x01]; // an unknown type: lose sync first
+    let base = b.len();
+    for k in 0..=n {
+        let at = b.len() - base;
+        let params = (n - k) as u16;
+        b.push(b'B');
+        b.extend_from_slice(&((end - at - 1) as u32).to_be_bytes());
+        b.extend_from_slice(&[0, 0, 0, 0]);
+        b.extend_from_slice(&params.to_be_bytes());
+        if k < n {
+            b.extend_from_slice(&(HEAD as u32).to_be_bytes());
+        }
+    }
+    // One result format, code 7: not a format.
+    b.extend_from_slice(&[0, 1, 0, 7]);
+    assert_eq!(b.len() - base, end);
+    b
+}
+
+fn hostile(normal: (&[u8], &[u8])) {
+    println!();
+    println!("postgres hostile inputs: parser cost per input byte (worst cases of each bound)");
+    let r = run(normal.0, normal.1, 2000, 4096);
+    println!(
+        "{:<58} {:>7.2} MiB {:>8.2} ns/B",
+        "normal: pgbench -M extended",
+        r.bytes as f64 / (1 << 20) as f64,
+        r.secs * 1e9 / r.bytes as f64
+    );
+    let r = run(normal.0, normal.1, 100, 64);
+    println!(
+        "{:<58} {:>7.2} MiB {:>8.2} ns/B",
+        "normal: pgbench -M extended, 64-byte reads",
+        r.bytes as f64 / (1 << 20) as f64,
+        r.secs * 1e9 / r.bytes as f64
+    );
+    let r = run(normal.0, normal.1, 2, 1);
+    println!(
+        "{:<58} {:>7.2} MiB {:>8.2} ns/B",
+        "normal: pgbench -M extended, 1-byte reads",
+        r.bytes as f64 / (1 << 20) as f64,
+        r.secs * 1e9 / r.bytes as f64
+    );
+    for len in [4 * 1024, 32 * 1024] {
+        hostile_report(
+            &format!("Query of {} KiB trickled 1 byte per read", len / 1024),
+            &[fe(query(&sql(len)), 1)],
+        );
+    }
+    hostile_report(
+        "Parse of a 32 KiB statement trickled 1 byte per read",
+        &[fe(parse(b"s", &sql(32 * 1024)), 1)],
+    );
+    // Garbage, then a Parse candidate whose 1000-byte name (the longest a signature takes is
+    // 1024) arrives a byte per read and turns out not printable: 30 times.
+    let candidate = [
+        &[0x01, b'P'][..],
+        &(60_000u32).to_be_bytes(),
+        &[b'n'; 1000],
+        &[0x07],
+    ]
+    .concat();
+    hostile_report(
+        "resync on Parses with 1000-byte names, 1 byte per read",
+        &[fe(candidate.repeat(30), 1)],
+    );
+    hostile_report(
+        "resync over nested Bind candidates, 60 KB blocks",
+        &[fe(nested_binds(60_000).repeat(16), 4096)],
+    );
+    let churn: Vec<u8> = (0..100_000)
+        .flat_map(|i| parse(format!("s{i}").as_bytes(), b"SELECT 1"))
+        .collect();
+    hostile_report(
+        "100k Parses of new statement names (cache full)",
+        &[fe(churn, 4096)],
+    );
+    let binds: Vec<u8> = (0..100_000)
+        .flat_map(|i| bind(format!("p{i}").as_bytes(), format!("s{i}").as_bytes()))
+        .collect();
+    hostile_report(
+        "100k Binds of new portals to unknown statements",
+        &[fe(binds, 4096)],
+    );
+    let pipelined = query(&sql(60_000)).repeat(2000);
+    hostile_report(
+        "2000 pipelined 60 KB Queries, never answered",
+        &[fe(pipelined, 16384)],
+    );
+    let mut rows = msg(b'T', &[0, 0]);
+    for _ in 0..1_000_000 {
+        rows.extend(msg(b'D', &[0, 0]));
+    }
+    rows.extend(msg(b'C', b"SELECT 1000000\0"));
+    rows.extend(msg(b'Z', b"I"));
+    hostile_report(
+        "one Query answered by 1M empty DataRows",
+        &[fe(query(b"SELECT 1"), 4096), be(rows, 16384)],
+    );
+    // Detection: until a protocol matches, the connection layer runs every detector on all
+    // bytes seen so far (at most 4096, `conn::MAX_DETECT_BYTES`) on every read; Sync messages
+    // are valid but never decisive, so a byte per read costs O(n²) over those 4096 bytes,
+    // once per connection.
+    let syncs = msg(b'S', b"").repeat(4096 / 5);
+    let best = (0..3)
+        .map(|_| {
+            let start = Instant::now();
+            for n in 1..=syncs.len() {
+                std::hint::black_box(ConnParser::detect(
+                    Direction::Egress,
+                    Role::Client,
+                    &syncs[..n],
+                ));
+            }
+            start.elapsed().as_secs_f64()
+        })
+        .fold(f64::MAX, f64::min);
+    println!(
+        "{:<58} {:>7.2} MiB {:>8.2} ns/B",
+        "detection: 4 KiB of Syncs, 1 byte per read (once per conn)",
+        syncs.len() as f64 / (1 << 20) as f64,
+        best * 1e9 / syncs.len() as f64
+    );
+    let many = query(&b"SELECT 1;".repeat(7000));
+    let mut answers = Vec::new();
+    for _ in 0..7000 {
+        answers.extend(msg(b'C', b"SELECT 1\0"));
+    }
+    answers.extend(msg(b'Z', b"I"));
+    hostile_report(
+        "one Query of 7000 statements, each answered",
+        &[fe(many, 4096), be(answers, 4096)],
     );
 }

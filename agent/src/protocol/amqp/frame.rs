@@ -28,8 +28,14 @@ pub(super) const UNLIMITED_FRAME_CAP: u32 = 128 << 20;
 /// default frame-max, so it fits the connection layer's default per-direction buffer.
 pub(super) const MAX_BUFFERED_PAYLOAD: u32 = DEFAULT_FRAME_MAX;
 /// Resync accepts only method frames up to this size: enough for every method with its
-/// tables in practice, and it bounds how many bytes a candidate keeps waiting.
-const MAX_RESYNC_PAYLOAD: u32 = 16 * 1024;
+/// tables in practice (the largest are connection.start, ~500 bytes from RabbitMQ, and
+/// start-ok, ~300 from clients; the others carry short strings), and it bounds how many bytes
+/// a candidate keeps waiting. It also bounds the work of a scan: every candidate's arguments
+/// are decoded, and candidates can overlap (one can sit in a byte array of the table before
+/// it, its own table running over the same entries), so a scan costs up to this many bytes
+/// of table per candidate: at 16 KiB a hostile stream of such blocks cost ~40x a normal
+/// stream per byte; at 2 KiB it is a few times (`benches/amqp.rs`, hostile section).
+pub(super) const MAX_RESYNC_PAYLOAD: u32 = 2 * 1024;
 
 /// The 0-9-1 protocol header: "AMQP", 0, then major 0, minor 9, revision 1.
 pub(super) const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";

@@ -3,12 +3,19 @@
 //! awaiting an ack, the negotiated frame-max, and the events all of this produces.
 //!
 //! Memory is bounded: at most `MAX_CHANNELS` channels, `MAX_CONSUMERS` consumer tags,
-//! `MAX_UNACKED_PER_CHANNEL` / `MAX_UNACKED` unsettled deliveries (the oldest is aborted to make
-//! room), `MAX_FIFO` outstanding basic.get / consume requests per channel.
+//! `MAX_UNACKED_PER_CHANNEL` / `MAX_UNACKED` unsettled deliveries (the oldest are aborted to
+//! make room), `MAX_FIFO` outstanding basic.get / consume requests per channel. Each cut is
+//! reported as [`ParseError::Limited`].
+//!
+//! Work is bounded too: nothing costs a pass over every channel per frame. A peer can lose
+//! sync every 15 bytes (a heartbeat, then a broken frame), so losing sync visits only the
+//! channels that gained state since that peer last lost it (`dirty`), not all 2048; and the
+//! connection-wide unacked bound, which must find the channel holding the most, evicts a
+//! batch per search (`EVICT_BATCH`).
 
 use std::collections::{HashMap, VecDeque};
 
-use super::super::{AmqpOutcome, L7Event, Outcome, Request};
+use super::super::{AmqpOutcome, L7Event, Outcome, ParseError, Request};
 use super::content::{decode_header, Kind, Partial};
 use super::frame::{self, channel_fits, sender_allows, DEFAULT_FRAME_MAX};
 use super::method::{self, Method};
@@ -26,6 +33,17 @@ pub(super) const MAX_UNACKED: usize = 32_768;
 /// Outstanding basic.get and consume (awaiting consume-ok) requests per channel. Both are
 /// synchronous, so a client has one in flight unless it pipelines.
 const MAX_FIFO: usize = 64;
+/// Deliveries aborted at once when `MAX_UNACKED` is exceeded (at most all of the channel
+/// holding the most, which holds more than `MAX_UNACKED / MAX_CHANNELS`): the search for that
+/// channel is a pass over the channels, so it is paid once per batch, not per delivery.
+pub(super) const EVICT_BATCH: usize = 64;
+
+fn limited(what: &'static str) -> ParseError {
+    ParseError::Limited {
+        protocol: "AMQP",
+        what,
+    }
+}
 
 /// What one peer is sending on one channel.
 #[derive(Debug, Default)]
@@ -45,8 +63,10 @@ enum Content {
 struct Channel {
     /// Indexed by `Peer`.
     content: [Content; 2],
-    /// Consumers started on this channel: tag and no-ack.
-    consumers: Vec<(Box<[u8]>, bool)>,
+    /// Consumers started on this channel: tag → no-ack. A map, as every delivery looks its
+    /// tag up: with up to `MAX_CONSUMERS` tags of 255 bytes, a list cost a pass comparing
+    /// them all per delivery.
+    consumers: HashMap<Box<[u8]>, bool>,
     /// no-ack of basic.consume requests with a broker-chosen tag, awaiting consume-ok.
     awaiting_tag: VecDeque<bool>,
     /// no-ack of basic.get requests awaiting get-ok / get-empty.
@@ -54,11 +74,14 @@ struct Channel {
     unacked: Unacked,
 }
 
-fn push_bounded(q: &mut VecDeque<bool>, v: bool) {
-    if q.len() >= MAX_FIFO {
+/// Queue `v`, dropping the oldest when full. False when one was dropped.
+fn push_bounded(q: &mut VecDeque<bool>, v: bool) -> bool {
+    let room = q.len() < MAX_FIFO;
+    if !room {
         q.pop_front();
     }
     q.push_back(v);
+    room
 }
 
 #[derive(Debug)]
@@ -70,6 +93,13 @@ pub(super) struct Session {
     payload_limit: u32,
     /// Reused for the seqs a settlement ends (no allocation per ack).
     scratch: Vec<u64>,
+    /// Per peer, the channels that may hold state a lost sync of that peer clears (content
+    /// being sent, outstanding requests, for the client unsettled deliveries) because they
+    /// gained some since its last loss; unsorted, may repeat ids and name channels gone since.
+    dirty: [Vec<u16>; 2],
+    /// Channels visited by `lost_sync` (a work measure for tests).
+    #[cfg(test)]
+    visited: u64,
 }
 
 impl Session {
@@ -81,7 +111,34 @@ impl Session {
             next_seq: 0,
             payload_limit: frame::payload_limit(DEFAULT_FRAME_MAX),
             scratch: Vec::new(),
+            dirty: [Vec::new(), Vec::new()],
+            #[cfg(test)]
+            visited: 0,
         }
+    }
+
+    /// `channel` gained state that `lost_sync(peer)` must clear.
+    fn mark(&mut self, peer: Peer, channel: u16) {
+        let Self {
+            dirty, channels, ..
+        } = self;
+        let list = &mut dirty[peer as usize];
+        if list.last() == Some(&channel) {
+            return;
+        }
+        list.push(channel);
+        if list.len() > 2 * MAX_CHANNELS {
+            // Bounded without a loss of sync: amortised over MAX_CHANNELS marks.
+            list.sort_unstable();
+            list.dedup();
+            list.retain(|id| channels.contains_key(id));
+        }
+    }
+
+    /// `channel` queued a request (get, consume): either peer's loss forgets it.
+    fn mark_both(&mut self, channel: u16) {
+        self.mark(Peer::Client, channel);
+        self.mark(Peer::Broker, channel);
     }
 
     /// Largest frame payload the negotiated frame-max allows.
@@ -163,10 +220,13 @@ impl Session {
                 },
             ) => {
                 if !consumer_tag.is_empty() {
-                    self.add_consumer(channel, consumer_tag, no_ack);
+                    self.add_consumer(channel, consumer_tag, no_ack, io);
                 } else if !no_wait {
                     if let Some(ch) = self.channel(channel) {
-                        push_bounded(&mut ch.awaiting_tag, no_ack);
+                        if !push_bounded(&mut ch.awaiting_tag, no_ack) {
+                            io.errors.push(limited("consume requests beyond MAX_FIFO"));
+                        }
+                        self.mark_both(channel);
                     }
                 }
             }
@@ -174,13 +234,13 @@ impl Session {
                 let known = self
                     .channels
                     .get(&channel)
-                    .is_some_and(|ch| ch.consumers.iter().any(|(t, _)| **t == *consumer_tag));
+                    .is_some_and(|ch| ch.consumers.contains_key(consumer_tag));
                 if !known {
                     if let Some(no_ack) = self
                         .channel(channel)
                         .and_then(|ch| ch.awaiting_tag.pop_front())
                     {
-                        self.add_consumer(channel, consumer_tag, no_ack);
+                        self.add_consumer(channel, consumer_tag, no_ack, io);
                     }
                 }
             }
@@ -188,9 +248,9 @@ impl Session {
             // client's basic.cancel alone does not stop deliveries already on their way.
             (Peer::Broker, Method::Cancel { consumer_tag } | Method::CancelOk { consumer_tag }) => {
                 if let Some(ch) = self.channels.get_mut(&channel) {
-                    let before = ch.consumers.len();
-                    ch.consumers.retain(|(t, _)| **t != *consumer_tag);
-                    self.consumers = self.consumers.saturating_sub(before - ch.consumers.len());
+                    if ch.consumers.remove(consumer_tag).is_some() {
+                        self.consumers = self.consumers.saturating_sub(1);
+                    }
                 }
             }
             (
@@ -226,8 +286,8 @@ impl Session {
                 let no_ack = self
                     .channels
                     .get(&channel)
-                    .and_then(|ch| ch.consumers.iter().find(|(t, _)| **t == *consumer_tag))
-                    .is_some_and(|(_, no_ack)| *no_ack);
+                    .and_then(|ch| ch.consumers.get(consumer_tag))
+                    .is_some_and(|no_ack| *no_ack);
                 let kind = Kind::Deliver { no_ack };
                 let p = Partial::new(
                     kind,
@@ -272,7 +332,11 @@ impl Session {
             }
             (Peer::Client, Method::Get { no_ack }) => {
                 if let Some(ch) = self.channel(channel) {
-                    push_bounded(&mut ch.gets, no_ack);
+                    if !push_bounded(&mut ch.gets, no_ack) {
+                        io.errors
+                            .push(limited("basic.get requests beyond MAX_FIFO"));
+                    }
+                    self.mark_both(channel);
                 }
             }
             // The client settles deliveries; the broker's ack/nack are publisher confirms
@@ -341,11 +405,13 @@ impl Session {
 
     fn begin(&mut self, peer: Peer, channel: u16, p: Partial, io: &mut Io) {
         match self.channel(channel) {
-            Some(ch) => ch.content[peer as usize] = Content::Header(Box::new(p)),
-            None => io.errors.push(error(
-                "channel",
-                format!("more than {MAX_CHANNELS} channels: channel {channel} untracked"),
-            )),
+            Some(ch) => {
+                ch.content[peer as usize] = Content::Header(Box::new(p));
+                self.mark(peer, channel);
+            }
+            None => io
+                .errors
+                .push(limited("messages on channels beyond MAX_CHANNELS")),
         }
     }
 
@@ -356,16 +422,19 @@ impl Session {
         }
     }
 
-    fn add_consumer(&mut self, channel: u16, tag: &[u8], no_ack: bool) {
+    fn add_consumer(&mut self, channel: u16, tag: &[u8], no_ack: bool, io: &mut Io) {
         let full = self.consumers >= MAX_CONSUMERS;
         let Some(ch) = self.channel(channel) else {
             return;
         };
-        if let Some(c) = ch.consumers.iter_mut().find(|(t, _)| **t == *tag) {
-            c.1 = no_ack;
+        if let Some(c) = ch.consumers.get_mut(tag) {
+            *c = no_ack;
         } else if !full {
-            ch.consumers.push((tag.into(), no_ack));
+            ch.consumers.insert(tag.into(), no_ack);
             self.consumers += 1;
+        } else {
+            io.errors
+                .push(limited("consumer tags beyond MAX_CONSUMERS"));
         }
     }
 
@@ -512,13 +581,14 @@ impl Session {
                 end(io.out, seq, now, AmqpOutcome::Received)
             }
             Kind::Deliver { no_ack: false } | Kind::Get { no_ack: false } => {
-                self.track(channel, tag, seq, now, io.out)
+                self.track(channel, tag, seq, io)
             }
         }
     }
 
     /// Wait for the consumer to settle delivery `tag`.
-    fn track(&mut self, channel: u16, tag: u64, seq: u64, now: u64, out: &mut Vec<L7Event>) {
+    fn track(&mut self, channel: u16, tag: u64, seq: u64, io: &mut Io) {
+        let (now, out) = (io.ctx.last_ns, &mut *io.out);
         let Some(ch) = self.channels.get_mut(&channel) else {
             end(out, seq, now, AmqpOutcome::Aborted);
             return;
@@ -531,16 +601,26 @@ impl Session {
             if let Some(old) = ch.unacked.pop_oldest() {
                 self.unacked = self.unacked.saturating_sub(1);
                 end(out, old, now, AmqpOutcome::Aborted);
+                io.errors.push(limited(
+                    "unsettled deliveries beyond MAX_UNACKED_PER_CHANNEL",
+                ));
             }
         }
+        self.mark(Peer::Client, channel);
         if self.unacked > MAX_UNACKED {
-            // Make room at the expense of the channel holding the most.
+            // Make room at the expense of the channel holding the most: a batch of its
+            // oldest, so that this pass over the channels is not made for every delivery.
             if let Some(ch) = self.channels.values_mut().max_by_key(|c| c.unacked.len()) {
-                if let Some(old) = ch.unacked.pop_oldest() {
+                for _ in 0..EVICT_BATCH {
+                    let Some(old) = ch.unacked.pop_oldest() else {
+                        break;
+                    };
                     self.unacked = self.unacked.saturating_sub(1);
-                    end(out, old, now, AmqpOutcome::Aborted);
+                    end(io.out, old, now, AmqpOutcome::Aborted);
                 }
             }
+            io.errors
+                .push(limited("unsettled deliveries beyond MAX_UNACKED"));
         }
     }
 
@@ -586,20 +666,32 @@ impl Session {
         for id in ids {
             self.reset_channel(id, now, out);
         }
+        for list in &mut self.dirty {
+            list.clear();
+        }
     }
 
     /// `peer`'s stream lost sync (a capture gap or garbage): its frames in between are
     /// unknown. The messages it was sending are dropped; requests it may have answered or
     /// made are forgotten; and when the client's frames are lost, an ack may be among them,
     /// so every unsettled delivery is aborted rather than left to end at some later ack.
+    ///
+    /// Only the channels marked `dirty` for `peer` can hold any of that (every other one was
+    /// cleared by the previous loss and gained nothing since): they are visited in ascending
+    /// order, so deliveries are aborted channel by channel as before.
     pub(super) fn lost_sync(&mut self, peer: Peer, now: u64, out: &mut Vec<L7Event>) {
-        if peer == Peer::Client {
-            let mut ids: Vec<u16> = self.channels.keys().copied().collect();
-            ids.sort_unstable();
-            for id in ids {
-                let Some(ch) = self.channels.get_mut(&id) else {
-                    continue;
-                };
+        let mut ids = std::mem::take(&mut self.dirty[peer as usize]);
+        ids.sort_unstable();
+        ids.dedup();
+        for &id in &ids {
+            let Some(ch) = self.channels.get_mut(&id) else {
+                continue;
+            };
+            #[cfg(test)]
+            {
+                self.visited += 1;
+            }
+            if peer == Peer::Client {
                 self.scratch.clear();
                 ch.unacked.drain(&mut self.scratch);
                 self.unacked = self.unacked.saturating_sub(self.scratch.len());
@@ -607,14 +699,15 @@ impl Session {
                     end(out, seq, now, AmqpOutcome::Aborted);
                 }
             }
-        }
-        for ch in self.channels.values_mut() {
             if let Content::Header(_) | Content::Body(_) = ch.content[peer as usize] {
                 ch.content[peer as usize] = Content::Discard;
             }
             ch.awaiting_tag.clear();
             ch.gets.clear();
         }
+        // Keep the allocation for the next marks.
+        ids.clear();
+        self.dirty[peer as usize] = ids;
     }
 
     #[cfg(test)]
@@ -625,6 +718,12 @@ impl Session {
     #[cfg(test)]
     pub(super) fn channel_count(&self) -> usize {
         self.channels.len()
+    }
+
+    /// Channels `lost_sync` visited so far, and the ids marked dirty now (per peer).
+    #[cfg(test)]
+    pub(super) fn sync_work(&self) -> (u64, [usize; 2]) {
+        (self.visited, [self.dirty[0].len(), self.dirty[1].len()])
     }
 }
 

@@ -24,6 +24,8 @@ pub(super) type HeadError = String;
 /// A lone LF counts as a line end (RFC 9112 §2.2), as httparse also accepts it.
 pub(super) fn find_head_end(head: &[u8], scanned: &mut usize) -> Option<usize> {
     let mut from = (*scanned).min(head.len());
+    #[cfg(test)]
+    let start = from;
     while let Some(off) = head[from..].iter().position(|&b| b == b'\n') {
         let lf = from + off;
         let empty_line = match lf {
@@ -33,12 +35,23 @@ pub(super) fn find_head_end(head: &[u8], scanned: &mut usize) -> Option<usize> {
         };
         if empty_line {
             *scanned = lf + 1;
+            #[cfg(test)]
+            SEARCHED.with(|n| n.set(n.get() + (lf + 1 - start) as u64));
             return Some(lf + 1);
         }
         from = lf + 1;
     }
     *scanned = head.len();
+    #[cfg(test)]
+    SEARCHED.with(|n| n.set(n.get() + (head.len() - start) as u64));
     None
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Bytes `find_head_end` searched on this thread (a work measure for tests: each test
+    /// runs on a thread of its own).
+    pub(super) static SEARCHED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// tchar (RFC 9110 §5.6.2).

@@ -19,6 +19,13 @@
 //! - `body`: Content-Length and the streaming chunked decoder;
 //! - `exchanges`: the bounded FIFO of requests awaiting a response;
 //! - `request` / `response`: the per-direction state machines.
+//!
+//! Work is linear in the bytes received, whatever a peer sends: a head arriving over many
+//! reads is searched for its end once (`head::find_head_end` resumes), and so is a head given
+//! up on (longer than `head::MAX_HEAD`, or unparsable): the line resync finds next resumes the
+//! search where it stopped, rather than searching the same bytes again for every line in them.
+//! Chunked bodies are decoded a byte at a time without a buffer (`body`), chunk-size lines
+//! and trailers are bounded, and at most `exchanges::MAX_PENDING` requests wait for answers.
 
 mod body;
 mod detect;

@@ -65,6 +65,10 @@ pub(super) struct RequestStream {
     cursor: Cursor,
     /// Bytes of the pending head already searched for its end.
     scanned: usize,
+    /// In resync: how many bytes from the current position are known to hold no head end
+    /// (searched for the head just given up on), so the candidate resync finds resumes its
+    /// search there (see `head::find_head_end`).
+    resume: usize,
     /// The byte before the next `buf` ended a line (resync looks only at line starts).
     line_start: bool,
     /// A copy of the bytes left unconsumed because they start like the HTTP/2 preface after
@@ -90,6 +94,7 @@ impl RequestStream {
             state: State::Head { trusted: true },
             cursor: Cursor::default(),
             scanned: 0,
+            resume: 0,
             line_start: true,
             held: Vec::new(),
         }
@@ -160,14 +165,20 @@ impl RequestStream {
                     };
                     match scan_line_starts(buf, pos, line_start, known_method_prefix) {
                         Scan::Found(at) => {
+                            let resume = self.resume.saturating_sub(at - pos);
                             pos = at;
                             self.expect_head(false);
+                            self.scanned = resume;
                         }
                         Scan::Partial(at) => {
+                            self.resume = self.resume.saturating_sub(at - pos);
                             pos = at;
                             break;
                         }
-                        Scan::Nothing => pos = buf.len(),
+                        Scan::Nothing => {
+                            self.resume = 0;
+                            pos = buf.len();
+                        }
                     }
                 }
             }
@@ -193,6 +204,7 @@ impl RequestStream {
     fn expect_head(&mut self, trusted: bool) {
         self.state = State::Head { trusted };
         self.scanned = 0;
+        self.resume = 0;
     }
 
     /// Try to parse the head at the start of `bytes`.
@@ -259,6 +271,9 @@ impl RequestStream {
             }
         }
         self.state = State::Resync;
+        // The search ended at the head's end (its last LF: `scanned - 1`) or found none in
+        // `scanned` bytes; a line after `skip` that resync takes for a head has the same end.
+        self.resume = self.scanned.saturating_sub(skip + 1);
         self.scanned = 0;
         Step::Consumed(skip)
     }
@@ -297,6 +312,7 @@ impl RequestStream {
         }
         self.state = State::Resync;
         self.scanned = 0;
+        self.resume = 0;
         self.cursor = Cursor::default();
         // Unconsumed bytes are dropped by the caller when a gap is not absorbed.
         self.held.clear();

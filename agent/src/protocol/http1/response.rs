@@ -28,7 +28,11 @@ enum State {
 #[derive(Debug)]
 pub(super) struct ResponseStream {
     state: State,
+    /// Bytes of the pending head already searched for its end.
     scanned: usize,
+    /// In resync: bytes from the current position known to hold no head end (see
+    /// `RequestStream::resume`).
+    resume: usize,
     line_start: bool,
 }
 
@@ -65,6 +69,7 @@ impl ResponseStream {
         Self {
             state: State::Head { trusted: true },
             scanned: 0,
+            resume: 0,
             line_start: true,
         }
     }
@@ -127,14 +132,20 @@ impl ResponseStream {
                     };
                     match scan_line_starts(buf, pos, line_start, status_line) {
                         Scan::Found(at) => {
+                            let resume = self.resume.saturating_sub(at - pos);
                             pos = at;
                             self.expect_head(false);
+                            self.scanned = resume;
                         }
                         Scan::Partial(at) => {
+                            self.resume = self.resume.saturating_sub(at - pos);
                             pos = at;
                             break;
                         }
-                        Scan::Nothing => pos = buf.len(),
+                        Scan::Nothing => {
+                            self.resume = 0;
+                            pos = buf.len();
+                        }
                     }
                 }
             }
@@ -148,6 +159,7 @@ impl ResponseStream {
     fn expect_head(&mut self, trusted: bool) {
         self.state = State::Head { trusted };
         self.scanned = 0;
+        self.resume = 0;
     }
 
     fn head(&mut self, bytes: &[u8], trusted: bool, io: &mut Io) -> Step {
@@ -232,6 +244,8 @@ impl ResponseStream {
             io.ex.abort_next(io.ctx.last_ns, io.out);
         }
         self.state = State::Resync;
+        // As for requests: what the search learnt holds for a head resync finds after `skip`.
+        self.resume = self.scanned.saturating_sub(skip + 1);
         self.scanned = 0;
         Step::Consumed(skip)
     }
@@ -285,6 +299,7 @@ impl ResponseStream {
         }
         self.state = State::Resync;
         self.scanned = 0;
+        self.resume = 0;
         self.line_start = false;
         false
     }

@@ -39,7 +39,7 @@ const VISIBLE_TEXT: usize = 64;
 const SIGNATURE_MAX_LEN: u32 = 16 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd)]
-enum Strength {
+pub(super) enum Strength {
     Weak,
     Strong,
 }
@@ -179,7 +179,7 @@ fn chain(
         let Some(body) = rest.get(HEADER..end) else {
             // Incomplete: a long query may be recognised from its visible start.
             let visible = &rest[HEADER..];
-            return match partial_text(ty, visible, backend) {
+            return match partial_text(ty, visible, backend, &mut 0) {
                 Some(true) => Verdict::Yes,
                 Some(false) => Verdict::No,
                 None => Verdict::Maybe,
@@ -200,36 +200,73 @@ fn chain(
 }
 
 /// Visible start of an incomplete message: `Some(true)` when it is recognisable SQL text,
-/// `Some(false)` when it is certainly not a valid message, `None` when undecided.
-fn partial_text(ty: u8, visible: &[u8], backend: bool) -> Option<bool> {
+/// `Some(false)` when it is certainly not a valid message, `None` when undecided. (A Parse
+/// whose text ends within the visible bytes, its parameter types still to come, is judged by
+/// that text; a Query's text ends its message, so a NUL in an incomplete one is not valid.)
+///
+/// `checked`: how many visible bytes of a Parse's name an earlier look at the same message
+/// found printable and NUL-free (updated when undecided), so that a candidate whose name
+/// arrives a byte per read is not searched from its start on every read. A Query is decided
+/// once [`VISIBLE_TEXT`] bytes are visible, so it needs no such help.
+pub(super) fn partial_text(
+    ty: u8,
+    visible: &[u8],
+    backend: bool,
+    checked: &mut usize,
+) -> Option<bool> {
+    let mut terminated = false;
     let text = match (backend, ty) {
         (false, b'Q') => visible,
-        (false, b'P') => match cstr(visible) {
-            Some((name, text)) if printable(name) => text,
-            Some(_) => return Some(false),
-            None => return (!printable(visible)).then_some(false),
-        },
+        (false, b'P') => {
+            // The name is at most MAX_NAME bytes (as `name` requires of a complete message).
+            let name = &visible[..visible.len().min(MAX_NAME + 1)];
+            let from = (*checked).min(name.len());
+            match memchr::memchr(0, &name[from..]) {
+                Some(off) if printable(&name[from..from + off]) => {
+                    *checked = from + off;
+                    let text = &visible[from + off + 1..];
+                    match memchr::memchr(0, text) {
+                        Some(end) => {
+                            terminated = true;
+                            &text[..end]
+                        }
+                        None => text,
+                    }
+                }
+                None if name.len() <= MAX_NAME && printable(&name[from..]) => {
+                    *checked = name.len();
+                    return None;
+                }
+                _ => return Some(false),
+            }
+        }
         _ => return None,
     };
     let text = &text[..text.len().min(MAX_TEXT)];
-    if text.contains(&0) || (!text.is_empty() && !plausible_sql(text)) {
+    if text.contains(&0)
+        || (!text.is_empty() && !plausible_sql(text))
+        || terminated && text.is_empty()
+    {
         return Some(false);
     }
     (text.len() >= VISIBLE_TEXT).then_some(true)
 }
 
 fn frontend_chain(bytes: &[u8]) -> Verdict {
-    chain(bytes, frontend_limit, valid_frontend, false)
+    chain(bytes, frontend_limit, valid_frontend_unbounded, false)
 }
 
 fn backend_chain(bytes: &[u8]) -> Verdict {
     chain(bytes, backend_limit, valid_backend, true)
 }
 
+/// Longest statement or portal name in a message used as a signature.
+const MAX_NAME: usize = 1024;
+
 /// A name field (statement, portal) of a frontend message.
 fn name(b: &[u8]) -> Option<&[u8]> {
     let (n, rest) = cstr(b)?;
-    (printable(n) && n.len() <= 1024).then_some(rest)
+    (printable(n) && n.len() <= MAX_NAME).then_some(rest)
 }
 
 fn exactly(rest: &[u8], s: Strength) -> Option<Strength> {
@@ -246,8 +283,14 @@ fn formats(b: &[u8]) -> Option<&[u8]> {
         .then(|| &b[2 + 2 * n..])
 }
 
-/// Structural validity of a complete frontend message body ("Message Formats").
-fn valid_frontend(ty: u8, body: &[u8]) -> Option<Strength> {
+fn valid_frontend_unbounded(ty: u8, body: &[u8]) -> Option<Strength> {
+    let mut budget = usize::MAX;
+    valid_frontend(ty, body, &mut budget)
+}
+
+/// Structural validity of a complete frontend message body ("Message Formats"). Checking a
+/// Bind's parameters costs one unit of `budget` each; `None` (not valid) once it is spent.
+pub(super) fn valid_frontend(ty: u8, body: &[u8], budget: &mut usize) -> Option<Strength> {
     use Strength::{Strong, Weak};
     match ty {
         b'Q' => {
@@ -264,6 +307,7 @@ fn valid_frontend(ty: u8, body: &[u8]) -> Option<Strength> {
             let n = i16_at(rest, 0)?;
             rest = &rest[2..];
             for _ in 0..n.max(0) {
+                *budget = budget.checked_sub(1)?;
                 let len = u32_at(rest, 0)? as i32;
                 let len = if len == -1 {
                     0
@@ -411,23 +455,45 @@ pub(super) enum Scan {
     Nothing,
 }
 
+/// A scan checks at most this many Bind parameters per byte it scans (plus
+/// [`BIND_BUDGET_BASE`]): one parameter takes at least 4 bytes, so the first complete Bind
+/// always fits. Candidates can overlap (each sitting in a parameter value of the one before,
+/// its own parameters running over the same values), and without this budget a 64 KiB block
+/// of them cost O(n²) parameters; once it is spent, further Binds are not resync points
+/// (only hostile input gets there).
+const BIND_BUDGET_PER_BYTE: usize = 4;
+const BIND_BUDGET_BASE: usize = 1024;
+
 /// Frontend resync: the next Query, Parse or Bind that is structurally valid (or, when long,
 /// whose visible start is). Anything else is too short to be told from noise.
-pub(super) fn scan_frontend(buf: &[u8], from: usize) -> Scan {
+///
+/// `hint` is what an earlier scan learnt about an undecided candidate at `from` (see
+/// `partial_text`); on `Partial` it holds what this one learnt about the candidate returned.
+pub(super) fn scan_frontend(buf: &[u8], from: usize, hint: &mut usize) -> Scan {
+    let mut budget = BIND_BUDGET_BASE + BIND_BUDGET_PER_BYTE * (buf.len() - from.min(buf.len()));
+    let mut first = std::mem::take(hint);
     for i in from..buf.len() {
         if !matches!(buf[i], b'Q' | b'P' | b'B') {
             continue;
         }
-        match frontend_signature(&buf[i..]) {
+        let mut checked = if i == from {
+            std::mem::take(&mut first)
+        } else {
+            0
+        };
+        match frontend_signature(&buf[i..], &mut checked, &mut budget) {
             Verdict::Yes => return Scan::Found(i),
-            Verdict::Maybe => return Scan::Partial(i),
+            Verdict::Maybe => {
+                *hint = checked;
+                return Scan::Partial(i);
+            }
             Verdict::No => {}
         }
     }
     Scan::Nothing
 }
 
-fn frontend_signature(bytes: &[u8]) -> Verdict {
+fn frontend_signature(bytes: &[u8], checked: &mut usize, budget: &mut usize) -> Verdict {
     let Some(h) = Header::read(bytes) else {
         return Verdict::Maybe;
     };
@@ -436,11 +502,11 @@ fn frontend_signature(bytes: &[u8]) -> Verdict {
     }
     let end = HEADER - 4 + h.len as usize;
     match bytes.get(HEADER..end) {
-        Some(body) => match valid_frontend(h.ty, body) {
+        Some(body) => match valid_frontend(h.ty, body, budget) {
             Some(_) => Verdict::Yes,
             None => Verdict::No,
         },
-        None => match partial_text(h.ty, &bytes[HEADER..], false) {
+        None => match partial_text(h.ty, &bytes[HEADER..], false, checked) {
             Some(true) => Verdict::Yes,
             Some(false) => Verdict::No,
             // Wait for the rest only when it is short enough to be held.

@@ -85,6 +85,22 @@ pub(super) struct Frontend {
     after_sync: bool,
     /// At a boundary we know (not one found by resync): errors are reported.
     trusted: bool,
+    /// How far the head of the message at the start of the unconsumed bytes was searched.
+    head_scan: HeadScan,
+    /// Resync stopped at a candidate it could not decide yet (the first unconsumed byte):
+    /// how much of it was checked (see `detect::scan_frontend`).
+    resync_hint: usize,
+}
+
+/// How far a message head held back over several reads was searched for the NULs ending its
+/// strings, so that the next read resumes there: searching from its start on every read
+/// would cost O(n²) for a 64 KiB query arriving a byte per read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct HeadScan {
+    /// Head bytes searched (after the message header).
+    searched: usize,
+    /// NULs found in them.
+    nuls: usize,
 }
 
 enum Step {
@@ -95,8 +111,14 @@ enum Step {
 /// How much of a message's body must be held to handle it (`None`: more bytes needed). Query,
 /// Parse and Bind are read up to the strings we keep (the query text; the names), at most
 /// [`MAX_TEXT`] / [`NAME_HEAD`] bytes of them: the rest (parameter types and values, a long
-/// text's tail) is skipped as it arrives, so a capture gap there is absorbed.
-fn head_len(ty: u8, body_len: u64, visible: &[u8]) -> Option<usize> {
+/// text's tail) is skipped as it arrives, so a capture gap there is absorbed. The search for
+/// the strings' ends resumes at `scan` (the same head, seen with fewer bytes before).
+pub(super) fn head_len(
+    ty: u8,
+    body_len: u64,
+    visible: &[u8],
+    scan: &mut HeadScan,
+) -> Option<usize> {
     let (strings, cap) = match ty {
         b'Q' => (1, MAX_TEXT),
         b'P' => (2, MAX_TEXT + NAME_HEAD),
@@ -110,18 +132,17 @@ fn head_len(ty: u8, body_len: u64, visible: &[u8]) -> Option<usize> {
     };
     let cap = body_len.min(cap as u64) as usize;
     let visible = &visible[..visible.len().min(cap)];
-    let end = visible
-        .iter()
-        .enumerate()
-        .filter(|(_, &c)| c == 0)
-        .nth(strings - 1)
-        .map(|(i, _)| i + 1);
-    match end {
-        Some(end) => Some(end),
-        // Not terminated within the bound: handled with what the bound holds.
-        None if visible.len() == cap => Some(cap),
-        None => None,
+    let mut at = scan.searched.min(visible.len());
+    while let Some(off) = memchr::memchr(0, &visible[at..]) {
+        at += off + 1;
+        scan.nuls += 1;
+        if scan.nuls == strings {
+            return Some(at);
+        }
     }
+    scan.searched = visible.len();
+    // Not terminated within the bound: handled with what the bound holds.
+    (visible.len() == cap).then_some(cap)
 }
 
 fn error(detail: impl Into<String>) -> ParseError {
@@ -141,6 +162,8 @@ impl Frontend {
             next_group: 0,
             after_sync: false,
             trusted: true,
+            head_scan: HeadScan::default(),
+            resync_hint: 0,
         }
     }
 
@@ -161,17 +184,23 @@ impl Frontend {
                         remaining => State::Skip { remaining },
                     };
                 }
-                State::Resync => match scan_frontend(buf, pos) {
-                    Scan::Found(at) => {
-                        pos = at;
-                        self.state = State::Boundary;
+                State::Resync => {
+                    // The hint describes the candidate this call starts with, if any.
+                    let mut hint = if pos == 0 { self.resync_hint } else { 0 };
+                    self.resync_hint = 0;
+                    match scan_frontend(buf, pos, &mut hint) {
+                        Scan::Found(at) => {
+                            pos = at;
+                            self.state = State::Boundary;
+                        }
+                        Scan::Partial(at) => {
+                            pos = at;
+                            self.resync_hint = hint;
+                            break;
+                        }
+                        Scan::Nothing => pos = buf.len(),
                     }
-                    Scan::Partial(at) => {
-                        pos = at;
-                        break;
-                    }
-                    Scan::Nothing => pos = buf.len(),
-                },
+                }
                 State::Boundary => {
                     let start = self.cursor.start_at(pos, io.ctx);
                     match self.message(&buf[pos..], start, io) {
@@ -191,6 +220,7 @@ impl Frontend {
         if self.trusted {
             io.errors.push(error(detail));
         }
+        self.head_scan = HeadScan::default();
         io.session.lose(io.ctx.last_ns, io.out);
         self.state = State::Resync;
         self.phase = Phase::Typed;
@@ -223,9 +253,11 @@ impl Frontend {
             return self.fail(format!("{:?} length {}", ty as char, h.len as i32), io);
         }
         let body_len = h.body_len();
-        let Some(head) = head_len(ty, body_len, &bytes[HEADER.min(bytes.len())..]) else {
+        let visible = &bytes[HEADER.min(bytes.len())..];
+        let Some(head) = head_len(ty, body_len, visible, &mut self.head_scan) else {
             return Step::NeedMore;
         };
+        self.head_scan = HeadScan::default();
         let body = &bytes[HEADER..HEADER + head];
         self.handle(ty, body, start, io);
         if self.state == State::Boundary && (head as u64) < body_len {
@@ -323,12 +355,9 @@ impl Frontend {
             _ => true,
         };
         if !fits {
-            io.errors.push(ParseError::Postgres {
-                what: "pipeline",
-                detail: format!(
-                    "more than {} messages awaiting an answer",
-                    super::session::MAX_OPS
-                ),
+            io.errors.push(ParseError::Limited {
+                protocol: "PostgreSQL",
+                what: "messages awaiting an answer beyond MAX_OPS or MAX_QUEUED_TEXT",
             });
         }
     }
@@ -431,6 +460,8 @@ impl Frontend {
         self.group = None;
         self.after_sync = false;
         self.cursor = Cursor::default();
+        self.head_scan = HeadScan::default();
+        self.resync_hint = 0;
         false
     }
 }

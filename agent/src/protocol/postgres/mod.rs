@@ -40,7 +40,13 @@
 //! `wire::NAME_HEAD`, small fixed messages. Everything else (DataRow, CopyData, Bind
 //! parameters, RowDescription, notices) is skipped as it arrives with only a count of bytes
 //! left, so a capture gap inside it is absorbed. Outstanding messages are bounded
-//! (`session::MAX_OPS`), and so is the statement cache (`statements`).
+//! (`session::MAX_OPS`, and `session::MAX_QUEUED_TEXT` bytes of text in them), and so is the
+//! statement cache (`statements`). Cuts are reported as `ParseError::Limited`.
+//!
+//! Work: every byte is examined a bounded number of times. A head that arrives over many
+//! reads is searched from where the previous read stopped (`frontend::HeadScan`), as is a
+//! resync candidate's name; resync checks Bind candidates within a budget of parameters per
+//! byte (`detect::scan_frontend`); the statement cache evicts in O(log n).
 //!
 //! Module map: `detect` (signatures), `wire` (framing primitives), `frontend` / `backend` (the
 //! per-direction state machines), `session` (the ops awaiting answers, statement events),
@@ -49,6 +55,7 @@
 mod backend;
 mod detect;
 mod frontend;
+mod queue;
 mod session;
 mod statements;
 #[cfg(test)]

@@ -31,18 +31,18 @@
 //! tell whether the server ran it.
 //!
 //! Losing track (a capture gap outside a skippable body, garbage, an answer that does not fit,
-//! more than [`MAX_OPS`] outstanding messages) aborts the open statement and forgets the
-//! queue, keeping only how many ReadyForQuery answers are still owed. Nothing is reported
+//! more than [`MAX_OPS`] outstanding messages or [`MAX_QUEUED_TEXT`] bytes of statement text
+//! in them) aborts the open statement and forgets the queue, keeping only how many ReadyForQuery answers are still owed. Nothing is reported
 //! until the backend is between queries with nothing we saw outstanding: a ReadyForQuery
 //! that pays the last one owed. Limit: with pipelining across a loss the count may be off;
 //! after [`STUCK_READY`] ReadyForQuery messages one still owed is accepted, and an answer
 //! arriving with nothing outstanding starts the wait again, so a wrong pairing needs a
 //! client that pipelines through the loss and keeps the window open.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::super::{L7Event, Outcome, PgOutcome, PgStatement, Request};
+use super::queue::Costed;
 use super::statements::{Bound, Statements};
 use super::wire::text;
 use crate::span::sql::next_statement;
@@ -50,6 +50,11 @@ use crate::span::sql::next_statement;
 /// Bound on outstanding frontend messages (a pipeline this deep is unusual; the client
 /// libraries sync every few messages).
 pub(super) const MAX_OPS: usize = 2048;
+/// Bound on the statement text (and statement names) held by outstanding Query and Parse
+/// messages: each may hold `wire::MAX_TEXT` (64 KiB), so `MAX_OPS` alone would let a client
+/// that pipelines queries the server does not answer (or whose answers are not captured)
+/// make the agent hold 128 MiB per connection.
+pub(super) const MAX_QUEUED_TEXT: usize = 1 << 20;
 /// See the module documentation.
 pub(super) const STUCK_READY: u32 = 4;
 /// The tag reported when an Execute's row limit was reached (PortalSuspended): not a
@@ -167,6 +172,18 @@ impl Op {
             _ => None,
         }
     }
+
+    /// Bytes of text this op holds that nothing else does (an Execute's statement is shared
+    /// with its Parse or the statement cache).
+    fn text_bytes(&self) -> usize {
+        match self {
+            Op::Query(q) => q.text.len(),
+            Op::Parse { bound: Some(b), .. } => {
+                b.name.len() + b.text.as_ref().map_or(0, |t| t.len())
+            }
+            _ => 0,
+        }
+    }
 }
 
 /// A backend message that answers an op.
@@ -221,7 +238,8 @@ struct Open {
 
 #[derive(Debug)]
 pub(super) struct Session {
-    queue: VecDeque<Op>,
+    /// Costed by `Op::text_bytes`.
+    queue: Costed<Op>,
     align: Align,
     /// After an extended-protocol error the server skips frontend messages until Sync; set
     /// when no Sync was queued yet, so messages still to come are skipped too.
@@ -236,7 +254,7 @@ pub(super) struct Session {
 impl Session {
     pub(super) fn new() -> Self {
         Self {
-            queue: VecDeque::new(),
+            queue: Costed::default(),
             align: Align::Aligned,
             discarding: false,
             open: None,
@@ -370,14 +388,17 @@ impl Session {
         self.discarding && self.align == Align::Aligned
     }
 
-    /// Queue `op`. False when the queue was full: the session lost track.
+    /// Queue `op`. False when the queue was full (`MAX_OPS` messages or `MAX_QUEUED_TEXT`
+    /// bytes of text): the session lost track.
     fn push(&mut self, op: Op, (now, out): Emit) -> bool {
-        let fits = !(self.align == Align::Aligned && self.queue.len() >= MAX_OPS);
+        let cost = op.text_bytes();
+        let full = self.queue.len() >= MAX_OPS || self.queue.total() + cost > MAX_QUEUED_TEXT;
+        let fits = !(self.align == Align::Aligned && full);
         if !fits {
             self.lose(now, out);
         }
         match &mut self.align {
-            Align::Aligned => self.queue.push_back(op),
+            Align::Aligned => self.queue.push_back(op, cost),
             Align::AwaitReady {
                 syncs, trailing, ..
             } => {
@@ -664,7 +685,7 @@ impl Session {
             } => (syncs, trailing),
             Align::Aligned => (0, false),
         };
-        for op in self.queue.drain(..) {
+        for op in self.queue.drain() {
             if op.sync_like() {
                 syncs += 1;
                 trailing = false;
@@ -688,6 +709,12 @@ impl Session {
     #[cfg(test)]
     pub(super) fn pending(&self) -> usize {
         self.queue.len()
+    }
+
+    /// Text bytes held by the queued messages.
+    #[cfg(test)]
+    pub(super) fn queued_text(&self) -> usize {
+        self.queue.total()
     }
 
     #[cfg(test)]

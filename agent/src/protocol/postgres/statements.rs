@@ -3,12 +3,17 @@
 //! either; the unnamed statement and the unnamed portal are replaced by the next Parse/Bind).
 //!
 //! Bounded: at most [`MAX_STATEMENTS`] named statements holding at most [`MAX_TEXT_BYTES`]
-//! of text and names, and [`MAX_PORTALS`] named portals; beyond either bound the least
-//! recently used entry is evicted. An evicted (or never seen) statement is still reported by
-//! name, with unknown text. Texts are shared (`Arc<str>`), so binding and executing a
-//! statement copies nothing until an event is built.
+//! of text and names, and [`MAX_PORTALS`] named portals holding at most as much (a portal
+//! keeps its statement's text alive after the statement is evicted); beyond either bound the
+//! least recently used entry is evicted. An evicted (or never seen) statement is still
+//! reported by name, with unknown text. Texts are shared (`Arc<str>`), so binding and
+//! executing a statement copies nothing until an event is built.
+//!
+//! Every operation costs O(log n): the least recently used entry is found through an index by
+//! last use, not by a pass over the map (a client preparing a new name per statement would
+//! otherwise pay a pass over 256 entries per Parse once the cache is full).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 pub(super) const MAX_STATEMENTS: usize = 256;
@@ -36,6 +41,8 @@ struct Entry<T> {
 #[derive(Debug)]
 struct Lru<T> {
     map: HashMap<Arc<str>, Entry<T>>,
+    /// Keys by last use (`Entry::used`, unique: the clock ticks on every use).
+    order: BTreeMap<u64, Arc<str>>,
     clock: u64,
     cost: usize,
     max_len: usize,
@@ -46,6 +53,7 @@ impl<T> Lru<T> {
     fn new(max_len: usize, max_cost: usize) -> Self {
         Self {
             map: HashMap::new(),
+            order: BTreeMap::new(),
             clock: 0,
             cost: 0,
             max_len,
@@ -73,14 +81,11 @@ impl<T> Lru<T> {
         while !self.map.is_empty()
             && (self.map.len() >= self.max_len || self.cost + cost > self.max_cost)
         {
-            // Linear in the (bounded) size, and only when full.
-            let oldest = self
-                .map
-                .iter()
-                .min_by_key(|(_, e)| e.used)
-                .map(|(k, _)| Arc::clone(k));
-            match oldest {
-                Some(k) => self.remove(&k),
+            match self.order.first_key_value() {
+                Some((_, k)) => {
+                    let k = Arc::clone(k);
+                    self.remove(&k);
+                }
                 None => break,
             }
         }
@@ -96,12 +101,17 @@ impl<T> Lru<T> {
             used: self.clock,
             cost,
         };
+        self.order.insert(self.clock, Arc::clone(&key));
         self.map.insert(Arc::clone(&key), entry);
         Some(key)
     }
 
     fn get(&mut self, key: &str) -> Option<(&Arc<str>, &T)> {
         self.clock += 1;
+        let (k, e) = self.map.get_key_value(key)?;
+        let (k, before) = (Arc::clone(k), e.used);
+        self.order.remove(&before);
+        self.order.insert(self.clock, k);
         self.map.get_mut(key)?.used = self.clock;
         self.map.get_key_value(key).map(|(k, e)| (k, &e.value))
     }
@@ -109,6 +119,7 @@ impl<T> Lru<T> {
     fn remove(&mut self, key: &str) {
         if let Some(e) = self.map.remove(key) {
             self.cost -= e.cost;
+            self.order.remove(&e.used);
         }
     }
 }
@@ -130,7 +141,7 @@ impl Statements {
         Self {
             named: Lru::new(MAX_STATEMENTS, MAX_TEXT_BYTES),
             unnamed: None,
-            portals: Lru::new(MAX_PORTALS, usize::MAX),
+            portals: Lru::new(MAX_PORTALS, MAX_TEXT_BYTES),
             unnamed_portal: None,
             empty: Arc::from(""),
         }
@@ -185,8 +196,11 @@ impl Statements {
         if portal.is_empty() {
             self.unnamed_portal = Some(bound);
         } else {
+            // Charged its statement's text: the portal keeps it alive once the statement is
+            // evicted (shared while both are cached, so this over-counts, never under).
+            let cost = bound.text.as_ref().map_or(0, |t| t.len()) + bound.name.len();
             self.portals
-                .upsert(&String::from_utf8_lossy(portal), bound, 0);
+                .upsert(&String::from_utf8_lossy(portal), bound, cost);
         }
     }
 
@@ -220,5 +234,23 @@ impl Statements {
     #[cfg(test)]
     pub(super) fn text_bytes(&self) -> usize {
         self.named.cost
+    }
+
+    /// Bytes charged to the named portals (their statements' texts and names).
+    #[cfg(test)]
+    pub(super) fn portal_bytes(&self) -> usize {
+        self.portals.cost
+    }
+
+    /// The recency indexes list exactly the entries of their maps.
+    #[cfg(test)]
+    pub(super) fn consistent(&self) -> bool {
+        fn ok<T>(l: &Lru<T>) -> bool {
+            l.order.len() == l.map.len()
+                && l.order
+                    .iter()
+                    .all(|(used, k)| l.map.get(k).is_some_and(|e| e.used == *used))
+        }
+        ok(&self.named) && ok(&self.portals)
     }
 }

@@ -3,6 +3,7 @@
 //! their golden events, a frame builder for synthetic input, and the checks shared by the test
 //! files.
 
+mod bounds;
 mod detect;
 mod fixtures;
 mod fuzz;

@@ -2,6 +2,7 @@
 //! connection layer does, the recorded fixtures (`testdata/http1`, see `record.py` there) with
 //! their golden events, and the checks shared by the test files.
 
+mod bounds;
 mod detect;
 mod fixtures;
 mod fuzz;

@@ -8,7 +8,7 @@ use super::{check_invariants, Replay, REQ, RESP};
 use crate::protocol::{Direction, HttpOutcome, L7Event, Outcome, Request};
 
 /// One line per event: `start SEQ METHOD TARGET` or `end SEQ STATUS|aborted body=N req=N`.
-fn summary(events: &[L7Event]) -> Vec<String> {
+pub(super) fn summary(events: &[L7Event]) -> Vec<String> {
     events
         .iter()
         .map(|e| match e {

@@ -207,14 +207,14 @@ fn resync_signatures() {
     let q = m::query("SELECT 1");
     let junk = b"\x01\x02Qx\x00\x00";
     let buf = [junk.as_slice(), &q].concat();
-    assert_eq!(scan_frontend(&buf, 0), Scan::Found(junk.len()));
+    assert_eq!(scan_frontend(&buf, 0, &mut 0), Scan::Found(junk.len()));
     assert_eq!(
-        scan_frontend(&buf[..junk.len() + 7], 0),
+        scan_frontend(&buf[..junk.len() + 7], 0, &mut 0),
         Scan::Partial(junk.len())
     );
-    assert_eq!(scan_frontend(b"\x01\x02\x03", 0), Scan::Nothing);
+    assert_eq!(scan_frontend(b"\x01\x02\x03", 0, &mut 0), Scan::Nothing);
     // A Sync or Execute alone is too short to be told from noise.
-    assert_eq!(scan_frontend(&m::sync(), 0), Scan::Nothing);
+    assert_eq!(scan_frontend(&m::sync(), 0, &mut 0), Scan::Nothing);
     let z = [b"DDDZ\0\0\0\x05X".as_slice(), &m::ready()].concat();
     assert_eq!(scan_backend(&z, 0), Scan::Found(9));
     assert_eq!(scan_backend(&z[..12], 0), Scan::Partial(9));

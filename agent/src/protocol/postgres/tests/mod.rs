@@ -3,6 +3,7 @@
 //! with their golden events, message builders for hand-written streams, and the checks shared
 //! by the test files.
 
+mod bounds;
 mod detect;
 mod fixtures;
 mod fuzz;
