@@ -331,9 +331,14 @@ fn test(root: &Path, no_setup: bool, pytest: Option<&str>) -> Result<()> {
     // Manifests and the Dockerfile, rendered and validated offline (no cluster, no root).
     steps.run("deploy manifests (pytest tests/deploy)", || {
         let mut cmd = Command::new(venv.python());
-        sh(venv
-            .activate(&mut cmd)
-            .args(["-m", "pytest", "tests/deploy", "-q", "-p", "no:cacheprovider"]))
+        sh(venv.activate(&mut cmd).args([
+            "-m",
+            "pytest",
+            "tests/deploy",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ]))
     })?;
     let e2e = root.join("tests/e2e");
     if e2e.is_dir() {

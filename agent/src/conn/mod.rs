@@ -19,6 +19,11 @@ use crate::telemetry::{Counter, Telemetry};
 
 /// Bytes buffered while no protocol has been recognised yet; beyond it the connection is ignored.
 const MAX_DETECT_BYTES: usize = 4096;
+/// Bytes the detectors may look at on one connection, counting a re-look at what an earlier
+/// read delivered. Detection re-reads the undecided bytes on every read, so a peer trickling
+/// a byte per read would cost the square of MAX_DETECT_BYTES; real connections are decided in
+/// one to three reads (a startup message sent a byte at a time stays far below this too).
+const DETECT_BUDGET: usize = 64 * 1024;
 
 /// What the span layer needs to know about a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +71,8 @@ struct Conn {
     state: ParseState,
     /// Unconsumed bytes, indexed by [`dir_index`].
     bufs: [Vec<u8>; 2],
+    /// Bytes the detectors have looked at so far (see [`DETECT_BUDGET`]).
+    detect_work: usize,
 }
 
 impl Conn {
@@ -77,6 +84,7 @@ impl Conn {
         }
         self.state = state;
         self.bufs = [Vec::new(), Vec::new()];
+        self.detect_work = 0;
     }
 }
 
@@ -173,6 +181,7 @@ impl ConnTable {
                 last_ns: ts_ns,
                 state: ParseState::Detecting,
                 bufs: [Vec::new(), Vec::new()],
+                detect_work: 0,
             },
         );
     }
@@ -386,6 +395,17 @@ fn feed(
     if let ParseState::Detecting = c.state {
         let buf = &mut c.bufs[dir_index(dir)];
         buf.extend_from_slice(payload);
+        c.detect_work = c.detect_work.saturating_add(buf.len());
+        if c.detect_work > DETECT_BUDGET {
+            errors.push(ParseError::Limited {
+                protocol: "detection",
+                what: "bytes looked at before deciding the protocol",
+            });
+            telemetry.incr(Counter::ProtocolUnknown);
+            c.state = ParseState::Ignored;
+            c.bufs = [Vec::new(), Vec::new()];
+            return;
+        }
         match ConnParser::detect(dir, c.meta.role, buf) {
             Detected::Parser(p) if c.meta.role == Role::Server && !p.server_side_spans() => {
                 // A database or broker reading its clients' bytes: nothing to do here.

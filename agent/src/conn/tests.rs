@@ -328,3 +328,49 @@ fn a_gap_inside_a_head_is_counted_and_never_parsed_across() {
         .count();
     assert_eq!(completed, 0, "{out:?}");
 }
+
+#[test]
+fn detection_work_is_bounded_when_a_peer_trickles_undecidable_bytes() {
+    let mut t = table(16);
+    let mut out = Vec::new();
+    t.open(meta(1, 7, Role::Client, 40001, 5432), 0, &mut out);
+    // PostgreSQL Sync messages keep every detector undecided; one byte per read.
+    let syncs: Vec<u8> = b"S\0\0\0\x04".iter().copied().cycle().take(4000).collect();
+    let mut fed = 0;
+    for (i, b) in syncs.iter().enumerate() {
+        if !matches!(t.conns.get(&1).unwrap().state, ParseState::Detecting) {
+            break;
+        }
+        t.data(&data(1, Direction::Egress, i as u64, 1, 1), &[*b], &mut out);
+        fed += 1;
+    }
+    // Given up within the budget (the sum of 1..=n stays under DETECT_BUDGET), not after
+    // MAX_DETECT_BYTES reads of quadratic work.
+    assert!(matches!(
+        t.conns.get(&1).unwrap().state,
+        ParseState::Ignored
+    ));
+    assert!(fed * (fed + 1) / 2 <= DETECT_BUDGET + fed, "{fed} reads");
+    assert!(fed < 400, "{fed} reads");
+    assert_eq!(t.telemetry.get(Counter::ParseLimitsHit), 1);
+    assert_eq!(t.take_to_mute(), vec![(7, 1, conn_flags::MUTED)]);
+}
+
+#[test]
+fn a_startup_message_sent_a_byte_per_read_is_still_detected() {
+    let mut t = table(16);
+    let mut out = Vec::new();
+    t.open(meta(1, 7, Role::Client, 40001, 5432), 0, &mut out);
+    let params = b"user\0someone\0database\0somedb\0application_name\0psql\0\0";
+    let mut startup = ((8 + params.len()) as u32).to_be_bytes().to_vec();
+    startup.extend_from_slice(&0x0003_0000u32.to_be_bytes());
+    startup.extend_from_slice(params);
+    for (i, b) in startup.iter().enumerate() {
+        t.data(&data(1, Direction::Egress, i as u64, 1, 1), &[*b], &mut out);
+    }
+    assert!(matches!(
+        t.conns.get(&1).unwrap().state,
+        ParseState::Active(ref p) if matches!(**p, ConnParser::Postgres(_))
+    ));
+    assert_eq!(t.telemetry.get(Counter::ParseLimitsHit), 0);
+}
