@@ -33,8 +33,8 @@ const MAX_PENDING_PROCS: usize = 4096;
 /// Procfs jobs awaiting their answer (see `enrich::worker`); beyond it reads happen inline.
 const MAX_PENDING_JOBS: usize = 4096;
 /// Longest the data path waits for the metadata of a process that exited (see
-/// `Pipeline::await_answer`); the worker answers in well under a millisecond.
-const EXIT_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+/// `Pipeline::await_answer`); the worker answers in well under a millisecond unless the machine is starved of CPU.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 
 enum Owned {
     Open(ConnOpenEvent),
