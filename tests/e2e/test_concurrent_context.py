@@ -239,7 +239,8 @@ def measure(scn: Scenario, runtime: str, gofanout: Path | None = None) -> Figure
     f = classify(runtime, spans, rids, svc.pid, down.pid, load_pid, all_ids)
     f.peak_inflight = peak
     if collect_error is not None:
-        f.note = f"not {4 * N} spans: {len(spans)}"
+        first = str(collect_error).strip().splitlines()[0][:70]
+        f.note = f"{len(spans)} spans, collect failed: {first}"
     elif peak < MIN_OVERLAP:
         f.note = f"too little overlap: {peak}"
     elif f.lost:
