@@ -88,6 +88,10 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         SpanOptions {
             redact_query: cfg.redaction.url_query,
             sanitize_sql: cfg.redaction.sql_literals,
+            // Validated with the rest of the config.
+            sampler: cfg.sampling.sampler().unwrap_or_default(),
+            keep_errors: cfg.sampling.keep_errors,
+            defer_to_sdk: cfg.sdk.defer,
         },
         resources,
         sender,

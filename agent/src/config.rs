@@ -11,6 +11,7 @@ use std::path::Path;
 use crate::cli::RunArgs;
 use crate::ebpf::loader::LoadOptions;
 use crate::export::ExportConfig;
+use crate::span::sampler::{Sampler, SamplerError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -44,6 +45,10 @@ pub struct Config {
     pub connections: ConnectionsConfig,
     /// What is redacted before spans leave the agent.
     pub redaction: RedactionConfig,
+    /// Head sampling, with the OpenTelemetry SDK's samplers.
+    pub sampling: SamplingConfig,
+    /// Processes that carry an OpenTelemetry SDK of their own.
+    pub sdk: SdkConfig,
     /// Where spans go (OTLP/gRPC, or the terminal when no endpoint is set).
     pub export: ExportConfig,
     /// The agent's own health reporting.
@@ -132,6 +137,78 @@ impl Default for RedactionConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct SdkConfig {
+    /// A process whose OpenTelemetry SDK exports traces (`OTEL_TRACES_EXPORTER`, or an OTLP
+    /// endpoint, in its environment) reports its own spans: make none for what it reports
+    /// (its server and consumer side, its calls that carry its `traceparent`, its database
+    /// calls), but follow its context so neighbouring services join its traces. false: keep
+    /// both.
+    pub defer: bool,
+}
+
+impl Default for SdkConfig {
+    fn default() -> Self {
+        Self { defer: true }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingConfig {
+    /// One of always_on, always_off, traceidratio, parentbased_always_on,
+    /// parentbased_always_off, parentbased_traceidratio (`OTEL_TRACES_SAMPLER` overrides it).
+    /// Parent-based samplers follow an incoming `traceparent`'s sampled flag.
+    pub sampler: String,
+    /// The fraction of traces the traceidratio samplers keep, 0.0..=1.0 (default 1.0;
+    /// `OTEL_TRACES_SAMPLER_ARG` overrides it).
+    pub ratio: Option<f64>,
+    /// Export spans that ended in error even when their trace was sampled out, marked
+    /// `ebpf_agent.sampling.kept_error=true`.
+    pub keep_errors: bool,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        Self {
+            sampler: "parentbased_always_on".into(),
+            ratio: None,
+            keep_errors: false,
+        }
+    }
+}
+
+impl SamplingConfig {
+    /// The configured sampler.
+    pub fn sampler(&self) -> Result<Sampler, SamplerError> {
+        Sampler::parse(&self.sampler, self.ratio.map(|r| r.to_string()).as_deref())
+    }
+
+    /// `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` (empty counts as unset).
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let get = |k: &str| {
+            env(k)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        if let Some(name) = get("OTEL_TRACES_SAMPLER") {
+            Sampler::parse(&name, None)
+                .map_err(|e| ConfigError::Env(format!("OTEL_TRACES_SAMPLER: {e}")))?;
+            self.sampler = name;
+        }
+        if let Some(arg) = get("OTEL_TRACES_SAMPLER_ARG") {
+            let r = arg.parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r));
+            self.ratio = Some(r.ok_or_else(|| {
+                ConfigError::Env(format!(
+                    "OTEL_TRACES_SAMPLER_ARG: expected a ratio from 0.0 to 1.0, got {arg:?}"
+                ))
+            })?);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     /// Seconds between log lines with the agent's own counters (0: never).
     pub log_interval_secs: u64,
@@ -169,6 +246,7 @@ impl Config {
         cfg.export
             .apply_env(&env)
             .map_err(|e| ConfigError::Env(e.to_string()))?;
+        cfg.sampling.apply_env(&env)?;
         if let Some(e) = &args.otlp_endpoint {
             cfg.export.endpoint = Some(e.clone());
         }
@@ -183,6 +261,9 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if let Err(e) = self.sampling.sampler() {
+            return bad(format!("sampling: {e}"));
+        }
         let c = &self.capture;
         if !(1..=agent_common::MAX_PAYLOAD as u32).contains(&c.bytes_per_syscall) {
             return bad(format!(
@@ -333,6 +414,53 @@ mod tests {
         assert_eq!(c.capture.bytes_per_syscall, 200);
         assert!(!c.load_options().trace_all);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn sampling_from_file_then_the_sdk_environment_variables() {
+        use crate::span::sampler::Root;
+        let c = Config::from_yaml(
+            "sampling:\n  sampler: traceidratio\n  ratio: 0.5\n  keep_errors: true\n",
+            "s.yaml",
+        )
+        .unwrap();
+        assert_eq!(c.sampling.sampler(), Ok(Sampler::TraceIdRatio(0.5)));
+        assert!(c.sampling.keep_errors);
+        assert_eq!(Config::default().sampling.sampler(), Ok(Sampler::default()));
+
+        let env = |k: &str| match k {
+            "OTEL_TRACES_SAMPLER" => Some("parentbased_traceidratio".to_owned()),
+            "OTEL_TRACES_SAMPLER_ARG" => Some("0.1".to_owned()),
+            _ => None,
+        };
+        let c = Config::resolve(&RunArgs::default(), env).unwrap();
+        assert_eq!(
+            c.sampling.sampler(),
+            Ok(Sampler::ParentBased(Root::TraceIdRatio(0.1)))
+        );
+
+        let bad_env = |k: &str| (k == "OTEL_TRACES_SAMPLER").then(|| "xray".to_owned());
+        let e = Config::resolve(&RunArgs::default(), bad_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("OTEL_TRACES_SAMPLER") && e.contains("xray"),
+            "{e}"
+        );
+        let bad_arg = |k: &str| (k == "OTEL_TRACES_SAMPLER_ARG").then(|| "2".to_owned());
+        let e = Config::resolve(&RunArgs::default(), bad_arg)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("OTEL_TRACES_SAMPLER_ARG") && e.contains("\"2\""),
+            "{e}"
+        );
+        let c = Config::from_yaml("sampling:\n  sampler: sometimes\n", "s.yaml").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("sampling") && e.contains("sometimes"), "{e}");
+        let c =
+            Config::from_yaml("sampling:\n  sampler: traceidratio\n  ratio: 1.5\n", "s").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("1.5"));
     }
 
     #[test]

@@ -32,6 +32,9 @@ const POOL_MAX: usize = 1024;
 const MAX_PENDING_PROCS: usize = 4096;
 /// Procfs jobs awaiting their answer (see `enrich::worker`); beyond it reads happen inline.
 const MAX_PENDING_JOBS: usize = 4096;
+/// Longest the data path waits for the metadata of a process that exited (see
+/// `Pipeline::await_answer`); the worker answers in well under a millisecond.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
 
 enum Owned {
     Open(ConnOpenEvent),
@@ -87,8 +90,6 @@ pub struct Pipeline<R: Resources, S: SpanSink> {
     /// are reused).
     pending: HashMap<u32, u64>,
     jobs: u64,
-    /// Connections found to be this agent's own before their open was processed.
-    own: HashSet<u64>,
 }
 
 impl<R: Resources, S: SpanSink> Pipeline<R, S> {
@@ -116,11 +117,10 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
             worker: None,
             pending: HashMap::new(),
             jobs: 0,
-            own: HashSet::new(),
         }
     }
 
-    /// Moves procfs reads (process metadata, the export-port check) to `worker`.
+    /// Moves procfs reads of process metadata to `worker`.
     pub fn set_worker(&mut self, worker: ProcWorker) {
         self.worker = Some(worker);
     }
@@ -209,7 +209,7 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
             && self.pending.len() < MAX_PENDING_JOBS
         {
             self.jobs += 1;
-            let job = Job::Resource {
+            let job = Job {
                 id: self.jobs,
                 pid,
                 comm: o.comm,
@@ -218,20 +218,6 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
                 self.pending.insert(pid, self.jobs);
             } else {
                 self.telemetry.incr(Counter::ProcJobsRefused);
-            }
-        }
-        if self.is_export_server(o) {
-            let job = Job::OwnConnection {
-                conn_id: o.header.conn_id,
-                local: o.local,
-                remote: o.remote,
-            };
-            if !w.submit(job) {
-                // Never trace our own export: check inline when the worker cannot.
-                self.telemetry.incr(Counter::ProcJobsRefused);
-                if crate::ebpf::seed::is_own_connection(&o.remote, &o.local) {
-                    self.own.insert(o.header.conn_id);
-                }
             }
         }
     }
@@ -243,37 +229,38 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
 
     /// Applies the procfs answers that are ready.
     fn collect_answers(&mut self) {
-        let Some(w) = &self.worker else {
-            return;
-        };
-        while let Some(done) = w.try_done() {
-            match done {
-                Done::Resource {
-                    id,
-                    pid,
-                    resource,
-                    cacheable,
-                } => {
-                    if self.pending.get(&pid) == Some(&id) {
-                        self.pending.remove(&pid);
-                        if cacheable {
-                            self.resources.provide(pid, resource);
-                        }
-                    }
-                }
-                Done::OwnConnection { conn_id } if self.conns.meta(conn_id).is_some() => {
-                    // Already being parsed: stop, and let nothing of it become a span.
-                    let mut evs = Vec::new();
-                    self.conns.ignore(conn_id, 0, &mut evs);
-                    for (meta, ev) in evs {
-                        self.spans.discard(&meta, ev);
-                    }
-                }
-                Done::OwnConnection { conn_id } => {
-                    if self.own.len() < MAX_PENDING_JOBS {
-                        self.own.insert(conn_id);
-                    }
-                }
+        while let Some(done) = self.worker.as_ref().and_then(ProcWorker::try_done) {
+            self.apply(done);
+        }
+    }
+
+    fn apply(&mut self, done: Done) {
+        let Done {
+            id,
+            pid,
+            resource,
+            traits,
+            cacheable,
+        } = done;
+        if self.pending.get(&pid) == Some(&id) {
+            self.pending.remove(&pid);
+            if cacheable {
+                self.resources.provide(pid, resource, traits);
+            }
+        }
+    }
+
+    /// Process `pid` exited with its metadata still being read (it lived for less than the
+    /// ordering hold: a request cut off by a crash, a short-lived client). The read began
+    /// when its first record arrived, most likely while it ran: wait a little for it rather
+    /// than name its last spans by `comm` alone.
+    fn await_answer(&mut self, pid: u32) {
+        let deadline = std::time::Instant::now() + EXIT_WAIT;
+        while self.pending.contains_key(&pid) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.worker.as_ref().and_then(|w| w.done_within(left)) {
+                Some(done) => self.apply(done),
+                None => return,
             }
         }
     }
@@ -321,14 +308,11 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
                 self.conns.open(meta, o.header.ts_ns, &mut self.scratch);
                 // The collector's side of this agent's own export connection: tracing it would
                 // turn every export into spans to export. Only connections on the export port
-                // are checked (a look at /proc/net/tcp and our own fds).
-                let own = if self.worker.is_some() {
-                    self.own.remove(&meta.conn_id)
-                } else {
-                    self.is_export_server(&o)
-                        && crate::ebpf::seed::is_own_connection(&meta.remote, &meta.local)
-                };
-                if own {
+                // are checked (against the addresses of our own few sockets), before any of
+                // their bytes are parsed.
+                if self.is_export_server(&o)
+                    && crate::ebpf::seed::is_own_connection(&meta.remote, &meta.local)
+                {
                     self.conns
                         .ignore(meta.conn_id, o.header.ts_ns, &mut self.scratch);
                 }
@@ -344,6 +328,7 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
                     self.exits.push(h.pid);
                 }
                 // The spans its exit ended still have its metadata...
+                self.await_answer(h.pid);
                 self.dispatch();
                 // ...but pids are reused: the next process with this pid gets fresh metadata.
                 self.pending.remove(&h.pid);

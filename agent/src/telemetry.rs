@@ -49,7 +49,7 @@ counters! {
     ConnsTls => "agent_connections_tls_total", "connections parsed from TLS plaintext captured by the TLS library probes";
     TlsFilesAttached => "agent_tls_files_attached_total", "libraries/executables with a TLS library the uprobes were attached to";
     TlsFilesDetached => "agent_tls_files_detached_total", "TLS libraries/executables detached after their last process exited";
-    ProcJobsRefused => "agent_procfs_jobs_refused_total", "procfs reads (process metadata, own-connection checks) done inline because the worker's queue was full";
+    ProcJobsRefused => "agent_procfs_jobs_refused_total", "process metadata read inline because the procfs worker's queue was full";
     ProcScansDropped => "agent_process_scans_dropped_total", "new processes not looked at for TLS libraries because too many started at once";
     TlsAttachFailed => "agent_tls_attach_failures_total", "TLS libraries/executables found but not traced (see the log and `agent check`)";
     ConnsSeeded => "agent_connections_discovered_procfs_total", "pre-existing connections found in procfs at start";
@@ -67,8 +67,12 @@ counters! {
     ParseLimitsHit => "agent_parse_limits_hit_total", "times a parser reached a bound on work or memory (e.g. fields per HTTP/2 header block) and skipped the excess";
     // Spans and trace context.
     TraceparentInvalid => "agent_traceparent_invalid_total", "traceparent/tracestate headers that were malformed and ignored";
+    ParentAmbiguousThread => "agent_parent_ambiguous_thread_total", "calls left without an in-process parent: their thread had several requests in flight (event loops, pipelining)";
+    ParentAmbiguousProcess => "agent_parent_ambiguous_process_total", "calls of Go programs left without an in-process parent: several requests were in flight in the process (goroutines move between threads)";
     SpansStitched => "agent_spans_stitched_same_node_total", "server spans parented to a client span seen on this node";
     SpansCreated => "agent_spans_created_total", "spans built";
+    SpansLeftToSdk => "agent_spans_left_to_sdk_total", "exchanges of processes whose OpenTelemetry SDK reports them: no span of the agent's (their context is followed)";
+    SpansSampledOut => "agent_spans_sampled_out_total", "spans built but not exported: the head sampler decided against their trace";
     SpansDroppedStale => "agent_spans_dropped_stale_total", "exchanges dropped unfinished: their connection was gone, or they stayed open longer than an hour";
     // Export.
     SpansQueueDropped => "agent_spans_dropped_queue_full_total", "spans dropped because the export queue was full";

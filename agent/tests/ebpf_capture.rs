@@ -317,10 +317,20 @@ impl Seen {
 }
 
 /// OpenSSL plaintext through the uprobes: a Python process (CPython's ssl module calls
-/// SSL_read_ex/SSL_write_ex in libssl.so.3) runs a TLS server and client. The plaintext both
-/// sides moved arrives as TlsWrite/TlsRead records of the right connections, whole and in
-/// order; the ciphertext of those connections is not copied once the first SSL call has used
-/// the socket; no SSL call was left without its socket.
+/// SSL_do_handshake, SSL_read_ex and SSL_write_ex in libssl.so.3) runs a TLS server and
+/// client. The plaintext both sides moved arrives as TlsWrite/TlsRead records of the right
+/// connections, whole and in order; no SSL call was left without its socket.
+///
+/// And the ciphertext is not copied. What the kernel promises (agent-common `conn_flags::RAW_OFF`,
+/// agent-ebpf `io::try_enter`, `tls::note_socket_io`): the first read/write-family syscall a
+/// thread makes on a socket while inside an SSL call (the handshake included) sets RAW_OFF on
+/// the connection, and from that syscall on nothing its syscalls move is copied. So the raw
+/// records of a TLS connection are exactly the bytes it moved before its first SSL call. To
+/// make that observable the two sides first exchange a cleartext preamble on the plain socket
+/// (`STARTTLS\r\n`, `GO\r\n`, like SMTP's or PostgreSQL's upgrade to TLS), then wrap it:
+/// each connection's raw records must be exactly its preamble, each direction, and all of them
+/// must come before its first TLS record. The preamble also shows raw capture was on for these
+/// very connections, so the absence of handshake and record ciphertext is RAW_OFF's doing.
 #[test]
 #[ignore = "needs root and a kernel with BPF syscall tracepoints and uprobes; run by `cargo xtask test`"]
 fn captures_openssl_plaintext_and_not_its_ciphertext() {
@@ -335,8 +345,15 @@ cctx = ssl.create_default_context(cafile=d + "/c.pem")
 srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
 print(srv.getsockname()[1], flush=True)
 sys.stdin.readline()
+def exact(sock, n):
+    got = b""
+    while len(got) < n:
+        got += sock.recv(n - len(got))          # never past the preamble
+    return got
 def serve():
     c, _ = srv.accept()
+    assert exact(c, 10) == b"STARTTLS\r\n"
+    c.sendall(b"GO\r\n")
     s = sctx.wrap_socket(c, server_side=True)
     req = b""
     while not req.endswith(b"\r\n\r\n"):
@@ -344,8 +361,10 @@ def serve():
     s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret")
     s.recv(10); s.close()
 t = threading.Thread(target=serve); t.start()
-cl = cctx.wrap_socket(socket.create_connection(("127.0.0.1", srv.getsockname()[1])),
-                      server_hostname="127.0.0.1")
+raw = socket.create_connection(("127.0.0.1", srv.getsockname()[1]))
+raw.sendall(b"STARTTLS\r\n")
+assert exact(raw, 4) == b"GO\r\n"
+cl = cctx.wrap_socket(raw, server_hostname="127.0.0.1")
 print(cl.fileno(), flush=True)
 cl.sendall(b"GET /private HTTP/1.1\r\nHost: x\r\n\r\n")
 got = b""
@@ -389,13 +408,17 @@ print("done", flush=True)
 
     let mut data: Vec<(agent_common::DataEvent, Vec<u8>)> = Vec::new();
     let mut client_conn = None;
+    let mut opens = Vec::new();
     let mut closes = 0;
     let deadline = Instant::now() + Duration::from_secs(5);
     while closes < 2 && Instant::now() < deadline {
         match ring.next() {
             Some(item) => match decode(&item).expect("well-formed record") {
-                Event::ConnOpen(o) if o.fd == client_fd && o.role == Role::Client as u8 => {
-                    client_conn = Some(o.header.conn_id)
+                Event::ConnOpen(o) => {
+                    if o.fd == client_fd && o.role == Role::Client as u8 {
+                        client_conn = Some(o.header.conn_id);
+                    }
+                    opens.push(o);
                 }
                 Event::Data(d, p) => data.push((d, p.to_vec())),
                 Event::ConnClose(_) => closes += 1,
@@ -417,14 +440,59 @@ print("done", flush=True)
     assert_eq!(plain(Syscall::TlsRead, false), request);
     assert_eq!(plain(Syscall::TlsWrite, false), response);
     assert_eq!(plain(Syscall::TlsRead, true), response);
-    // Raw records of these connections are handshake ciphertext only: never the plaintext.
-    for (d, p) in &data {
-        if !Syscall::is_tls(d.syscall) {
-            assert!(
-                !p.windows(8).any(|w| w == b"/private" || w == b"OK\r\nCont"),
-                "plaintext in a syscall record: {d:?}"
+    // Raw (syscall) records: per connection and direction exactly the cleartext preamble,
+    // every one of them before the connection's first TLS record; nothing after the first SSL
+    // call used the socket (handshake and record ciphertext alike).
+    assert_eq!(
+        opens.len(),
+        2,
+        "the client and the server connection: {opens:?}"
+    );
+    let server_conn = opens
+        .iter()
+        .find(|o| o.role == Role::Server as u8)
+        .expect("server open")
+        .header
+        .conn_id;
+    for (conn, out, inp) in [
+        (client_conn, &b"STARTTLS\r\n"[..], &b"GO\r\n"[..]),
+        (server_conn, &b"GO\r\n"[..], &b"STARTTLS\r\n"[..]),
+    ] {
+        let raw = |dir: Direction| -> (Vec<u8>, u64) {
+            let recs: Vec<_> = data
+                .iter()
+                .filter(|(d, _)| {
+                    d.header.conn_id == conn
+                        && d.header.direction == dir as u8
+                        && !Syscall::is_tls(d.syscall)
+                })
+                .collect();
+            (
+                recs.iter().flat_map(|(_, p)| p.iter().copied()).collect(),
+                recs.iter().map(|(d, _)| u64::from(d.orig_len)).sum(),
+            )
+        };
+        for (dir, want) in [(Direction::Egress, out), (Direction::Ingress, inp)] {
+            let (bytes, moved) = raw(dir);
+            assert_eq!(
+                (bytes.as_slice(), moved),
+                (want, want.len() as u64),
+                "raw records of conn {conn} ({dir:?}): only the preamble, nothing after the \
+                 first SSL call used the socket"
             );
         }
+        let first_tls = data
+            .iter()
+            .filter(|(d, _)| d.header.conn_id == conn && Syscall::is_tls(d.syscall))
+            .map(|(d, _)| d.enter_ts_ns)
+            .min()
+            .expect("TLS records on the connection");
+        assert!(
+            data.iter()
+                .filter(|(d, _)| d.header.conn_id == conn && !Syscall::is_tls(d.syscall))
+                .all(|(d, _)| d.header.ts_ns < first_tls),
+            "a raw record of conn {conn} after its first TLS record"
+        );
     }
     let k = loaded.kernel_counters();
     assert_eq!(k[agent_common::counter::TLS_UNMAPPED as usize], 0, "{k:?}");

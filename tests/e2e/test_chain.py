@@ -9,6 +9,7 @@ each span's interval inside its parent's.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from urllib.parse import quote
@@ -41,11 +42,15 @@ def check_chain(spans, call, a: Server, b: Server, user: int, row: dict):
     b_anchor = only(spans, f"B's server span for user {user}", kind=KIND_SERVER, pid=b.pid,
                     path=f"/users/{user}")
     spans = [x for x in spans if x.trace_id == b_anchor.trace_id]
+    # B's body, which A passes on to curl as its own.
+    body = len(json.dumps({"id": str(user), "name": "user"}))
+    assert row["size_download"] == body, row
     curl_c, a_s = http_pair(spans, client=call, server=a, method="GET", path="/call",
-                            query=f"next={next_url}", ua=CURL_UA, client_port=row["local_port"])
+                            query=f"next={next_url}", ua=CURL_UA, client_port=row["local_port"],
+                            response_size=body)
     # http.client sends no User-Agent, so none may be reported for A -> B.
     a_c, b_s = http_pair(spans, client=a, server=b, method="GET", path=f"/users/{user}",
-                         template=USERS)
+                         template=USERS, response_size=body)
     assert_child_of(a_c, a_s)  # sent by the thread handling A's request
     assert_within(a_c, a_s)
     chain = [curl_c, a_s, a_c, b_s]

@@ -84,6 +84,7 @@ def test_upgrade_then_more_requests_on_one_connection(scn: Scenario, h2cserver: 
             assert a.get("http.request.method") == "GET", fmt_spans([span])
             assert a.get("server.port") == port, fmt_spans([span])
             assert_body_size(span, "http.response.body.size", size)
+            assert_body_size(span, "http.request.body.size", 0)
         assert c.status_code == (STATUS_ERROR if status >= 400 else STATUS_UNSET), fmt_spans([c])
         assert s.status_code == STATUS_UNSET, fmt_spans([s])
         assert_child_of(s, c)
@@ -120,9 +121,11 @@ def test_refused_upgrade_stays_http1(scn: Scenario, h2cserver: Path) -> None:
 
     spans = scn.collect(2 * len(paths))
     for path in paths:
-        status, _ = ROUTES[path]
+        status, size = ROUTES[path]
         c, s = pairs(spans, curl.pid, server.pid, path)
         for span in (c, s):
             assert span.attributes.get("network.protocol.version") == "1.1", fmt_spans([span])
             assert span.attributes.get("http.response.status_code") == status, fmt_spans([span])
+            assert_body_size(span, "http.response.body.size", size)
+            assert_body_size(span, "http.request.body.size", 0)
         assert_child_of(s, c)

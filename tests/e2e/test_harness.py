@@ -23,11 +23,13 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from harness.console import Request, check_console_http, parse_output
 from harness.expect import http_pair
 from harness.scenario import CURL_UA, Call, Scenario, Server
 from otlp_receiver import OtlpReceiver
 
 CPID, SPID, PORT, CPORT = 4_000_001, 4_000_002, 29999, 45678
+BODY = 27  # len('{"id": "7", "name": "user"}'): the response body both sides saw
 SECRET = "SECRET-e2e-selftest-token"
 
 
@@ -54,7 +56,8 @@ def good_pair(now: int) -> tuple[trace_pb2.Span, trace_pb2.Span]:
               kv("url.scheme", "http"), kv("http.response.status_code", 200),
               kv("server.address", "127.0.0.1"), kv("server.port", PORT),
               kv("network.peer.address", "127.0.0.1"), kv("network.protocol.version", "1.1"),
-              kv("url.query", "a=REDACTED"), kv("user_agent.original", CURL_UA)]
+              kv("url.query", "a=REDACTED"), kv("user_agent.original", CURL_UA),
+              kv("http.response.body.size", BODY)]
     client = trace_pb2.Span(
         trace_id=trace, span_id=os.urandom(8), name="GET /users/{id}",
         kind=trace_pb2.Span.SPAN_KIND_CLIENT, start_time_unix_nano=now,
@@ -107,7 +110,8 @@ def verify(scn: Scenario) -> None:
     call = Call(CPID, [], 0, 0, "curl", "curl")
     svc = Server(PORT, SPID, None, "service", "python3")  # type: ignore[arg-type]
     c, _ = http_pair(spans, client=call, server=svc, method="GET", path="/users/7", query="a=1",
-                     template="/users/{id}", ua=CURL_UA, client_port=CPORT)
+                     template="/users/{id}", ua=CURL_UA, client_port=CPORT,
+                     response_size=BODY)
     assert c.parent_span_id == "", "curl's CLIENT span must be a root"
 
 
@@ -178,6 +182,23 @@ MUTATIONS: dict[str, tuple[str, Mutation]] = {
     "wrong telemetry.distro.name": (
         "telemetry.distro.name", lambda c, s: without_distro(resource("curl", CPID, "curl"))),
     "one span too many": ("got 3", lambda c, s: {"extra": [s]}),
+    "wrong response body size": (
+        f"http.response.body.size={BODY + 1}",
+        lambda c, s: set_attr(s, "http.response.body.size", BODY + 1)),
+    "response body size missing": (
+        "http.response.body.size=None", lambda c, s: drop_attr(c, "http.response.body.size")),
+    "response body size as a string": (
+        "must be an int", lambda c, s: set_attr(c, "http.response.body.size", str(BODY))),
+    "request body size on a GET without a body": (
+        "http.request.body.size=5", lambda c, s: set_attr(c, "http.request.body.size", 5)),
+    "incomplete exchange with a status code": (
+        "incomplete exchange with response attributes",
+        lambda c, s: set_attr(s, "error.type", "response_incomplete")),
+    "incomplete exchange without ERROR status": (
+        "without ERROR status",
+        lambda c, s: [drop_attr(s, "http.response.status_code"),
+                      drop_attr(s, "http.response.body.size"),
+                      set_attr(s, "error.type", "response_incomplete")] and None),
     "timestamps from the past": ("got 0", lambda c, s: shift_back_an_hour(c, s)),
 }
 
@@ -203,3 +224,88 @@ def test_missing_span_is_caught(world) -> None:
         trace_service_pb2_grpc.TraceServiceStub(ch).Export(req, timeout=5)
     with pytest.raises(AssertionError, match="expected exactly 2 spans"):
         scn.collect(2)
+
+
+# -- the console-mode checks (harness/console.py) --------------------------------------------
+
+CONSOLE_PORT, CURL_PID, HTTPD_PID = 28888, 4_000_011, 4_000_012
+CONSOLE_REQUESTS = [Request("/x", 41001, 6, "1.0"), Request("/y", 41002, 37, "1.0")]
+
+
+def console_lines() -> list[str]:
+    """What a correct agent prints for CONSOLE_REQUESTS (console.rs format_span)."""
+    lines = []
+    for r in CONSOLE_REQUESTS:
+        trace, cspan, sspan = os.urandom(16).hex(), os.urandom(8).hex(), os.urandom(8).hex()
+        common = (f"http.request.method=GET url.path={r.path} url.scheme=http")
+        tail = (f"network.peer.address=127.0.0.1 network.local.address=127.0.0.1 "
+                f"network.transport=tcp network.type=ipv4 user_agent.original={CURL_UA} "
+                f"http.response.status_code=200 http.response.body.size={r.body_size} "
+                f"network.protocol.version={r.version}")
+        lines.append(
+            f"06:20:01.123Z CLIENT GET  1.2ms UNSET trace={trace} span={cspan} parent=- "
+            f"svc=curl pid={CURL_PID} {common} server.address=127.0.0.1 "
+            f"server.port={CONSOLE_PORT} url.full=http://127.0.0.1:{CONSOLE_PORT}{r.path} "
+            f"network.peer.port={CONSOLE_PORT} network.local.port={r.local_port} {tail}")
+        lines.append(
+            f"06:20:01.124Z SERVER GET  812µs UNSET trace={trace} span={sspan} parent={cspan} "
+            f"svc=http.server pid={HTTPD_PID} {common} server.address=127.0.0.1 "
+            f"server.port={CONSOLE_PORT} client.address=127.0.0.1 client.port={r.local_port} "
+            f"network.peer.port={r.local_port} network.local.port={CONSOLE_PORT} {tail}")
+    return lines
+
+
+def check_console(lines: list[str]) -> None:
+    check_console_http(parse_output("\n".join(lines) + "\n"), client_pid=CURL_PID,
+                       client_svc="curl", server_pid=HTTPD_PID, server_svc="http.server",
+                       port=CONSOLE_PORT, ua=CURL_UA, requests=CONSOLE_REQUESTS)
+
+
+def test_console_correct_output_passes() -> None:
+    check_console(console_lines())
+
+
+def _sub(i: int, old: str, new: str) -> Callable[[list[str]], list[str]]:
+    def mutate(lines: list[str]) -> list[str]:
+        assert old in lines[i], (old, lines[i])
+        lines[i] = lines[i].replace(old, new, 1)
+        return lines
+    return mutate
+
+
+def _reparent(lines: list[str]) -> list[str]:
+    lines[1] = re.sub(r"parent=[0-9a-f]{16}", f"parent={os.urandom(8).hex()}", lines[1])
+    return lines
+
+
+def _retrace(lines: list[str]) -> list[str]:
+    lines[3] = re.sub(r"trace=[0-9a-f]{32}", f"trace={os.urandom(16).hex()}", lines[3])
+    return lines
+
+
+CONSOLE_MUTATIONS: dict[str, tuple[str, Callable[[list[str]], list[str]]]] = {
+    "a SERVER line missing": ("expected 2 CLIENT lines", lambda ls: ls[:-1]),
+    "a line twice": ("expected 2 CLIENT lines", lambda ls: ls + ls[:1]),
+    "SERVER line not stitched": ("child", _reparent),
+    "SERVER line in another trace": ("child", _retrace),
+    "client line not a root": ("root", _sub(0, "parent=-", f"parent={'ab' * 8}")),
+    "wrong response body size": ("http.response.body.size", _sub(1, "body.size=6", "body.size=7")),
+    "response body size missing": ("http.response.body.size",
+                                   _sub(2, " http.response.body.size=37", "")),
+    "wrong peer port on the server": ("network.peer.port",
+                                      _sub(3, "network.peer.port=41002", "network.peer.port=1")),
+    "wrong status code": ("http.response.status_code", _sub(0, "status_code=200", "status_code=204")),
+    "ERROR status": ("span status must be UNSET", _sub(1, " UNSET ", " ERROR ")),
+    "garbage on stdout": ("not a console span line", lambda ls: ls + ["hello"]),
+    "a value with a space unquoted": ("unparseable attributes",
+                                      _sub(0, f"user_agent.original={CURL_UA}",
+                                           "user_agent.original=curl 8")),
+    "wrong pid": ("expected 2 CLIENT lines", _sub(2, f"pid={CURL_PID}", "pid=1")),
+}
+
+
+@pytest.mark.parametrize("mutation", CONSOLE_MUTATIONS.keys())
+def test_console_each_defect_is_caught(mutation: str) -> None:
+    expected_message, mutate = CONSOLE_MUTATIONS[mutation]
+    with pytest.raises(AssertionError, match=re.escape(expected_message)):
+        check_console(mutate(console_lines()))

@@ -25,7 +25,8 @@ import tls_cases
 from harness.expect import assert_grpc, check_grpc_hops, check_load_pairs
 from harness.procs import free_port, run
 from harness.scenario import APPS, NGINX, PYTHON, Scenario, app_env
-from harness.spans import KIND_CLIENT, KIND_SERVER, assert_child_of, assert_within, fmt_spans
+from harness.spans import (KIND_CLIENT, KIND_SERVER, assert_body_size, assert_child_of,
+                           assert_within, fmt_spans)
 from harness.tls import Certs
 from otlp_receiver import STATUS_ERROR, STATUS_UNSET
 
@@ -100,16 +101,18 @@ def test_http2_prior_knowledge_to_nginx(scn: Scenario) -> None:
     calls = []
     for path, status in (("/index.html", 200), ("/missing", 404)):
         proc, rc = run("curl_h2", ["curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null",
-                                   "-w", "%{http_code} %{http_version}",
+                                   "-w", "%{http_code} %{http_version} %{size_download}",
                                    f"http://127.0.0.1:{port}{path}"], scn.workdir, timeout=30,
                        env=app_env())
         scn.procs.append(proc)
         scn.pids.add(proc.pid)
-        assert rc == 0 and proc.stdout().split() == [str(status), "2"], proc.stdout() + proc.stderr()
-        calls.append((proc, status, path))
+        out = proc.stdout().split()
+        assert rc == 0 and out[:2] == [str(status), "2"], proc.stdout() + proc.stderr()
+        calls.append((proc, status, path, int(out[2])))
+    assert calls[0][3] == len("<html>h2</html>\n"), calls
 
     spans = scn.collect(4)
-    for proc, status, path in calls:
+    for proc, status, path, size in calls:
         c = [s for s in spans if s.kind == KIND_CLIENT and s.pid == proc.pid]
         s = [x for x in spans if x.kind == KIND_SERVER and x.pid == nginx.pid
              and x.attributes.get("url.path") == path]
@@ -119,6 +122,8 @@ def test_http2_prior_knowledge_to_nginx(scn: Scenario) -> None:
             assert a.get("network.protocol.version") == "2", fmt_spans([span])
             assert a.get("http.response.status_code") == status, fmt_spans([span])
             assert a.get("http.request.method") == "GET", fmt_spans([span])
+            assert_body_size(span, "http.response.body.size", size)  # curl's size_download
+            assert_body_size(span, "http.request.body.size", 0)
         assert c[0].status_code == (STATUS_ERROR if status >= 400 else STATUS_UNSET)
         assert s[0].status_code == STATUS_UNSET
         assert_child_of(s[0], c[0])

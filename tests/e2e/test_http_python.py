@@ -29,7 +29,7 @@ def test_keepalive_three_requests_on_one_connection(scn: Scenario) -> None:
     for path, row in zip(paths, call.rows):
         c, s = http_pair(spans, client=call, server=svc, method="GET", path=path, template=USERS,
                          ua=CURL_UA, client_port=row["local_port"],
-                         response_size=(row["size_download"],))
+                         response_size=row["size_download"])
         assert c.parent_span_id == "", f"curl's CLIENT span must be a root\n{fmt_span(c)}"
         traces.add(c.trace_id)
     assert len(traces) == 3, "each curl request without traceparent starts its own trace"
@@ -43,15 +43,17 @@ def test_chunked_and_large_bodies(scn: Scenario) -> None:
 
     # Exactly 6: body bytes that look like HTTP messages must not become spans.
     spans = scn.collect(6)
-    chunked_sizes = (SERVICE.CHUNKED_BODY_SIZE, len(SERVICE.chunked_wire_body()))
+    # The chunked body's size is its payload (what curl counts), not the framing on the wire.
+    assert len(SERVICE.chunked_wire_body()) != SERVICE.CHUNKED_BODY_SIZE
     http_pair(spans, client=call, server=svc, method="GET", path="/chunked", ua=CURL_UA,
-              client_port=call.rows[0]["local_port"], response_size=chunked_sizes)
+              client_port=call.rows[0]["local_port"], response_size=SERVICE.CHUNKED_BODY_SIZE)
     c, s = http_pair(spans, client=call, server=svc, method="GET", path="/large",
                      query="size=1048576", ua=CURL_UA, client_port=call.rows[1]["local_port"],
-                     response_size=(1048576,))
+                     response_size=1048576)
     # The request after the big body is parsed as its own request on the same connection.
     http_pair(spans, client=call, server=svc, method="GET", path="/users/4", template=USERS,
-              ua=CURL_UA, client_port=call.rows[2]["local_port"])
+              ua=CURL_UA, client_port=call.rows[2]["local_port"],
+              response_size=call.rows[2]["size_download"])
     assert s.duration_ns > 0 and c.duration_ns >= s.duration_ns
 
 
@@ -67,7 +69,7 @@ def test_4xx_and_5xx_statuses(scn: Scenario) -> None:
     for code, row in zip((404, 503, 201), call.rows):
         c, s = http_pair(spans, client=call, server=svc, method="GET", path=f"/status/{code}",
                          template="/status/{id}", status=code, ua=CURL_UA,
-                         client_port=row["local_port"])
+                         client_port=row["local_port"], response_size=row["size_download"])
         assert (c.status_code, s.status_code) == want[code], f"{fmt_span(c)}\n{fmt_span(s)}"
 
 
@@ -82,7 +84,7 @@ def test_query_redaction_and_secret_headers(scn: Scenario) -> None:
     spans = scn.collect(2)
     http_pair(spans, client=call, server=svc, method="GET", path="/users/7",
               query=f"token={token}&b=2", template=USERS, ua=CURL_UA,
-              client_port=call.rows[0]["local_port"])
+              client_port=call.rows[0]["local_port"], response_size=call.rows[0]["size_download"])
     for s in spans:
         assert s.attributes["url.query"] == "token=REDACTED&b=REDACTED"
 
@@ -93,7 +95,8 @@ def test_slow_handler_duration(scn: Scenario) -> None:
 
     spans = scn.collect(2)
     c, s = http_pair(spans, client=call, server=svc, method="GET", path="/slow", query="ms=200",
-                     ua=CURL_UA, client_port=call.rows[0]["local_port"])
+                     ua=CURL_UA, client_port=call.rows[0]["local_port"],
+                     response_size=call.rows[0]["size_download"])
     assert 200_000_000 <= s.duration_ns < 2_000_000_000, fmt_span(s)
     assert 200_000_000 <= c.duration_ns < 2_000_000_000, fmt_span(c)
     # The spans lie within the wall-clock interval in which curl ran.
@@ -110,7 +113,7 @@ def test_route_templates(scn: Scenario) -> None:
     spans = scn.collect(6)
     for (path, template), row in zip(cases.items(), call.rows):
         http_pair(spans, client=call, server=svc, method="GET", path=path, template=template,
-                  ua=CURL_UA, client_port=row["local_port"])
+                  ua=CURL_UA, client_port=row["local_port"], response_size=row["size_download"])
 
 
 def test_http_1_0(scn: Scenario) -> None:
@@ -119,7 +122,8 @@ def test_http_1_0(scn: Scenario) -> None:
 
     spans = scn.collect(2)
     http_pair(spans, client=call, server=svc, method="GET", path="/users/9", template=USERS,
-              ua=CURL_UA, client_port=call.rows[0]["local_port"], proto="1.0")
+              ua=CURL_UA, client_port=call.rows[0]["local_port"], proto="1.0",
+              response_size=call.rows[0]["size_download"])
 
 
 def test_python_client_keepalive_get_post(scn: Scenario) -> None:
@@ -131,10 +135,11 @@ def test_python_client_keepalive_get_post(scn: Scenario) -> None:
     get_row, post_row, err_row = call.rows
     http_pair(spans, client=call, server=svc, method="GET", path="/users/11", template=USERS,
               ua=PYCLIENT_UA, client_port=get_row["local_port"],
-              response_size=(get_row["body_size"],))
+              response_size=get_row["body_size"])
+    assert post_row["body_size"] == 1000, "/echo did not echo the 1000-byte body"
     http_pair(spans, client=call, server=svc, method="POST", path="/echo", ua=PYCLIENT_UA,
-              client_port=post_row["local_port"], request_size=(1000,), response_size=(1000,))
+              client_port=post_row["local_port"], request_size=1000, response_size=1000)
     c, s = http_pair(spans, client=call, server=svc, method="GET", path="/status/404",
                      template="/status/{id}", status=404, ua=PYCLIENT_UA,
-                     client_port=err_row["local_port"])
+                     client_port=err_row["local_port"], response_size=err_row["body_size"])
     assert (c.status_code, s.status_code) == (STATUS_ERROR, STATUS_UNSET)

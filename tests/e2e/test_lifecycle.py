@@ -34,7 +34,8 @@ def test_stop_signal_flushes_and_exits_0(sig: int, agent_bin: Path, receiver: Ot
         # The agent is gone: whatever it was going to export must be here already.
         spans = scn.collect(2)
         http_pair(spans, client=call, server=svc, method="GET", path="/users/77",
-                  template="/users/{id}", ua=CURL_UA, client_port=call.rows[0]["local_port"])
+                  template="/users/{id}", ua=CURL_UA, client_port=call.rows[0]["local_port"],
+                  response_size=call.rows[0]["size_download"])
     finally:
         agent.stop(signal.SIGKILL)
         scn.close()

@@ -41,7 +41,7 @@ def check_pairs(spans: list[ReceivedSpan], case: tls_cases.CurlCase, ua: str) ->
         size = row.get("size_download", row.get("body_size"))
         http_pair(spans, client=case.call, server=case.server, method="GET", path=path,
                   status=status, ua=ua, client_port=row["local_port"], proto=case.proto,
-                  scheme=case.scheme, response_size=(size,))
+                  scheme=case.scheme, response_size=size)
 
 
 # -- a. curl and Python -> nginx ------------------------------------------------------------
@@ -71,8 +71,10 @@ def test_h2load_to_nginx_over_tls(scn: Scenario, tls_certs: Certs) -> None:
     SERVER span the child of its CLIENT span although 4 streams are in flight per connection."""
     case = tls_cases.h2load_to_nginx(scn, tls_certs)
     spans = scn.collect(2 * case.run.done)
+    size = (case.server.root / "index.html").stat().st_size
     check_load_pairs(spans, case.run.pid, case.server.pid, case.server.port, case.per_path,
-                     url_path, "https")
+                     url_path, "https", response_sizes={"/index.html": size},
+                     request_sizes={path: 0 for path in case.per_path})
 
 
 # -- c. gRPC: h2load through nginx over TLS; grpcio over TLS (not covered) ------------------
@@ -140,7 +142,7 @@ def check_go(scn: Scenario, case: tls_cases.GoCase) -> None:
         assert_http_pair(c, s, client=call, server=case.server, method="GET", path=row["path"],
                          status=row["status"], ua=GO_UA, client_port=row["local_port"],
                          proto=case.proto, scheme=case.scheme,
-                         response_size=(row["body_size"],))
+                         response_size=row["body_size"])
 
 
 # -- e. curl -> node ------------------------------------------------------------------------

@@ -1,23 +1,26 @@
 //! `cargo xtask`: everything needed to build, run and test the agent on a fresh machine.
 //!
-//! - `build-ebpf`: the kernel programs (installs nightly's rust-src and bpf-linker first, once).
+//! - `build-ebpf`: the kernel programs (installs the pinned nightly with rust-src, and
+//!   bpf-linker, first, once; see `toolchain`).
 //! - `build`: build-ebpf, then the agent, which embeds the object.
 //! - `run [-- ARGS]`: build (release) and run the agent as root.
 //! - `check`: build and run `agent check`.
-//! - `test`: install the test dependencies (apt, pip), build, run unit tests, the root-only eBPF
-//!   integration tests and the end-to-end suite against real servers and a real OTLP receiver.
+//! - `setup`: only the test dependencies (apt packages, the Python venv).
+//! - `test`: rustfmt and clippy first (fail fast), then install the test dependencies (apt, a
+//!   Python venv; see `setup`), build, run unit tests, the root-only eBPF integration tests,
+//!   the benchmarks (they assert their results) and the end-to-end suite against real servers
+//!   and a real OTLP receiver.
 //!
 //! Every step is idempotent: a second run skips what is already installed.
+
+mod setup;
+mod toolchain;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// bpf-linker builds against rustc's own LLVM (Debian's is too old for it).
-const BPF_LINKER_VERSION: &str = "0.13.0";
-/// Debian packages the end-to-end tests run.
-const APT_PACKAGES: &[&str] = &["nginx-light", "curl", "python3-pip"];
+use std::time::Instant;
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -45,9 +48,13 @@ enum Cmd {
     /// Print performance figures: parser and pipeline benchmarks, and the agent's overhead
     /// under load (nginx + wrk, with and without the agent).
     Bench,
+    /// Install the test dependencies only: Debian packages and the Python venv
+    /// (target/e2e-venv, with tests/requirements.txt), for running pytest by hand.
+    Setup,
     /// Install test dependencies, build, and run every test layer.
     Test {
-        /// Skip apt/pip installs (they are idempotent but take a few seconds).
+        /// Skip apt installs and the venv's pip install (they are idempotent but take a few
+        /// seconds); the venv must exist.
         #[arg(long)]
         no_setup: bool,
         /// Extra arguments for pytest (e.g. `-k chain`).
@@ -71,6 +78,11 @@ fn main() -> Result<()> {
             build(&root, true)?;
             run_agent(&root, &["check".to_owned()])
         }
+        Cmd::Setup => {
+            let venv = setup::test_deps(&root)?;
+            eprintln!("xtask: tests' Python: {}", venv.python().display());
+            Ok(())
+        }
         Cmd::Test { no_setup, pytest } => test(&root, no_setup, pytest.as_deref()),
         Cmd::Bench => bench(&root),
     }
@@ -84,14 +96,7 @@ fn workspace_root() -> Result<PathBuf> {
         .to_path_buf())
 }
 
-fn toolchain_dir() -> PathBuf {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root"));
-    home.join(".cache/agent-toolchain")
-}
-
-fn sh(cmd: &mut Command) -> Result<()> {
+pub(crate) fn sh(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: $ {}", display(cmd));
     let st = cmd
         .status()
@@ -102,7 +107,7 @@ fn sh(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn output(cmd: &mut Command) -> Result<String> {
+pub(crate) fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd
         .output()
         .with_context(|| format!("running {}", display(cmd)))?;
@@ -125,96 +130,21 @@ fn display(cmd: &Command) -> String {
     s
 }
 
-/// nightly + rust-src (for -Z build-std) and bpf-linker linked against nightly's libLLVM.
-fn ensure_ebpf_toolchain() -> Result<PathBuf> {
-    let installed = output(Command::new("rustup").args([
-        "component",
-        "list",
-        "--installed",
-        "--toolchain",
-        "nightly",
-    ]))
-    .context("a nightly toolchain is needed to build eBPF (rustup toolchain install nightly)")?;
-    if !installed.lines().any(|l| l.starts_with("rust-src")) {
-        sh(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))?;
-    }
-    let t = toolchain_dir();
-    let linker = t.join("bin/bpf-linker");
-    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?
-        .trim()
-        .to_owned();
-    let lib = Path::new(&sysroot).join("lib");
-    let so = std::fs::read_dir(&lib)?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .find(|n| n.starts_with("libLLVM.so") || n.starts_with("libLLVM-"))
-        .context("nightly ships no libLLVM")?;
-    let llvm_lib = t.join("llvm/lib");
-    std::fs::create_dir_all(&llvm_lib)?;
-    for name in ["libLLVM.so", so.as_str()] {
-        let link = llvm_lib.join(name);
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(lib.join(&so), &link)?;
-    }
-    let have = Command::new(&linker)
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|o| o.status.success());
-    let version_ok = have
-        .as_ref()
-        .is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION));
-    if !version_ok {
-        let vv = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
-        let major = vv
-            .lines()
-            .find_map(|l| l.strip_prefix("LLVM version: "))
-            .and_then(|v| v.split('.').next())
-            .context("rustc -vV has no LLVM version")?
-            .to_owned();
-        sh(Command::new("cargo")
-            .env("LLVM_PREFIX", t.join("llvm"))
-            .args(["install", "--locked", "--root"])
-            .arg(&t)
-            .arg(format!("bpf-linker@{BPF_LINKER_VERSION}"))
-            .args([
-                "--no-default-features",
-                "--features",
-                &format!("llvm-{major}"),
-            ]))?;
-    }
-    Ok(t.join("bin"))
+fn build_ebpf(root: &Path) -> Result<()> {
+    build_ebpf_with(root, &toolchain::ensure_ebpf()?)
 }
 
-fn build_ebpf(root: &Path) -> Result<()> {
-    let bin = ensure_ebpf_toolchain()?;
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    sh(Command::new("cargo")
-        .current_dir(root)
-        .env("PATH", path)
-        // The host's RUSTFLAGS (e.g. -C target-cpu) make no sense for BPF.
-        .env_remove("RUSTFLAGS")
-        .args([
-            "+nightly",
-            "build",
-            "-p",
-            "agent-ebpf",
-            "--target",
-            "bpfel-unknown-none",
-            "-Z",
-            "build-std=core",
-            "--release",
-        ]))?;
+fn build_ebpf_with(root: &Path, ebpf: &toolchain::Ebpf) -> Result<()> {
+    sh(ebpf.cargo(root).args([
+        "build",
+        "-p",
+        "agent-ebpf",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--release",
+    ]))?;
     let obj = root.join("target/bpfel-unknown-none/release/agent-ebpf");
     if !obj.is_file() {
         bail!("eBPF build produced no object at {}", obj.display());
@@ -237,7 +167,7 @@ fn build(root: &Path, release: bool) -> Result<()> {
     sh(&mut cmd)
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     output(Command::new("id").arg("-u"))
         .map(|s| s.trim() == "0")
         .unwrap_or(false)
@@ -256,57 +186,8 @@ fn run_agent(root: &Path, args: &[String]) -> Result<()> {
     sh(&mut cmd)
 }
 
-fn setup_test_deps(root: &Path) -> Result<()> {
-    if !is_root() {
-        bail!("the test suite loads eBPF programs and installs packages: run it as root");
-    }
-    // The e2e suite may declare more (one per line, '#' comments) in tests/e2e/APT_PACKAGES.
-    let declared = std::fs::read_to_string(root.join("tests/e2e/APT_PACKAGES")).unwrap_or_default();
-    let wanted: Vec<&str> = APT_PACKAGES
-        .iter()
-        .copied()
-        .chain(
-            declared
-                .lines()
-                .map(|l| l.split('#').next().unwrap_or("").trim())
-                .filter(|l| !l.is_empty()),
-        )
-        .collect();
-    let missing: Vec<&str> = wanted
-        .into_iter()
-        .filter(|p| {
-            !Command::new("dpkg-query")
-                .args(["-W", "-f=${Status}", p])
-                .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-        })
-        .collect();
-    if !missing.is_empty() {
-        sh(Command::new("apt-get").args(["update", "-q"]))?;
-        sh(Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing))?;
-    }
-    let reqs = root.join("tests/requirements.txt");
-    if reqs.is_file() {
-        sh(Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "--root-user-action=ignore",
-                "-r",
-            ])
-            .arg(&reqs))?;
-    }
-    Ok(())
-}
-
 fn bench(root: &Path) -> Result<()> {
-    setup_test_deps(root)?;
+    let venv = setup::test_deps(root)?;
     if !Command::new("wrk")
         .arg("--version")
         .output()
@@ -328,48 +209,138 @@ fn bench(root: &Path) -> Result<()> {
     for b in benches {
         sh(Command::new("cargo").args(["bench", "-p", "agent", "--bench", &b]))?;
     }
-    sh(Command::new("python3")
+    sh(venv
+        .activate(&mut Command::new(venv.python()))
         .arg("tests/bench/overhead.py")
         .arg("--agent")
         .arg(root.join("target/release/agent")))?;
     // The same over HTTPS: plaintext from the TLS uprobes instead of the syscalls.
-    sh(Command::new("python3")
+    sh(venv
+        .activate(&mut Command::new(venv.python()))
         .arg("tests/bench/overhead.py")
         .arg("--agent")
         .arg(root.join("target/release/agent"))
         .arg("--tls"))
 }
 
-fn test(root: &Path, no_setup: bool, pytest: Option<&str>) -> Result<()> {
-    if !no_setup {
-        setup_test_deps(root)?;
+/// How long each step of the test command took, printed at the end (also when a step fails).
+#[derive(Default)]
+struct Steps(Vec<(&'static str, f64)>);
+
+impl Steps {
+    fn run<T>(&mut self, name: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let t = Instant::now();
+        let r = f();
+        self.0.push((name, t.elapsed().as_secs_f64()));
+        if r.is_err() {
+            self.print();
+        }
+        r.with_context(|| format!("step {name:?}"))
     }
-    build_ebpf(root)?;
+
+    fn print(&self) {
+        eprintln!("xtask: step timings:");
+        for (name, secs) in &self.0 {
+            eprintln!("xtask:   {secs:7.1} s  {name}");
+        }
+    }
+}
+
+fn test(root: &Path, no_setup: bool, pytest: Option<&str>) -> Result<()> {
+    let mut steps = Steps::default();
+    // 0. Hygiene first: a formatting slip or a lint fails in seconds, not after the e2e suite.
+    steps.run("rustfmt --check", || {
+        toolchain::ensure_host_components()?;
+        sh(Command::new("cargo").args(["fmt", "--all", "--", "--check"]))
+    })?;
+    let venv = steps.run("set-up (apt, Python venv)", || {
+        if no_setup {
+            setup::existing_venv(root)
+        } else {
+            setup::test_deps(root)
+        }
+    })?;
+    let ebpf = steps.run(
+        "eBPF toolchain (pinned nightly, bpf-linker)",
+        toolchain::ensure_ebpf,
+    )?;
+    // agent-ebpf cannot build for the host: it is linted for its own target.
+    steps.run("clippy agent-ebpf (bpfel-unknown-none)", || {
+        sh(ebpf.cargo(root).args([
+            "clippy",
+            "-p",
+            "agent-ebpf",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
+    steps.run("build-ebpf", || build_ebpf_with(root, &ebpf))?;
+    // After build-ebpf: the agent's build script embeds the object.
+    steps.run("clippy host crates (all targets)", || {
+        sh(Command::new("cargo").args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "agent-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
     // 1. Unit tests of the default members (no root needed by these). Not --workspace: that
-    //    would also build agent-ebpf for the host, which it cannot be.
-    sh(Command::new("cargo").args(["test", "--lib", "--bins"]))?;
+    //    would also build agent-ebpf for the host, which it cannot be. A test whose
+    //    prerequisite (a library, a tool) is missing fails here instead of skipping.
+    steps.run("unit tests", || {
+        sh(venv
+            .activate(&mut Command::new("cargo"))
+            .env("AGENT_TESTS_REQUIRE_ALL", "1")
+            .args(["test", "--lib", "--bins"]))
+    })?;
     // 2. eBPF integration tests: real object, real kernel, real sockets (root).
-    sh(Command::new("cargo").args([
-        "test",
-        "-p",
-        "agent",
-        "--test",
-        "ebpf_capture",
-        "--",
-        "--include-ignored",
-        "--test-threads=1",
-    ]))?;
-    // 3. End to end: release agent, real servers and clients, a real OTLP receiver.
-    sh(Command::new("cargo").args(["build", "-p", "agent", "--release"]))?;
+    steps.run("eBPF integration tests", || {
+        sh(venv.activate(&mut Command::new("cargo")).args([
+            "test",
+            "-p",
+            "agent",
+            "--test",
+            "ebpf_capture",
+            "--",
+            "--include-ignored",
+            "--test-threads=1",
+        ]))
+    })?;
+    // 3. The benchmarks assert that they measured real work (every exchange reported, every
+    //    span delivered): run them, so that those checks run too (about 20 s on 2 cores).
+    //    `--bench '*'` is the bench targets only: a plain `cargo bench` would also build the
+    //    lib's and bin's unit tests in release mode, minutes for nothing the unit tests miss.
+    //    They build with the release profile, which the e2e step's agent then reuses.
+    steps.run("benchmarks (cargo bench -p agent --bench '*')", || {
+        sh(Command::new("cargo").args(["bench", "-p", "agent", "--bench", "*"]))
+    })?;
+    // 4. End to end: release agent, real servers and clients, a real OTLP receiver; pytest
+    //    and the processes it starts (sys.executable) run the venv's python.
+    steps.run("release build", || {
+        sh(Command::new("cargo").args(["build", "-p", "agent", "--release"]))
+    })?;
     let e2e = root.join("tests/e2e");
     if e2e.is_dir() {
-        let mut cmd = Command::new("python3");
-        cmd.env("AGENT_BIN", root.join("target/release/agent"))
-            .args(["-m", "pytest", "tests/e2e", "-q", "-p", "no:cacheprovider"]);
-        if let Some(extra) = pytest {
-            cmd.args(extra.split_whitespace());
-        }
-        sh(&mut cmd)?;
+        steps.run("end-to-end (pytest tests/e2e)", || {
+            let mut cmd = Command::new(venv.python());
+            venv.activate(&mut cmd)
+                .env("AGENT_BIN", root.join("target/release/agent"))
+                .args(["-m", "pytest", "tests/e2e", "-q", "-p", "no:cacheprovider"]);
+            if let Some(extra) = pytest {
+                cmd.args(extra.split_whitespace());
+            }
+            sh(&mut cmd)
+        })?;
     }
+    steps.print();
     Ok(())
 }

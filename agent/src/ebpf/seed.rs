@@ -165,25 +165,54 @@ pub fn discover(
 /// Whether the TCP connection `local`→`remote` (as this agent sees it) is one of the agent's
 /// own sockets. Used to recognise the collector's side of the agent's export connection,
 /// which must never be traced (each export would make a span that is exported, and so on).
+///
+/// Cheap enough for the data path: it asks the kernel for the addresses of this process's own
+/// few sockets (`getsockname`/`getpeername` on the fds in `/proc/self/fd`) rather than reading
+/// the node's whole TCP table.
 pub fn is_own_connection(local: &SockAddr, remote: &SockAddr) -> bool {
-    let mut entries = procfs::net::tcp().unwrap_or_default();
-    entries.extend(procfs::net::tcp6().unwrap_or_default());
-    let inodes: HashSet<u64> = entries
-        .iter()
-        .filter(|e| {
-            sock_addr(&e.local_address) == *local && sock_addr(&e.remote_address) == *remote
-        })
-        .map(|e| e.inode)
-        .collect();
-    if inodes.is_empty() {
-        return false;
-    }
-    let Ok(me) = procfs::process::Process::myself() else {
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
         return false;
     };
-    let Ok(fds) = me.fd() else { return false };
     fds.flatten()
-        .any(|fd| matches!(fd.target, FDTarget::Socket(i) if inodes.contains(&i)))
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .any(|fd| {
+            endpoint(fd, libc::getsockname).as_ref() == Some(local)
+                && endpoint(fd, libc::getpeername).as_ref() == Some(remote)
+        })
+}
+
+type NameFn = unsafe extern "C" fn(i32, *mut libc::sockaddr, *mut libc::socklen_t) -> i32;
+
+/// One end of socket `fd` (`getsockname` or `getpeername`), if it is an IP socket.
+fn endpoint(fd: i32, name: NameFn) -> Option<SockAddr> {
+    // SAFETY: sockaddr_storage is plain data for which all-zero bytes are valid.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `ss` and `len` are valid for writes and `len` is `ss`'s size; on a non-socket or
+    // closed fd the call fails (ENOTSOCK, EBADF) without touching them.
+    if unsafe { name(fd, (&raw mut ss).cast(), &mut len) } != 0 {
+        return None;
+    }
+    let addr: SocketAddr = match i32::from(ss.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a sockaddr_in (family AF_INET) into the storage.
+            let sin: libc::sockaddr_in = unsafe { std::ptr::read((&raw const ss).cast()) };
+            SocketAddr::new(
+                IpAddr::V4(u32::from_be(sin.sin_addr.s_addr).into()),
+                u16::from_be(sin.sin_port),
+            )
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel wrote a sockaddr_in6 (family AF_INET6) into the storage.
+            let sin6: libc::sockaddr_in6 = unsafe { std::ptr::read((&raw const ss).cast()) };
+            SocketAddr::new(
+                IpAddr::V6(sin6.sin6_addr.s6_addr.into()),
+                u16::from_be(sin6.sin6_port),
+            )
+        }
+        _ => return None,
+    };
+    Some(sock_addr(&addr))
 }
 
 /// The syscall a thread is blocked in, from /proc/<pid>/task/<tid>/syscall: its number and
@@ -288,6 +317,20 @@ mod tests {
         let mut other = r;
         other.port = other.port.wrapping_add(1);
         assert!(!is_own_connection(&l, &other));
+        // The mirrored pair is the accepted socket, which this process also holds; a pair none
+        // of its sockets has is not ours.
+        assert!(is_own_connection(&r, &l));
+        let mut stranger = l;
+        stranger.addr[15] = 2;
+        assert!(!is_own_connection(&stranger, &r));
+        // IPv6.
+        if let Ok(listener6) = std::net::TcpListener::bind("[::1]:0") {
+            let c6 = std::net::TcpStream::connect(listener6.local_addr().unwrap()).unwrap();
+            let l6 = sock_addr(&c6.local_addr().unwrap());
+            let r6 = sock_addr(&c6.peer_addr().unwrap());
+            assert!(is_own_connection(&l6, &r6));
+            assert!(!is_own_connection(&l6, &r));
+        }
     }
 
     #[test]

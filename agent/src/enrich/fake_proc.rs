@@ -1,5 +1,6 @@
 //! Test support: a fake procfs tree in a temporary directory, removed on drop. Only the files
-//! [`super::process::read_process`] reads are created (`exe`, `cmdline`, `environ`, `comm`).
+//! [`super::process::read_process`] reads are created (`exe`, `cmdline`, `environ`, `comm`, and
+//! `cgroup` when [`FakeProc::set_cgroup`] is called).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -61,6 +62,11 @@ impl FakeProc {
             format!("{comm}\n"),
         )
         .unwrap();
+    }
+
+    /// Writes `/proc/{pid}/cgroup` (absent unless set: the process is then in no container).
+    pub(crate) fn set_cgroup(&self, pid: u32, content: &str) {
+        std::fs::write(self.root.join(pid.to_string()).join("cgroup"), content).unwrap();
     }
 
     pub(crate) fn remove(&self, pid: u32) {

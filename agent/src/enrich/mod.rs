@@ -5,8 +5,10 @@
 //! read and how `service.name` is chosen), builds the resource and shares it by `Arc` with
 //! every span of that process. The cache is bounded and evicts the least recently used
 //! process; the caller calls [`ResourceCache::forget`] when a process exits, because pids are
-//! reused. This module does not watch processes exit (the event pipeline does) and does not
-//! know about containers or Kubernetes.
+//! reused. This module does not watch processes exit (the event pipeline does); of containers
+//! and Kubernetes it knows only what a process's cgroup path says (see [`cgroup`]): no
+//! container runtime or Kubernetes API is asked, so pod names, namespaces and labels are not
+//! here.
 //!
 //! Resource attributes, all keys from the OpenTelemetry semantic conventions:
 //! - `service.name`: see [`process`]; `unknown_service` when the process is gone.
@@ -18,12 +20,18 @@
 //! - `service.namespace`, `service.version`, `deployment.environment.name`,
 //!   `deployment.environment`: copied from the target's `OTEL_RESOURCE_ATTRIBUTES` if set.
 //! - `process.pid` (int), `process.executable.name`, `process.executable.path`.
+//! - `container.id` (the full 64-hex id), `container.runtime.name` (`containerd`, `cri-o`,
+//!   `docker`, `podman`; left out when the path does not say) and `k8s.pod.uid`, when the
+//!   process's cgroup names them (see [`cgroup`]). `container.runtime.name` is the current
+//!   key; `container.runtime` is its deprecated predecessor and is not sent. The pod's QoS
+//!   class is read too but has no semantic-convention attribute, so it is not sent.
 //! - `host.name`.
 //! - `telemetry.distro.name` = `ebpf-agent`, `telemetry.distro.version` = this crate's
 //!   version. Not `telemetry.sdk.*`: those describe the OpenTelemetry SDK inside the
 //!   application, and there is none; a distro is the convention for "the thing that produced
 //!   this telemetry on the SDK's behalf".
 
+pub mod cgroup;
 pub mod process;
 mod service_name;
 pub mod worker;
@@ -42,6 +50,10 @@ use process::{read_process, EnrichError, ProcessInfo};
 /// `service.name` for a process we know nothing about (OpenTelemetry resource semantic
 /// conventions: `unknown_service`, optionally followed by `:` and the executable name).
 pub const UNKNOWN_SERVICE: &str = "unknown_service";
+/// Resource attribute naming the language runtime (OpenTelemetry process conventions), set
+/// when the agent can tell: `go` for Go programs.
+pub const PROCESS_RUNTIME_NAME: &str = "process.runtime.name";
+pub const GO_RUNTIME: &str = "go";
 /// `telemetry.distro.name` of everything this agent produces.
 pub const DISTRO_NAME: &str = "ebpf-agent";
 
@@ -69,8 +81,20 @@ pub fn build_resource(info: &ProcessInfo, host_name: &str) -> Resource {
         "process.executable.name",
         info.exe_name.as_str(),
     ));
+    if info.go {
+        attributes.push(Attribute::new(PROCESS_RUNTIME_NAME, GO_RUNTIME));
+    }
     if let Some(path) = &info.exe_path {
         attributes.push(Attribute::new("process.executable.path", path.as_str()));
+    }
+    if let Some(c) = &info.container {
+        attributes.push(Attribute::new("container.id", c.id.as_str()));
+        if let Some(runtime) = c.runtime {
+            attributes.push(Attribute::new("container.runtime.name", runtime.as_str()));
+        }
+        if let Some(pod) = &c.pod {
+            attributes.push(Attribute::new("k8s.pod.uid", pod.uid.as_str()));
+        }
     }
     attributes.extend(common_attributes(host_name));
     Resource { attributes }
@@ -137,9 +161,19 @@ fn host_name_from(proc_root: &Path) -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
+/// What the span stage needs to know about a process besides its resource.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessTraits {
+    /// Its requests move between OS threads (Go's goroutines).
+    pub threads_migrate: bool,
+    /// An OpenTelemetry SDK in the process exports its own spans.
+    pub sdk_traces: bool,
+}
+
 /// A process's resource as read from procfs.
 pub struct Loaded {
     pub resource: Arc<Resource>,
+    pub traits: ProcessTraits,
     /// False for a process that was gone with no `comm` to name it by.
     pub cacheable: bool,
 }
@@ -147,25 +181,34 @@ pub struct Loaded {
 /// Reads process `pid` under `proc_root` and builds its resource; a process already gone is
 /// named by `comm` when known.
 pub fn load_resource(proc_root: &Path, host_name: &str, pid: u32, comm: &str) -> Loaded {
-    let (resource, cacheable) = match read_process(proc_root, pid) {
-        Ok(info) => (build_resource(&info, host_name), true),
-        Err(EnrichError::ProcessGone { .. }) if !comm.is_empty() => {
-            (comm_resource(pid, comm, host_name), true)
+    let none = ProcessTraits::default();
+    let (resource, traits, cacheable) = match read_process(proc_root, pid) {
+        Ok(info) => {
+            let traits = ProcessTraits {
+                threads_migrate: info.go,
+                sdk_traces: info.sdk_traces,
+            };
+            (build_resource(&info, host_name), traits, true)
         }
-        Err(EnrichError::ProcessGone { .. }) => (unknown_resource(pid, host_name), false),
+        Err(EnrichError::ProcessGone { .. }) if !comm.is_empty() => {
+            (comm_resource(pid, comm, host_name), none, true)
+        }
+        Err(EnrichError::ProcessGone { .. }) => (unknown_resource(pid, host_name), none, false),
         Err(e) => {
             tracing::debug!(pid, error = %e, "process metadata unavailable");
-            (unknown_resource(pid, host_name), true)
+            (unknown_resource(pid, host_name), none, true)
         }
     };
     Loaded {
         resource: Arc::new(resource),
+        traits,
         cacheable,
     }
 }
 
 struct Entry {
     resource: Arc<Resource>,
+    traits: ProcessTraits,
     last_used: u64,
 }
 
@@ -212,19 +255,29 @@ impl ResourceCache {
     /// kernel recorded for it) instead of `unknown_service`, and that answer is cached until
     /// [`ResourceCache::forget`].
     pub fn get_or_comm(&mut self, pid: u32, comm: &str) -> Arc<Resource> {
+        self.lookup(pid, comm).0
+    }
+
+    /// `pid`'s traits (read with its resource, see [`Self::get_or_comm`]).
+    pub fn traits(&mut self, pid: u32, comm: &str) -> ProcessTraits {
+        self.lookup(pid, comm).1
+    }
+
+    fn lookup(&mut self, pid: u32, comm: &str) -> (Arc<Resource>, ProcessTraits) {
         self.clock += 1;
         if let Some(e) = self.entries.get_mut(&pid) {
             e.last_used = self.clock;
-            return Arc::clone(&e.resource);
+            return (Arc::clone(&e.resource), e.traits);
         }
         let Loaded {
             resource,
+            traits,
             cacheable,
         } = load_resource(&self.proc_root, &self.host_name, pid, comm);
         if cacheable {
-            self.insert(pid, Arc::clone(&resource));
+            self.insert(pid, Arc::clone(&resource), traits);
         }
-        resource
+        (resource, traits)
     }
 
     /// Whether `pid`'s resource is cached.
@@ -233,7 +286,7 @@ impl ResourceCache {
     }
 
     /// Caches a resource read elsewhere (see [`worker`]).
-    pub fn insert(&mut self, pid: u32, resource: Arc<Resource>) {
+    pub fn insert(&mut self, pid: u32, resource: Arc<Resource>, traits: ProcessTraits) {
         self.clock += 1;
         if !self.entries.contains_key(&pid) && self.entries.len() >= self.capacity {
             self.evict_lru();
@@ -242,6 +295,7 @@ impl ResourceCache {
             pid,
             Entry {
                 resource,
+                traits,
                 last_used: self.clock,
             },
         );

@@ -1,7 +1,8 @@
 //! Who a process is: its executable and its `service.name`, read from procfs.
 //!
-//! Reads `{proc_root}/{pid}/exe`, `comm`, `cmdline` and `environ`, each with a size bound, and
-//! decides the service name. It does not cache (see [`super::ResourceCache`]) and does not
+//! Reads `{proc_root}/{pid}/exe`, `comm`, `cmdline`, `environ` and `cgroup`, each with a size
+//! bound, and decides the service name; which container the process is in is parsed by
+//! [`super::cgroup`]. It does not cache (see [`super::ResourceCache`]) and does not
 //! build the OpenTelemetry resource (see [`super::build_resource`]).
 //!
 //! `service.name`, first rule that gives a non-empty name:
@@ -31,6 +32,7 @@ use std::path::Path;
 
 use thiserror::Error;
 
+use super::cgroup::{self, ContainerRef};
 use super::service_name;
 
 /// Bound on what we read of `/proc/{pid}/cmdline`.
@@ -78,6 +80,18 @@ pub struct ProcessInfo {
     pub service_name_source: ServiceNameSource,
     /// Attributes from [`COPIED_RESOURCE_KEYS`] found in the target's `OTEL_RESOURCE_ATTRIBUTES`.
     pub resource_attributes: Vec<(&'static str, String)>,
+    /// The executable is a Go program: its requests run on goroutines that move between OS
+    /// threads, so a thread says nothing about which request caused a call (see
+    /// `span::builder`).
+    pub go: bool,
+    /// An OpenTelemetry SDK in the process exports traces: `OTEL_TRACES_EXPORTER` names an
+    /// exporter, or an OTLP endpoint is set with no `OTEL_TRACES_EXPORTER=none`, and
+    /// `OTEL_SDK_DISABLED` is not `true` (the variables zero-code instrumentation and most
+    /// deployments configure an SDK with).
+    pub sdk_traces: bool,
+    /// The container (and Kubernetes pod) the process runs in, from `/proc/{pid}/cgroup`;
+    /// `None` when it is in none, or the file cannot be read.
+    pub container: Option<ContainerRef>,
 }
 
 #[derive(Debug, Error)]
@@ -156,6 +170,7 @@ pub fn read_process(proc_root: &Path, pid: u32) -> Result<ProcessInfo, EnrichErr
         .ok_or(EnrichError::NoName { pid })?;
 
     let env = OtelEnv::parse(&environ);
+    let sdk_traces = env.sdk_traces();
     let from_script = || {
         let args: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
         service_name::from_command_line(&exe_name, &args)
@@ -176,7 +191,26 @@ pub fn read_process(proc_root: &Path, pid: u32) -> Result<ProcessInfo, EnrichErr
         service_name: bounded(&service_name, MAX_VALUE_LEN),
         service_name_source,
         resource_attributes: env.copied,
+        go: is_go_executable(&dir.join("exe")),
+        sdk_traces,
+        container: cgroup::read(&dir),
     })
+}
+
+/// Whether the ELF file at `path` was built by the Go toolchain: it has Go's build-info
+/// section (`.go.buildinfo`, kept by stripped builds too) or build-id note. Reads only the
+/// headers and section names, never the whole file.
+pub fn is_go_executable(path: &Path) -> bool {
+    use object::{Object, ObjectSection};
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    let cache = object::ReadCache::new(file);
+    let Ok(elf) = object::File::parse(&cache) else {
+        return false;
+    };
+    elf.sections()
+        .any(|s| matches!(s.name(), Ok(".go.buildinfo" | ".note.go.buildid")))
 }
 
 /// Reads at most `max` bytes of a file. procfs files report size 0, so we cannot ask first.
@@ -217,6 +251,10 @@ struct OtelEnv {
     service_name: Option<String>,
     attr_service_name: Option<String>,
     copied: Vec<(&'static str, String)>,
+    /// `OTEL_TRACES_EXPORTER`, `OTEL_SDK_DISABLED`, and whether an OTLP endpoint is set.
+    traces_exporter: Option<String>,
+    sdk_disabled: bool,
+    otlp_endpoint: bool,
 }
 
 impl OtelEnv {
@@ -233,6 +271,19 @@ impl OtelEnv {
                 out.service_name = Some(v.trim())
                     .filter(|v| !v.is_empty())
                     .map(|v| bounded(v, MAX_VALUE_LEN));
+            } else if let Some(v) = var.strip_prefix("OTEL_TRACES_EXPORTER=") {
+                out.traces_exporter
+                    .get_or_insert_with(|| v.trim().to_ascii_lowercase());
+            } else if let Some(v) = var.strip_prefix("OTEL_SDK_DISABLED=") {
+                out.sdk_disabled |= v.trim().eq_ignore_ascii_case("true");
+            } else if [
+                "OTEL_EXPORTER_OTLP_ENDPOINT=",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=",
+            ]
+            .iter()
+            .any(|p| var.strip_prefix(p).is_some_and(|v| !v.trim().is_empty()))
+            {
+                out.otlp_endpoint = true;
             } else if let Some(v) = var
                 .strip_prefix("OTEL_RESOURCE_ATTRIBUTES=")
                 .filter(|_| !seen_attrs)
@@ -250,6 +301,18 @@ impl OtelEnv {
             }
         }
         out
+    }
+
+    fn sdk_traces(&self) -> bool {
+        if self.sdk_disabled {
+            return false;
+        }
+        match self.traces_exporter.as_deref() {
+            Some(e) => e
+                .split(',')
+                .any(|x| !x.trim().is_empty() && x.trim() != "none"),
+            None => self.otlp_endpoint,
+        }
     }
 }
 
@@ -301,6 +364,64 @@ mod tests {
     use super::super::fake_proc::FakeProc;
     use super::*;
     use ServiceNameSource::*;
+
+    #[test]
+    fn an_sdk_exporting_traces_is_recognised_by_its_environment() {
+        let fake = FakeProc::new();
+        let cases: &[(&[&str], bool)] = &[
+            (&["OTEL_SERVICE_NAME=shop"], false), // naming a service is not an SDK
+            (&["OTEL_TRACES_EXPORTER=otlp"], true),
+            (&["OTEL_TRACES_EXPORTER=console,otlp"], true),
+            (
+                &[
+                    "OTEL_TRACES_EXPORTER=none",
+                    "OTEL_EXPORTER_OTLP_ENDPOINT=http://c:4317",
+                ],
+                false,
+            ),
+            (&["OTEL_EXPORTER_OTLP_ENDPOINT=http://c:4317"], true),
+            (
+                &["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://c:4318/v1/traces"],
+                true,
+            ),
+            (&["OTEL_EXPORTER_OTLP_ENDPOINT="], false),
+            (
+                &["OTEL_TRACES_EXPORTER=otlp", "OTEL_SDK_DISABLED=TRUE"],
+                false,
+            ),
+            (&[], false),
+        ];
+        for (i, (env, sdk)) in cases.iter().enumerate() {
+            let pid = 100 + i as u32;
+            fake.add(pid, Some("/usr/bin/python3"), &["python3", "app.py"], env);
+            let info = read_process(fake.root(), pid).unwrap();
+            assert_eq!(info.sdk_traces, *sdk, "{env:?}");
+        }
+    }
+
+    #[test]
+    fn go_programs_are_told_apart_stripped_or_not() {
+        // Debian's hey is a stripped Go binary (no .symtab, no DWARF); the go tool is not
+        // stripped. Both come with the test packages (tests/e2e/APT_PACKAGES).
+        for go in ["/usr/bin/hey", "/usr/lib/go-1.19/bin/go"] {
+            assert!(
+                Path::new(go).exists(),
+                "{go} is missing: install tests/e2e/APT_PACKAGES"
+            );
+            assert!(is_go_executable(Path::new(go)), "{go}");
+        }
+        let me = std::env::current_exe().expect("test binary");
+        for other in [
+            Path::new("/bin/sh"),
+            Path::new("/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            &me,
+        ] {
+            assert!(!is_go_executable(other), "{}", other.display());
+        }
+        // Not ELF, or not there: not Go (never an error).
+        assert!(!is_go_executable(Path::new("/etc/hostname")));
+        assert!(!is_go_executable(Path::new("/nonexistent")));
+    }
 
     #[test]
     fn service_name_rules_in_order() {

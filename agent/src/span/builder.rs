@@ -35,6 +35,7 @@ use super::context::{new_span_id, new_trace_id, parse_traceparent, parse_tracest
 use super::messaging::PublishIndex;
 use super::model::{Attribute, Resource, Span, SpanContext, SpanId, SpanKind, StatusCode};
 use crate::conn::{ConnMeta, ConnTable};
+use crate::enrich::ProcessTraits;
 use crate::protocol::{
     AmqpOperation, AmqpOutcome, HttpOutcome, L7Event, Outcome, PgOutcome, Request,
 };
@@ -91,6 +92,14 @@ pub struct SpanOptions {
     pub redact_query: bool,
     /// Replace SQL literals with `?` in db.query.text.
     pub sanitize_sql: bool,
+    /// Head sampling (see `sampler`).
+    pub sampler: Sampler,
+    /// Export a sampled-out span anyway when it ended in error, marked with
+    /// [`KEPT_ERROR_ATTRIBUTE`] (the agent sees the outcome before export).
+    pub keep_errors: bool,
+    /// Make no span for what an OpenTelemetry SDK in the process reports itself (its context
+    /// is still followed); false keeps both.
+    pub defer_to_sdk: bool,
 }
 
 impl Default for SpanOptions {
@@ -98,6 +107,9 @@ impl Default for SpanOptions {
         Self {
             redact_query: true,
             sanitize_sql: true,
+            sampler: Sampler::default(),
+            keep_errors: false,
+            defer_to_sdk: true,
         }
     }
 }
@@ -114,6 +126,23 @@ pub(super) struct Inflight {
     pub meta: ConnMeta,
     /// A CLIENT request already chosen as the parent of a same-node SERVER span.
     pub claimed: bool,
+    /// An OpenTelemetry SDK in the process reports this exchange itself: no span of ours.
+    pub sdk_reported: bool,
+    /// For an SDK-reported call: the context its `traceparent` carried, which is the SDK's
+    /// own span — what the call's children (the server it reached) hang under.
+    pub sdk_context: Option<SpanContext>,
+}
+
+impl Inflight {
+    /// The context this exchange's children derive theirs from: its own span, or for one the
+    /// SDK reports, the SDK's span when known (never a span of ours that will not exist).
+    fn for_children(&self) -> Option<&SpanContext> {
+        if self.sdk_reported {
+            self.sdk_context.as_ref()
+        } else {
+            Some(&self.ctx)
+        }
+    }
 }
 
 impl Inflight {
@@ -170,8 +199,14 @@ pub trait Resources {
     fn known(&self, _pid: u32) -> bool {
         true
     }
-    /// `pid`'s resource, read ahead.
-    fn provide(&mut self, _pid: u32, _resource: Arc<Resource>) {}
+    /// `pid`'s resource and traits, read ahead.
+    fn provide(&mut self, _pid: u32, _resource: Arc<Resource>, _traits: ProcessTraits) {}
+    /// What else the span stage must know of `pid`: whether its requests move between OS
+    /// threads (Go: a thread then says nothing about which request it works for, see `work`),
+    /// whether an OpenTelemetry SDK in it reports its own spans.
+    fn traits(&mut self, _pid: u32, _comm: &str) -> ProcessTraits {
+        ProcessTraits::default()
+    }
 }
 
 impl Resources for crate::enrich::ResourceCache {
@@ -184,26 +219,33 @@ impl Resources for crate::enrich::ResourceCache {
     fn known(&self, pid: u32) -> bool {
         self.contains(pid)
     }
-    fn provide(&mut self, pid: u32, resource: Arc<Resource>) {
-        self.insert(pid, resource);
+    fn provide(&mut self, pid: u32, resource: Arc<Resource>, traits: ProcessTraits) {
+        self.insert(pid, resource, traits);
+    }
+    fn traits(&mut self, pid: u32, comm: &str) -> ProcessTraits {
+        crate::enrich::ResourceCache::traits(self, pid, comm)
     }
 }
 
-/// The span a thread is working for. Kept by value so it outlives the span's end when the
-/// work follows it (a message taken without ack is processed after its span ended).
-#[derive(Clone, Debug)]
-struct Handling {
-    ctx: SpanContext,
-    key: (u64, u64),
-    pid: u32,
-    /// Set when the span ended but the thread's work for it goes on (a no-ack delivery); such
-    /// entries are swept after [`LINGER_NS`] or when the process exits, so threads that die
-    /// never leave entries behind for good.
-    ended_ns: Option<u64>,
+use super::sampler::Sampler;
+pub use super::work::LINGER_NS;
+
+/// Set (true) on a span the sampler dropped but [`SpanOptions::keep_errors`] kept.
+pub const KEPT_ERROR_ATTRIBUTE: &str = "ebpf_agent.sampling.kept_error";
+/// W3C Trace Context: the `sampled` trace flag.
+const SAMPLED: u8 = 1;
+use super::work::{Cause, Work};
+
+/// The thread a request started on, and whether its process's requests move between
+/// threads (see `work`).
+#[derive(Clone, Copy)]
+struct Origin {
+    tid: u32,
+    process_scope: bool,
+    /// An OpenTelemetry SDK in the process reports spans, and the agent defers to it.
+    sdk: bool,
 }
 
-/// How long a thread may keep working for a span that already ended (no-ack deliveries).
-pub const LINGER_NS: u64 = 60 * 1_000_000_000;
 /// Longest an exchange may stay open on a live connection before its entry is dropped: an hour
 /// covers long polls and most streaming RPCs; a longer one loses its span (counted).
 pub const MAX_INFLIGHT_NS: u64 = 3600 * 1_000_000_000;
@@ -212,8 +254,8 @@ pub struct SpanBuilder {
     inflight: HashMap<(u64, u64), Inflight>,
     /// Per connection, its in-flight sequence numbers in request order.
     by_conn: HashMap<u64, VecDeque<u64>>,
-    /// Thread id → the SERVER or CONSUMER span it is working for.
-    handling: HashMap<u32, Handling>,
+    /// Which requests each thread and process is working for (see `work`).
+    work: Work,
     published: PublishIndex,
     clock: Clock,
     opts: SpanOptions,
@@ -225,7 +267,7 @@ impl SpanBuilder {
         Self {
             inflight: HashMap::new(),
             by_conn: HashMap::new(),
-            handling: HashMap::new(),
+            work: Work::default(),
             published: PublishIndex::default(),
             clock,
             opts,
@@ -243,12 +285,12 @@ impl SpanBuilder {
 
     /// Threads currently attributed to a span (bounded: see [`LINGER_NS`]).
     pub fn handling(&self) -> usize {
-        self.handling.len()
+        self.work.threads()
     }
 
     /// The process exited: its threads work for nothing any more.
     pub fn process_exit(&mut self, pid: u32) {
-        self.handling.retain(|_, h| h.pid != pid);
+        self.work.process_exit(pid);
     }
 
     /// Periodic housekeeping: threads lingering on ended spans for too long, and exchanges
@@ -257,25 +299,22 @@ impl SpanBuilder {
     /// they started when their connection closes or they are replaced, so these are leaks
     /// this sweep bounds, dropped and counted.
     pub fn sweep(&mut self, now_ns: u64, live: impl Fn(u64) -> bool) {
-        let before = self.inflight.len();
-        self.inflight.retain(|&(conn, _), i| {
-            live(conn) && now_ns.saturating_sub(i.start_ns) < MAX_INFLIGHT_NS
-        });
-        let dropped = before - self.inflight.len();
-        if dropped > 0 {
-            self.telemetry
-                .add(Counter::SpansDroppedStale, dropped as u64);
-            let inflight = &self.inflight;
-            self.by_conn.retain(|&conn, seqs| {
-                seqs.retain(|s| inflight.contains_key(&(conn, *s)));
-                !seqs.is_empty()
-            });
+        let stale: Vec<(u64, u64)> = self
+            .inflight
+            .iter()
+            .filter(|(&(conn, _), i)| {
+                !live(conn) || now_ns.saturating_sub(i.start_ns) >= MAX_INFLIGHT_NS
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for &(conn, seq) in &stale {
+            self.take(conn, seq, None);
         }
-        let inflight = &self.inflight;
-        self.handling.retain(|_, h| match h.ended_ns {
-            Some(e) => now_ns.saturating_sub(e) < LINGER_NS,
-            None => inflight.contains_key(&h.key),
-        });
+        if !stale.is_empty() {
+            self.telemetry
+                .add(Counter::SpansDroppedStale, stale.len() as u64);
+        }
+        self.work.sweep(now_ns);
     }
 
     /// Handles one parser event of connection `meta`.
@@ -294,15 +333,30 @@ impl SpanBuilder {
                 start_ns,
                 request,
             } => {
-                self.start(meta, seq, tid, start_ns, request, conns);
+                let traits = resources.traits(meta.pid, meta.comm_str());
+                let from = Origin {
+                    tid,
+                    // Only a call's parent depends on it.
+                    process_scope: meta.role == Role::Client && traits.threads_migrate,
+                    sdk: traits.sdk_traces && self.opts.defer_to_sdk,
+                };
+                self.start(meta, seq, from, start_ns, request, conns);
             }
             L7Event::ExchangeEnd {
                 seq,
                 end_ns,
                 outcome,
             } => {
-                if let Some(span) = self.end(meta, seq, end_ns, outcome, resources) {
+                if let Some(mut span) = self.end(meta, seq, end_ns, outcome, resources) {
                     self.telemetry.incr(Counter::SpansCreated);
+                    if span.context.flags & SAMPLED == 0 {
+                        if !(self.opts.keep_errors && span.status == StatusCode::Error) {
+                            self.telemetry.incr(Counter::SpansSampledOut);
+                            return;
+                        }
+                        span.attributes
+                            .push(Attribute::new(KEPT_ERROR_ATTRIBUTE, true));
+                    }
                     sink.emit(span);
                 }
             }
@@ -313,7 +367,11 @@ impl SpanBuilder {
         &mut self,
         meta: &ConnMeta,
         seq: u64,
-        tid: u32,
+        Origin {
+            tid,
+            process_scope,
+            sdk,
+        }: Origin,
         start_ns: u64,
         request: Request,
         conns: &ConnTable,
@@ -341,6 +399,17 @@ impl SpanBuilder {
             }
             Request::Postgres(_) => None,
         };
+        // In a process whose SDK reports spans, the SDK's server and consumer instrumentation
+        // reports what it receives and its client instrumentation what carries its traceparent
+        // (database calls carry none: the SDK's database instrumentation is trusted with them).
+        let sdk_reported = sdk
+            && match kind {
+                SpanKind::Server | SpanKind::Consumer => true,
+                _ => matches!(request, Request::Postgres(_)) || header.is_some(),
+            };
+        let sdk_context = header
+            .clone()
+            .filter(|_| sdk_reported && matches!(kind, SpanKind::Client | SpanKind::Producer));
         let (ctx, parent) = match (&request, kind) {
             // HTTP/2 multiplexes: both ends number the stream alike, so match it exactly;
             // HTTP/1 answers in order, so the oldest unmatched request is the one.
@@ -361,30 +430,33 @@ impl SpanBuilder {
             // A header of the trace the thread is already working in was most likely forwarded
             // as received (naive propagation by an uninstrumented app): the span the thread
             // handles is the finer parent. A header of another trace is the app's own word.
-            _ => match (header, self.handling.get(&tid)) {
-                (Some(h), Some(hd)) if h.trace_id != hd.ctx.trace_id => {
+            _ => match (header, self.cause(tid, meta.pid, process_scope)) {
+                (Some(h), Some(hd)) if h.trace_id != hd.trace_id => {
                     (with_new_span(&h), Some(h.span_id))
                 }
-                (_, Some(hd)) => (with_new_span(&hd.ctx), Some(hd.ctx.span_id)),
+                (_, Some(hd)) => (with_new_span(&hd), Some(hd.span_id)),
                 (Some(h), None) => (with_new_span(&h), Some(h.span_id)),
                 (None, None) => (new_root(), None),
             },
         };
+        // The decision is made here, once, and travels in the flags to everything that
+        // derives its context from this span.
+        let mut ctx = ctx;
+        let parent_sampled = parent.map(|_| ctx.flags & SAMPLED != 0);
+        ctx.flags = (ctx.flags & !SAMPLED)
+            | u8::from(self.opts.sampler.sampled(parent_sampled, &ctx.trace_id));
         if let Request::Amqp(m) = &request {
-            if kind == SpanKind::Producer {
-                self.published.record(m.fingerprint, ctx.clone(), start_ns);
+            let linked = if sdk_reported {
+                sdk_context.clone()
+            } else {
+                Some(ctx.clone())
+            };
+            if let Some(linked) = linked.filter(|_| kind == SpanKind::Producer) {
+                self.published.record(m.fingerprint, linked, start_ns);
             }
         }
         if matches!(kind, SpanKind::Server | SpanKind::Consumer) {
-            self.handling.insert(
-                tid,
-                Handling {
-                    ctx: ctx.clone(),
-                    key: (meta.conn_id, seq),
-                    pid: meta.pid,
-                    ended_ns: None,
-                },
-            );
+            self.work.started(tid, meta.pid, (meta.conn_id, seq));
         }
         self.by_conn.entry(meta.conn_id).or_default().push_back(seq);
         self.inflight.insert(
@@ -398,8 +470,32 @@ impl SpanBuilder {
                 request,
                 meta: *meta,
                 claimed: false,
+                sdk_reported,
+                sdk_context,
             },
         );
+    }
+
+    /// The context of the request that caused a call made now on `tid` of `pid`, when it can
+    /// be known (see `work`); an ambiguous cause is counted.
+    fn cause(&self, tid: u32, pid: u32, process_scope: bool) -> Option<SpanContext> {
+        match self.work.cause(tid, pid, process_scope) {
+            Cause::One(key) => self
+                .inflight
+                .get(&key)
+                .and_then(Inflight::for_children)
+                .cloned(),
+            Cause::Lingering(ctx) => Some(ctx),
+            Cause::Nothing => None,
+            Cause::Ambiguous => {
+                self.telemetry.incr(if process_scope {
+                    Counter::ParentAmbiguousProcess
+                } else {
+                    Counter::ParentAmbiguousThread
+                });
+                None
+            }
+        }
     }
 
     /// The caller's context from `traceparent`/`tracestate`, or None (absent or malformed).
@@ -455,13 +551,15 @@ impl SpanBuilder {
                     .inflight
                     .get_mut(&(peer.conn_id, s))
                     .expect("found above");
-                if header
-                    .as_ref()
-                    .is_none_or(|h| h.trace_id == client.ctx.trace_id)
+                // The client's span, or the SDK's when the SDK reports the call.
+                if let Some(c) = client
+                    .for_children()
+                    .filter(|c| header.as_ref().is_none_or(|h| h.trace_id == c.trace_id))
+                    .cloned()
                 {
                     client.claimed = true;
                     self.telemetry.incr(Counter::SpansStitched);
-                    return (with_new_span(&client.ctx), Some(client.ctx.span_id));
+                    return (with_new_span(&c), Some(c.span_id));
                 }
             }
         }
@@ -481,27 +579,12 @@ impl SpanBuilder {
                 self.by_conn.remove(&conn_id);
             }
         }
-        if let Some(h) = self
-            .handling
-            .get_mut(&inf.tid)
-            .filter(|h| h.key == (conn_id, seq))
-        {
-            match linger_from {
-                Some(ns) => h.ended_ns = Some(ns),
-                None => {
-                    self.handling.remove(&inf.tid);
-                }
-            }
+        if matches!(inf.kind, SpanKind::Server | SpanKind::Consumer) {
+            let linger = linger_from.and_then(|ns| Some((inf.for_children()?.clone(), ns)));
+            self.work
+                .ended(inf.tid, inf.meta.pid, (conn_id, seq), linger);
         }
         Some(inf)
-    }
-
-    /// A parser event of a connection found, after its exchanges began, to be one that is not
-    /// traced (the collector's side of this agent's own export): ends make no span.
-    pub fn discard(&mut self, meta: &ConnMeta, ev: L7Event) {
-        if let L7Event::ExchangeEnd { seq, .. } = ev {
-            self.take(meta.conn_id, seq, None);
-        }
     }
 
     fn end(
@@ -516,6 +599,10 @@ impl SpanBuilder {
         // working for it until it starts on something else.
         let work_follows = matches!(outcome, Outcome::Amqp(AmqpOutcome::Received));
         let inf = self.take(meta.conn_id, seq, work_follows.then_some(end_ns))?;
+        if inf.sdk_reported {
+            self.telemetry.incr(Counter::SpansLeftToSdk);
+            return None;
+        }
         match &outcome {
             Outcome::Http {
                 outcome: HttpOutcome::Aborted,

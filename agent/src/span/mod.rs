@@ -10,5 +10,7 @@ mod http2;
 pub mod messaging;
 pub mod model;
 pub mod route;
+pub mod sampler;
 pub mod sql;
 pub mod url;
+mod work;

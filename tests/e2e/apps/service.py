@@ -8,6 +8,7 @@ Routes (keep-alive on; every response has Content-Length unless chunked):
   GET  /large?size=N          200, N-byte body (default 1 MiB) that contains HTTP-looking text
   GET  /status/<code>         that status
   GET  /slow?ms=N             sleeps N ms, then 200
+  GET  /slow/<id>?ms=N        sleeps N ms, then 200 JSON naming the id
   GET  /call?next=URL         while handling, GETs URL over one keep-alive http.client
                               connection shared by all requests; returns that status and
                               sets X-Next-Conn: new|reused
@@ -127,6 +128,9 @@ class Handler(BaseHTTPRequestHandler):
         elif u.path == "/slow":
             time.sleep(int(q.get("ms", ["100"])[0]) / 1000)
             self.reply(200, b'{"slow":true}')
+        elif parts[0] == "slow" and len(parts) == 2:
+            time.sleep(int(q.get("ms", ["100"])[0]) / 1000)
+            self.reply(200, json.dumps({"id": parts[1], "slow": True}).encode())
         elif u.path == "/call" and "next" in q:
             try:
                 status, body, reused = UPSTREAM.get(q["next"][0])
@@ -148,6 +152,7 @@ class Handler(BaseHTTPRequestHandler):
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # listen backlog: tests open dozens of connections at once
 
 
 def main() -> int:

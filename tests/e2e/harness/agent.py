@@ -34,11 +34,12 @@ def require_agent_bin() -> Path:
 
 
 class Agent:
-    """One running agent. `endpoint=None` runs it in console mode (spans on stdout)."""
+    """One running agent. `endpoint=None` runs it in console mode (spans on stdout); `args`:
+    more `agent run` options (e.g. `--pid N` to trace only that process)."""
 
     def __init__(self, binary: Path, logdir: Path, endpoint: str | None,
-                 name: str = "agent") -> None:
-        argv = [str(binary), "run", "--log-level", "info"]
+                 name: str = "agent", args: tuple[str, ...] = ()) -> None:
+        argv = [str(binary), "run", "--log-level", "info", *args]
         if endpoint:
             argv[2:2] = ["--otlp-endpoint", endpoint]
         # OTEL_* variables would change the agent's defaults (e.g. an OTLP endpoint in console

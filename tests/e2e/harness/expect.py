@@ -27,15 +27,18 @@ def assert_resource(s: ReceivedSpan, service_name: str, exe_prefix: str, pid: in
 def http_pair(spans: list[ReceivedSpan], *, client: Call | Server, server: Server,
               method: str, path: str, query: str | None = None, template: str | None = None,
               status: int = 200, ua: str | None = None, client_port: int | None = None,
-              proto: str = "1.1", response_size: tuple[int, ...] = (),
-              request_size: tuple[int, ...] = (),
+              proto: str = "1.1", response_size: int | None = None,
+              request_size: int | None = None,
               scheme: str = "http") -> tuple[ReceivedSpan, ReceivedSpan]:
     """Finds and checks the CLIENT span (from `client`'s pid) and the SERVER span (from
     `server`'s pid) of one request; the SERVER span must be the CLIENT span's child and lie
     inside it. `client` may be a server process calling out (the chain tests).
 
     client_port: the client's ephemeral port, when the test knows it.
-    response_size/request_size: allowed values of http.*.body.size when the agent sets them.
+    response_size/request_size: the body sizes the client (or server) itself reports; both
+    spans must carry exactly these http.*.body.size values (see assert_body_size). None: the
+    test does not know the response size; the request size of a GET or HEAD is known to be 0
+    (none of the tests' clients sends a body with them).
     scheme: "https" over TLS (url.scheme, and url.full on the CLIENT span).
     """
     __tracebackhide__ = True
@@ -54,7 +57,7 @@ def assert_http_pair(c: ReceivedSpan, s: ReceivedSpan, *, client: Call | Server,
                      server: Server, method: str, path: str, query: str | None = None,
                      template: str | None = None, status: int = 200, ua: str | None = None,
                      client_port: int | None = None, proto: str = "1.1",
-                     response_size: tuple[int, ...] = (), request_size: tuple[int, ...] = (),
+                     response_size: int | None = None, request_size: int | None = None,
                      scheme: str = "http") -> None:
     """The checks of http_pair on a CLIENT span `c` and SERVER span `s` already picked."""
     __tracebackhide__ = True
@@ -83,10 +86,12 @@ def assert_http_pair(c: ReceivedSpan, s: ReceivedSpan, *, client: Call | Server,
         else:
             assert "user_agent.original" not in span.attributes, (
                 f"user_agent.original although none was sent\n{fmt_span(span)}")
-        if response_size:
-            assert_body_size(span, "http.response.body.size", *response_size)
-        if request_size:
-            assert_body_size(span, "http.request.body.size", *request_size)
+        if response_size is not None:
+            assert_body_size(span, "http.response.body.size", response_size)
+        if request_size is None and method in ("GET", "HEAD"):
+            request_size = 0
+        if request_size is not None:
+            assert_body_size(span, "http.request.body.size", request_size)
     assert_resource(c, csvc, cexe, cpid)
     assert_resource(s, ssvc, sexe, spid)
     assert_child_of(s, c)
@@ -117,11 +122,14 @@ def sequential_pairs(spans: list[ReceivedSpan], client_pid: int, server_pid: int
 
 
 def check_load_pairs(spans: list[ReceivedSpan], client_pid: int, server_pid: int, port: int,
-                     per_key: dict, key, scheme: str) -> list[tuple[ReceivedSpan, ReceivedSpan]]:
+                     per_key: dict, key, scheme: str, response_sizes: dict | None = None,
+                     request_sizes: dict | None = None
+                     ) -> list[tuple[ReceivedSpan, ReceivedSpan]]:
     """Concurrent requests (h2load -m > 1): exactly per_key[k][0] CLIENT spans from the
     client and as many SERVER spans from the server for each key k = key(span); every SERVER
     span is the child of its own CLIENT span (one-to-one, same key, inside its interval);
-    the HTTP/2 attributes every span of the load must have."""
+    the HTTP/2 attributes every span of the load must have; response_sizes/request_sizes:
+    the exact http.*.body.size of both spans for the keys they name (see assert_body_size)."""
     __tracebackhide__ = True
     clients = [x for x in spans if x.kind == KIND_CLIENT]
     servers = [x for x in spans if x.kind == KIND_SERVER]
@@ -149,6 +157,11 @@ def check_load_pairs(spans: list[ReceivedSpan], client_pid: int, server_pid: int
         assert_attrs(c, {**common, "server.address": LOCALHOST, "network.peer.port": port,
                          "url.full": f"{scheme}://{LOCALHOST}:{port}{c.attributes['url.path']}"})
         assert_attrs(s, {**common, "client.address": LOCALHOST})
+        for span in (c, s):
+            if key(s) in (response_sizes or {}):
+                assert_body_size(span, "http.response.body.size", response_sizes[key(s)])
+            if key(s) in (request_sizes or {}):
+                assert_body_size(span, "http.request.body.size", request_sizes[key(s)])
         pairs.append((c, s))
     return pairs
 

@@ -31,6 +31,7 @@ PYCLIENT_UA = "e2e-pyclient/1.0"
 # Per URL: a JSON object of transfer facts, then curl's JSON object of the response headers.
 CURL_WRITE_OUT = ('{"http_code":%{http_code},"num_connects":%{num_connects},'
                   '"local_port":%{local_port},"size_download":%{size_download},'
+                  '"size_upload":%{size_upload},'
                   '"http_version":"%{http_version}","time_total":%{time_total}}\\n'
                   '%{header_json}\\n')
 SPAN_TIMEOUT = 15.0  # generous: a loaded 2-core machine, batch timeout <= 1 s
@@ -169,10 +170,13 @@ class Scenario:
 
     # -- clients --
     def curl(self, *urls: str, headers: tuple[str, ...] = (), http10: bool = False,
-             http2: bool = False, cacert: Path | None = None) -> Call:
+             http2: bool = False, cacert: Path | None = None, data: Path | None = None,
+             rc: int = 0) -> Call:
         """One curl process fetching all `urls` (reusing one connection when it can).
         http2: --http2 (h2 over TLS via ALPN), or --http2-prior-knowledge for http:// URLs;
-        cacert: the CA to trust for https:// URLs."""
+        cacert: the CA to trust for https:// URLs; data: POST this file's bytes to every URL
+        (--data-binary; add a `Transfer-Encoding: chunked` header to send it chunked);
+        rc: the exit code curl must end with (e.g. 52 "Empty reply from server")."""
         h2 = "--http2-prior-knowledge" if urls and urls[0].startswith("http:") else "--http2"
         version = "--http1.0" if http10 else h2 if http2 else "--http1.1"
         argv = ["curl", version, "-sS", "--max-time", "20", "-A", CURL_UA, "-w", CURL_WRITE_OUT]
@@ -180,16 +184,20 @@ class Scenario:
             argv += ["--cacert", str(cacert)]
         for h in headers:
             argv += ["-H", h]
+        if data is not None:
+            argv += ["--data-binary", f"@{data}"]
         for url in urls:
             argv += ["-o", "/dev/null", url]
         t0 = time.time_ns()
-        proc, rc = run(self._name("curl"), argv, self.workdir, timeout=30, env=app_env())
+        proc, got_rc = run(self._name("curl"), argv, self.workdir, timeout=30, env=app_env())
         t1 = time.time_ns()
         self._own(proc)
         pid, out, err = proc.pid, proc.stdout(), proc.stderr()
-        values = json_stream(out)  # per URL: the transfer's variables, then its headers
+        # per URL: the transfer's variables, then its headers ("000": no response, not JSON)
+        values = json_stream(out.replace('"http_code":000,', '"http_code":0,'))
         rows = [dict(v, headers=h) for v, h in zip(values[0::2], values[1::2])]
-        assert rc == 0 and len(rows) == len(urls), f"curl failed (rc={rc}): {err}\n{out}"
+        assert got_rc == rc and len(rows) == len(urls), (
+            f"curl exited with {got_rc}, expected {rc}: {err}\n{out}")
         return Call(pid, rows, t0, t1, "curl", "curl")
 
     def client(self, port: int, *requests: str, headers: tuple[str, ...] = (),

@@ -174,12 +174,13 @@ fn server_without_peer_joins_header_or_starts_trace() {
     let mut w = World::new();
     let srv = w.open(meta(2, 2, Role::Server, 8080, 40000));
     let mut r = req("POST", "/a");
-    r.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00".into());
+    // Flags other than `sampled` pass through as received (W3C Trace Context 3.2.2.5).
+    r.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03".into());
     r.tracestate = Some("congo=t61rcWkgMzE".into());
     w.ev(&srv, start(0, 20, 100, r));
     w.ev(&srv, end(0, 110, 200));
     let s = w.out[0].clone();
-    assert_eq!(s.context.flags, 0);
+    assert_eq!(s.context.flags, 3);
     assert_eq!(s.context.trace_state.as_deref(), Some("congo=t61rcWkgMzE"));
     assert!(s.parent_span_id.is_some());
     // Malformed: treated as absent, counted.
@@ -802,4 +803,434 @@ fn sweep_drops_exchanges_that_can_no_longer_end() {
     // Ends of swept exchanges make no span.
     w.ev(&cli, end(0, 200, 200));
     assert!(w.out.is_empty());
+}
+
+/// 40 requests in flight at once through one service (pid 2) that calls a downstream for
+/// each; `tid_of(i)` is the thread request i is read on, `call_tid(i)` the one its call is
+/// made on. Returns, per request, the parent of its call: Some(true) right, Some(false) wrong,
+/// None none.
+fn fan_out(
+    w: &mut World,
+    tid_of: impl Fn(u64) -> u32,
+    call_tid: impl Fn(u64) -> u32,
+    migrate: bool,
+) -> Vec<Option<bool>> {
+    const N: u64 = 40;
+    let mut res = MigratingResources(migrate);
+    let mut conns = Vec::new();
+    for i in 0..N {
+        let srv = w.open(meta(100 + i, 2, Role::Server, 8080, 40000 + i as u16));
+        let cli = w.open(meta(200 + i, 2, Role::Client, 41000 + i as u16, 9090));
+        conns.push((srv, cli));
+    }
+    // Every request is read before any call is made: all in flight at once.
+    for (i, (srv, _)) in conns.iter().enumerate() {
+        let r = req("GET", &format!("/req/{i}"));
+        w.b.handle(
+            srv,
+            start(0, tid_of(i as u64), 100 + i as u64, r),
+            &w.conns,
+            &mut res,
+            &mut w.out,
+        );
+    }
+    for (i, (_, cli)) in conns.iter().enumerate() {
+        let r = req("GET", &format!("/down/{i}"));
+        w.b.handle(
+            cli,
+            start(0, call_tid(i as u64), 200 + i as u64, r),
+            &w.conns,
+            &mut res,
+            &mut w.out,
+        );
+        w.b.handle(
+            cli,
+            end(0, 300 + i as u64, 200),
+            &w.conns,
+            &mut res,
+            &mut w.out,
+        );
+    }
+    for (i, (srv, _)) in conns.iter().enumerate() {
+        w.b.handle(
+            srv,
+            end(0, 400 + i as u64, 200),
+            &w.conns,
+            &mut res,
+            &mut w.out,
+        );
+    }
+    (0..N)
+        .map(|i| {
+            let server = w
+                .out
+                .iter()
+                .find(|s| {
+                    s.kind == SpanKind::Server
+                        && s.attr("url.path") == Some(&AttrValue::Str(format!("/req/{i}")))
+                })
+                .expect("server span");
+            let call = w
+                .out
+                .iter()
+                .find(|s| {
+                    s.kind == SpanKind::Client
+                        && s.attr("url.path") == Some(&AttrValue::Str(format!("/down/{i}")))
+                })
+                .expect("client span");
+            call.parent_span_id.map(|p| {
+                p == server.context.span_id && call.context.trace_id == server.context.trace_id
+            })
+        })
+        .collect()
+}
+
+struct MigratingResources(bool);
+impl Resources for MigratingResources {
+    fn resource(&mut self, pid: u32, comm: &str) -> Arc<Resource> {
+        FixedResources.resource(pid, comm)
+    }
+    fn traits(&mut self, _pid: u32, _comm: &str) -> ProcessTraits {
+        ProcessTraits {
+            threads_migrate: self.0,
+            sdk_traces: false,
+        }
+    }
+}
+
+#[test]
+fn concurrent_requests_on_an_event_loop_give_no_parent_never_a_wrong_one() {
+    let mut w = World::new();
+    // Node.js / asyncio: every request and every call on the one loop thread.
+    let got = fan_out(&mut w, |_| 7, |_| 7, false);
+    assert!(got.iter().all(Option::is_none), "{got:?}");
+    assert_eq!(w.tel.get(Counter::ParentAmbiguousThread), 40);
+}
+
+#[test]
+fn concurrent_requests_one_per_thread_all_get_their_parent() {
+    let mut w = World::new();
+    let got = fan_out(&mut w, |i| 1000 + i as u32, |i| 1000 + i as u32, false);
+    assert!(got.iter().all(|p| *p == Some(true)), "{got:?}");
+    assert_eq!(w.tel.get(Counter::ParentAmbiguousThread), 0);
+}
+
+#[test]
+fn go_calls_made_on_another_thread_are_never_given_a_wrong_parent() {
+    // Goroutines: request i read on thread i % 3, its call written from another thread with
+    // exactly one request read on it (the trap thread-based parenting falls into).
+    let mut w = World::new();
+    let tid_of = |i: u64| 1000 + i as u32;
+    let call_tid = |i: u64| 1000 + ((i + 1) % 40) as u32;
+    // Thread scope would parent each call to the wrong request...
+    let thread_scope = fan_out(&mut w, tid_of, call_tid, false);
+    assert!(
+        thread_scope.iter().all(|p| *p == Some(false)),
+        "{thread_scope:?}"
+    );
+    // ...process scope (Go) gives none while several are in flight.
+    let mut w = World::new();
+    let got = fan_out(&mut w, tid_of, call_tid, true);
+    assert!(got.iter().all(Option::is_none), "{got:?}");
+    assert_eq!(w.tel.get(Counter::ParentAmbiguousProcess), 40);
+}
+
+#[test]
+fn a_go_call_with_one_request_in_flight_is_its_child_whatever_the_thread() {
+    let mut w = World::new();
+    let mut res = MigratingResources(true);
+    let srv = w.open(meta(1, 2, Role::Server, 8080, 40000));
+    let cli = w.open(meta(2, 2, Role::Client, 41000, 9090));
+    w.b.handle(
+        &srv,
+        start(0, 10, 100, req("GET", "/a")),
+        &w.conns,
+        &mut res,
+        &mut w.out,
+    );
+    w.b.handle(
+        &cli,
+        start(0, 11, 110, req("GET", "/b")),
+        &w.conns,
+        &mut res,
+        &mut w.out,
+    );
+    w.b.handle(&cli, end(0, 120, 200), &w.conns, &mut res, &mut w.out);
+    w.b.handle(&srv, end(0, 130, 200), &w.conns, &mut res, &mut w.out);
+    let (call, server) = (&w.out[0], &w.out[1]);
+    assert_eq!(call.parent_span_id, Some(server.context.span_id));
+}
+
+fn sampled_world(sampler: crate::span::sampler::Sampler, keep_errors: bool) -> World {
+    let mut w = World::new();
+    w.b = SpanBuilder::new(
+        Clock::fixed(1_000_000),
+        SpanOptions {
+            sampler,
+            keep_errors,
+            ..SpanOptions::default()
+        },
+        w.tel.clone(),
+    );
+    w
+}
+
+#[test]
+fn an_unsampled_incoming_trace_is_sampled_out_on_every_span_the_agent_makes_for_it() {
+    use crate::span::sampler::Sampler;
+    let mut w = sampled_world(Sampler::default(), false);
+    // A traceparent with the sampled flag off, into A; A calls B (same node, stitched).
+    let a_srv = w.open(meta(1, 2, Role::Server, 8080, 50000));
+    let a_cli = w.open(meta(2, 2, Role::Client, 50001, 9090));
+    let b_srv = w.open(meta(3, 3, Role::Server, 9090, 50001));
+    let mut r = req("GET", "/a");
+    r.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00".into());
+    w.ev(&a_srv, start(0, 20, 100, r));
+    w.ev(&a_cli, start(0, 20, 110, req("GET", "/b")));
+    w.ev(&b_srv, start(0, 30, 115, req("GET", "/b")));
+    w.ev(&b_srv, end(0, 120, 200));
+    w.ev(&a_cli, end(0, 125, 200));
+    w.ev(&a_srv, end(0, 130, 200));
+    assert!(w.out.is_empty(), "{:#?}", w.out);
+    assert_eq!(w.tel.get(Counter::SpansSampledOut), 3);
+    assert_eq!(
+        w.tel.get(Counter::SpansStitched),
+        1,
+        "stitched all the same"
+    );
+    // The same with the flag on: three spans, flags sampled.
+    let mut r = req("GET", "/a");
+    r.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+    w.ev(&a_srv, start(1, 20, 200, r));
+    w.ev(&a_srv, end(1, 230, 200));
+    assert_eq!(w.out.len(), 1);
+    assert_eq!(w.out[0].context.flags & 1, 1);
+}
+
+#[test]
+fn always_off_drops_everything_but_kept_errors_are_marked() {
+    use crate::span::sampler::Sampler;
+    let mut w = sampled_world(Sampler::AlwaysOff, true);
+    let srv = w.open(meta(1, 2, Role::Server, 8080, 50000));
+    w.ev(&srv, start(0, 20, 100, req("GET", "/ok")));
+    w.ev(&srv, end(0, 110, 200));
+    w.ev(&srv, start(1, 20, 200, req("GET", "/boom")));
+    w.ev(&srv, end(1, 210, 503));
+    assert_eq!(w.out.len(), 1, "{:#?}", w.out);
+    assert_eq!(w.out[0].status, StatusCode::Error);
+    assert_eq!(
+        w.out[0].context.flags & 1,
+        0,
+        "still says it was sampled out"
+    );
+    assert_eq!(
+        w.out[0].attr(KEPT_ERROR_ATTRIBUTE),
+        Some(&AttrValue::Bool(true))
+    );
+    assert_eq!(w.tel.get(Counter::SpansSampledOut), 1);
+}
+
+#[test]
+fn trace_id_ratio_decides_per_trace_so_a_trace_is_whole_or_absent() {
+    use crate::span::sampler::Sampler;
+    let mut w = sampled_world(Sampler::TraceIdRatio(0.5), false);
+    for i in 0..200u64 {
+        let c = w.open(meta(1000 + 2 * i, 1, Role::Client, 20000 + i as u16, 8080));
+        let s = w.open(meta(1001 + 2 * i, 2, Role::Server, 8080, 20000 + i as u16));
+        w.ev(&c, start(0, 10, 100, req("GET", "/x")));
+        w.ev(&s, start(0, 20, 101, req("GET", "/x")));
+        w.ev(&s, end(0, 110, 200));
+        w.ev(&c, end(0, 111, 200));
+    }
+    let mut per_trace: HashMap<[u8; 16], usize> = HashMap::new();
+    for s in &w.out {
+        *per_trace.entry(s.context.trace_id).or_default() += 1;
+    }
+    assert!(per_trace.values().all(|&n| n == 2), "a trace half sampled");
+    assert!((60..140).contains(&per_trace.len()), "{}", per_trace.len());
+}
+
+mod sdk_coexistence {
+    use super::*;
+    use crate::protocol::{AmqpMessage, AmqpOperation, AmqpOutcome, PgOutcome, PgStatement};
+
+    /// pid 2 carries an SDK; the others do not.
+    struct SdkIn(u32);
+    impl Resources for SdkIn {
+        fn resource(&mut self, pid: u32, comm: &str) -> Arc<Resource> {
+            FixedResources.resource(pid, comm)
+        }
+        fn traits(&mut self, pid: u32, _comm: &str) -> ProcessTraits {
+            ProcessTraits {
+                threads_migrate: false,
+                sdk_traces: pid == self.0,
+            }
+        }
+    }
+
+    const SDK_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    /// The SDK's CLIENT span for A's call to B, as its traceparent says.
+    const SDK_CLIENT: &str = "00f067aa0ba902b7";
+    const SDK_PRODUCER: &str = "1111111111111111";
+
+    fn ev(w: &mut World, m: &ConnMeta, e: L7Event) {
+        w.b.handle(m, e, &w.conns, &mut SdkIn(2), &mut w.out);
+    }
+
+    fn begin(seq: u64, tid: u32, ts: u64, request: Request) -> L7Event {
+        L7Event::RequestStart {
+            seq,
+            tid,
+            start_ns: ts,
+            request,
+        }
+    }
+
+    fn publish(fp: u64, traceparent: Option<String>) -> Request {
+        Request::Amqp(AmqpMessage {
+            operation: AmqpOperation::Publish,
+            channel: 1,
+            exchange: String::new(),
+            routing_key: "orders".into(),
+            delivery_tag: None,
+            redelivered: false,
+            message_id: None,
+            correlation_id: None,
+            traceparent,
+            tracestate: None,
+            body_size: 3,
+            fingerprint: fp,
+        })
+    }
+
+    fn flow(defer: bool) -> World {
+        let mut w = World::new();
+        w.b = SpanBuilder::new(
+            Clock::fixed(0),
+            SpanOptions {
+                defer_to_sdk: defer,
+                ..SpanOptions::default()
+            },
+            w.tel.clone(),
+        );
+        // curl (1) -> A (2, SDK) -> B (3); A also runs SQL and publishes; worker (4) consumes.
+        let curl = w.open(meta(1, 1, Role::Client, 50000, 8080));
+        let a_srv = w.open(meta(2, 2, Role::Server, 8080, 50000));
+        let a_cli = w.open(meta(3, 2, Role::Client, 50001, 9090));
+        let b_srv = w.open(meta(4, 3, Role::Server, 9090, 50001));
+        let a_db = w.open(meta(5, 2, Role::Client, 50002, 5432));
+        let a_mq = w.open(meta(6, 2, Role::Client, 50003, 5672));
+        let worker = w.open(meta(7, 4, Role::Client, 50004, 5672));
+        ev(&mut w, &curl, start(0, 10, 100, req("GET", "/a")));
+        ev(&mut w, &a_srv, start(0, 20, 101, req("GET", "/a")));
+        let mut r = req("GET", "/b");
+        r.traceparent = Some(format!("00-{SDK_TRACE}-{SDK_CLIENT}-01"));
+        ev(&mut w, &a_cli, start(0, 20, 110, r.clone()));
+        ev(&mut w, &b_srv, start(0, 30, 111, r));
+        ev(&mut w, &b_srv, end(0, 120, 200));
+        ev(&mut w, &a_cli, end(0, 121, 200));
+        let stmt = Request::Postgres(PgStatement {
+            text: Some("SELECT 1".into()),
+            ..Default::default()
+        });
+        ev(&mut w, &a_db, begin(0, 20, 130, stmt));
+        let done = Outcome::Postgres(PgOutcome::Complete {
+            tag: "SELECT 1".into(),
+            rows: 1,
+        });
+        ev(
+            &mut w,
+            &a_db,
+            L7Event::ExchangeEnd {
+                seq: 0,
+                end_ns: 131,
+                outcome: done,
+            },
+        );
+        let tp = Some(format!("00-{SDK_TRACE}-{SDK_PRODUCER}-01"));
+        ev(&mut w, &a_mq, begin(0, 20, 140, publish(77, tp.clone())));
+        ev(
+            &mut w,
+            &a_mq,
+            L7Event::ExchangeEnd {
+                seq: 0,
+                end_ns: 141,
+                outcome: Outcome::Amqp(AmqpOutcome::Sent),
+            },
+        );
+        let mut deliver = publish(77, tp);
+        if let Request::Amqp(m) = &mut deliver {
+            m.operation = AmqpOperation::Deliver;
+            m.delivery_tag = Some(1);
+        }
+        ev(&mut w, &worker, begin(0, 40, 150, deliver));
+        ev(
+            &mut w,
+            &worker,
+            L7Event::ExchangeEnd {
+                seq: 0,
+                end_ns: 160,
+                outcome: Outcome::Amqp(AmqpOutcome::Acked),
+            },
+        );
+        ev(&mut w, &a_srv, end(0, 170, 200));
+        ev(&mut w, &curl, end(0, 171, 200));
+        w
+    }
+
+    #[test]
+    fn what_the_sdk_reports_gets_no_span_and_its_neighbours_join_its_trace() {
+        let w = flow(true);
+        let kinds: Vec<(SpanKind, i64)> = w
+            .out
+            .iter()
+            .map(|s| match s.resource.get("process.pid") {
+                Some(AttrValue::Int(p)) => (s.kind, *p),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // Only the uninstrumented processes' spans: B's SERVER, the worker's CONSUMER, curl's.
+        assert_eq!(
+            kinds,
+            vec![
+                (SpanKind::Server, 3),
+                (SpanKind::Consumer, 4),
+                (SpanKind::Client, 1)
+            ],
+            "{:#?}",
+            w.out
+        );
+        assert_eq!(w.tel.get(Counter::SpansLeftToSdk), 4);
+        let hex = |id: &[u8]| super::super::super::model::hex(id);
+        // B hangs under the SDK's CLIENT span, in the SDK's trace (stitched all the same).
+        let b = &w.out[0];
+        assert_eq!(hex(&b.context.trace_id), SDK_TRACE);
+        assert_eq!(
+            b.parent_span_id.map(|p| hex(&p)).as_deref(),
+            Some(SDK_CLIENT)
+        );
+        // The worker's consumer hangs under the SDK's PRODUCER span.
+        let c = &w.out[1];
+        assert_eq!(hex(&c.context.trace_id), SDK_TRACE);
+        assert_eq!(
+            c.parent_span_id.map(|p| hex(&p)).as_deref(),
+            Some(SDK_PRODUCER)
+        );
+        // No span of ours is anyone's parent unless it was exported.
+        let ours: Vec<_> = w.out.iter().map(|s| s.context.span_id).collect();
+        for s in &w.out {
+            if let Some(p) = s.parent_span_id {
+                let known =
+                    ours.contains(&p) || [SDK_CLIENT, SDK_PRODUCER].contains(&hex(&p).as_str());
+                assert!(known, "dangling parent {}", hex(&p));
+            }
+        }
+    }
+
+    #[test]
+    fn keeping_both_reports_every_exchange() {
+        let w = flow(false);
+        assert_eq!(w.out.len(), 7, "{:#?}", w.out);
+        assert_eq!(w.tel.get(Counter::SpansLeftToSdk), 0);
+    }
 }

@@ -1,0 +1,220 @@
+//! Which request a thread (or a process) is working for, when that can be known.
+//!
+//! Owns the "who caused this call" evidence the span builder uses for thread-based in-process
+//! propagation: the SERVER and CONSUMER exchanges in flight per thread and per process, and the
+//! spans a thread keeps working for after they ended (a message consumed without ack).
+//!
+//! The rule, from the principle that a wrong parent is worse than none: a call made on a thread
+//! is caused by the request that thread is handling only when exactly one is in flight there.
+//! With several in flight (an event loop — Node.js, Python asyncio, nginx — or pipelined
+//! requests) the cause is [`Cause::Ambiguous`]: the call gets no parent from here, and the
+//! builder counts it. For runtimes whose requests move between OS threads (Go: goroutines are
+//! scheduled on any thread, and `net/http`'s client writes from its own goroutine) the thread
+//! says nothing, so the scope is the whole process: exactly one request in flight in it.
+//!
+//! Counts and keys are kept as a count plus wrapping sums of the keys: when the count is one,
+//! the sums are that one key. Every operation is O(1) and allocates nothing per exchange.
+
+use std::collections::HashMap;
+
+use super::model::SpanContext;
+
+/// An exchange: (connection id, sequence number on it).
+pub type Key = (u64, u64);
+
+/// What a thread's or process's state says about the cause of a call made there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// Exactly one request in flight in the scope.
+    One(Key),
+    /// None in flight, but the thread still works for a span that ended.
+    Lingering(SpanContext),
+    /// Nothing in flight.
+    Nothing,
+    /// More than one request in flight: no way to tell which.
+    Ambiguous,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Open {
+    /// The process (of a thread's entry).
+    pid: u32,
+    count: u32,
+    conn_sum: u64,
+    seq_sum: u64,
+}
+
+impl Open {
+    fn add(&mut self, (conn, seq): Key) {
+        self.count += 1;
+        self.conn_sum = self.conn_sum.wrapping_add(conn);
+        self.seq_sum = self.seq_sum.wrapping_add(seq);
+    }
+
+    /// Returns whether the scope is now empty.
+    fn remove(&mut self, (conn, seq): Key) -> bool {
+        self.count = self.count.saturating_sub(1);
+        self.conn_sum = self.conn_sum.wrapping_sub(conn);
+        self.seq_sum = self.seq_sum.wrapping_sub(seq);
+        self.count == 0
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Linger {
+    ctx: SpanContext,
+    pid: u32,
+    ended_ns: u64,
+}
+
+/// How long a thread may keep working for a span that already ended (no-ack deliveries).
+pub const LINGER_NS: u64 = 60 * 1_000_000_000;
+
+#[derive(Debug, Default)]
+pub struct Work {
+    threads: HashMap<u32, Open>,
+    procs: HashMap<u32, Open>,
+    linger: HashMap<u32, Linger>,
+}
+
+impl Work {
+    /// A SERVER or CONSUMER exchange began on thread `tid` of process `pid`. The thread's
+    /// lingering work for an older span, if any, is over.
+    pub fn started(&mut self, tid: u32, pid: u32, key: Key) {
+        let t = self.threads.entry(tid).or_default();
+        t.pid = pid;
+        t.add(key);
+        self.procs.entry(pid).or_default().add(key);
+        self.linger.remove(&tid);
+    }
+
+    /// That exchange ended. `linger`: the thread goes on working for its span (`ctx`, since
+    /// `ended_ns`).
+    pub fn ended(&mut self, tid: u32, pid: u32, key: Key, linger: Option<(SpanContext, u64)>) {
+        if self.threads.get_mut(&tid).is_some_and(|o| o.remove(key)) {
+            self.threads.remove(&tid);
+        }
+        if self.procs.get_mut(&pid).is_some_and(|o| o.remove(key)) {
+            self.procs.remove(&pid);
+        }
+        if let Some((ctx, ended_ns)) = linger {
+            self.linger.insert(tid, Linger { ctx, pid, ended_ns });
+        }
+    }
+
+    /// What caused a call made now on thread `tid` of process `pid`; `process_scope` for
+    /// runtimes whose requests move between threads.
+    pub fn cause(&self, tid: u32, pid: u32, process_scope: bool) -> Cause {
+        let open = if process_scope {
+            self.procs.get(&pid)
+        } else {
+            self.threads.get(&tid)
+        };
+        match open {
+            Some(o) if o.count == 1 => Cause::One((o.conn_sum, o.seq_sum)),
+            Some(o) if o.count > 1 => Cause::Ambiguous,
+            _ => match self.linger.get(&tid) {
+                Some(l) => Cause::Lingering(l.ctx.clone()),
+                None => Cause::Nothing,
+            },
+        }
+    }
+
+    /// Threads attributed to some span (in flight or lingering).
+    pub fn threads(&self) -> usize {
+        self.threads.len()
+            + self
+                .linger
+                .keys()
+                .filter(|t| !self.threads.contains_key(t))
+                .count()
+    }
+
+    /// The process exited: its threads work for nothing any more (its thread ids may be
+    /// reused by another process).
+    pub fn process_exit(&mut self, pid: u32) {
+        self.linger.retain(|_, l| l.pid != pid);
+        self.threads.retain(|_, o| o.pid != pid);
+        self.procs.remove(&pid);
+    }
+
+    /// Lingering attributions older than [`LINGER_NS`] end.
+    pub fn sweep(&mut self, now_ns: u64) {
+        self.linger
+            .retain(|_, l| now_ns.saturating_sub(l.ended_ns) < LINGER_NS);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(span: u8) -> SpanContext {
+        SpanContext {
+            trace_id: [1; 16],
+            span_id: [span; 8],
+            flags: 1,
+            trace_state: None,
+        }
+    }
+
+    #[test]
+    fn one_in_flight_is_the_cause_several_are_ambiguous() {
+        let mut w = Work::default();
+        assert_eq!(w.cause(10, 1, false), Cause::Nothing);
+        w.started(10, 1, (7, 0));
+        assert_eq!(w.cause(10, 1, false), Cause::One((7, 0)));
+        w.started(10, 1, (8, 3));
+        assert_eq!(w.cause(10, 1, false), Cause::Ambiguous);
+        // The first ends: the one left is known exactly.
+        w.ended(10, 1, (7, 0), None);
+        assert_eq!(w.cause(10, 1, false), Cause::One((8, 3)));
+        w.ended(10, 1, (8, 3), None);
+        assert_eq!(w.cause(10, 1, false), Cause::Nothing);
+        assert_eq!(w.threads(), 0);
+    }
+
+    #[test]
+    fn process_scope_sees_requests_on_every_thread() {
+        let mut w = Work::default();
+        w.started(10, 1, (7, 0));
+        w.started(11, 1, (9, 0));
+        // Thread scope: each thread has its own one.
+        assert_eq!(w.cause(10, 1, false), Cause::One((7, 0)));
+        assert_eq!(w.cause(12, 1, false), Cause::Nothing);
+        // Process scope (Go): two in flight in the process, on any thread.
+        assert_eq!(w.cause(10, 1, true), Cause::Ambiguous);
+        assert_eq!(w.cause(12, 1, true), Cause::Ambiguous);
+        w.ended(11, 1, (9, 0), None);
+        assert_eq!(w.cause(12, 1, true), Cause::One((7, 0)));
+        // Another process is its own scope.
+        assert_eq!(w.cause(12, 2, true), Cause::Nothing);
+    }
+
+    #[test]
+    fn lingering_work_until_the_thread_starts_another_or_time_passes() {
+        let mut w = Work::default();
+        w.started(10, 1, (7, 0));
+        w.ended(10, 1, (7, 0), Some((ctx(5), 100)));
+        assert_eq!(w.cause(10, 1, false), Cause::Lingering(ctx(5)));
+        assert_eq!(w.threads(), 1);
+        w.sweep(100 + LINGER_NS - 1);
+        assert_eq!(w.threads(), 1);
+        w.sweep(100 + LINGER_NS);
+        assert_eq!(w.threads(), 0);
+        w.ended(10, 1, (7, 1), Some((ctx(6), 200)));
+        w.started(10, 1, (7, 2));
+        assert_eq!(w.cause(10, 1, false), Cause::One((7, 2)));
+        w.ended(10, 1, (7, 2), None);
+        assert_eq!(
+            w.cause(10, 1, false),
+            Cause::Nothing,
+            "replaced by the newer work"
+        );
+        w.ended(10, 1, (7, 3), Some((ctx(7), 300)));
+        w.started(11, 1, (8, 0));
+        w.process_exit(1);
+        assert_eq!(w.threads(), 0);
+        assert_eq!(w.cause(11, 1, true), Cause::Nothing);
+    }
+}
