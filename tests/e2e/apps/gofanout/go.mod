@@ -1,0 +1,3 @@
+module e2e/gofanout
+
+go 1.19
