@@ -11,6 +11,7 @@
 //! (beyond it the connection's parser is reset), and idle connections are swept.
 
 use agent_common::{conn_flags, DataEvent, Direction, Role, SockAddr, Syscall};
+use rustc_hash::FxHashMap;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -111,7 +112,9 @@ pub struct Limits {
 }
 
 pub struct ConnTable {
-    conns: HashMap<u64, Conn>,
+    /// Keyed by the kernel-minted connection id (never chosen by a peer), so a fast
+    /// non-keyed hash is safe here; this map is looked up for every record.
+    conns: FxHashMap<u64, Conn>,
     /// (local, remote) → connection id, for finding the other end of a same-node connection.
     by_tuple: HashMap<(SockAddr, SockAddr), u64>,
     by_pid: HashMap<u32, HashSet<u64>>,
@@ -129,7 +132,7 @@ pub struct ConnTable {
 impl ConnTable {
     pub fn new(limits: Limits, telemetry: Arc<Telemetry>) -> Self {
         Self {
-            conns: HashMap::new(),
+            conns: FxHashMap::default(),
             by_tuple: HashMap::new(),
             by_pid: HashMap::new(),
             limits,

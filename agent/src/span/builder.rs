@@ -25,7 +25,8 @@
 //! Does not own: parsing (`protocol`), connection state (`conn`), attribute details
 //! (`http`, `db`, `messaging`), resource metadata (`enrich`) or delivery (`export`).
 
-use std::collections::{HashMap, VecDeque};
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -251,9 +252,11 @@ struct Origin {
 pub const MAX_INFLIGHT_NS: u64 = 3600 * 1_000_000_000;
 
 pub struct SpanBuilder {
-    inflight: HashMap<(u64, u64), Inflight>,
+    /// Keyed by kernel-minted connection ids and parser sequence numbers (no peer chooses
+    /// them): a fast non-keyed hash is safe.
+    inflight: FxHashMap<(u64, u64), Inflight>,
     /// Per connection, its in-flight sequence numbers in request order.
-    by_conn: HashMap<u64, VecDeque<u64>>,
+    by_conn: FxHashMap<u64, VecDeque<u64>>,
     /// Which requests each thread and process is working for (see `work`).
     work: Work,
     published: PublishIndex,
@@ -265,8 +268,8 @@ pub struct SpanBuilder {
 impl SpanBuilder {
     pub fn new(clock: Clock, opts: SpanOptions, telemetry: Arc<Telemetry>) -> Self {
         Self {
-            inflight: HashMap::new(),
-            by_conn: HashMap::new(),
+            inflight: FxHashMap::default(),
+            by_conn: FxHashMap::default(),
             work: Work::default(),
             published: PublishIndex::default(),
             clock,

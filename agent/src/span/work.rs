@@ -15,7 +15,7 @@
 //! Counts and keys are kept as a count plus wrapping sums of the keys: when the count is one,
 //! the sums are that one key. Every operation is O(1) and allocates nothing per exchange.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use super::model::SpanContext;
 
@@ -70,6 +70,7 @@ struct Linger {
 /// How long a thread may keep working for a span that already ended (no-ack deliveries).
 pub const LINGER_NS: u64 = 60 * 1_000_000_000;
 
+/// Keyed by thread and process ids (the kernel's, not a peer's): a fast non-keyed hash.
 #[derive(Debug, Default)]
 pub struct Work {
     threads: HashMap<u32, Open>,

@@ -1042,7 +1042,7 @@ fn trace_id_ratio_decides_per_trace_so_a_trace_is_whole_or_absent() {
         w.ev(&s, end(0, 110, 200));
         w.ev(&c, end(0, 111, 200));
     }
-    let mut per_trace: HashMap<[u8; 16], usize> = HashMap::new();
+    let mut per_trace: std::collections::HashMap<[u8; 16], usize> = Default::default();
     for s in &w.out {
         *per_trace.entry(s.context.trace_id).or_default() += 1;
     }
