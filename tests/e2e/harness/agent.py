@@ -37,10 +37,12 @@ class Agent:
     """One running agent. `endpoint=None` runs it in console mode (spans on stdout)."""
 
     def __init__(self, binary: Path, logdir: Path, endpoint: str | None,
-                 name: str = "agent") -> None:
+                 name: str = "agent", config: Path | None = None) -> None:
         argv = [str(binary), "run", "--log-level", "info"]
         if endpoint:
             argv[2:2] = ["--otlp-endpoint", endpoint]
+        if config is not None:  # a YAML file (deploy/agent.example.yaml lists every field)
+            argv[2:2] = ["--config", str(config)]
         # OTEL_* variables would change the agent's defaults (e.g. an OTLP endpoint in console
         # mode); the tests pass everything they mean on the command line.
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
