@@ -1,17 +1,18 @@
-"""The RabbitMQ traffic of each agent test (test_rabbitmq.py, test_queue_trace.py), and the
-messages its spans must describe.
+"""The RabbitMQ traffic of each agent test (test_rabbitmq.py, test_queue_trace.py,
+test_sdk_coexistence.py), and the messages its spans must describe.
 
-Each case runs real pika clients (apps/amqp_client.py, apps/shop.py, apps/shop_worker.py)
-against the session's broker and checks, from the clients' own reports, that the traffic is
-what the expectation assumes: what was published and confirmed, what was delivered, with which
-delivery tag and redelivered flag, and what was acked. test_apps_pg_amqp.py runs the same cases
-with no agent.
+Each case runs real pika clients (apps/amqp_client.py, apps/shop.py, apps/shop_sdk.py,
+apps/shop_worker.py) against the session's broker and checks, from the clients' own reports,
+that the traffic is what the expectation assumes: what was published and confirmed, what was
+delivered, with which delivery tag and redelivered flag, and what was acked.
+test_apps_pg_amqp.py runs the same cases with no agent.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from harness.procs import Proc, free_port, run, wait_until
 from harness.rabbit import (AmqpRun, Msg, RabbitServer, json_rows, amqp, finish, start_consumer,
                             unique, use_broker)
 from harness.scenario import APPS, PYTHON, Call, Scenario, Server, app_env
+from harness.sdk import OTEL_INSTRUMENT, sdk_env
 
 LARGE_BODY = 300_000  # three body frames at the default frame_max of 131072
 BODY_SECRET = f"body-{secrets.token_hex(8)}"  # in a message body; bodies are never exported
@@ -187,21 +189,43 @@ def shop_flow(scn: Scenario, rabbit: RabbitServer, pg: PgServer, orders: list[in
     use_broker(scn, rabbit)
     db = use_database(scn, pg, FLOW_SCHEMA)
     q = unique("shop")
-    worker = scn.spawn("shop_worker", [PYTHON, str(APPS / "shop_worker.py"), "--amqp-port",
-                                       str(rabbit.port), "--queue", q, "--pg-dsn",
-                                       pg.dsn(db, "e2e-worker")])
-    wait_until(lambda: f"READY {q}" in worker.stdout(), 20, "the worker's consumer",
-               alive=worker)
+    worker = start_worker(scn, rabbit, pg, db, q)
     port = free_port()
     shop_proc = scn.spawn("shop", [PYTHON, str(APPS / "shop.py"), "--port", str(port),
                                    "--amqp-port", str(rabbit.port), "--queue", q, "--pg-dsn",
                                    pg.dsn(db, "e2e-shop")], port=port)
     shop = Server(port, shop_proc.pid, shop_proc, "shop", "python3")
+    call = order(scn, port, orders, traceparent)
+    got = handled(worker, orders)
+    assert [r["traceparent"] for r in got] == [traceparent] * len(orders), got
+    messages = recorded(pg, db, q, orders, got)
+    return Flow(shop, worker, q, db, call, orders, messages, traceparent)
+
+
+def start_worker(scn: Scenario, rabbit: RabbitServer, pg: PgServer, db: str, q: str) -> Proc:
+    """apps/shop_worker.py consuming `q`, returned once its consumer is registered."""
+    worker = scn.spawn("shop_worker", [PYTHON, str(APPS / "shop_worker.py"), "--amqp-port",
+                                       str(rabbit.port), "--queue", q, "--pg-dsn",
+                                       pg.dsn(db, "e2e-worker")])
+    wait_until(lambda: f"READY {q}" in worker.stdout(), 20, "the worker's consumer",
+               alive=worker)
+    return worker
+
+
+def order(scn: Scenario, port: int, orders: list[int], traceparent: str | None,
+          keepalive: bool = True) -> Call:
+    """ONE curl ordering `orders` from the shop on `port`: over one kept-alive connection, or
+    (keepalive=False: the server closes each) one connection per order."""
     headers = (f"traceparent: {traceparent}",) if traceparent else ()
     call = scn.curl(*(f"http://127.0.0.1:{port}/order/{o}" for o in orders), headers=headers)
     assert [r["http_code"] for r in call.rows] == [200] * len(orders), call.rows
-    assert [r["num_connects"] for r in call.rows] == [1] + [0] * (len(orders) - 1)
+    connects = [1] + [0 if keepalive else 1] * (len(orders) - 1)
+    assert [r["num_connects"] for r in call.rows] == connects, call.rows
+    return call
 
+
+def handled(worker: Proc, orders: list[int]) -> list[dict]:
+    """The worker's rows once it has handled every order's message, each checked."""
     def rows() -> list[dict]:
         return [json.loads(x) for x in worker.stdout().splitlines() if x.startswith("{")]
     wait_until(lambda: len(rows()) >= len(orders), 20, "the worker to handle every order",
@@ -209,12 +233,76 @@ def shop_flow(scn: Scenario, rabbit: RabbitServer, pg: PgServer, orders: list[in
     got = rows()
     assert [r["message_id"] for r in got] == [f"order-{o}" for o in orders], got
     assert [r["redelivered"] for r in got] == [False] * len(orders), got
-    assert [r["traceparent"] for r in got] == [traceparent] * len(orders), got
-    body_sizes = {o: r["body_size"] for o, r in zip(orders, got)}
+    return got
+
+
+def recorded(pg: PgServer, db: str, q: str, orders: list[int], got: list[dict]
+             ) -> dict[int, Msg]:
+    """Both INSERTs of every order are in the database; each order's message."""
     assert pg.psql("SELECT count(*) FROM orders", db=db) == str(len(orders))
     assert pg.psql("SELECT count(*) FROM shipments", db=db) == str(len(orders))
-    messages = {o: Msg("", q, body_sizes[o], message_id=f"order-{o}") for o in orders}
-    return Flow(shop, worker, q, db, call, orders, messages, traceparent)
+    return {o: Msg("", q, r["body_size"], message_id=f"order-{o}") for o, r in zip(orders, got)}
+
+
+# -- the same flow with the shop instrumented by the OpenTelemetry SDK (apps/shop_sdk.py) and a
+#    downstream HTTP service it calls: curl -> shop_sdk -> PG + RabbitMQ + apps/service.py ~>
+#    shop_worker -> PG. Only shop_sdk is instrumented. --
+
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+@dataclass
+class SdkFlow:
+    shop: Server  # service_name: its OTEL_SERVICE_NAME (unique per test)
+    downstream: Server  # apps/service.py, GET /users/<order> for each order
+    worker: Proc
+    queue: str
+    db: str
+    call: Call  # curl
+    orders: list[int]
+    messages: dict[int, Msg]
+    traceparent: str | None  # what curl sent
+    # order -> (trace id, parent id) of the traceparent the SDK put in the order's message
+    message_context: dict[int, tuple[str, str]]
+
+
+def sdk_shop_flow(scn: Scenario, rabbit: RabbitServer, pg: PgServer, endpoint: str,
+                  orders: list[int], traceparent: str | None = None) -> SdkFlow:
+    """Starts the worker, the downstream service and apps/shop_sdk.py under
+    opentelemetry-instrument (exporting to the OTLP receiver at `endpoint`), orders `orders`
+    with ONE curl, waits until the worker has handled every message. Checks that the SDK
+    propagated: each message carries a traceparent of its own (sampled), in curl's trace when
+    curl sent one."""
+    use_broker(scn, rabbit)
+    db = use_database(scn, pg, FLOW_SCHEMA)
+    q = unique("sdkshop")
+    worker = start_worker(scn, rabbit, pg, db, q)
+    downstream = scn.service("notify")
+    port, name = free_port(), unique("shop-sdk")
+    shop_proc = scn.spawn("shop_sdk", [str(OTEL_INSTRUMENT), PYTHON, str(APPS / "shop_sdk.py"),
+                                       "--port", str(port), "--amqp-port", str(rabbit.port),
+                                       "--queue", q, "--pg-dsn", pg.dsn(db, "e2e-shop-sdk"),
+                                       "--notify", f"http://127.0.0.1:{downstream.port}"],
+                          port=port, env=sdk_env(name, endpoint))
+    shop = Server(port, shop_proc.pid, shop_proc, name, "python3")
+    call = order(scn, port, orders, traceparent, keepalive=False)  # Werkzeug closes
+    got = handled(worker, orders)
+    contexts = {}
+    for o, r in zip(orders, got):
+        m = _TRACEPARENT.match(r["traceparent"] or "")
+        # Version 00; the SDK also sets the random-trace-id flag (0x02, Trace Context level 2).
+        assert m and int(m.group(3), 16) & 1, (
+            f"order {o}: the SDK put no sampled traceparent in the message: {r}")
+        contexts[o] = (m.group(1), m.group(2))
+    if traceparent:
+        assert {t for t, _ in contexts.values()} == {traceparent.split("-")[1]}, (
+            f"the SDK did not continue curl's trace {traceparent}: {got}")
+    assert len({p for _, p in contexts.values()}) == len(orders), got
+    access_log = downstream.proc.stderr()
+    assert all(f"GET /users/{o} " in access_log for o in orders), access_log
+    messages = recorded(pg, db, q, orders, got)
+    return SdkFlow(shop, downstream, worker, q, db, call, orders, messages, traceparent,
+                   contexts)
 
 
 @dataclass

@@ -10,6 +10,7 @@ leftovers is checked by their session fixtures' teardown (an error if a process 
 from __future__ import annotations
 
 import shutil
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -21,6 +22,9 @@ from pg_cases import reference_sanitise
 from harness.pg import PgServer, norm_sql, text_matches
 from harness.rabbit import RabbitServer
 from harness.scenario import Scenario
+from harness.spans import fmt_spans
+from otlp_receiver import OtlpReceiver
+from test_sdk_coexistence import sdk_order
 
 
 @pytest.fixture
@@ -107,3 +111,30 @@ def test_shop_flow_traffic(bare: Scenario, rabbitmq: RabbitServer, postgres: PgS
                            traceparent) -> None:
     f = amqp_cases.shop_flow(bare, rabbitmq, postgres, [101, 102], traceparent)
     assert f.shop.pid in bare.pids and f.worker.pid in bare.pids
+
+
+@pytest.mark.parametrize("traceparent", [None, "00-4bf92f3577b34da6a3ce929d0e0e4736-"
+                                               "00f067aa0ba902b7-01"], ids=["plain", "header"])
+def test_sdk_shop_flow_ground_truth(receiver: OtlpReceiver, workroot: Path,
+                                    rabbitmq: RabbitServer, postgres: PgServer,
+                                    traceparent) -> None:
+    """No agent: apps/shop_sdk.py's SDK alone reports, per order, its SERVER span with the
+    db, PRODUCER and CLIENT spans under it (sdk_order: the ground truth test_sdk_coexistence.py
+    compares the agent's spans with), and the message names its (inner) PRODUCER span."""
+    d = workroot / f"sdk-ground-truth-{traceparent is not None}"
+    d.mkdir()
+    s = Scenario(receiver, None, d)
+    try:
+        f = amqp_cases.sdk_shop_flow(s, rabbitmq, postgres, receiver.endpoint, [501, 502],
+                                     traceparent)
+        sdk = receiver.wait_for_spans(
+            lambda x: x.resource.get("service.name") == f.shop.service_name, 15, 10)
+        time.sleep(0.5)  # nothing more may come
+        assert len(receiver.spans(lambda x: s.mine(x) or x.resource.get("service.name")
+                                  == f.shop.service_name)) == 10, fmt_spans(sdk)
+        orders = [sdk_order(sdk, f, o) for o in f.orders]
+        traces = {x.server.trace_id for x in orders}
+        assert len(traces) == (1 if traceparent else 2), fmt_spans(sdk)
+    finally:
+        s.close()
+        shutil.rmtree(d, ignore_errors=True)

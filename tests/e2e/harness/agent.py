@@ -38,10 +38,13 @@ class Agent:
     more `agent run` options (e.g. `--pid N` to trace only that process)."""
 
     def __init__(self, binary: Path, logdir: Path, endpoint: str | None,
-                 name: str = "agent", args: tuple[str, ...] = ()) -> None:
+                 name: str = "agent", args: tuple[str, ...] = (),
+                 config: Path | None = None) -> None:
         argv = [str(binary), "run", "--log-level", "info", *args]
         if endpoint:
             argv[2:2] = ["--otlp-endpoint", endpoint]
+        if config is not None:  # a YAML file (deploy/agent.example.yaml lists every field)
+            argv[2:2] = ["--config", str(config)]
         # OTEL_* variables would change the agent's defaults (e.g. an OTLP endpoint in console
         # mode); the tests pass everything they mean on the command line.
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
