@@ -312,10 +312,6 @@ EXPORT_PROBE = ("import time; from opentelemetry import trace\n"
 
 
 @defer
-@pytest.mark.xfail(strict=True, reason=(
-    "agent defect: an SDK's own OTLP export call carries no traceparent, so the agent makes a "
-    "CLIENT span (TraceService/Export, a root of its own trace) for every batch the SDK "
-    "exports; the SDK never reports its exports (its instrumentations are suppressed for them)"))
 def test_no_span_for_the_sdks_own_otlp_exports(agent: Agent, scn: Scenario,
                                                receiver: OtlpReceiver) -> None:
     proc, rc = run(scn._name("sdk_export"), [str(OTEL_INSTRUMENT), PYTHON, "-c", EXPORT_PROBE],

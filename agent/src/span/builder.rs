@@ -408,7 +408,13 @@ impl SpanBuilder {
         let sdk_reported = sdk
             && match kind {
                 SpanKind::Server | SpanKind::Consumer => true,
-                _ => matches!(request, Request::Postgres(_)) || header.is_some(),
+                // The SDK's own exports carry no header and it never traces them on purpose
+                // (its instrumentation is suppressed for them): its telemetry, not the app's.
+                _ => {
+                    matches!(request, Request::Postgres(_))
+                        || header.is_some()
+                        || is_otlp_export(&request)
+                }
             };
         let sdk_context = header
             .clone()
@@ -675,6 +681,25 @@ impl SpanBuilder {
                 return None;
             }
         })
+    }
+}
+
+/// An OTLP export call: gRPC to a `opentelemetry.proto.collector.*` service, or OTLP/HTTP's
+/// `POST /v1/{traces,metrics,logs}` (the OTLP specification's default paths).
+fn is_otlp_export(request: &Request) -> bool {
+    match request {
+        Request::Http2(r) => r
+            .path
+            .as_deref()
+            .is_some_and(|p| p.starts_with("/opentelemetry.proto.collector.")),
+        Request::Http(r) => {
+            r.method == "POST"
+                && matches!(
+                    r.target.split('?').next(),
+                    Some("/v1/traces" | "/v1/metrics" | "/v1/logs")
+                )
+        }
+        _ => false,
     }
 }
 

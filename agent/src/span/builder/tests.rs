@@ -1228,6 +1228,23 @@ mod sdk_coexistence {
     }
 
     #[test]
+    fn the_sdks_own_otlp_exports_get_no_span() {
+        let mut w = flow(true);
+        let before = w.out.len();
+        let exporter = w.open(meta(20, 2, Role::Client, 50020, 4318));
+        let mut r = req("POST", "/v1/traces");
+        r.traceparent = None;
+        ev(&mut w, &exporter, start(0, 21, 300, r));
+        ev(&mut w, &exporter, end(0, 310, 200));
+        assert_eq!(w.out.len(), before, "{:#?}", w.out);
+        // The same call from a process without an SDK is the app's own: traced.
+        let other = w.open(meta(21, 3, Role::Client, 50021, 4318));
+        ev(&mut w, &other, start(0, 31, 400, req("POST", "/v1/traces")));
+        ev(&mut w, &other, end(0, 410, 200));
+        assert_eq!(w.out.len(), before + 1);
+    }
+
+    #[test]
     fn keeping_both_reports_every_exchange() {
         let w = flow(false);
         assert_eq!(w.out.len(), 7, "{:#?}", w.out);
