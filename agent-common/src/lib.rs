@@ -250,8 +250,13 @@ pub struct DataEvent {
     pub enter_ts_ns: u64,
 }
 
+/// `header.conn_id` of a `ProcExec` notice for a new program (see [`ProcExitEvent`]).
+pub const PROC_EXEC_NEW_PROGRAM: u64 = 1;
+
 /// A header-only process notice: `ProcExit` (the thread-group leader exited: everything keyed
 /// by its pid can go) or `ProcExec` (it exec'd or mapped an executable file), by `header.kind`.
+/// A `ProcExec` for a new program (sched_process_exec) has `header.conn_id` =
+/// [`PROC_EXEC_NEW_PROGRAM`]; one for an executable mapping has 0.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ProcExitEvent {

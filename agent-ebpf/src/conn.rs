@@ -188,13 +188,17 @@ pub fn try_proc_exit(_ctx: &TracePointContext) -> Result<(), i64> {
     if (pid_tgid >> 32) as u32 != pid_tgid as u32 {
         return Ok(()); // a thread, not the process
     }
-    notify_process(EventKind::ProcExit, pid_tgid);
+    notify_process(EventKind::ProcExit, pid_tgid, 0);
     Ok(())
 }
 
 /// sched_process_exec: a new program runs; user space looks for TLS libraries in it.
 pub fn try_proc_exec(_ctx: &TracePointContext) -> Result<(), i64> {
-    notify_process(EventKind::ProcExec, bpf_get_current_pid_tgid());
+    notify_process(
+        EventKind::ProcExec,
+        bpf_get_current_pid_tgid(),
+        agent_common::PROC_EXEC_NEW_PROGRAM,
+    );
     Ok(())
 }
 
@@ -210,11 +214,11 @@ pub fn try_enter_mmap(ctx: &TracePointContext) -> Result<(), i64> {
     if prot & PROT_EXEC == 0 || fd < 0 {
         return Ok(()); // anonymous or data mappings: by far the most mmaps
     }
-    notify_process(EventKind::ProcExec, bpf_get_current_pid_tgid());
+    notify_process(EventKind::ProcExec, bpf_get_current_pid_tgid(), 0);
     Ok(())
 }
 
-fn notify_process(kind: EventKind, pid_tgid: u64) {
+fn notify_process(kind: EventKind, pid_tgid: u64, detail: u64) {
     let pid = (pid_tgid >> 32) as u32;
     if !traced(pid) {
         return;
@@ -222,7 +226,7 @@ fn notify_process(kind: EventKind, pid_tgid: u64) {
     // SAFETY: no preconditions.
     let ts = unsafe { bpf_ktime_get_ns() };
     let ev = ProcExitEvent {
-        header: header(kind, pid_tgid, 0, 0, ts),
+        header: header(kind, pid_tgid, detail, 0, ts),
     };
     if EVENTS.output::<ProcExitEvent>(&ev, output_flags()).is_err() {
         count(counter::RINGBUF_FULL);

@@ -164,13 +164,21 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
         let key = ev.causal_ns();
         let owned = match ev {
             Event::ConnOpen(o) => {
-                self.read_ahead(&o);
+                self.read_ahead(o.header.pid, o.comm);
                 Owned::Open(o)
             }
             Event::ConnClose(c) => Owned::Close(c),
             Event::ProcExit(h) => Owned::Exit(h),
             Event::ProcExec(h) => {
                 // Not ordered with the rest: only says "look at this process's mappings".
+                if h.conn_id == agent_common::PROC_EXEC_NEW_PROGRAM {
+                    // A new program: what was known of the pid is stale, and the earliest
+                    // moment to read its metadata is now (a server may serve one request
+                    // and die before its first record is processed).
+                    self.pending.remove(&h.pid);
+                    self.resources.forget(h.pid);
+                    self.read_ahead(h.pid, [0; 16]);
+                }
                 if self.execs.len() < MAX_PENDING_PROCS {
                     self.execs.insert(h.pid);
                 } else {
@@ -197,13 +205,12 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
         }));
     }
 
-    /// A connection's record arrived (it is processed after the hold): start the procfs
-    /// reads its processing needs, so they run while it waits.
-    fn read_ahead(&mut self, o: &ConnOpenEvent) {
+    /// A process's record arrived (it is processed after the hold), or it exec'd: start the
+    /// procfs read of its metadata, so it runs while the record waits.
+    fn read_ahead(&mut self, pid: u32, comm: [u8; 16]) {
         let Some(w) = &self.worker else {
             return;
         };
-        let pid = o.header.pid;
         if !self.resources.known(pid)
             && !self.pending.contains_key(&pid)
             && self.pending.len() < MAX_PENDING_JOBS
@@ -212,7 +219,7 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
             let job = Job {
                 id: self.jobs,
                 pid,
-                comm: o.comm,
+                comm,
             };
             if w.submit(job) {
                 self.pending.insert(pid, self.jobs);
