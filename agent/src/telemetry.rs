@@ -1,9 +1,13 @@
 //! The agent's own health: counters for everything it lost, dropped, truncated, skipped or
-//! could not parse, and the periodic log line that reports them.
+//! could not parse, the periodic log line that reports them, and (in `health` and `metrics`)
+//! the liveness/readiness state and the exposition of it all for a metrics endpoint.
 //!
 //! Counters are plain relaxed atomics indexed by [`Counter`], so any stage can bump one without
 //! locking and label cardinality is fixed at compile time. This module does not decide what is
 //! worth counting; each stage does, at the place the condition happens.
+
+pub mod health;
+pub mod metrics;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,12 +91,14 @@ counters! {
 /// The counters themselves. One instance per agent, shared by `Arc`.
 pub struct Telemetry {
     values: Vec<AtomicU64>,
+    health: health::Health,
 }
 
 impl Default for Telemetry {
     fn default() -> Self {
         Self {
             values: Counter::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            health: health::Health::default(),
         }
     }
 }
@@ -121,6 +127,11 @@ impl Telemetry {
         self.values[c as usize].load(Ordering::Relaxed)
     }
 
+    /// Liveness, readiness and gauges (see [`health`]).
+    pub fn health(&self) -> &health::Health {
+        &self.health
+    }
+
     /// `name=value` pairs of the non-zero counters, for the periodic log line.
     pub fn summary(&self) -> String {
         let mut s = String::new();
@@ -135,23 +146,6 @@ impl Telemetry {
                     v
                 );
             }
-        }
-        s
-    }
-
-    /// Prometheus text exposition of every counter.
-    pub fn prometheus(&self) -> String {
-        let mut s = String::new();
-        for &c in Counter::ALL {
-            let _ = writeln!(
-                s,
-                "# HELP {} {}\n# TYPE {} counter\n{} {}",
-                c.name(),
-                c.help(),
-                c.name(),
-                c.name(),
-                self.get(c)
-            );
         }
         s
     }
@@ -172,7 +166,6 @@ mod tests {
             t.summary(),
             "agent_spans_created_total=1 agent_spans_dropped_queue_full_total=3"
         );
-        assert!(t.prometheus().contains("agent_spans_created_total 1\n"));
     }
 
     #[test]
