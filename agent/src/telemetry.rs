@@ -1,12 +1,13 @@
 //! The agent's own health: counters for everything it lost, dropped, truncated, skipped or
-//! could not parse, the periodic log line that reports them, and (in `health` and `metrics`)
-//! the liveness/readiness state and the exposition of it all for a metrics endpoint.
+//! could not parse, the periodic log line that reports them, and (in `health`, `metrics` and
+//! `http`) the liveness/readiness state and the endpoint serving them with the counters.
 //!
 //! Counters are plain relaxed atomics indexed by [`Counter`], so any stage can bump one without
 //! locking and label cardinality is fixed at compile time. This module does not decide what is
 //! worth counting; each stage does, at the place the condition happens.
 
 pub mod health;
+pub mod http;
 pub mod metrics;
 
 use std::fmt::Write as _;
@@ -86,6 +87,8 @@ counters! {
     ExportFailures => "agent_export_failures_total", "export batches given up on";
     // Probes.
     ProbesSkipped => "agent_probes_skipped_total", "probes not attached (unsupported or disabled)";
+    // The metrics/health endpoint itself.
+    TelemetryHttpErrors => "agent_telemetry_http_errors_total", "connections to the metrics/health endpoint that failed (malformed, slow or aborted requests, accept errors)";
 }
 
 /// The counters themselves. One instance per agent, shared by `Arc`.
