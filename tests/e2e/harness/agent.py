@@ -34,11 +34,12 @@ def require_agent_bin() -> Path:
 
 
 class Agent:
-    """One running agent. `endpoint=None` runs it in console mode (spans on stdout)."""
+    """One running agent. `endpoint=None` runs it in console mode (spans on stdout); `args` are
+    more `agent run` arguments (e.g. `--config FILE`)."""
 
     def __init__(self, binary: Path, logdir: Path, endpoint: str | None,
-                 name: str = "agent") -> None:
-        argv = [str(binary), "run", "--log-level", "info"]
+                 name: str = "agent", args: list[str] | None = None) -> None:
+        argv = [str(binary), "run", "--log-level", "info", *(args or [])]
         if endpoint:
             argv[2:2] = ["--otlp-endpoint", endpoint]
         # OTEL_* variables would change the agent's defaults (e.g. an OTLP endpoint in console
