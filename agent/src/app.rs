@@ -44,7 +44,7 @@ fn mono_now() -> u64 {
 async fn run_async(cfg: Config) -> anyhow::Result<()> {
     let telemetry = Arc::new(Telemetry::new());
     // First, so /healthz and /readyz answer during start-up and a port in use fails it early.
-    crate::telemetry::http::start(&cfg.telemetry, telemetry.clone()).await?;
+    let endpoint = crate::telemetry::http::start(&cfg.telemetry, telemetry.clone()).await?;
     let (sender, exporter) =
         crate::export::spawn(&cfg.export, telemetry.clone()).context("starting the exporter")?;
 
@@ -245,6 +245,10 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         pipeline.push(&item);
     }
     pipeline.process_due(u64::MAX);
+    // Before the fork in release_in_background, whose child would keep the port bound.
+    if let Some(e) = endpoint {
+        e.stop().await;
+    }
     loaded.release_in_background();
     drop(pipeline); // drops the span sender: the exporter flushes and ends
     let grace = Duration::from_millis(cfg.export.shutdown_timeout_ms.saturating_add(1000));

@@ -5,8 +5,9 @@ strict OpenMetrics one when asked for by Accept); the expected counter names and
 read from agent/src/telemetry.rs and agent/src/telemetry/health.rs, not from the output. Also:
 a counter moves after traffic, /healthz and /readyz answer 200 once the agent is ready, /readyz
 turns 503 while the collector is down and back to 200 when it returns, other paths get 404,
-the socket is bound to loopback only (checked with `ss`), a non-loopback address is logged
-with a warning, "" opens no socket, and bad addresses stop start-up naming the field.
+the socket is bound to loopback only (checked with `ss`) and released when the agent exits, a
+non-loopback address is logged with a warning, "" opens no socket, and bad addresses stop
+start-up naming the field.
 
 Its agents exclude the pytest process, whose scrapes would otherwise be traced and exported
 as spans of the receiver's own process.
@@ -228,6 +229,10 @@ def test_non_loopback_is_warned_and_empty_opens_no_socket(agent_bin: Path,
         assert listeners(a.pid) == {f"0.0.0.0:{port}"}
     finally:
         stop(a)
+    # Free as soon as the agent has exited: the child it forks to detach probes at exit must
+    # not inherit the socket (the next agent could not start).
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", port))
     a = start_agent(agent_bin, workroot / "agent-metrics-off", None, "")
     try:
         assert listeners(a.pid) == set()

@@ -34,13 +34,36 @@ use crate::config::TelemetryConfig;
 pub enum EndpointError {
     #[error("{0}")]
     Config(String),
+    // `error`, not `source`: the message already says it, and anyhow would say it twice.
     #[error(
-        "telemetry.listen: cannot listen on {addr}: {source} (set another address, or \"\" to turn the endpoint off)"
+        "telemetry.listen: cannot listen on {addr}: {error} (set another address, or \"\" to turn the endpoint off)"
     )]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
+}
+
+/// The running endpoint.
+#[derive(Debug)]
+pub struct Endpoint {
+    addr: SocketAddr,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Endpoint {
+    /// The address it is bound to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Closes the listening socket (and waits until it is closed). Needed before the agent
+    /// forks at exit (`release_in_background`): a child inheriting the socket would keep the
+    /// port bound after the agent is gone, and the next agent could not start.
+    pub async fn stop(self) {
+        self.accept.abort();
+        let _ = self.accept.await;
+    }
 }
 
 /// Bounds on what clients may cost.
@@ -69,18 +92,18 @@ const MAX_BUF: usize = 8192;
 
 /// Starts the endpoint if `telemetry.listen` names an address: binds now (so a port in use fails
 /// start-up with a message naming the field) and serves from a spawned task for the rest of the
-/// runtime's life. Returns the bound address, or `None` when the endpoint is off.
+/// runtime's life or until [`Endpoint::stop`]; `None` when the endpoint is off.
 pub async fn start(
     cfg: &TelemetryConfig,
     telemetry: Arc<Telemetry>,
-) -> Result<Option<SocketAddr>, EndpointError> {
+) -> Result<Option<Endpoint>, EndpointError> {
     let Some(addr) = cfg.listen_addr().map_err(EndpointError::Config)? else {
         tracing::info!("no metrics or health endpoint (telemetry.listen is empty)");
         return Ok(None);
     };
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| EndpointError::Bind { addr, source })?;
+        .map_err(|error| EndpointError::Bind { addr, error })?;
     let bound = listener.local_addr().unwrap_or(addr);
     if !bound.ip().is_loopback() {
         tracing::warn!(
@@ -94,8 +117,11 @@ pub async fn start(
         s => Some(Duration::from_secs(s)),
     };
     let state = Arc::new(State::new(telemetry, grace));
-    tokio::spawn(serve(listener, state, Limits::default()));
-    Ok(Some(bound))
+    let accept = tokio::spawn(serve(listener, state, Limits::default()));
+    Ok(Some(Endpoint {
+        addr: bound,
+        accept,
+    }))
 }
 
 /// What every request needs.

@@ -179,7 +179,11 @@ async fn start_binds_the_configured_address_or_says_why_not() {
         listen: Some("127.0.0.1:0".into()),
         ..Default::default()
     };
-    let addr = start(&cfg, t).await.unwrap().unwrap();
+    let endpoint = start(&cfg, t).await.unwrap().unwrap();
+    let addr = endpoint.addr();
     let r = exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+    // Stopped, the socket is closed at once: the port can be bound again.
+    endpoint.stop().await;
+    drop(std::net::TcpListener::bind(addr).expect("the port is free after stop"));
 }
