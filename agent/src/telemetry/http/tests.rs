@@ -136,23 +136,20 @@ async fn garbage_and_slow_clients_are_counted_and_bounded() {
     assert_eq!(s.telemetry.get(Counter::TelemetryHttpErrors), 2);
 
     // Two silent clients take both slots; a third is served once the head timeout frees one.
-    let silent: Vec<_> = [0, 1]
-        .map(|_| TcpStream::connect(addr))
-        .into_iter()
-        .collect();
     let mut held = Vec::new();
-    for c in silent {
-        held.push(c.await.unwrap());
+    for _ in 0..2 {
+        held.push(TcpStream::connect(addr).await.unwrap());
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let t0 = std::time::Instant::now();
     let r = exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
-    assert!(
-        t0.elapsed() >= Duration::from_millis(150),
-        "{:?}",
-        t0.elapsed()
-    );
+    // A slot frees only once its connection has failed and been counted: no timing needed.
+    assert!(s.telemetry.get(Counter::TelemetryHttpErrors) >= 3);
+    for _ in 0..100 {
+        if s.telemetry.get(Counter::TelemetryHttpErrors) == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(s.telemetry.get(Counter::TelemetryHttpErrors), 4);
     drop(held);
 }
