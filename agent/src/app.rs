@@ -1,10 +1,11 @@
 //! Wires the stages together and runs them until SIGTERM/SIGINT.
 //!
-//! Start-up order matters: the exporter first (so spans have somewhere to go), then the kernel
-//! programs, then procfs discovery of connections that predate us (after attaching, so nothing
-//! opened in between is missed; a connection seen both ways is harmless), then "agent ready".
-//! Shutdown drains the ring buffer, releases every held record, drops the span sender and
-//! waits (bounded) for the exporter to flush.
+//! Start-up order matters: the metrics/health endpoint first (probes get answers while the
+//! agent starts; a port in use fails at once), the exporter (so spans have somewhere to go),
+//! then the kernel programs, then procfs discovery of connections that predate us (after
+//! attaching, so nothing opened in between is missed; a connection seen both ways is
+//! harmless), then "agent ready". Shutdown drains the ring buffer, releases every held record,
+//! closes the endpoint, drops the span sender and waits (bounded) for the exporter to flush.
 
 use anyhow::Context as _;
 use std::sync::Arc;
