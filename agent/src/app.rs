@@ -1,10 +1,11 @@
 //! Wires the stages together and runs them until SIGTERM/SIGINT.
 //!
-//! Start-up order matters: the exporter first (so spans have somewhere to go), then the kernel
-//! programs, then procfs discovery of connections that predate us (after attaching, so nothing
-//! opened in between is missed; a connection seen both ways is harmless), then "agent ready".
-//! Shutdown drains the ring buffer, releases every held record, drops the span sender and
-//! waits (bounded) for the exporter to flush.
+//! Start-up order matters: the metrics/health endpoint first (probes get answers while the
+//! agent starts; a port in use fails at once), the exporter (so spans have somewhere to go),
+//! then the kernel programs, then procfs discovery of connections that predate us (after
+//! attaching, so nothing opened in between is missed; a connection seen both ways is
+//! harmless), then "agent ready". Shutdown drains the ring buffer, releases every held record,
+//! closes the endpoint, drops the span sender and waits (bounded) for the exporter to flush.
 
 use anyhow::Context as _;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::enrich::worker::ProcWorker;
 use crate::enrich::{host_name, ResourceCache};
 use crate::pipeline::Pipeline;
 use crate::span::builder::{read_clock, SpanOptions};
+use crate::telemetry::health::{Gauge, Phase};
 use crate::telemetry::{Counter, Telemetry};
 use agent_common::conn_flags;
 
@@ -42,6 +44,8 @@ fn mono_now() -> u64 {
 
 async fn run_async(cfg: Config) -> anyhow::Result<()> {
     let telemetry = Arc::new(Telemetry::new());
+    // First, so /healthz and /readyz answer during start-up and a port in use fails it early.
+    let endpoint = crate::telemetry::http::start(&cfg.telemetry, telemetry.clone()).await?;
     let (sender, exporter) =
         crate::export::spawn(&cfg.export, telemetry.clone()).context("starting the exporter")?;
 
@@ -155,13 +159,17 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
     let log_every = cfg.telemetry.log_interval_secs;
     let mut ticks: u64 = 0;
 
+    let attached = loaded
+        .statuses
+        .iter()
+        .filter(|s| s.state == ProbeState::Attached)
+        .count();
+    let health = telemetry.health();
+    health.set_gauge(Gauge::ProbesAttached, attached as i64);
+    health.beat();
+    health.set_phase(Phase::Running);
     tracing::info!(
-        "agent ready: {} probes attached, {} pre-existing connections tracked, exporting to {}",
-        loaded
-            .statuses
-            .iter()
-            .filter(|s| s.state == ProbeState::Attached)
-            .count(),
+        "agent ready: {attached} probes attached, {} pre-existing connections tracked, exporting to {}",
         seeded.len(),
         cfg.export
             .endpoint
@@ -190,6 +198,8 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
             _ = sleep_opt(wait) => {}
             _ = housekeeping.tick() => {
                 ticks += 1;
+                health.beat();
+                health.set_gauge(Gauge::ConnectionsTracked, pipeline.connections() as i64);
                 let k = loaded.kernel_counters();
                 for (i, c) in KERNEL_COUNTERS.iter().enumerate() {
                     telemetry.set(*c, k[i]);
@@ -229,12 +239,17 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         }
     }
 
+    health.set_phase(Phase::Stopping);
     tracing::info!("shutting down: flushing spans");
     let rb = ring.get_mut();
     while let Some(item) = rb.next() {
         pipeline.push(&item);
     }
     pipeline.process_due(u64::MAX);
+    // Before the fork in release_in_background, whose child would keep the port bound.
+    if let Some(e) = endpoint {
+        e.stop().await;
+    }
     loaded.release_in_background();
     drop(pipeline); // drops the span sender: the exporter flushes and ends
     let grace = Duration::from_millis(cfg.export.shutdown_timeout_ms.saturating_add(1000));

@@ -212,12 +212,37 @@ impl SamplingConfig {
 pub struct TelemetryConfig {
     /// Seconds between log lines with the agent's own counters (0: never).
     pub log_interval_secs: u64,
+    /// `IP:port` of the HTTP endpoint serving `/metrics` (Prometheus or OpenMetrics text),
+    /// `/healthz` and `/readyz`. Loopback by default; a non-loopback address (e.g.
+    /// `0.0.0.0:9464`, for a Kubernetes probe) must be set here and is logged with a warning.
+    /// `""` or null: no endpoint, and the agent opens no listening socket.
+    pub listen: Option<String>,
+    /// Seconds every OTLP export call may keep failing before `/readyz` answers 503 (0: export
+    /// failures never make the agent unready). Console export never fails.
+    pub unready_after_export_failing_secs: u64,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
             log_interval_secs: 30,
+            listen: Some("127.0.0.1:9464".into()),
+            unready_after_export_failing_secs: 30,
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// The endpoint's address, `None` when it is turned off.
+    pub fn listen_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        match self.listen.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(s) => s.parse().map(Some).map_err(|_| {
+                format!(
+                    "telemetry.listen: expected IP:port (e.g. 127.0.0.1:9464) or \"\" for no \
+                     endpoint, got {s:?}"
+                )
+            }),
         }
     }
 }
@@ -314,6 +339,13 @@ impl Config {
         {
             return bad(format!(
                 "processes: pid {p} is both in pids and exclude_pids"
+            ));
+        }
+        self.telemetry.listen_addr().map_err(ConfigError::Invalid)?;
+        if self.telemetry.unready_after_export_failing_secs > 86_400 {
+            return bad(format!(
+                "telemetry.unready_after_export_failing_secs: must be 0..=86400, got {}",
+                self.telemetry.unready_after_export_failing_secs
             ));
         }
         self.export.validate().map_err(ConfigError::Invalid)
@@ -461,6 +493,42 @@ mod tests {
         let c =
             Config::from_yaml("sampling:\n  sampler: traceidratio\n  ratio: 1.5\n", "s").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("1.5"));
+    }
+
+    #[test]
+    fn telemetry_listen_defaults_to_loopback_and_can_be_turned_off() {
+        use std::net::SocketAddr;
+        let addr = |yaml: &str| {
+            Config::from_yaml(yaml, "t.yaml")
+                .unwrap()
+                .telemetry
+                .listen_addr()
+        };
+        let local: SocketAddr = "127.0.0.1:9464".parse().unwrap();
+        assert_eq!(Config::default().telemetry.listen_addr(), Ok(Some(local)));
+        assert_eq!(
+            addr("telemetry:\n  log_interval_secs: 5\n"),
+            Ok(Some(local))
+        );
+        assert_eq!(addr("telemetry:\n  listen: \"\"\n"), Ok(None));
+        assert_eq!(addr("telemetry:\n  listen: null\n"), Ok(None));
+        assert_eq!(
+            addr("telemetry:\n  listen: \"[::1]:9000\"\n"),
+            Ok(Some("[::1]:9000".parse().unwrap()))
+        );
+        let c = Config::from_yaml("telemetry:\n  listen: localhost:9464\n", "t.yaml").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("telemetry.listen") && e.contains("\"localhost:9464\""),
+            "{e}"
+        );
+        let mut c = Config::default();
+        c.telemetry.unready_after_export_failing_secs = 100_000;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("unready_after_export_failing_secs") && e.contains("100000"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,9 +1,14 @@
 //! The agent's own health: counters for everything it lost, dropped, truncated, skipped or
-//! could not parse, and the periodic log line that reports them.
+//! could not parse, the periodic log line that reports them, and (in `health`, `metrics` and
+//! `http`) the liveness/readiness state and the endpoint serving them with the counters.
 //!
 //! Counters are plain relaxed atomics indexed by [`Counter`], so any stage can bump one without
 //! locking and label cardinality is fixed at compile time. This module does not decide what is
 //! worth counting; each stage does, at the place the condition happens.
+
+pub mod health;
+pub mod http;
+pub mod metrics;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,17 +87,21 @@ counters! {
     ExportFailures => "agent_export_failures_total", "export batches given up on";
     // Probes.
     ProbesSkipped => "agent_probes_skipped_total", "probes not attached (unsupported or disabled)";
+    // The metrics/health endpoint itself.
+    TelemetryHttpErrors => "agent_telemetry_http_errors_total", "connections to the metrics/health endpoint that failed (malformed, slow or aborted requests, accept errors)";
 }
 
 /// The counters themselves. One instance per agent, shared by `Arc`.
 pub struct Telemetry {
     values: Vec<AtomicU64>,
+    health: health::Health,
 }
 
 impl Default for Telemetry {
     fn default() -> Self {
         Self {
             values: Counter::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            health: health::Health::default(),
         }
     }
 }
@@ -121,6 +130,11 @@ impl Telemetry {
         self.values[c as usize].load(Ordering::Relaxed)
     }
 
+    /// Liveness, readiness and gauges (see [`health`]).
+    pub fn health(&self) -> &health::Health {
+        &self.health
+    }
+
     /// `name=value` pairs of the non-zero counters, for the periodic log line.
     pub fn summary(&self) -> String {
         let mut s = String::new();
@@ -135,23 +149,6 @@ impl Telemetry {
                     v
                 );
             }
-        }
-        s
-    }
-
-    /// Prometheus text exposition of every counter.
-    pub fn prometheus(&self) -> String {
-        let mut s = String::new();
-        for &c in Counter::ALL {
-            let _ = writeln!(
-                s,
-                "# HELP {} {}\n# TYPE {} counter\n{} {}",
-                c.name(),
-                c.help(),
-                c.name(),
-                c.name(),
-                self.get(c)
-            );
         }
         s
     }
@@ -172,7 +169,6 @@ mod tests {
             t.summary(),
             "agent_spans_created_total=1 agent_spans_dropped_queue_full_total=3"
         );
-        assert!(t.prometheus().contains("agent_spans_created_total 1\n"));
     }
 
     #[test]

@@ -166,11 +166,15 @@ impl Exporter {
             };
             let failure = match result {
                 Ok(accepted) => {
+                    self.telemetry.health().export_succeeded();
                     self.accepted(n, accepted);
                     break;
                 }
                 Err(failure) => failure,
             };
+            // For /readyz: how long the collector has been failing, and why.
+            let why = format!("{:?}: {}", failure.code, failure.message);
+            self.telemetry.health().export_failed(&why);
             let decision = decide(
                 failure.code,
                 attempt,

@@ -672,3 +672,30 @@ mod http_protobuf {
         assert_eq!(span_count(request), 3);
     }
 }
+
+#[tokio::test]
+async fn failing_export_makes_the_agent_unready_until_a_call_succeeds() {
+    use crate::telemetry::health::Phase;
+    let (addr, _collector) =
+        start_collector(vec![Reply::Fail(Status::invalid_argument("bad span"))]).await;
+    let telemetry = Arc::new(Telemetry::new());
+    let health = telemetry.health();
+    health.set_phase(Phase::Running);
+    health.beat();
+    let cfg = ExportConfig {
+        batch_size: 1,
+        ..config_for(addr)
+    };
+    let (sender, handle) = spawn(&cfg, telemetry.clone()).expect("spawn");
+    assert_eq!(health.readiness(Some(Duration::ZERO)), Ok("ready"));
+    send_n(&sender, 1);
+    eventually("given up", || telemetry.get(Counter::ExportFailures) == 1).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let why = health.readiness(Some(Duration::ZERO)).unwrap_err();
+    assert!(why.contains("InvalidArgument: bad span"), "{why}");
+    send_n(&sender, 1);
+    eventually("delivered", || telemetry.get(Counter::SpansExported) == 1).await;
+    assert_eq!(health.readiness(Some(Duration::ZERO)), Ok("ready"));
+    drop(sender);
+    finish(handle).await;
+}
