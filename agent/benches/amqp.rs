@@ -15,7 +15,7 @@
 use std::time::Instant;
 
 use agent::protocol::amqp::AmqpConn;
-use agent::protocol::{Direction, L7Event, SegmentCtx};
+use agent::protocol::{ConnParser, Direction, L7Event, SegmentCtx};
 
 macro_rules! fixture {
     ($name:literal) => {
@@ -388,58 +388,16 @@ fn main() {
 
 // ---- hostile inputs
 
-/// One direction's bytes and the segment size they arrive in.
-struct Part {
-    dir: Direction,
-    bytes: Vec<u8>,
-    seg: usize,
-}
+#[path = "support/hostile.rs"]
+mod support;
+use support::{part, Part};
 
-fn part(dir: Direction, bytes: Vec<u8>, seg: usize) -> Part {
-    Part { dir, bytes, seg }
-}
-
-/// Feed the parts in order (each in its segments, the unconsumed tail handed back in front of
-/// the next segment, as the connection layer does); returns (seconds, events, errors).
-fn feed_parts(parts: &[Part]) -> (f64, usize, usize) {
-    let mut conn = AmqpConn::new(Direction::Egress);
-    let (mut out, mut errors) = (Vec::new(), Vec::new());
-    let (mut events, mut errs) = (0, 0);
-    let ctx = SegmentCtx {
-        tid: 7,
-        first_ns: 10,
-        last_ns: 15,
-    };
-    let start = Instant::now();
-    for p in parts {
-        let (mut from, mut to) = (0, 0);
-        while to < p.bytes.len() {
-            to = (to + p.seg).min(p.bytes.len());
-            from += conn.parse(p.dir, &p.bytes[from..to], &ctx, &mut out, &mut errors);
-            events += out.len();
-            errs += errors.len();
-            out.clear();
-            errors.clear();
-        }
-    }
-    conn.close(20, &mut out);
-    (start.elapsed().as_secs_f64(), events + out.len(), errs)
-}
-
-/// Best of three; prints ns per input byte.
 fn hostile_report(name: &str, parts: &[Part]) -> f64 {
-    let bytes: usize = parts.iter().map(|p| p.bytes.len()).sum();
-    let (mut best, mut events, mut errors) = (f64::MAX, 0, 0);
-    for _ in 0..3 {
-        let (secs, ev, er) = feed_parts(parts);
-        (best, events, errors) = (best.min(secs), ev, er);
-    }
-    let ns = best * 1e9 / bytes as f64;
-    println!(
-        "{name:<58} {:>7.2} MiB {ns:>8.2} ns/B {events:>8} events {errors:>7} errors",
-        bytes as f64 / (1 << 20) as f64
-    );
-    ns
+    support::report(
+        name,
+        || ConnParser::Amqp(AmqpConn::new(Direction::Egress)),
+        parts,
+    )
 }
 
 fn method(channel: u16, class: u16, id: u16, args: &[u8]) -> Vec<u8> {

@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use agent::protocol::http1::Http1Conn;
-use agent::protocol::{Direction, HttpOutcome, L7Event, Outcome, SegmentCtx};
+use agent::protocol::{ConnParser, Direction, HttpOutcome, L7Event, Outcome, SegmentCtx};
 
 macro_rules! fixture {
     ($name:literal) => {
@@ -200,67 +200,23 @@ fn main() {
 
 // ---- hostile inputs
 
-/// One direction's bytes and the segment size they arrive in.
-struct Part {
-    dir: Direction,
-    bytes: Vec<u8>,
-    seg: usize,
-}
+#[path = "support/hostile.rs"]
+mod support;
+use support::{part, Part};
 
 fn req(bytes: Vec<u8>, seg: usize) -> Part {
-    Part {
-        dir: Direction::Egress,
-        bytes,
-        seg,
-    }
+    part(Direction::Egress, bytes, seg)
 }
 
 fn resp(bytes: Vec<u8>, seg: usize) -> Part {
-    Part {
-        dir: Direction::Ingress,
-        bytes,
-        seg,
-    }
+    part(Direction::Ingress, bytes, seg)
 }
 
-/// Feed the parts in order, as the connection layer would; returns (seconds, events, errors).
-fn feed_parts(parts: &[Part]) -> (f64, usize, usize) {
-    let mut conn = Http1Conn::new(Direction::Egress);
-    let (mut out, mut errors) = (Vec::new(), Vec::new());
-    let (mut events, mut errs) = (0, 0);
-    let ctx = SegmentCtx {
-        tid: 7,
-        first_ns: 10,
-        last_ns: 15,
-    };
-    let start = Instant::now();
-    for p in parts {
-        let (mut from, mut to) = (0, 0);
-        while to < p.bytes.len() {
-            to = (to + p.seg).min(p.bytes.len());
-            from += conn.parse(p.dir, &p.bytes[from..to], &ctx, &mut out, &mut errors);
-            events += out.len();
-            errs += errors.len();
-            out.clear();
-            errors.clear();
-        }
-    }
-    conn.close(20, &mut out);
-    (start.elapsed().as_secs_f64(), events + out.len(), errs)
-}
-
-/// Best of three; prints ns per input byte.
 fn hostile_report(name: &str, parts: &[Part]) {
-    let bytes: usize = parts.iter().map(|p| p.bytes.len()).sum();
-    let (mut best, mut events, mut errors) = (f64::MAX, 0, 0);
-    for _ in 0..3 {
-        let (secs, ev, er) = feed_parts(parts);
-        (best, events, errors) = (best.min(secs), ev, er);
-    }
-    println!(
-        "{name:<58} {:>7.2} MiB {:>8.2} ns/B {events:>8} events {errors:>7} errors",
-        bytes as f64 / (1 << 20) as f64,
-        best * 1e9 / bytes as f64
+    support::report(
+        name,
+        || ConnParser::Http1(Http1Conn::new(Direction::Egress)),
+        parts,
     );
 }
 

@@ -134,17 +134,22 @@ fn build_ebpf(root: &Path) -> Result<()> {
     build_ebpf_with(root, &toolchain::ensure_ebpf()?)
 }
 
+/// The eBPF crate, for its own target (it cannot build for the host), with core from source.
+const EBPF_CRATE: [&str; 6] = [
+    "-p",
+    "agent-ebpf",
+    "--target",
+    "bpfel-unknown-none",
+    "-Z",
+    "build-std=core",
+];
+
 fn build_ebpf_with(root: &Path, ebpf: &toolchain::Ebpf) -> Result<()> {
-    sh(ebpf.cargo(root).args([
-        "build",
-        "-p",
-        "agent-ebpf",
-        "--target",
-        "bpfel-unknown-none",
-        "-Z",
-        "build-std=core",
-        "--release",
-    ]))?;
+    sh(ebpf
+        .cargo(root)
+        .arg("build")
+        .args(EBPF_CRATE)
+        .arg("--release"))?;
     let obj = root.join("target/bpfel-unknown-none/release/agent-ebpf");
     if !obj.is_file() {
         bail!("eBPF build produced no object at {}", obj.display());
@@ -266,18 +271,11 @@ fn test(root: &Path, no_setup: bool, pytest: Option<&str>) -> Result<()> {
     )?;
     // agent-ebpf cannot build for the host: it is linted for its own target.
     steps.run("clippy agent-ebpf (bpfel-unknown-none)", || {
-        sh(ebpf.cargo(root).args([
-            "clippy",
-            "-p",
-            "agent-ebpf",
-            "--target",
-            "bpfel-unknown-none",
-            "-Z",
-            "build-std=core",
-            "--",
-            "-D",
-            "warnings",
-        ]))
+        sh(ebpf
+            .cargo(root)
+            .arg("clippy")
+            .args(EBPF_CRATE)
+            .args(["--", "-D", "warnings"]))
     })?;
     steps.run("build-ebpf", || build_ebpf_with(root, &ebpf))?;
     // After build-ebpf: the agent's build script embeds the object.
