@@ -86,7 +86,13 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         max_buffer_bytes: cfg.connections.max_buffer_bytes,
     };
     let host = host_name();
-    let resources = ResourceCache::new(host.clone(), RESOURCE_CACHE);
+    // Off outside Kubernetes; never fails the start (an unreachable API server only means
+    // spans carry procfs metadata until the watch syncs).
+    let k8s = crate::enrich::k8s::watch::start(&cfg.kubernetes, &host, telemetry.clone()).await;
+    let mut resources = ResourceCache::new(host.clone(), RESOURCE_CACHE);
+    if let Some(view) = &k8s {
+        resources.set_k8s(view.clone());
+    }
     let mut pipeline = Pipeline::new(
         limits,
         SpanOptions {
@@ -103,7 +109,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
     );
 
     pipeline.set_export_port(export_port(cfg.export.endpoint.as_deref()));
-    match ProcWorker::spawn(host, "/proc".into()) {
+    match ProcWorker::spawn_with(host, "/proc".into(), k8s) {
         Ok(w) => pipeline.set_worker(w),
         Err(e) => tracing::warn!("procfs reads stay on the event thread (no worker: {e})"),
     }

@@ -53,6 +53,58 @@ pub struct Config {
     pub export: ExportConfig,
     /// The agent's own health reporting.
     pub telemetry: TelemetryConfig,
+    /// Pod metadata from the Kubernetes API (`k8s.*` resource attributes).
+    pub kubernetes: KubernetesConfig,
+}
+
+/// Whether the pod watch runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum K8sEnabled {
+    /// Inside Kubernetes (`KUBERNETES_SERVICE_HOST` set) or with `kubeconfig` given.
+    #[default]
+    Auto,
+    /// Always: in-cluster settings unless `kubeconfig` is given.
+    True,
+    /// Never.
+    False,
+}
+
+// YAML writes `enabled: true` / `false` as booleans, `auto` as a string: accept both.
+fn de_enabled<'de, D: serde::Deserializer<'de>>(d: D) -> Result<K8sEnabled, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bool(bool),
+        Word(K8sEnabled),
+    }
+    Ok(
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("kubernetes.enabled: expected auto, true or false")
+        })? {
+            Raw::Bool(true) => K8sEnabled::True,
+            Raw::Bool(false) => K8sEnabled::False,
+            Raw::Word(w) => w,
+        },
+    )
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesConfig {
+    /// `auto` (default): watch this node's pods when running in Kubernetes
+    /// (`KUBERNETES_SERVICE_HOST` set) or when `kubeconfig` is set; `true`: always try;
+    /// `false`: never. When on, spans get `k8s.namespace.name`, `k8s.pod.name`,
+    /// `k8s.container.name`, the owner workload's name and a `service.name` from the pod.
+    #[serde(deserialize_with = "de_enabled")]
+    pub enabled: K8sEnabled,
+    /// The node whose pods are watched; unset: `$NODE_NAME`, else the host name.
+    pub node_name: Option<String>,
+    /// `k8s.cluster.name` on every resource; unset: not sent (the API does not know it).
+    pub cluster_name: Option<String>,
+    /// A kubeconfig file to reach the API server with instead of the in-cluster service
+    /// account (tests, or an agent run outside the cluster).
+    pub kubeconfig: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -89,6 +89,9 @@ counters! {
     ProbesSkipped => "agent_probes_skipped_total", "probes not attached (unsupported or disabled)";
     // The metrics/health endpoint itself.
     TelemetryHttpErrors => "agent_telemetry_http_errors_total", "connections to the metrics/health endpoint that failed (malformed, slow or aborted requests, accept errors)";
+    // Kubernetes metadata.
+    K8sPodNotFound => "agent_k8s_pod_lookups_missed_total", "processes in a Kubernetes pod the pod watch did not (yet) know: their spans carry only what procfs gives";
+    K8sWatchRestarts => "agent_k8s_watch_restarts_total", "times the pod watch failed (API server unreachable, 410 Gone, dropped stream) and was restarted with backoff";
 }
 
 /// The counters themselves. One instance per agent, shared by `Arc`.

@@ -32,6 +32,7 @@
 //!   this telemetry on the SDK's behalf".
 
 pub mod cgroup;
+pub mod k8s;
 pub mod process;
 mod service_name;
 pub mod worker;
@@ -59,21 +60,65 @@ pub const DISTRO_NAME: &str = "ebpf-agent";
 
 /// Builds the resource for a process (see the module documentation for the attributes).
 pub fn build_resource(info: &ProcessInfo, host_name: &str) -> Resource {
+    build_resource_with(info, host_name, None).0
+}
+
+/// Like [`build_resource`], with the pod's metadata from `k8s` when the process is in a pod
+/// the watch knows. The second value is true when the process is in a pod the watch does
+/// not know (yet): worth rebuilding once it does.
+pub fn build_resource_with(
+    info: &ProcessInfo,
+    host_name: &str,
+    k8s: Option<&k8s::K8sView>,
+) -> (Resource, bool) {
     let own = |key: &str| {
         info.resource_attributes
             .iter()
             .find(|(k, _)| *k == key)
             .map(|(_, v)| v.clone())
     };
-    let instance =
-        own("service.instance.id").unwrap_or_else(|| format!("{host_name}-{}", info.pid));
+    let pod_uid = info
+        .container
+        .as_ref()
+        .and_then(|c| c.pod.as_ref())
+        .map(|p| p.uid.as_str());
+    let pod = match (k8s, pod_uid) {
+        (Some(view), Some(uid)) => view.lookup(uid),
+        _ => None,
+    };
+    let pending = k8s.is_some() && pod_uid.is_some() && pod.is_none();
+    let container = pod
+        .as_deref()
+        .and_then(|p| info.container.as_ref().and_then(|c| p.container(&c.id)));
+    // The process's own OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES win (an SDK in it would
+    // report those); then the pod's, in the semantic conventions' order (see k8s::meta).
+    let service_name = match (&pod, info.service_name_source) {
+        (Some(p), process::ServiceNameSource::Script | process::ServiceNameSource::Executable) => p
+            .service_name(container)
+            .unwrap_or_else(|| info.service_name.clone()),
+        _ => info.service_name.clone(),
+    };
+    let instance = own("service.instance.id")
+        .or_else(|| {
+            pod.as_deref()
+                .and_then(|p| p.service_instance_id(container))
+        })
+        .unwrap_or_else(|| format!("{host_name}-{}", info.pid));
     let mut attributes = vec![
-        Attribute::new("service.name", info.service_name.as_str()),
+        Attribute::new("service.name", service_name),
         Attribute::new("service.instance.id", instance),
     ];
     for (key, value) in &info.resource_attributes {
         if *key != "service.instance.id" {
             attributes.push(Attribute::new(key, value.as_str()));
+        }
+    }
+    if let Some(p) = &pod {
+        if own("service.namespace").is_none() {
+            attributes.push(Attribute::new("service.namespace", p.service_namespace()));
+        }
+        if let (None, Some(v)) = (own("service.version"), p.service_version()) {
+            attributes.push(Attribute::new("service.version", v));
         }
     }
     attributes.push(Attribute::new("process.pid", i64::from(info.pid)));
@@ -96,8 +141,11 @@ pub fn build_resource(info: &ProcessInfo, host_name: &str) -> Resource {
             attributes.push(Attribute::new("k8s.pod.uid", pod.uid.as_str()));
         }
     }
+    if let Some(p) = &pod {
+        attributes.extend(p.attributes(container, k8s.and_then(|v| v.cluster())));
+    }
     attributes.extend(common_attributes(host_name));
-    Resource { attributes }
+    (Resource { attributes }, pending)
 }
 
 /// The resource of a process whose /proc entry is gone or unreadable.
@@ -168,6 +216,10 @@ pub struct ProcessTraits {
     pub threads_migrate: bool,
     /// An OpenTelemetry SDK in the process exports its own spans.
     pub sdk_traces: bool,
+    /// The process is in a pod the Kubernetes watch did not know when its resource was built;
+    /// the watch's [`k8s::K8sView::generation`] then. [`ResourceCache`] has the resource
+    /// rebuilt once the generation moves (a new pod arrived).
+    pub pod_pending_since: Option<u64>,
 }
 
 /// A process's resource as read from procfs.
@@ -180,15 +232,25 @@ pub struct Loaded {
 
 /// Reads process `pid` under `proc_root` and builds its resource; a process already gone is
 /// named by `comm` when known.
-pub fn load_resource(proc_root: &Path, host_name: &str, pid: u32, comm: &str) -> Loaded {
+pub fn load_resource(
+    proc_root: &Path,
+    host_name: &str,
+    pid: u32,
+    comm: &str,
+    k8s: Option<&k8s::K8sView>,
+) -> Loaded {
     let none = ProcessTraits::default();
     let (resource, traits, cacheable) = match read_process(proc_root, pid) {
         Ok(info) => {
+            // Read before the lookup: a pod arriving in between moves it again.
+            let generation = k8s.map(k8s::K8sView::generation);
+            let (resource, pending) = build_resource_with(&info, host_name, k8s);
             let traits = ProcessTraits {
                 threads_migrate: info.go,
                 sdk_traces: info.sdk_traces,
+                pod_pending_since: generation.filter(|_| pending),
             };
-            (build_resource(&info, host_name), traits, true)
+            (resource, traits, true)
         }
         Err(EnrichError::ProcessGone { .. }) if !comm.is_empty() => {
             (comm_resource(pid, comm, host_name), none, true)
@@ -223,6 +285,7 @@ pub struct ResourceCache {
     capacity: usize,
     entries: HashMap<u32, Entry>,
     clock: u64,
+    k8s: Option<k8s::K8sView>,
 }
 
 impl ResourceCache {
@@ -240,7 +303,14 @@ impl ResourceCache {
             capacity,
             entries: HashMap::with_capacity(capacity.min(4096)),
             clock: 0,
+            k8s: None,
         }
+    }
+
+    /// Pod metadata from the Kubernetes watch for the resources built from now on (inline
+    /// reads; the procfs worker gets its own handle, see [`worker::ProcWorker::spawn_with`]).
+    pub fn set_k8s(&mut self, view: k8s::K8sView) {
+        self.k8s = Some(view);
     }
 
     /// The resource of `pid`, read on first use. A process that is gone gets a minimal
@@ -273,16 +343,30 @@ impl ResourceCache {
             resource,
             traits,
             cacheable,
-        } = load_resource(&self.proc_root, &self.host_name, pid, comm);
+        } = load_resource(
+            &self.proc_root,
+            &self.host_name,
+            pid,
+            comm,
+            self.k8s.as_ref(),
+        );
         if cacheable {
             self.insert(pid, Arc::clone(&resource), traits);
         }
         (resource, traits)
     }
 
-    /// Whether `pid`'s resource is cached.
+    /// Whether `pid`'s resource is cached and current: false also for one built while its
+    /// pod was unknown when a new pod has arrived since, so the pipeline has it read again
+    /// (off this thread, see [`worker`]) while spans keep the cached one meanwhile. Reads
+    /// only an atomic, never the pod store's lock.
     pub fn contains(&self, pid: u32) -> bool {
-        self.entries.contains_key(&pid)
+        self.entries
+            .get(&pid)
+            .is_some_and(|e| match (e.traits.pod_pending_since, &self.k8s) {
+                (Some(g), Some(view)) => view.generation() == g,
+                _ => true,
+            })
     }
 
     /// Caches a resource read elsewhere (see [`worker`]).

@@ -49,6 +49,16 @@ pub struct ProcWorker {
 impl ProcWorker {
     /// Starts the worker thread; it ends when this handle is dropped.
     pub fn spawn(host_name: String, proc_root: PathBuf) -> std::io::Result<Self> {
+        Self::spawn_with(host_name, proc_root, None)
+    }
+
+    /// Like [`Self::spawn`], the resources carrying pod metadata from `k8s` (read here, on
+    /// the worker thread, not on the ring-buffer one).
+    pub fn spawn_with(
+        host_name: String,
+        proc_root: PathBuf,
+        k8s: Option<super::k8s::K8sView>,
+    ) -> std::io::Result<Self> {
         let (jobs, rx) = sync_channel::<Job>(QUEUE);
         let (tx, done) = sync_channel::<Done>(QUEUE);
         std::thread::Builder::new()
@@ -59,7 +69,7 @@ impl ProcWorker {
                         resource,
                         traits,
                         cacheable,
-                    } = load_resource(&proc_root, &host_name, pid, comm_text(&comm));
+                    } = load_resource(&proc_root, &host_name, pid, comm_text(&comm), k8s.as_ref());
                     let answer = Done {
                         id,
                         pid,

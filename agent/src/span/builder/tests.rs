@@ -894,6 +894,7 @@ impl Resources for MigratingResources {
         ProcessTraits {
             threads_migrate: self.0,
             sdk_traces: false,
+            ..ProcessTraits::default()
         }
     }
 }
@@ -1064,6 +1065,7 @@ mod sdk_coexistence {
             ProcessTraits {
                 threads_migrate: false,
                 sdk_traces: pid == self.0,
+                ..ProcessTraits::default()
             }
         }
     }
