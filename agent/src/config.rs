@@ -432,6 +432,37 @@ mod tests {
     }
 
     #[test]
+    fn kubernetes_section() {
+        use super::K8sEnabled;
+        let k = |y: &str| Config::from_yaml(y, "t").map(|c| c.kubernetes);
+        assert_eq!(k("kubernetes: {}").unwrap().enabled, K8sEnabled::Auto);
+        assert_eq!(
+            k("kubernetes: {enabled: true}").unwrap().enabled,
+            K8sEnabled::True
+        );
+        assert_eq!(
+            k("kubernetes: {enabled: false}").unwrap().enabled,
+            K8sEnabled::False
+        );
+        assert_eq!(
+            k("kubernetes: {enabled: auto}").unwrap().enabled,
+            K8sEnabled::Auto
+        );
+        let c = k("kubernetes: {node_name: n1, cluster_name: c1, kubeconfig: /k}").unwrap();
+        assert_eq!(
+            (c.node_name.as_deref(), c.cluster_name.as_deref()),
+            (Some("n1"), Some("c1"))
+        );
+        assert_eq!(c.kubeconfig.as_deref(), Some(std::path::Path::new("/k")));
+        let e = k("kubernetes: {enabled: maybe}").unwrap_err().to_string();
+        assert!(e.contains("kubernetes.enabled"), "{e}");
+        assert!(
+            k("kubernetes: {nodename: x}").is_err(),
+            "unknown fields are refused"
+        );
+    }
+
+    #[test]
     fn documented_example_parses_and_validates() {
         let text = include_str!("../../deploy/agent.example.yaml");
         let cfg = Config::from_yaml(text, "agent.example.yaml").expect("example parses");

@@ -5,10 +5,12 @@
 //! read and how `service.name` is chosen), builds the resource and shares it by `Arc` with
 //! every span of that process. The cache is bounded and evicts the least recently used
 //! process; the caller calls [`ResourceCache::forget`] when a process exits, because pids are
-//! reused. This module does not watch processes exit (the event pipeline does); of containers
-//! and Kubernetes it knows only what a process's cgroup path says (see [`cgroup`]): no
-//! container runtime or Kubernetes API is asked, so pod names, namespaces and labels are not
-//! here.
+//! reused. This module does not watch processes exit (the event pipeline does). Which
+//! container and pod a process is in comes from its cgroup path (see [`cgroup`]); the pod's
+//! names, owners and labels come from the Kubernetes API through the node's pod watch (see
+//! [`k8s`]) when the agent runs in Kubernetes. A resource built before the watch knew the
+//! pod is rebuilt once it does (see [`ResourceCache::contains`]); no container runtime is
+//! asked.
 //!
 //! Resource attributes, all keys from the OpenTelemetry semantic conventions:
 //! - `service.name`: see [`process`]; `unknown_service` when the process is gone.
@@ -25,6 +27,12 @@
 //!   process's cgroup names them (see [`cgroup`]). `container.runtime.name` is the current
 //!   key; `container.runtime` is its deprecated predecessor and is not sent. The pod's QoS
 //!   class is read too but has no semantic-convention attribute, so it is not sent.
+//! - with the pod known to the watch (see [`k8s`]): `k8s.namespace.name`, `k8s.pod.name`,
+//!   `k8s.node.name`, `k8s.container.name`, `container.image.name`, `container.image.tag`,
+//!   the owner's `k8s.{deployment,replicaset,statefulset,daemonset,cronjob,job}.name`,
+//!   `k8s.cluster.name` (configured), and `service.namespace`, `service.version`,
+//!   `service.instance.id` and `service.name` from the pod (after the process's own
+//!   `OTEL_*` values; see [`k8s::meta::PodMeta::service_name`] for the order).
 //! - `host.name`.
 //! - `telemetry.distro.name` = `ebpf-agent`, `telemetry.distro.version` = this crate's
 //!   version. Not `telemetry.sdk.*`: those describe the OpenTelemetry SDK inside the
