@@ -191,6 +191,11 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
             // place in the order (it marks the connection active).
             Event::Data(d, _) if !self.conns.wants_payload(&d) => Owned::Data(d, Vec::new()),
             Event::Data(d, p) => {
+                // A resource built before its pod was known: read it again now the pod
+                // watch has news (an atomic load; the read itself is on the worker).
+                if self.resources.stale(d.header.pid) {
+                    self.read_ahead(d.header.pid, [0; 16]);
+                }
                 let mut buf = self.pool.pop().unwrap_or_default();
                 buf.clear();
                 buf.extend_from_slice(p);

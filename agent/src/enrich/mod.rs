@@ -364,6 +364,12 @@ impl ResourceCache {
         (resource, traits)
     }
 
+    /// Whether `pid`'s resource is cached but built while its pod was unknown, and a new pod
+    /// has arrived since (see [`Self::contains`]).
+    pub fn is_stale(&self, pid: u32) -> bool {
+        self.entries.contains_key(&pid) && !self.contains(pid)
+    }
+
     /// Whether `pid`'s resource is cached and current: false also for one built while its
     /// pod was unknown when a new pod has arrived since, so the pipeline has it read again
     /// (off this thread, see [`worker`]) while spans keep the cached one meanwhile. Reads

@@ -356,3 +356,51 @@ fn payload_of_an_ignored_connection_is_not_copied_out_of_the_ring() {
     assert_eq!(p.telemetry.get(Counter::BytesCaptured), (21 + 4000) as u64);
     assert_eq!(p.connections(), 1);
 }
+
+#[test]
+fn a_resource_built_before_its_pod_was_known_is_rebuilt_on_the_worker_once_it_is() {
+    use crate::enrich::k8s::{K8sView, PodMeta};
+    const UID: &str = "5f2c1a9e-3b7d-4c8e-9a1f-2d6e8b4c0a17";
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let fake = crate::enrich::fake_proc::FakeProc::new();
+    fake.add(3, Some("/usr/bin/checkout"), &["checkout"], &[]);
+    fake.set_cgroup(3, &format!("0::/kubepods/besteffort/pod{UID}/{ID}\n"));
+    let view = K8sView::new(None, None);
+    let mut p = worker_pipeline(&fake);
+    p.resources.set_k8s(view.clone());
+    p.set_worker(
+        ProcWorker::spawn_with("node".into(), fake.root().to_owned(), Some(view.clone()))
+            .expect("thread"),
+    );
+    p.push(&open(3, 30, Role::Client, 50003, 8080, 100));
+    wait_for(&mut p, |r| r.contains(3));
+    assert_eq!(
+        p.resources.get(3).get("k8s.pod.name"),
+        None,
+        "the pod is not known yet"
+    );
+    // The watch delivers the pod: the next record of the process has it read again.
+    let pod: k8s_openapi::api::core::v1::Pod =
+        serde_json::from_str(include_str!("../enrich/k8s/testdata/deployment-pod.json")).unwrap();
+    view.update(|s| s.upsert(PodMeta::from_pod(&pod).unwrap(), std::time::Instant::now()));
+    assert!(!p.resources.contains(3));
+    p.push(&data(3, 3, 30, Direction::Egress, 200, 210, REQ));
+    wait_for(&mut p, |r| r.contains(3));
+    p.push(&data(3, 3, 30, Direction::Ingress, 250, 320, RESP));
+    p.process_due(320 + HOLD_NS);
+    let spans = p.sink_mut().clone();
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    let r = &spans[0].resource;
+    assert_eq!(
+        r.get("k8s.pod.name"),
+        Some(&AttrValue::Str("checkout-7d9f8b6c5d-x2k4p".into()))
+    );
+    assert_eq!(
+        r.get("service.name"),
+        Some(&AttrValue::Str("checkout".into()))
+    );
+    assert_eq!(
+        r.get("k8s.container.name"),
+        Some(&AttrValue::Str("app".into()))
+    );
+}

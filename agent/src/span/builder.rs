@@ -200,6 +200,11 @@ pub trait Resources {
     fn known(&self, _pid: u32) -> bool {
         true
     }
+    /// Whether `pid`'s cached resource is worth reading again (its pod's metadata arrived
+    /// since it was built, see `enrich::ResourceCache::contains`).
+    fn stale(&self, _pid: u32) -> bool {
+        false
+    }
     /// `pid`'s resource and traits, read ahead.
     fn provide(&mut self, _pid: u32, _resource: Arc<Resource>, _traits: ProcessTraits) {}
     /// What else the span stage must know of `pid`: whether its requests move between OS
@@ -219,6 +224,9 @@ impl Resources for crate::enrich::ResourceCache {
     }
     fn known(&self, pid: u32) -> bool {
         self.contains(pid)
+    }
+    fn stale(&self, pid: u32) -> bool {
+        self.is_stale(pid)
     }
     fn provide(&mut self, pid: u32, resource: Arc<Resource>, traits: ProcessTraits) {
         self.insert(pid, resource, traits);
