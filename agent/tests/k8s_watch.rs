@@ -229,3 +229,29 @@ async fn store_follows_the_watch_and_recovers_from_410() {
     drop(st);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_api_server_is_counted_and_retried() {
+    // A port nobody listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap());
+    let client = kube::Client::try_from(config).unwrap();
+    let telemetry = Arc::new(Telemetry::new());
+    let view = K8sView::new(None, Some(telemetry.clone()));
+    let task = tokio::spawn(watch::run(
+        client,
+        "node-a".into(),
+        view.clone(),
+        telemetry.clone(),
+    ));
+    wait_until("two restarts (the backoff retries)", || {
+        telemetry.get(Counter::K8sWatchRestarts) >= 2
+    })
+    .await;
+    assert!(!task.is_finished(), "the watch keeps trying");
+    view.read(|s| assert!(s.is_empty() && !s.synced()));
+    task.abort();
+}
