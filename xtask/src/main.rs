@@ -300,6 +300,11 @@ fn test(root: &Path, no_setup: bool, pytest: Option<&str>) -> Result<()> {
             .env("AGENT_TESTS_REQUIRE_ALL", "1")
             .args(["test", "--lib", "--bins"]))
     })?;
+    // 1b. The Kubernetes pod watch: the real kube-rs client against a local server speaking
+    //     the API's list/watch wire format (no cluster can run here).
+    steps.run("pod watch integration tests", || {
+        sh(Command::new("cargo").args(["test", "-p", "agent", "--test", "k8s_watch"]))
+    })?;
     // 2. eBPF integration tests: real object, real kernel, real sockets (root).
     steps.run("eBPF integration tests", || {
         sh(venv.activate(&mut Command::new("cargo")).args([
