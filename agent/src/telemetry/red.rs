@@ -22,7 +22,7 @@
 //! observed through a cloned histogram handle: no allocation and no `Family` lock; only a new
 //! label set builds owned strings. This module does not decide what a span is; `span` does.
 
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -371,6 +371,7 @@ pub struct Recorder {
     red: Arc<Telemetry>,
     cache: FxHashMap<u64, Vec<Cached>>,
     overflow: Vec<Option<Histogram>>,
+    keys: RandomState,
 }
 
 impl Recorder {
@@ -379,6 +380,7 @@ impl Recorder {
             red: telemetry,
             cache: FxHashMap::default(),
             overflow: Metric::ALL.iter().map(|_| None).collect(),
+            keys: RandomState::new(),
         }
     }
 
@@ -389,7 +391,9 @@ impl Recorder {
         };
         let specs = metric.labels();
         let mut vals = [Val::Absent; MAX_LABELS];
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        // Keyed SipHash, not Fx: the values come from the network, and a peer must not be
+        // able to line up colliding label sets in one cache chain.
+        let mut h = self.keys.build_hasher();
         metric.hash(&mut h);
         for (slot, (_, source)) in vals.iter_mut().zip(specs) {
             *slot = value(span, *source);

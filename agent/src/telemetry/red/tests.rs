@@ -286,3 +286,21 @@ fn prometheus_text_has_the_histograms_without_exemplars() {
     assert!(text.contains("http_server_request_duration_seconds_bucket{le=\"0.025\","));
     assert!(!text.contains("trace_id"), "{text}");
 }
+
+/// Writes a scrape with every metric fed to `$RED_DUMP` (used to check it with the Python
+/// OpenMetrics parser the e2e tests use; does nothing without the variable).
+#[test]
+fn dump_for_external_parsers() {
+    let Ok(path) = std::env::var("RED_DUMP") else {
+        return;
+    };
+    let t = Arc::new(Telemetry::with_red(RedMetrics::with_max_series(2)));
+    let mut r = Recorder::new(t.clone());
+    for i in 0..4 {
+        r.record(
+            &http_server(&format!("/r{i}"), 200, 20 * i as u64, i as u8 + 1),
+            true,
+        );
+    }
+    std::fs::write(path, scrape(&t)).unwrap();
+}
