@@ -8,7 +8,8 @@
 use agent::conn::Limits;
 use agent::pipeline::Pipeline;
 use agent::span::builder::{Resources, SpanOptions, SpanSink};
-use agent::span::model::{Attribute, Resource, Span};
+use agent::span::model::{Attribute, Resource, Span, SpanContext, SpanKind, StatusCode};
+use agent::telemetry::red::{Metric, Recorder};
 use agent::telemetry::{Counter, Telemetry};
 use agent_common::Record;
 use agent_common::{
@@ -176,4 +177,67 @@ fn main() {
         2 * CONNS * EXCHANGES,
         "every exchange produces a client and a server span"
     );
+    red_metrics(&telemetry);
+}
+
+/// The cost of recording one finished span into the RED histograms (`telemetry::red`), which
+/// the run above already paid once per span: a known label set (the steady state), with and
+/// without an exemplar, and rotating over many label sets (cache lookups that miss the CPU
+/// cache more often).
+fn red_metrics(pipeline_telemetry: &Telemetry) {
+    println!(
+        "  RED series after the run: {} http.server, {} http.client",
+        pipeline_telemetry.red().series(Metric::HttpServer),
+        pipeline_telemetry.red().series(Metric::HttpClient)
+    );
+    let resource = Arc::new(Resource {
+        attributes: vec![Attribute::new("service.name", "bench")],
+    });
+    let spans: Vec<Span> = (0..200)
+        .map(|i| Span {
+            context: SpanContext {
+                trace_id: [i as u8; 16],
+                span_id: [i as u8; 8],
+                flags: 1,
+                trace_state: None,
+            },
+            parent_span_id: None,
+            name: format!("GET /api/users{i}/{{id}}"),
+            kind: SpanKind::Server,
+            start_unix_nano: 1_000_000_000,
+            end_unix_nano: 1_000_000_000 + 3_000_000 * (i % 20),
+            status: StatusCode::Unset,
+            status_message: None,
+            attributes: vec![
+                Attribute::new("http.request.method", "GET"),
+                Attribute::new("url.path", "/api/users/12345"),
+                Attribute::new("url.query", "fields=name"),
+                Attribute::new("url.scheme", "http"),
+                Attribute::new("network.protocol.version", "1.1"),
+                Attribute::new("server.address", "svc-b"),
+                Attribute::new("server.port", 8080i64),
+                Attribute::new("client.address", "127.0.0.1"),
+                Attribute::new("client.port", 20000i64),
+                Attribute::new("user_agent.original", "bench/1.0"),
+                Attribute::new("http.response.status_code", 200i64),
+                Attribute::new("http.response.body.size", 27i64),
+            ],
+            resource: resource.clone(),
+        })
+        .collect();
+    const N: usize = 1_000_000;
+    let t = Arc::new(Telemetry::new());
+    let mut r = Recorder::new(t.clone());
+    for (what, sets, exemplar) in [
+        ("one label set, no exemplar (sampled out)", 1, false),
+        ("one label set, with exemplar (exported)", 1, true),
+        ("200 label sets, with exemplar", 200, true),
+    ] {
+        let start = Instant::now();
+        for i in 0..N {
+            r.record(std::hint::black_box(&spans[i % sets]), exemplar);
+        }
+        let ns = start.elapsed().as_secs_f64() * 1e9 / N as f64;
+        println!("  {ns:>12.0} ns per span recorded in RED metrics: {what}");
+    }
 }

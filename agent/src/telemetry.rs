@@ -9,6 +9,7 @@
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod red;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,6 +88,8 @@ counters! {
     ExportFailures => "agent_export_failures_total", "export batches given up on";
     // Probes.
     ProbesSkipped => "agent_probes_skipped_total", "probes not attached (unsupported or disabled)";
+    // RED metrics of the traced services (see `red`).
+    RedMetricsOverflowed => "agent_red_metrics_overflowed_total", "span durations recorded in a RED metric's overflow series (otel_metric_overflow) because the metric had reached its label-set limit";
     // The metrics/health endpoint itself.
     TelemetryHttpErrors => "agent_telemetry_http_errors_total", "connections to the metrics/health endpoint that failed (malformed, slow or aborted requests, accept errors)";
     // Kubernetes metadata.
@@ -98,6 +101,7 @@ counters! {
 pub struct Telemetry {
     values: Vec<AtomicU64>,
     health: health::Health,
+    red: red::RedMetrics,
 }
 
 impl Default for Telemetry {
@@ -105,6 +109,7 @@ impl Default for Telemetry {
         Self {
             values: Counter::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             health: health::Health::default(),
+            red: red::RedMetrics::default(),
         }
     }
 }
@@ -131,6 +136,19 @@ impl Telemetry {
 
     pub fn get(&self, c: Counter) -> u64 {
         self.values[c as usize].load(Ordering::Relaxed)
+    }
+
+    /// With RED metrics of another label-set limit (tests).
+    pub fn with_red(red: red::RedMetrics) -> Self {
+        Self {
+            red,
+            ..Self::default()
+        }
+    }
+
+    /// The RED metrics of the traced services (see [`red`]).
+    pub fn red(&self) -> &red::RedMetrics {
+        &self.red
     }
 
     /// Liveness, readiness and gauges (see [`health`]).

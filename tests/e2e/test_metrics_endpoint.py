@@ -49,6 +49,13 @@ def declared(path: str) -> dict[str, str]:
 
 COUNTERS = declared("agent/src/telemetry.rs")
 GAUGES = declared("agent/src/telemetry/health.rs")
+# The RED histograms (agent/src/telemetry/red.rs), by OTel name -> Prometheus family name
+# (OTLP->Prometheus conversion: dots to underscores, unit `s` appended as `_seconds`).
+RED = {n: n.replace(".", "_") + "_seconds" for n in re.findall(
+    r'=> "([a-z.]+\.duration)",', (ROOT / "agent/src/telemetry/red.rs").read_text())}
+assert "http.server.request.duration" in RED and "db.client.operation.duration" in RED, RED
+# The HTTP semantic conventions' explicit bucket boundaries for request durations.
+SEMCONV_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
 
 
 def request(port: int, path: str, method: str = "GET",
@@ -123,7 +130,11 @@ def test_metrics_in_prometheus_text_format(agent: Agent, port: int) -> None:
         assert f"# HELP {name} {help_text}\n# TYPE {name} gauge\n" in body, name
         assert families[name].type == "gauge" and families[name].documentation == help_text
     assert families["agent_probes_attached"].samples[0].value > 0
-    extra = set(families) - {n.removesuffix("_total") for n in COUNTERS} - set(GAUGES)
+    # A RED family appears once it has a series (prometheus-client omits empty families).
+    for name in set(RED.values()) & set(families):
+        assert families[name].type == "histogram", name
+    extra = (set(families) - {n.removesuffix("_total") for n in COUNTERS} - set(GAUGES)
+             - set(RED.values()))
     assert not extra, f"families nobody declared: {extra}"
     assert "# EOF" not in body
 
@@ -169,6 +180,74 @@ def test_a_counter_moves_after_traffic(agent: Agent, port: int, receiver: OtlpRe
     except TimeoutError:
         pytest.fail(f"counters did not grow by {grown}: before "
                     f"{ {n: before[n] for n in grown} }, now { {n: now[n] for n in grown} }")
+
+
+def scrape_openmetrics(port: int) -> dict:
+    """The OpenMetrics families of /metrics, by name (parsed strictly)."""
+    status, ctype, body = request(port, "/metrics", headers={
+        "Accept": "application/openmetrics-text; version=1.0.0"})
+    assert status == 200 and ctype.startswith("application/openmetrics-text"), (status, ctype)
+    return {f.name: f for f in parse_openmetrics(body)}
+
+
+def series_counts(families: dict, family: str, where) -> dict[tuple, float]:
+    """`_count` of each series of `family` whose labels satisfy `where`, by label set."""
+    return {tuple(sorted(s.labels.items())): s.value for s in families[family].samples
+            if s.name == family + "_count" and where(s.labels)}
+
+
+def test_red_metrics_count_every_request_with_exemplars(agent: Agent, port: int,
+                                                        receiver: OtlpReceiver,
+                                                        workroot: Path) -> None:
+    """N curl requests to a Python server: the http.server and http.client duration
+    histograms grow by N, with the conventions' buckets and labels, and their exemplars name
+    spans the receiver got."""
+    n = 5
+    server_family = RED["http.server.request.duration"]
+    client_family = RED["http.client.request.duration"]
+    d = workroot / "metrics-red"
+    d.mkdir()
+    scn = Scenario(receiver, agent, d)
+    try:
+        svc = scn.service(env={"OTEL_SERVICE_NAME": "red-e2e"})
+        before = scrape_openmetrics(port)
+        scn.curl(*[f"http://127.0.0.1:{svc.port}/users/{i}" for i in range(n)])
+        spans = scn.collect(2 * n)
+    finally:
+        scn.close()
+        shutil.rmtree(d, ignore_errors=True)
+    ours_server = lambda labels: labels.get("service_name") == "red-e2e"
+    ours_client = lambda labels: labels.get("server_port") == str(svc.port)
+    fams: dict = {}
+
+    def grown() -> bool:
+        fams.update(scrape_openmetrics(port))
+        return (sum(series_counts(fams, server_family, ours_server).values()) >= n
+                and sum(series_counts(fams, client_family, ours_client).values()) >= n)
+
+    wait_until(grown, 10, "the RED histograms to count the requests")
+    assert not series_counts(before, server_family, ours_server)
+    server = series_counts(fams, server_family, ours_server)
+    client = series_counts(fams, client_family, ours_client)
+    assert sum(server.values()) == n and sum(client.values()) == n, (server, client)
+    # One series each: route templates, not raw paths, and the conventions' attributes.
+    assert len(server) == 1 and len(client) == 1, (server, client)
+    labels = dict(next(iter(server)))
+    assert labels["http_request_method"] == "GET" and labels["http_response_status_code"] == "200"
+    assert labels["url_scheme"] == "http" and labels["network_protocol_version"] == "1.1"
+    assert "http_route" in labels and "/users/1" != labels["http_route"], labels
+    assert dict(next(iter(client)))["server_address"] == "127.0.0.1"
+    got = {(s.trace_id, s.span_id) for s in spans}
+    for family, ours in ((server_family, ours_server), (client_family, ours_client)):
+        buckets = [s for s in fams[family].samples
+                   if s.name == family + "_bucket" and ours(s.labels)]
+        les = [s.labels["le"] for s in buckets]
+        assert [float(x) for x in les[:-1]] == SEMCONV_BUCKETS and les[-1] == "+Inf", les
+        assert buckets[-1].value == n
+        exemplars = [s.exemplar for s in buckets if s.exemplar is not None]
+        assert exemplars, f"no exemplar in {family}"
+        for e in exemplars:
+            assert (e.labels["trace_id"], e.labels["span_id"]) in got, (e, got)
 
 
 def test_health_ready_and_other_paths(agent: Agent, port: int) -> None:

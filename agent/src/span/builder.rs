@@ -40,6 +40,7 @@ use crate::enrich::ProcessTraits;
 use crate::protocol::{
     AmqpOperation, AmqpOutcome, HttpOutcome, L7Event, Outcome, PgOutcome, Request,
 };
+use crate::telemetry::red::Recorder;
 use crate::telemetry::{Counter, Telemetry};
 
 /// CLOCK_MONOTONIC (what the kernel stamps) to Unix time.
@@ -271,6 +272,8 @@ pub struct SpanBuilder {
     clock: Clock,
     opts: SpanOptions,
     telemetry: Arc<Telemetry>,
+    /// RED metrics, recorded from every finished span (see `telemetry::red`).
+    red: Recorder,
 }
 
 impl SpanBuilder {
@@ -282,6 +285,7 @@ impl SpanBuilder {
             published: PublishIndex::default(),
             clock,
             opts,
+            red: Recorder::new(telemetry.clone()),
             telemetry,
         }
     }
@@ -360,11 +364,17 @@ impl SpanBuilder {
             } => {
                 if let Some(mut span) = self.end(meta, seq, end_ns, outcome, resources) {
                     self.telemetry.incr(Counter::SpansCreated);
-                    if span.context.flags & SAMPLED == 0 {
-                        if !(self.opts.keep_errors && span.status == StatusCode::Error) {
-                            self.telemetry.incr(Counter::SpansSampledOut);
-                            return;
-                        }
+                    let sampled = span.context.flags & SAMPLED != 0;
+                    let exported =
+                        sampled || (self.opts.keep_errors && span.status == StatusCode::Error);
+                    // Before sampling: RED metrics count every request; only an exported
+                    // span's ids become an exemplar (the backend has its trace).
+                    self.red.record(&span, exported);
+                    if !exported {
+                        self.telemetry.incr(Counter::SpansSampledOut);
+                        return;
+                    }
+                    if !sampled {
                         span.attributes
                             .push(Attribute::new(KEPT_ERROR_ATTRIBUTE, true));
                     }

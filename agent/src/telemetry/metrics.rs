@@ -91,7 +91,8 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(telemetry: Arc<Telemetry>) -> Self {
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(Live(telemetry)));
+        registry.register_collector(Box::new(Live(telemetry.clone())));
+        telemetry.red().register(&mut registry);
         Self { registry }
     }
 

@@ -1029,6 +1029,19 @@ fn always_off_drops_everything_but_kept_errors_are_marked() {
         Some(&AttrValue::Bool(true))
     );
     assert_eq!(w.tel.get(Counter::SpansSampledOut), 1);
+    // RED metrics count both requests; only the exported (kept) one lends an exemplar.
+    use crate::telemetry::metrics::{Format, Metrics};
+    let om = Metrics::new(w.tel.clone()).render(Format::OpenMetrics);
+    let count: f64 = om
+        .lines()
+        .filter(|l| l.starts_with("http_server_request_duration_seconds_count"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(count, 2.0, "{om}");
+    let exemplars: Vec<_> = om.lines().filter(|l| l.contains(" # {trace_id=")).collect();
+    assert_eq!(exemplars.len(), 1, "{om}");
+    let id = crate::span::model::hex(&w.out[0].context.trace_id);
+    assert!(exemplars[0].contains(&id), "{om}");
 }
 
 #[test]
