@@ -164,7 +164,7 @@ fn run_one(root: &Path, target: &'static str, seeds: &Seeds, seconds: u64) -> Re
             eprintln!("  | {l}");
         }
         bail!(
-            "cargo fuzz run {target} exited with {status} (full log: {})",
+            "{target} exited with {status} (full log: {})",
             log.display()
         );
     }
