@@ -11,9 +11,20 @@ fn main() {
     let target_dir = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("target"));
-    let obj = std::env::var("AGENT_EBPF_OBJECT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| target_dir.join("bpfel-unknown-none/release/agent-ebpf"));
+    // `cargo xtask build-ebpf` writes the object under the workspace's own target/; a build
+    // with another target dir (the fuzz crate's, a CARGO_TARGET_DIR) finds it there too. A
+    // watched path that does not exist makes cargo rerun this script (and rebuild the agent)
+    // every time, so the existing one is watched.
+    let rel = "bpfel-unknown-none/release/agent-ebpf";
+    let candidates = match std::env::var("AGENT_EBPF_OBJECT") {
+        Ok(p) => vec![PathBuf::from(p)],
+        Err(_) => vec![target_dir.join(rel), root.join("target").join(rel)],
+    };
+    let obj = candidates
+        .iter()
+        .find(|p| p.is_file())
+        .unwrap_or(&candidates[0])
+        .clone();
     println!("cargo:rerun-if-env-changed=AGENT_EBPF_OBJECT");
     println!("cargo:rerun-if-env-changed=AGENT_ALLOW_MISSING_EBPF");
     println!("cargo:rerun-if-changed={}", obj.display());

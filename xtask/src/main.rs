@@ -6,13 +6,17 @@
 //! - `run [-- ARGS]`: build (release) and run the agent as root.
 //! - `check`: build and run `agent check`.
 //! - `setup`: only the test dependencies (apt packages, the Python venv).
+//! - `fuzz [--seconds N] [--target T]`: build the cargo-fuzz targets (pinned nightly, installs
+//!   cargo-fuzz once) and run each for N seconds; fails on any crash (see `fuzz`).
 //! - `test`: rustfmt and clippy first (fail fast), then install the test dependencies (apt, a
-//!   Python venv; see `setup`), build, run unit tests, the root-only eBPF integration tests,
+//!   Python venv; see `setup`), build, run unit tests, a short fuzz run of every target
+//!   (`FUZZ_TEST_SECONDS` each), the root-only eBPF integration tests,
 //!   the benchmarks (they assert their results) and the end-to-end suite against real servers
 //!   and a real OTLP receiver.
 //!
 //! Every step is idempotent: a second run skips what is already installed.
 
+mod fuzz;
 mod setup;
 mod toolchain;
 
@@ -51,6 +55,16 @@ enum Cmd {
     /// Install the test dependencies only: Debian packages and the Python venv
     /// (target/e2e-venv, with tests/requirements.txt), for running pytest by hand.
     Setup,
+    /// Build the cargo-fuzz targets (agent/fuzz) and run each for a time budget; fails when a
+    /// target finds a crash, hang or out-of-memory (inputs in agent/fuzz/artifacts/<target>).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target (http1, http2, h2c, postgres, amqp, tls_detect, config).
+        #[arg(long)]
+        target: Option<String>,
+    },
     /// Install test dependencies, build, and run every test layer.
     Test {
         /// Skip apt installs and the venv's pip install (they are idempotent but take a few
@@ -85,6 +99,10 @@ fn main() -> Result<()> {
         }
         Cmd::Test { no_setup, pytest } => test(&root, no_setup, pytest.as_deref()),
         Cmd::Bench => bench(&root),
+        Cmd::Fuzz { seconds, target } => {
+            fuzz::fuzz(&root, seconds, target.as_deref())?;
+            Ok(())
+        }
     }
 }
 
@@ -228,6 +246,10 @@ fn bench(root: &Path) -> Result<()> {
         .arg("--tls"))
 }
 
+/// Seconds each fuzz target runs inside `cargo xtask test`: 7 targets take about 2.5 min with
+/// a warm fuzz build (the cold nightly + ASan build adds a few minutes once per machine).
+const FUZZ_TEST_SECONDS: u64 = 20;
+
 /// How long each step of the test command took, printed at the end (also when a step fails).
 #[derive(Default)]
 struct Steps(Vec<(&'static str, f64)>);
@@ -304,6 +326,11 @@ fn test(root: &Path, no_setup: bool, pytest: Option<&str>) -> Result<()> {
     //     the API's list/watch wire format (no cluster can run here).
     steps.run("pod watch integration tests", || {
         sh(Command::new("cargo").args(["test", "-p", "agent", "--test", "k8s_watch"]))
+    })?;
+    // 1c. Every fuzz target for a short budget (the CI run; the long offline runs are
+    //     `cargo xtask fuzz --seconds N`): a crash, hang or OOM fails the test command.
+    steps.run("fuzz (every target, FUZZ_TEST_SECONDS each)", || {
+        fuzz::fuzz(root, FUZZ_TEST_SECONDS, None).map(|_| ())
     })?;
     // 2. eBPF integration tests: real object, real kernel, real sockets (root).
     steps.run("eBPF integration tests", || {

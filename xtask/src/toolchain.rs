@@ -1,5 +1,6 @@
 //! Rust toolchains: rustfmt and clippy on the toolchain running xtask, the pinned nightly that
-//! builds and lints the eBPF crate, and bpf-linker built against that nightly's own LLVM.
+//! builds and lints the eBPF crate (and builds the fuzz targets), bpf-linker built against that
+//! nightly's own LLVM, and cargo-fuzz.
 //!
 //! Everything is checked before it is installed, so a second run downloads nothing.
 
@@ -30,6 +31,10 @@ pub const NIGHTLY: Pin = Pin {
     toolchain: "nightly-2026-05-20",
     rustc_commit: "e50aa6fba4e63ab34c72bf9acfd2c307c1155d1a",
 };
+
+/// cargo-fuzz, installed into `toolchain_dir()` like bpf-linker. 0.13.1 builds with the stable
+/// toolchain here (`--locked`) and drives the pinned nightly's libFuzzer and ASan.
+const CARGO_FUZZ_VERSION: &str = "0.13.1";
 
 /// bpf-linker builds against rustc's own LLVM (Debian's is too old for it).
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -139,6 +144,62 @@ pub fn ensure_ebpf() -> Result<Ebpf> {
     })
 }
 
+/// The pinned nightly and cargo-fuzz, ready to build and run agent/fuzz.
+pub struct Fuzz {
+    /// As [`Ebpf::toolchain`].
+    pub toolchain: String,
+    /// The directory holding cargo-fuzz.
+    pub bin: PathBuf,
+}
+
+impl Fuzz {
+    /// `cargo +<pinned nightly> fuzz` (cargo-fuzz on PATH), building the agent without its
+    /// eBPF object: the fuzz targets need only the parsers.
+    pub fn cargo_fuzz(&self, root: &Path) -> Command {
+        let path = format!(
+            "{}:{}",
+            self.bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut cmd = Command::new("cargo");
+        cmd.current_dir(root)
+            .env("PATH", path)
+            .env("AGENT_ALLOW_MISSING_EBPF", "1")
+            // cargo-fuzz sets its own (sanitizer, coverage) flags; the host's would change
+            // every build's fingerprint.
+            .env_remove("RUSTFLAGS")
+            .arg(format!("+{}", self.toolchain))
+            .arg("fuzz");
+        cmd
+    }
+}
+
+/// The pinned nightly, and cargo-fuzz (installed once, skipped when the pinned version runs).
+pub fn ensure_fuzz() -> Result<Fuzz> {
+    let toolchain = ensure_nightly()?;
+    let t = toolchain_dir();
+    let have = Command::new(t.join("bin/cargo-fuzz"))
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    let version_ok = have.as_ref().is_some_and(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .any(|w| w == CARGO_FUZZ_VERSION)
+    });
+    if !version_ok {
+        sh(Command::new("cargo")
+            .args(["install", "--locked", "--root"])
+            .arg(&t)
+            .arg(format!("cargo-fuzz@{CARGO_FUZZ_VERSION}")))?;
+    }
+    Ok(Fuzz {
+        toolchain,
+        bin: t.join("bin"),
+    })
+}
+
 /// The name of an installed toolchain holding the pinned nightly's compiler, installing the
 /// pinned toolchain (minimal profile, plus its components) only when none does.
 fn ensure_nightly() -> Result<String> {
@@ -200,7 +261,7 @@ fn ensure_nightly() -> Result<String> {
             .args(&missing))?;
     }
     eprintln!(
-        "xtask: eBPF toolchain {toolchain} (rustc {})",
+        "xtask: pinned nightly {toolchain} (rustc {})",
         &NIGHTLY.rustc_commit[..9]
     );
     Ok(toolchain.to_owned())
@@ -223,7 +284,7 @@ fn commit_hash(vv: &str) -> Option<&str> {
         .map(str::trim)
 }
 
-fn host_triple() -> Result<String> {
+pub(crate) fn host_triple() -> Result<String> {
     let vv = output(Command::new("rustc").arg("-vV"))?;
     vv.lines()
         .find_map(|l| l.strip_prefix("host: "))

@@ -1,131 +1,44 @@
-//! Fuzz the PostgreSQL parser (and `span::sql`) through their public API: the input is split
-//! into a frontend stream and a backend stream, fed in segments of input-chosen sizes in an
-//! input-chosen order with occasional capture gaps, then closed. Checks what must hold for any
-//! bytes: no panic, consumption within the buffer, unconsumed bytes bounded, the event
-//! invariants (starts numbered 0, 1, ...; at most one statement open; an end only after its
-//! start and only once; everything ended at close), and that every statement text sanitises
-//! within its bound.
+//! Fuzz the PostgreSQL parser (and `span::sql`) through their public API, driven by
+//! [`agent_fuzz::feed`] (a frontend and a backend stream in segments of input-chosen sizes and
+//! order, with capture gaps): no panic, consumption within the buffer, unconsumed bytes
+//! bounded, the event invariants (starts numbered 0, 1, ...; at most one statement open; an
+//! end only after its start and only once; everything ended at close), and that every
+//! statement text sanitises within its bound.
 #![no_main]
 
 use agent::protocol::postgres::{detect, PgConn};
-use agent::protocol::{Direction, L7Event, Request, Role, SegmentCtx};
+use agent::protocol::{Request, Role};
 use agent::span::sql;
 use libfuzzer_sys::fuzz_target;
 
 /// Largest head the parser waits for (a Parse: 64 KiB of text, 4 KiB of name), plus slack.
 const MAX_UNCONSUMED: usize = 68 * 1024 + 16;
 
-struct Side<'a> {
-    stream: &'a [u8],
-    dir: Direction,
-    from: usize,
-    to: usize,
-}
-
 fuzz_target!(|data: &[u8]| {
-    if data.len() < 4 {
+    let Some(input) = agent_fuzz::split(data) else {
         return;
-    }
-    let (control, rest) = data.split_at(4);
-    let split = usize::from(u16::from_le_bytes([control[0], control[1]])) % (rest.len() + 1);
-    let (requests, responses) = rest.split_at(split);
-    let request_dir = if control[2] & 1 == 0 {
-        Direction::Egress
-    } else {
-        Direction::Ingress
-    };
-    let response_dir = if request_dir == Direction::Egress {
-        Direction::Ingress
-    } else {
-        Direction::Egress
     };
     for role in [Role::Client, Role::Server, Role::Unknown] {
-        let _ = detect(request_dir, role, requests);
-        let _ = detect(response_dir, role, responses);
+        let _ = detect(input.request_dir, role, input.requests);
+        let _ = detect(input.response_dir, role, input.responses);
     }
-
-    // A small PRNG seeded by the control bytes chooses segment sizes, sides and gaps.
-    let mut state = u32::from_le_bytes([control[0], control[1], control[2], control[3]]) | 1;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 17;
-        state ^= state << 5;
-        state
-    };
-    let max_piece = [1usize, 3, 16, 300, 5000][(control[3] % 5) as usize];
-
-    let mut conn = PgConn::new(request_dir);
-    let mut sides = [
-        Side {
-            stream: requests,
-            dir: request_dir,
-            from: 0,
-            to: 0,
-        },
-        Side {
-            stream: responses,
-            dir: response_dir,
-            from: 0,
-            to: 0,
-        },
-    ];
-    let (mut out, mut errors) = (Vec::new(), Vec::new());
-    let mut clock = 0u64;
-    while sides.iter().any(|s| s.to < s.stream.len()) {
-        let pick = (next() % 2) as usize;
-        let i = if sides[pick].to < sides[pick].stream.len() {
-            pick
-        } else {
-            1 - pick
+    let mut conn = PgConn::new(input.request_dir);
+    let out = agent_fuzz::feed(
+        &mut conn,
+        &input,
+        input.requests,
+        input.responses,
+        MAX_UNCONSUMED,
+    );
+    agent_fuzz::check_numbered(&out, |request, open| {
+        assert_eq!(open, 0, "one statement open at a time");
+        let Request::Postgres(statement) = request else {
+            panic!("not a PostgreSQL statement: {request:?}");
         };
-        let side = &mut sides[i];
-        let left = side.stream.len() - side.to;
-        let n = 1 + (next() as usize) % left.min(max_piece);
-        clock += 1;
-        let ctx = SegmentCtx {
-            tid: clock as u32,
-            first_ns: clock * 10,
-            last_ns: clock * 10 + 5,
-        };
-        if next() % 23 == 0 {
-            let unconsumed = side.to - side.from;
-            let absorbed = conn.skip(side.dir, n as u64, unconsumed, &ctx, &mut out);
-            assert!(!absorbed || unconsumed == 0);
-            side.to += n;
-            side.from = side.to;
-        } else {
-            side.to += n;
-            let buf = &side.stream[side.from..side.to];
-            let consumed = conn.parse(side.dir, buf, &ctx, &mut out, &mut errors);
-            assert!(consumed <= buf.len());
-            side.from += consumed;
-            assert!(side.to - side.from <= MAX_UNCONSUMED);
+        if let Some(text) = &statement.text {
+            assert!(sql::sanitize(text).len() <= sql::MAX_SANITIZED);
+            let _ = sql::operation_and_collection(text);
+            let _ = sql::split_statements(text);
         }
-    }
-    conn.close(clock * 10 + 100, &mut out);
-
-    let mut started = 0u64;
-    let mut ended = std::collections::HashSet::new();
-    for e in &out {
-        match e {
-            L7Event::RequestStart { seq, request, .. } => {
-                assert_eq!(*seq, started);
-                assert_eq!(ended.len() as u64, started, "one statement open at a time");
-                started += 1;
-                let Request::Postgres(statement) = request else {
-                    panic!("not a PostgreSQL statement: {request:?}");
-                };
-                if let Some(text) = &statement.text {
-                    assert!(sql::sanitize(text).len() <= sql::MAX_SANITIZED);
-                    let _ = sql::operation_and_collection(text);
-                    let _ = sql::split_statements(text);
-                }
-            }
-            L7Event::ExchangeEnd { seq, .. } => {
-                assert!(*seq < started);
-                assert!(ended.insert(*seq));
-            }
-        }
-    }
-    assert_eq!(ended.len() as u64, started);
+    });
 });
