@@ -10,65 +10,8 @@
 //! Owns nothing about any one protocol: the targets in fuzz_targets/ pick the parser and the
 //! bound on unconsumed bytes.
 
-use agent::protocol::amqp::AmqpConn;
-use agent::protocol::http1::Http1Conn;
-use agent::protocol::http2::H2Conn;
-use agent::protocol::postgres::PgConn;
-use agent::protocol::{ConnParser, Direction, L7Event, ParseError, Request, SegmentCtx};
+use agent::protocol::{Direction, L7Event, Parser, Request, SegmentCtx};
 use std::collections::HashMap;
-
-/// What [`feed`] needs of a parser: the `parse`/`skip`/`close` contract every per-connection
-/// parser (and [`ConnParser`]) implements with the same signatures.
-pub trait Conn {
-    fn parse(
-        &mut self,
-        dir: Direction,
-        buf: &[u8],
-        ctx: &SegmentCtx,
-        out: &mut Vec<L7Event>,
-        errors: &mut Vec<ParseError>,
-    ) -> usize;
-    fn skip(
-        &mut self,
-        dir: Direction,
-        n: u64,
-        unconsumed: usize,
-        ctx: &SegmentCtx,
-        out: &mut Vec<L7Event>,
-    ) -> bool;
-    fn close(&mut self, ts_ns: u64, out: &mut Vec<L7Event>);
-}
-
-macro_rules! impl_conn {
-    ($($t:ty),*) => {$(
-        impl Conn for $t {
-            fn parse(
-                &mut self,
-                dir: Direction,
-                buf: &[u8],
-                ctx: &SegmentCtx,
-                out: &mut Vec<L7Event>,
-                errors: &mut Vec<ParseError>,
-            ) -> usize {
-                <$t>::parse(self, dir, buf, ctx, out, errors)
-            }
-            fn skip(
-                &mut self,
-                dir: Direction,
-                n: u64,
-                unconsumed: usize,
-                ctx: &SegmentCtx,
-                out: &mut Vec<L7Event>,
-            ) -> bool {
-                <$t>::skip(self, dir, n, unconsumed, ctx, out)
-            }
-            fn close(&mut self, ts_ns: u64, out: &mut Vec<L7Event>) {
-                <$t>::close(self, ts_ns, out)
-            }
-        }
-    )*};
-}
-impl_conn!(Http1Conn, H2Conn, PgConn, AmqpConn, ConnParser);
 
 /// A fuzz input taken apart.
 pub struct Input<'a> {
@@ -107,7 +50,7 @@ pub fn split(data: &[u8]) -> Option<Input<'_>> {
 /// Feeds `requests` (in `input.request_dir`) and `responses` to `conn` in segments chosen by
 /// `input.control`, with capture gaps, then closes it; returns every event. Panics when a
 /// parser consumes more than it was given or holds more than `max_unconsumed` bytes.
-pub fn feed<C: Conn>(
+pub fn feed<C: Parser>(
     conn: &mut C,
     input: &Input<'_>,
     requests: &[u8],

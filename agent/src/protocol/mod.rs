@@ -304,6 +304,68 @@ fn looks_like_tls(bytes: &[u8]) -> Option<bool> {
     }
 }
 
+/// The contract every per-connection parser (and [`ConnParser`], which dispatches to them)
+/// keeps: what the test replay driver, the fuzz targets and the benchmarks drive. Each
+/// parser implements it by delegating to its inherent methods of the same signatures (see
+/// [`ConnParser::parse`], [`ConnParser::skip`] and [`ConnParser::close`] for the semantics);
+/// the agent itself calls [`ConnParser`] directly, so no dispatch goes through the trait.
+pub trait Parser {
+    fn parse(
+        &mut self,
+        dir: Direction,
+        buf: &[u8],
+        ctx: &SegmentCtx,
+        out: &mut Vec<L7Event>,
+        errors: &mut Vec<ParseError>,
+    ) -> usize;
+    fn skip(
+        &mut self,
+        dir: Direction,
+        n: u64,
+        unconsumed: usize,
+        ctx: &SegmentCtx,
+        out: &mut Vec<L7Event>,
+    ) -> bool;
+    fn close(&mut self, ts_ns: u64, out: &mut Vec<L7Event>);
+}
+
+macro_rules! impl_parser {
+    ($($t:ty),*) => {$(
+        impl Parser for $t {
+            fn parse(
+                &mut self,
+                dir: Direction,
+                buf: &[u8],
+                ctx: &SegmentCtx,
+                out: &mut Vec<L7Event>,
+                errors: &mut Vec<ParseError>,
+            ) -> usize {
+                <$t>::parse(self, dir, buf, ctx, out, errors)
+            }
+            fn skip(
+                &mut self,
+                dir: Direction,
+                n: u64,
+                unconsumed: usize,
+                ctx: &SegmentCtx,
+                out: &mut Vec<L7Event>,
+            ) -> bool {
+                <$t>::skip(self, dir, n, unconsumed, ctx, out)
+            }
+            fn close(&mut self, ts_ns: u64, out: &mut Vec<L7Event>) {
+                <$t>::close(self, ts_ns, out)
+            }
+        }
+    )*};
+}
+impl_parser!(
+    http1::Http1Conn,
+    http2::H2Conn,
+    postgres::PgConn,
+    amqp::AmqpConn,
+    ConnParser
+);
+
 /// The parser attached to one connection.
 #[derive(Debug)]
 pub enum ConnParser {

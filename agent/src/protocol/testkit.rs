@@ -5,63 +5,24 @@
 //!
 //! Each parser's tests keep their own fixtures and golden formats; only the driving is here.
 
-use super::{Direction, L7Event, ParseError, SegmentCtx};
+use super::{Direction, L7Event, ParseError, Parser, SegmentCtx};
 
-/// What the replay driver needs from a parser: the `ConnParser` contract, plus the bound on
-/// what it may leave unconsumed (its buffering limit), which the driver asserts.
-pub(crate) trait ReplayParser {
+/// What the replay driver needs from a parser beyond the [`Parser`] contract: a constructor
+/// and the bound on what it may leave unconsumed (its buffering limit), which the driver
+/// asserts.
+pub(crate) trait ReplayParser: Parser {
     /// Most bytes of one direction the parser may leave unconsumed.
     const MAX_UNCONSUMED: usize;
     fn new(request_dir: Direction) -> Self;
-    fn parse(
-        &mut self,
-        dir: Direction,
-        buf: &[u8],
-        ctx: &SegmentCtx,
-        out: &mut Vec<L7Event>,
-        errors: &mut Vec<ParseError>,
-    ) -> usize;
-    fn skip(
-        &mut self,
-        dir: Direction,
-        n: u64,
-        unconsumed: usize,
-        ctx: &SegmentCtx,
-        out: &mut Vec<L7Event>,
-    ) -> bool;
-    fn close(&mut self, ts_ns: u64, out: &mut Vec<L7Event>);
 }
 
-/// Implements [`ReplayParser`] for a parser type by delegating to its inherent methods.
+/// Implements [`ReplayParser`] for a parser type by delegating to its inherent constructor.
 macro_rules! replay_parser {
     ($conn:ty, $max_unconsumed:expr) => {
         impl $crate::protocol::testkit::ReplayParser for $conn {
             const MAX_UNCONSUMED: usize = $max_unconsumed;
             fn new(request_dir: $crate::protocol::Direction) -> Self {
                 <$conn>::new(request_dir)
-            }
-            fn parse(
-                &mut self,
-                dir: $crate::protocol::Direction,
-                buf: &[u8],
-                ctx: &$crate::protocol::SegmentCtx,
-                out: &mut Vec<$crate::protocol::L7Event>,
-                errors: &mut Vec<$crate::protocol::ParseError>,
-            ) -> usize {
-                <$conn>::parse(self, dir, buf, ctx, out, errors)
-            }
-            fn skip(
-                &mut self,
-                dir: $crate::protocol::Direction,
-                n: u64,
-                unconsumed: usize,
-                ctx: &$crate::protocol::SegmentCtx,
-                out: &mut Vec<$crate::protocol::L7Event>,
-            ) -> bool {
-                <$conn>::skip(self, dir, n, unconsumed, ctx, out)
-            }
-            fn close(&mut self, ts_ns: u64, out: &mut Vec<$crate::protocol::L7Event>) {
-                <$conn>::close(self, ts_ns, out)
             }
         }
     };

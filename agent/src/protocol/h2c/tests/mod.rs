@@ -12,7 +12,7 @@ use crate::protocol::http1::Http1Conn;
 use crate::protocol::http2::MAX_BLOCK;
 use crate::protocol::{
     ConnParser, Direction, H2Outcome, H2Request, HttpOutcome, HttpRequest, L7Event, Outcome,
-    ParseError, Request, SegmentCtx,
+    Request,
 };
 
 pub(super) const REQ: usize = 0;
@@ -26,29 +26,6 @@ impl crate::protocol::testkit::ReplayParser for ConnParser {
     const MAX_UNCONSUMED: usize = MAX_BLOCK + 9;
     fn new(request_dir: Direction) -> Self {
         ConnParser::Http1(Http1Conn::new(request_dir))
-    }
-    fn parse(
-        &mut self,
-        dir: Direction,
-        buf: &[u8],
-        ctx: &SegmentCtx,
-        out: &mut Vec<L7Event>,
-        errors: &mut Vec<ParseError>,
-    ) -> usize {
-        ConnParser::parse(self, dir, buf, ctx, out, errors)
-    }
-    fn skip(
-        &mut self,
-        dir: Direction,
-        n: u64,
-        unconsumed: usize,
-        ctx: &SegmentCtx,
-        out: &mut Vec<L7Event>,
-    ) -> bool {
-        ConnParser::skip(self, dir, n, unconsumed, ctx, out)
-    }
-    fn close(&mut self, ts_ns: u64, out: &mut Vec<L7Event>) {
-        ConnParser::close(self, ts_ns, out)
     }
 }
 
