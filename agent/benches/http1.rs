@@ -74,10 +74,10 @@ fn run(c2s: &[u8], s2c: &[u8], reps: usize, seg: usize) -> Run {
         for e in out.drain(..) {
             if let L7Event::ExchangeEnd {
                 outcome:
-                    Outcome::Http {
+                    Outcome::Http1(HttpEnd {
                         outcome: HttpOutcome::Response { .. },
                         ..
-                    },
+                    }),
                 ..
             } = e
             {
@@ -107,10 +107,10 @@ fn run(c2s: &[u8], s2c: &[u8], reps: usize, seg: usize) -> Run {
     for e in out.drain(..) {
         if let L7Event::ExchangeEnd {
             outcome:
-                Outcome::Http {
+                Outcome::Http1(HttpEnd {
                     outcome: HttpOutcome::Response { .. },
                     ..
-                },
+                }),
             ..
         } = e
         {
@@ -202,6 +202,7 @@ fn main() {
 
 #[path = "support/hostile.rs"]
 mod support;
+use agent::protocol::HttpEnd;
 use support::{part, Part};
 
 fn req(bytes: Vec<u8>, seg: usize) -> Part {

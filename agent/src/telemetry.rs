@@ -14,6 +14,8 @@ pub mod red;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::protocol::ProtocolId;
+
 macro_rules! counters {
     ($($variant:ident => $name:literal, $help:literal;)*) => {
         /// Everything the agent counts about itself.
@@ -64,13 +66,7 @@ counters! {
     StreamGaps => "agent_stream_gaps_total", "uncaptured byte ranges the parser could not skip";
     // Protocols.
     ProtocolUnknown => "agent_connections_protocol_unknown_total", "connections whose traffic matched no supported protocol";
-    Http1ParseErrors => "agent_http1_parse_errors_total", "HTTP/1 messages that could not be parsed (resynchronised)";
-    Http1Requests => "agent_http1_requests_total", "HTTP/1 requests parsed";
-    Http1Aborted => "agent_http1_exchanges_aborted_total", "HTTP/1 requests that never got a complete response";
-    PostgresParseErrors => "agent_postgres_parse_errors_total", "PostgreSQL messages that could not be parsed (resynchronised)";
-    Http2ParseErrors => "agent_http2_parse_errors_total", "HTTP/2 frames or header blocks that could not be parsed";
-    AmqpParseErrors => "agent_amqp_parse_errors_total", "AMQP frames that could not be parsed (resynchronised)";
-    ParseLimitsHit => "agent_parse_limits_hit_total", "times a parser reached a bound on work or memory (e.g. fields per HTTP/2 header block) and skipped the excess";
+    ParseLimitsHit => "agent_parse_limits_hit_total", "times a parser (or protocol detection) reached a bound on work or memory (e.g. fields per HTTP/2 header block) and skipped the excess";
     // Spans and trace context.
     TraceparentInvalid => "agent_traceparent_invalid_total", "traceparent/tracestate headers that were malformed and ignored";
     ParentAmbiguousThread => "agent_parent_ambiguous_thread_total", "calls left without an in-process parent: their thread had several requests in flight (event loops, pipelining)";
@@ -79,6 +75,7 @@ counters! {
     SpansCreated => "agent_spans_created_total", "spans built";
     SpansLeftToSdk => "agent_spans_left_to_sdk_total", "exchanges of processes whose OpenTelemetry SDK reports them: no span of the agent's (their context is followed)";
     SpansSampledOut => "agent_spans_sampled_out_total", "spans built but not exported: the head sampler decided against their trace";
+    SpansMismatched => "agent_spans_mismatched_total", "exchanges whose outcome was of another protocol than their request (a parser defect): no span";
     SpansDroppedStale => "agent_spans_dropped_stale_total", "exchanges dropped unfinished: their connection was gone, or they stayed open longer than an hour";
     // Export.
     SpansQueueDropped => "agent_spans_dropped_queue_full_total", "spans dropped because the export queue was full";
@@ -97,9 +94,49 @@ counters! {
     K8sWatchRestarts => "agent_k8s_watch_restarts_total", "times the pod watch failed (API server unreachable, 410 Gone, dropped stream) and was restarted with backoff";
 }
 
+/// What the agent counts per protocol: one series per protocol of each, labelled
+/// `protocol` with [`ProtocolId::name`], so a new protocol needs no counter of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum ProtocolCounter {
+    ParseErrors,
+    Requests,
+    Aborted,
+}
+
+impl ProtocolCounter {
+    pub const ALL: &'static [ProtocolCounter] = &[
+        ProtocolCounter::ParseErrors,
+        ProtocolCounter::Requests,
+        ProtocolCounter::Aborted,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ProtocolCounter::ParseErrors => "agent_parse_errors_total",
+            ProtocolCounter::Requests => "agent_requests_parsed_total",
+            ProtocolCounter::Aborted => "agent_exchanges_aborted_total",
+        }
+    }
+
+    pub fn help(self) -> &'static str {
+        match self {
+            ProtocolCounter::ParseErrors => {
+                "messages or frames that could not be parsed (the parser resynchronised), by protocol"
+            }
+            ProtocolCounter::Requests => "requests parsed, by protocol",
+            ProtocolCounter::Aborted => {
+                "exchanges that ended without their answer (connection closed, sync lost), by protocol"
+            }
+        }
+    }
+}
+
 /// The counters themselves. One instance per agent, shared by `Arc`.
 pub struct Telemetry {
     values: Vec<AtomicU64>,
+    /// [`ProtocolCounter`]s, `ProtocolId::ALL.len()` per counter.
+    per_protocol: Vec<AtomicU64>,
     health: health::Health,
     red: red::RedMetrics,
 }
@@ -108,6 +145,9 @@ impl Default for Telemetry {
     fn default() -> Self {
         Self {
             values: Counter::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            per_protocol: (0..ProtocolCounter::ALL.len() * ProtocolId::ALL.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             health: health::Health::default(),
             red: red::RedMetrics::default(),
         }
@@ -136,6 +176,16 @@ impl Telemetry {
 
     pub fn get(&self, c: Counter) -> u64 {
         self.values[c as usize].load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub fn protocol_incr(&self, p: ProtocolId, c: ProtocolCounter) {
+        self.per_protocol[c as usize * ProtocolId::ALL.len() + p as usize]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn protocol_get(&self, p: ProtocolId, c: ProtocolCounter) -> u64 {
+        self.per_protocol[c as usize * ProtocolId::ALL.len() + p as usize].load(Ordering::Relaxed)
     }
 
     /// With RED metrics of another label-set limit (tests).
@@ -171,6 +221,15 @@ impl Telemetry {
                 );
             }
         }
+        for &c in ProtocolCounter::ALL {
+            for &p in ProtocolId::ALL {
+                let v = self.protocol_get(p, c);
+                if v != 0 {
+                    let sep = if s.is_empty() { "" } else { " " };
+                    let _ = write!(s, "{sep}{}{{protocol=\"{}\"}}={v}", c.name(), p.name());
+                }
+            }
+        }
         s
     }
 }
@@ -190,13 +249,22 @@ mod tests {
             t.summary(),
             "agent_spans_created_total=1 agent_spans_dropped_queue_full_total=3"
         );
+        t.protocol_incr(ProtocolId::Postgres, ProtocolCounter::ParseErrors);
+        assert!(t
+            .summary()
+            .ends_with(" agent_parse_errors_total{protocol=\"postgres\"}=1"));
     }
 
     #[test]
     fn names_are_unique() {
-        let mut names: Vec<_> = Counter::ALL.iter().map(|c| c.name()).collect();
+        let mut names: Vec<_> = Counter::ALL
+            .iter()
+            .map(|c| c.name())
+            .chain(ProtocolCounter::ALL.iter().map(|c| c.name()))
+            .collect();
+        let n = names.len();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), Counter::ALL.len());
+        assert_eq!(names.len(), n);
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use agent::protocol::{ConnParser, Direction, SegmentCtx};
+use agent::protocol::{ConnParser, Direction, Parser, SegmentCtx};
 
 /// One direction's bytes and the segment size they arrive in.
 pub struct Part {

@@ -12,6 +12,7 @@ use agent::protocol::http1::Http1Conn;
 use agent::protocol::http2::MAX_BLOCK;
 use agent::protocol::{ConnParser, L7Event, Outcome, Request};
 use libfuzzer_sys::fuzz_target;
+use agent::protocol::HttpEnd;
 
 /// The larger of the two parsers' bounds (HTTP/2's largest buffered frame; HTTP/1 holds at most
 /// a 64 KiB head).
@@ -45,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
         let http1_outcome = matches!(
             end,
             L7Event::ExchangeEnd {
-                outcome: Outcome::Http { .. },
+                outcome: Outcome::Http1(HttpEnd { .. }),
                 ..
             }
         );

@@ -1,4 +1,4 @@
-//! Fuzz the PostgreSQL parser (and `span::sql`) through their public API, driven by
+//! Fuzz the PostgreSQL parser (and `protocol::postgres::sql`) through their public API, driven by
 //! [`agent_fuzz::feed`] (a frontend and a backend stream in segments of input-chosen sizes and
 //! order, with capture gaps): no panic, consumption within the buffer, unconsumed bytes
 //! bounded, the event invariants (starts numbered 0, 1, ...; at most one statement open; an
@@ -8,7 +8,7 @@
 
 use agent::protocol::postgres::{detect, PgConn};
 use agent::protocol::{Request, Role};
-use agent::span::sql;
+use agent::protocol::postgres::sql;
 use libfuzzer_sys::fuzz_target;
 
 /// Largest head the parser waits for (a Parse: 64 KiB of text, 4 KiB of name), plus slack.

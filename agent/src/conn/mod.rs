@@ -3,7 +3,8 @@
 //!
 //! Owns: which connections exist (from ConnOpen records and procfs discovery), their endpoints
 //! and role, the bytes each direction has delivered that no parser consumed yet, and handing
-//! bytes, gaps and closes to the connection's [`ConnParser`]. Does not own: what the protocols
+//! bytes, gaps and closes to the connection's [`ConnParser`], and counting what the parsers
+//! report per protocol. Does not own: what the protocols
 //! mean (`crate::protocol`) or what becomes a span (`crate::span`).
 //!
 //! Memory is bounded three ways: at most `max` connections (the least recently active are
@@ -15,8 +16,8 @@ use rustc_hash::FxHashMap;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::protocol::{ConnParser, Detected, L7Event, ParseError, SegmentCtx};
-use crate::telemetry::{Counter, Telemetry};
+use crate::protocol::{ConnParser, Detected, L7Event, ParseError, Parser, SegmentCtx};
+use crate::telemetry::{Counter, ProtocolCounter, Telemetry};
 
 /// Bytes buffered while no protocol has been recognised yet; beyond it the connection is ignored.
 const MAX_DETECT_BYTES: usize = 4096;
@@ -196,7 +197,7 @@ impl ConnTable {
         if let Some(c) = self.conns.get_mut(&conn_id) {
             if !matches!(c.state, ParseState::Ignored) {
                 c.switch(ParseState::Ignored, ts_ns, &mut self.evs);
-                out.extend(self.evs.drain(..).map(|e| (c.meta, e)));
+                emit(&self.telemetry, c.meta, &mut self.evs, out);
                 self.to_mute
                     .push((c.meta.pid, c.meta.fd, conn_flags::MUTED));
             }
@@ -282,7 +283,7 @@ impl ConnTable {
         }
         if let ParseState::Active(p) = &mut c.state {
             p.close(ts_ns, &mut self.evs);
-            out.extend(self.evs.drain(..).map(|e| (c.meta, e)));
+            emit(&self.telemetry, c.meta, &mut self.evs, out);
         }
         true
     }
@@ -327,7 +328,7 @@ impl ConnTable {
                 // PostgreSQL's SSLRequest) is over; the conversation starts here. Exchanges
                 // of the raw parse end (aborted) before the plaintext's begin.
                 c.switch(ParseState::Detecting, d.header.ts_ns, &mut self.evs);
-                out.extend(self.evs.drain(..).map(|e| (c.meta, e)));
+                emit(&self.telemetry, c.meta, &mut self.evs, out);
                 c.meta.tls = true;
                 self.telemetry.incr(Counter::ConnsTls);
                 self.to_mute
@@ -371,16 +372,37 @@ impl ConnTable {
         for e in self.errors.drain(..) {
             tracing::debug!(conn = c.meta.conn_id, "parse error: {e}");
             match e {
-                ParseError::Http1 { .. } => self.telemetry.incr(Counter::Http1ParseErrors),
-                ParseError::Postgres { .. } => self.telemetry.incr(Counter::PostgresParseErrors),
-                ParseError::Amqp { .. } => self.telemetry.incr(Counter::AmqpParseErrors),
-                ParseError::Http2 { .. } => self.telemetry.incr(Counter::Http2ParseErrors),
                 ParseError::Limited { .. } => self.telemetry.incr(Counter::ParseLimitsHit),
+                ParseError::Malformed { protocol, .. } => self
+                    .telemetry
+                    .protocol_incr(protocol, ProtocolCounter::ParseErrors),
             }
         }
         let meta = c.meta;
-        out.extend(self.evs.drain(..).map(|e| (meta, e)));
+        emit(&self.telemetry, meta, &mut self.evs, out);
     }
+}
+
+/// Hands one connection's parser events on to the span stage, counting requests and aborted
+/// exchanges per protocol on the way.
+fn emit(
+    telemetry: &Telemetry,
+    meta: ConnMeta,
+    evs: &mut Vec<L7Event>,
+    out: &mut Vec<(ConnMeta, L7Event)>,
+) {
+    out.extend(evs.drain(..).map(|e| {
+        match &e {
+            L7Event::RequestStart { request, .. } => {
+                telemetry.protocol_incr(request.protocol(), ProtocolCounter::Requests)
+            }
+            L7Event::ExchangeEnd { outcome, .. } if outcome.aborted() => {
+                telemetry.protocol_incr(outcome.protocol(), ProtocolCounter::Aborted)
+            }
+            L7Event::ExchangeEnd { .. } => {}
+        }
+        (meta, e)
+    }));
 }
 
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the same values
@@ -400,17 +422,20 @@ fn feed(
         buf.extend_from_slice(payload);
         c.detect_work = c.detect_work.saturating_add(buf.len());
         if c.detect_work > DETECT_BUDGET {
-            errors.push(ParseError::Limited {
-                protocol: "detection",
-                what: "bytes looked at before deciding the protocol",
-            });
+            tracing::debug!(
+                conn = c.meta.conn_id,
+                "protocol detection gave up: {DETECT_BUDGET} bytes looked at, none decided"
+            );
+            telemetry.incr(Counter::ParseLimitsHit);
             telemetry.incr(Counter::ProtocolUnknown);
             c.state = ParseState::Ignored;
             c.bufs = [Vec::new(), Vec::new()];
             return;
         }
         match ConnParser::detect(dir, c.meta.role, buf) {
-            Detected::Parser(p) if c.meta.role == Role::Server && !p.server_side_spans() => {
+            Detected::Parser(p)
+                if c.meta.role == Role::Server && !p.protocol().server_side_spans() =>
+            {
                 // A database or broker reading its clients' bytes: nothing to do here.
                 c.state = ParseState::Ignored;
                 c.bufs = [Vec::new(), Vec::new()];

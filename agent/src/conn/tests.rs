@@ -1,4 +1,6 @@
 use super::*;
+use crate::protocol::HttpEnd;
+use crate::protocol::ProtocolId;
 use agent_common::{EventHeader, EventKind, EVENT_VERSION};
 
 fn addr(port: u16) -> SockAddr {
@@ -158,7 +160,17 @@ fn tls_connection_waits_for_plaintext_and_parses_it() {
     let resp = b"HTTP/1.1 204 No Content\r\n\r\n";
     t.data(&tls_data(1, Direction::Ingress, 5, resp), resp, &mut out);
     assert_eq!(t.telemetry.get(Counter::ConnsTls), 1);
-    assert_eq!(t.telemetry.get(Counter::Http1ParseErrors), 0);
+    assert_eq!(
+        t.telemetry
+            .protocol_get(ProtocolId::Http1, ProtocolCounter::ParseErrors),
+        0
+    );
+    assert_eq!(
+        t.telemetry
+            .protocol_get(ProtocolId::Http1, ProtocolCounter::Requests),
+        1,
+        "the request is counted under its protocol"
+    );
     assert!(
         out.iter()
             .any(|(m, e)| m.tls && matches!(e, L7Event::ExchangeEnd { .. })),
@@ -199,10 +211,10 @@ fn aborted_seqs(out: &[(ConnMeta, L7Event)]) -> Vec<u64> {
             L7Event::ExchangeEnd {
                 seq,
                 outcome:
-                    crate::protocol::Outcome::Http {
+                    crate::protocol::Outcome::Http1(HttpEnd {
                         outcome: crate::protocol::HttpOutcome::Aborted,
                         ..
-                    },
+                    }),
                 ..
             } => Some(*seq),
             _ => None,
@@ -317,10 +329,10 @@ fn a_gap_inside_a_head_is_counted_and_never_parsed_across() {
             matches!(
                 e,
                 L7Event::ExchangeEnd {
-                    outcome: crate::protocol::Outcome::Http {
+                    outcome: crate::protocol::Outcome::Http1(HttpEnd {
                         outcome: crate::protocol::HttpOutcome::Response { .. },
                         ..
-                    },
+                    }),
                     ..
                 }
             )

@@ -2,17 +2,32 @@
 //!
 //! The connection layer (`crate::conn`) owns reassembly: per direction it keeps the bytes a
 //! parser has not consumed yet and hands them over as one contiguous slice together with a
-//! [`SegmentCtx`] describing the syscall that delivered the newest bytes. A parser:
+//! [`SegmentCtx`] describing the syscall that delivered the newest bytes. A parser keeps the
+//! [`Parser`] contract:
 //!
-//! - consumes what it can and returns how many bytes it consumed ("need more bytes" is simply
-//!   consuming less than it was given; it is never an error);
-//! - is told about bytes the kernel did not capture with [`ConnParser::skip`] and says whether
+//! - it consumes what it can and returns how many bytes it consumed ("need more bytes" is
+//!   simply consuming less than it was given; it is never an error);
+//! - it is told about bytes the kernel did not capture with [`Parser::skip`] and says whether
 //!   it could account for them (inside a body) or must resynchronise;
-//! - emits protocol-neutral [`L7Event`]s: a request started (so span ids can be assigned while
-//!   the handling thread is still working) and an exchange ended.
+//! - it emits protocol-neutral [`L7Event`]s: a request started (so span ids can be assigned
+//!   while the handling thread is still working) and an exchange ended, carrying its
+//!   protocol's own request and outcome types inside [`Request`] and [`Outcome`];
+//! - it reports what it could not parse as [`ParseError`]s naming the protocol.
 //!
 //! Parsers are synchronous, do no I/O, never panic on any input, and keep all state that spans
-//! several reads inside themselves. They are registered in the [`ConnParser`] enum: no `dyn`.
+//! several reads inside themselves. This module depends on nothing downstream of it (spans,
+//! export, enrichment), so it can be driven alone by the tests, the fuzz targets and the
+//! benchmarks.
+//!
+//! # Adding a protocol
+//!
+//! A protocol is one folder here: its parser type implements [`Protocol`] (name, detection,
+//! constructor, bounds, its request and outcome types) and [`Parser`], and its request and
+//! outcome types implement [`ProtocolRequest`] and [`ProtocolOutcome`]. One line in the
+//! registry below ([`protocols!`]) then gives it a [`ProtocolId`], a variant of [`Request`],
+//! [`Outcome`] and [`ConnParser`], a place in detection order and its labelled counters;
+//! the span stage adds one function describing its span (see `crate::span::builder`).
+//! Dispatch is static: [`ConnParser`] is an enum, no `dyn`.
 
 pub mod amqp;
 pub mod h2c;
@@ -25,6 +40,10 @@ pub mod postgres;
 pub(crate) mod testkit;
 
 pub use agent_common::{Direction, Role};
+pub use amqp::{AmqpMessage, AmqpOperation, AmqpOutcome};
+pub use http1::{HttpEnd, HttpOutcome, HttpRequest};
+pub use http2::{H2End, H2Outcome, H2Request};
+pub use postgres::{PgOutcome, PgStatement};
 
 /// The syscall that delivered the newest bytes of a direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,181 +56,6 @@ pub struct SegmentCtx {
     pub first_ns: u64,
     /// When the syscall returned (CLOCK_MONOTONIC ns): the moment the last byte had moved.
     pub last_ns: u64,
-}
-
-/// An HTTP request head, with only the headers the agent uses. Sensitive headers
-/// (Authorization, Cookie, ...) are never copied out of the capture buffer.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct HttpRequest {
-    /// As sent, e.g. "GET".
-    pub method: String,
-    /// The raw request-target, e.g. "/users/42?x=1" (absolute-form for proxies).
-    pub target: String,
-    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
-    pub version_minor: u8,
-    pub host: Option<String>,
-    pub user_agent: Option<String>,
-    /// First `traceparent` header, raw (validated by `span::context`).
-    pub traceparent: Option<String>,
-    /// All `tracestate` header values joined with ',' (RFC 9110 list semantics), raw.
-    pub tracestate: Option<String>,
-}
-
-/// What ended an exchange.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HttpOutcome {
-    /// A complete final (non-1xx) response.
-    Response {
-        status: u16,
-        /// 0 for HTTP/1.0, 1 for HTTP/1.1.
-        version_minor: u8,
-        /// Body bytes (after de-chunking framing: the chunk payload sizes summed).
-        response_body_size: u64,
-    },
-    /// The connection closed (or the parser lost sync) before a complete response arrived.
-    Aborted,
-}
-
-/// One statement a PostgreSQL client had executed (frontend/backend protocol 3.0). A simple
-/// query holding several statements yields one of these per statement.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct PgStatement {
-    /// The SQL as sent, unsanitised (the span layer sanitises). `None`: executed by name, the
-    /// statement was prepared before the agent saw the connection, its text is unknown.
-    pub text: Option<String>,
-    /// Extended protocol: the prepared statement's name (`""` = unnamed). `None` for simple
-    /// queries.
-    pub prepared_name: Option<String>,
-    /// `database` and `user` from the startup message, when the agent saw it.
-    pub database: Option<String>,
-    pub user: Option<String>,
-}
-
-/// How a PostgreSQL statement ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PgOutcome {
-    /// CommandComplete: its tag (`SELECT 5`, `INSERT 0 1`, `COPY 3`) and the DataRow count seen.
-    Complete { tag: String, rows: u64 },
-    /// EmptyQueryResponse.
-    Empty,
-    /// ErrorResponse: SQLSTATE (`C`) and severity (`V`, else `S`). Never the message: it can
-    /// quote values from the statement.
-    Error { sqlstate: String, severity: String },
-    /// The connection closed, or the parser lost sync, before the result.
-    Aborted,
-}
-
-/// What happened to a message on an AMQP 0-9-1 channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AmqpOperation {
-    /// basic.publish (+ content) sent by this process.
-    Publish,
-    /// basic.deliver (+ content) received by this process (a consumer).
-    Deliver,
-    /// basic.get-ok (+ content) received by this process.
-    Get,
-}
-
-/// One message, complete (method, content header, all body frames).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AmqpMessage {
-    pub operation: AmqpOperation,
-    pub channel: u16,
-    /// Exchange named in the method (`""` = the default exchange).
-    pub exchange: String,
-    pub routing_key: String,
-    /// Deliver/Get: the broker's delivery tag on `channel`.
-    pub delivery_tag: Option<u64>,
-    pub redelivered: bool,
-    pub message_id: Option<String>,
-    pub correlation_id: Option<String>,
-    /// `traceparent` / `tracestate` from the properties' `headers` table (string values).
-    pub traceparent: Option<String>,
-    pub tracestate: Option<String>,
-    /// Sum of the body frames' sizes (the content header's body-size).
-    pub body_size: u64,
-    /// Equal for the published and the delivered copy of one message: a hash of the exchange,
-    /// routing key, the content header's property bytes, the body size and the captured body
-    /// bytes. Used to link a delivery to its publish on the same node.
-    pub fingerprint: u64,
-}
-
-/// How a message's span ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AmqpOutcome {
-    /// Publish: the last body frame was sent.
-    Sent,
-    /// Deliver/Get: the consumer acknowledged it (basic.ack, possibly `multiple`).
-    Acked,
-    /// Deliver/Get: basic.nack or basic.reject.
-    Rejected { requeue: bool },
-    /// Deliver/Get on a no-ack consumer (or get with no-ack): done on arrival.
-    Received,
-    /// The channel or connection closed first.
-    Aborted,
-}
-
-/// One HTTP/2 stream's request (RFC 9113), from its HEADERS (+ CONTINUATION) block.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct H2Request {
-    /// HTTP/2 stream id (also the exchange's `seq`).
-    pub stream_id: u32,
-    /// `:method`, `:path`, `:authority`, `:scheme`; `None` when the header block could not be
-    /// decoded (an HPACK reference to a dynamic-table entry the agent never saw).
-    pub method: Option<String>,
-    pub path: Option<String>,
-    pub authority: Option<String>,
-    pub scheme: Option<String>,
-    pub user_agent: Option<String>,
-    /// `content-type`: `application/grpc[+proto|...]` marks a gRPC call.
-    pub content_type: Option<String>,
-    pub traceparent: Option<String>,
-    pub tracestate: Option<String>,
-    /// Header fields the decoder could not resolve (joined mid-connection); counted, never guessed.
-    pub unknown_fields: u32,
-}
-
-/// How an HTTP/2 stream ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum H2Outcome {
-    /// The response ended (END_STREAM on the last HEADERS/DATA of the response).
-    Response {
-        /// `:status`; None when undecodable.
-        status: Option<u16>,
-        /// `grpc-status` from the trailers (or a trailers-only response's headers).
-        grpc_status: Option<u32>,
-        response_body_size: u64,
-    },
-    /// RST_STREAM (either side) or GOAWAY covering the stream, with the error code.
-    Reset { error_code: u32 },
-    /// The connection closed first.
-    Aborted,
-}
-
-/// The request half of an exchange, per protocol.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Request {
-    Http(HttpRequest),
-    Http2(H2Request),
-    Postgres(PgStatement),
-    Amqp(AmqpMessage),
-}
-
-/// How an exchange ended, per protocol.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Http {
-        outcome: HttpOutcome,
-        /// Request body bytes seen (0 when none).
-        request_body_size: u64,
-    },
-    Postgres(PgOutcome),
-    Amqp(AmqpOutcome),
-    Http2 {
-        outcome: H2Outcome,
-        /// DATA bytes the request sent.
-        request_body_size: u64,
-    },
 }
 
 /// What parsers report to the span layer.
@@ -248,30 +92,159 @@ pub enum Detection {
     NoMatch,
 }
 
-/// Why a parser gave up on bytes, or cut its work short (counted by the connection layer;
-/// never a panic).
+/// The contract of one connection's parser, kept by every protocol's parser and by
+/// [`ConnParser`], which dispatches to them. This is what the connection layer, the test
+/// replay driver, the fuzz targets and the benchmarks drive.
+pub trait Parser {
+    /// Parse as much of `buf` (all unconsumed bytes of `dir`) as possible; returns the bytes
+    /// consumed (at most `buf.len()`). Errors are reported through `errors` (one entry per
+    /// resynchronisation or cut) and never stop the parser: it resynchronises by itself.
+    fn parse(
+        &mut self,
+        dir: Direction,
+        buf: &[u8],
+        ctx: &SegmentCtx,
+        out: &mut Vec<L7Event>,
+        errors: &mut Vec<ParseError>,
+    ) -> usize;
+
+    /// `n` bytes moved in `dir` after everything passed to `parse` but were not captured.
+    /// `unconsumed` is how many bytes of that direction `parse` left unconsumed. Returns true
+    /// when the parser accounted for the gap (e.g. it was inside a body); false when it could
+    /// not and has resynchronised: the caller then drops the unconsumed bytes of `dir`.
+    fn skip(
+        &mut self,
+        dir: Direction,
+        n: u64,
+        unconsumed: usize,
+        ctx: &SegmentCtx,
+        out: &mut Vec<L7Event>,
+    ) -> bool;
+
+    /// The connection closed at `ts_ns`: finish what the close completes (read-until-close
+    /// bodies) and end every exchange still open (aborted).
+    fn close(&mut self, ts_ns: u64, out: &mut Vec<L7Event>);
+
+    /// The protocol being parsed now.
+    fn protocol(&self) -> ProtocolId;
+
+    /// After a `parse`: the parser that carries on with this connection's bytes, when the
+    /// protocol switched (HTTP/1.1 `Upgrade: h2c` becomes HTTP/2). It takes over within the
+    /// same `parse` call, with the bytes this parser left unconsumed. Taken once.
+    fn successor(
+        &mut self,
+        _ctx: &SegmentCtx,
+        _out: &mut Vec<L7Event>,
+        _errors: &mut Vec<ParseError>,
+    ) -> Option<ConnParser> {
+        None
+    }
+}
+
+/// A protocol: how it is recognised, its parser's constructor and bounds, and the types its
+/// exchanges are reported in. Implemented by each protocol's parser type.
+pub trait Protocol: Parser + Sized {
+    /// Its variant in the registry.
+    const ID: ProtocolId;
+    /// Its name in metric labels, logs and config (`http1`, `postgres`).
+    const NAME: &'static str;
+    /// Its name in messages (`HTTP/1`, `PostgreSQL`).
+    const DISPLAY: &'static str;
+    /// Most bytes of one direction the parser may leave unconsumed (its buffering bound).
+    const MAX_UNCONSUMED: usize;
+    /// Whether the process on the server side gets spans. HTTP servers do; a database server
+    /// or a message broker reads the same bytes its client sent, and the client's span
+    /// already describes the call, so their side is not parsed at all.
+    const SERVER_SIDE_SPANS: bool;
+    /// Whether one connection carries many exchanges at once, numbered alike by both ends
+    /// (HTTP/2 streams): a same-node server span then pairs with the client request of the
+    /// same number, not the oldest unanswered one.
+    const MULTIPLEXED: bool;
+    /// Whether its requests can carry W3C trace context (headers). A call that cannot is one
+    /// an OpenTelemetry SDK in the process reports without any header to show it.
+    const CARRIES_CONTEXT: bool;
+
+    /// The request half of an exchange.
+    type Request: ProtocolRequest + Clone + std::fmt::Debug + PartialEq + Eq;
+    /// How an exchange ended.
+    type Outcome: ProtocolOutcome + Clone + std::fmt::Debug + PartialEq + Eq;
+
+    /// A cheap signature check on the first bytes seen in `dir` of a connection with `role`.
+    fn detect(dir: Direction, role: Role, bytes: &[u8]) -> Detection;
+    /// A parser for a connection whose requests flow in `request_dir`.
+    fn new(request_dir: Direction) -> Self;
+}
+
+/// How an exchange flows, which decides its span's kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// A request answered by the peer (CLIENT on the calling side, SERVER on the other).
+    Call,
+    /// A message this process sent (PRODUCER).
+    Send,
+    /// A message this process received (CONSUMER).
+    Receive,
+}
+
+/// What the span stage asks of every protocol's request type.
+pub trait ProtocolRequest {
+    /// The raw `traceparent` and `tracestate` the request carries (validated downstream).
+    fn trace_headers(&self) -> (Option<&str>, Option<&str>) {
+        (None, None)
+    }
+    /// How the exchange flows.
+    fn flow(&self) -> Flow {
+        Flow::Call
+    }
+    /// Messages: a fingerprint equal for the sent and the received copy of one message,
+    /// linking a delivery to its publish on the same node.
+    fn fingerprint(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// What the connection layer and the span stage ask of every protocol's outcome type.
+pub trait ProtocolOutcome {
+    /// The exchange ended without its answer (connection closed, parser lost sync).
+    fn aborted(&self) -> bool;
+    /// The receiving thread keeps working for the exchange after it ended (a message
+    /// consumed without acknowledgement is processed after it arrived).
+    fn work_follows(&self) -> bool {
+        false
+    }
+}
+
+/// Why a parser gave up on bytes, or cut its work short (counted per protocol by the
+/// connection layer; never a panic).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
     /// Not malformed, but beyond a bound on work or memory that protects the agent from
     /// hostile peers: the excess was skipped (or not copied) and parsing goes on.
     #[error("{protocol}: {what} (bound reached, excess skipped)")]
     Limited {
-        protocol: &'static str,
+        protocol: ProtocolId,
         what: &'static str,
     },
-    #[error("malformed HTTP/1 {what}: {detail}")]
-    Http1 { what: &'static str, detail: String },
-    #[error("malformed PostgreSQL {what}: {detail}")]
-    Postgres { what: &'static str, detail: String },
-    #[error("malformed AMQP {what}: {detail}")]
-    Amqp { what: &'static str, detail: String },
-    #[error("malformed HTTP/2 {what}: {detail}")]
-    Http2 { what: &'static str, detail: String },
+    /// Bytes that are not this protocol where a message was expected: the parser
+    /// resynchronised.
+    #[error("malformed {protocol} {what}: {detail}")]
+    Malformed {
+        protocol: ProtocolId,
+        what: &'static str,
+        detail: String,
+    },
 }
 
-/// A protocol's signature check and its parser's constructor, tried in order by `detect`.
-type DetectFn = fn(Direction, Role, &[u8]) -> Detection;
-type NewFn = fn(Direction) -> ConnParser;
+impl ParseError {
+    /// The protocol whose parser reported it.
+    pub fn protocol(&self) -> ProtocolId {
+        match self {
+            ParseError::Limited { protocol, .. } | ParseError::Malformed { protocol, .. } => {
+                *protocol
+            }
+        }
+    }
+}
 
 /// What [`ConnParser::detect`] concluded.
 #[derive(Debug)]
@@ -284,6 +257,195 @@ pub enum Detected {
     Tls,
     /// No protocol we parse.
     Unsupported,
+}
+
+/// The registry: one line per protocol, `Variant => parser type`, in detection order
+/// (cheapest and most common signature first). It defines [`ProtocolId`], [`Request`],
+/// [`Outcome`] and [`ConnParser`] with one variant per protocol, and their dispatch.
+macro_rules! protocols {
+    ($($(#[$doc:meta])* $id:ident => $parser:ty;)*) => {
+        /// A protocol the agent parses.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum ProtocolId {
+            $($(#[$doc])* $id,)*
+        }
+
+        impl ProtocolId {
+            /// Every protocol, in detection order.
+            pub const ALL: &'static [ProtocolId] = &[$(ProtocolId::$id,)*];
+
+            /// See [`Protocol::NAME`].
+            pub fn name(self) -> &'static str {
+                match self { $(ProtocolId::$id => <$parser as Protocol>::NAME,)* }
+            }
+            /// See [`Protocol::DISPLAY`].
+            pub fn display_name(self) -> &'static str {
+                match self { $(ProtocolId::$id => <$parser as Protocol>::DISPLAY,)* }
+            }
+            /// See [`Protocol::SERVER_SIDE_SPANS`].
+            pub fn server_side_spans(self) -> bool {
+                match self { $(ProtocolId::$id => <$parser as Protocol>::SERVER_SIDE_SPANS,)* }
+            }
+            /// See [`Protocol::MULTIPLEXED`].
+            pub fn multiplexed(self) -> bool {
+                match self { $(ProtocolId::$id => <$parser as Protocol>::MULTIPLEXED,)* }
+            }
+            /// See [`Protocol::CARRIES_CONTEXT`].
+            pub fn carries_context(self) -> bool {
+                match self { $(ProtocolId::$id => <$parser as Protocol>::CARRIES_CONTEXT,)* }
+            }
+            /// The protocol called `name` ([`Protocol::NAME`]).
+            pub fn from_name(name: &str) -> Option<ProtocolId> {
+                ProtocolId::ALL.iter().copied().find(|p| p.name() == name)
+            }
+        }
+
+        /// The request half of an exchange, per protocol.
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        pub enum Request {
+            $($id(<$parser as Protocol>::Request),)*
+        }
+
+        impl Request {
+            pub fn protocol(&self) -> ProtocolId {
+                match self { $(Request::$id(_) => ProtocolId::$id,)* }
+            }
+            /// See [`ProtocolRequest::trace_headers`].
+            pub fn trace_headers(&self) -> (Option<&str>, Option<&str>) {
+                match self { $(Request::$id(r) => r.trace_headers(),)* }
+            }
+            /// See [`ProtocolRequest::flow`].
+            pub fn flow(&self) -> Flow {
+                match self { $(Request::$id(r) => r.flow(),)* }
+            }
+            /// See [`ProtocolRequest::fingerprint`].
+            pub fn fingerprint(&self) -> Option<u64> {
+                match self { $(Request::$id(r) => r.fingerprint(),)* }
+            }
+        }
+
+        /// How an exchange ended, per protocol. An exchange may end in another protocol
+        /// than it started in when the connection switched (an HTTP/1.1 upgrade request
+        /// answered over HTTP/2).
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        pub enum Outcome {
+            $($id(<$parser as Protocol>::Outcome),)*
+        }
+
+        impl Outcome {
+            pub fn protocol(&self) -> ProtocolId {
+                match self { $(Outcome::$id(_) => ProtocolId::$id,)* }
+            }
+            /// See [`ProtocolOutcome::aborted`].
+            pub fn aborted(&self) -> bool {
+                match self { $(Outcome::$id(o) => o.aborted(),)* }
+            }
+            /// See [`ProtocolOutcome::work_follows`].
+            pub fn work_follows(&self) -> bool {
+                match self { $(Outcome::$id(o) => o.work_follows(),)* }
+            }
+        }
+
+        /// The parser attached to one connection.
+        #[derive(Debug)]
+        pub enum ConnParser {
+            $($id($parser),)*
+        }
+
+        impl ConnParser {
+            /// Try each protocol on the first bytes seen in `dir` on a connection with
+            /// `role`, in registry order. Cheap signatures only; the full parse happens in
+            /// [`Parser::parse`].
+            pub fn detect(dir: Direction, role: Role, bytes: &[u8]) -> Detected {
+                match looks_like_tls(bytes) {
+                    Some(true) => return Detected::Tls,
+                    None => return Detected::NeedMore,
+                    Some(false) => {}
+                }
+                let mut need_more = false;
+                $(
+                    match <$parser as Protocol>::detect(dir, role, bytes) {
+                        Detection::Match { request_dir } => {
+                            return Detected::Parser(Box::new(ConnParser::$id(
+                                <$parser as Protocol>::new(request_dir),
+                            )))
+                        }
+                        Detection::NeedMore => need_more = true,
+                        Detection::NoMatch => {}
+                    }
+                )*
+                if need_more {
+                    Detected::NeedMore
+                } else {
+                    Detected::Unsupported
+                }
+            }
+        }
+
+        impl Parser for ConnParser {
+            /// Dispatches to the protocol's parser; when it hands over to a successor
+            /// ([`Parser::successor`]), that one replaces it here and parses the rest of
+            /// `buf` within the call.
+            fn parse(
+                &mut self,
+                dir: Direction,
+                buf: &[u8],
+                ctx: &SegmentCtx,
+                out: &mut Vec<L7Event>,
+                errors: &mut Vec<ParseError>,
+            ) -> usize {
+                let (n, next) = match self {
+                    $(ConnParser::$id(p) => {
+                        let n = p.parse(dir, buf, ctx, out, errors).min(buf.len());
+                        (n, p.successor(ctx, out, errors))
+                    })*
+                };
+                match next {
+                    Some(next) => {
+                        *self = next;
+                        n + self.parse(dir, &buf[n..], ctx, out, errors)
+                    }
+                    None => n,
+                }
+            }
+
+            fn skip(
+                &mut self,
+                dir: Direction,
+                n: u64,
+                unconsumed: usize,
+                ctx: &SegmentCtx,
+                out: &mut Vec<L7Event>,
+            ) -> bool {
+                match self { $(ConnParser::$id(p) => p.skip(dir, n, unconsumed, ctx, out),)* }
+            }
+
+            fn close(&mut self, ts_ns: u64, out: &mut Vec<L7Event>) {
+                match self { $(ConnParser::$id(p) => p.close(ts_ns, out),)* }
+            }
+
+            fn protocol(&self) -> ProtocolId {
+                match self { $(ConnParser::$id(_) => ProtocolId::$id,)* }
+            }
+        }
+    };
+}
+
+protocols! {
+    /// HTTP/1.0 and HTTP/1.1 (`http1`).
+    Http1 => http1::Http1Conn;
+    /// HTTP/2 and gRPC over it (`http2`).
+    Http2 => http2::H2Conn;
+    /// PostgreSQL frontend/backend protocol 3.0 (`postgres`).
+    Postgres => postgres::PgConn;
+    /// AMQP 0-9-1, RabbitMQ (`amqp`).
+    Amqp => amqp::AmqpConn;
+}
+
+impl std::fmt::Display for ProtocolId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.display_name())
+    }
 }
 
 /// Whether `bytes` start with a TLS record header (RFC 8446 §5.1: content type handshake (22)
@@ -304,188 +466,48 @@ fn looks_like_tls(bytes: &[u8]) -> Option<bool> {
     }
 }
 
-/// The contract every per-connection parser (and [`ConnParser`], which dispatches to them)
-/// keeps: what the test replay driver, the fuzz targets and the benchmarks drive. Each
-/// parser implements it by delegating to its inherent methods of the same signatures (see
-/// [`ConnParser::parse`], [`ConnParser::skip`] and [`ConnParser::close`] for the semantics);
-/// the agent itself calls [`ConnParser`] directly, so no dispatch goes through the trait.
-pub trait Parser {
-    fn parse(
-        &mut self,
-        dir: Direction,
-        buf: &[u8],
-        ctx: &SegmentCtx,
-        out: &mut Vec<L7Event>,
-        errors: &mut Vec<ParseError>,
-    ) -> usize;
-    fn skip(
-        &mut self,
-        dir: Direction,
-        n: u64,
-        unconsumed: usize,
-        ctx: &SegmentCtx,
-        out: &mut Vec<L7Event>,
-    ) -> bool;
-    fn close(&mut self, ts_ns: u64, out: &mut Vec<L7Event>);
-}
-
-macro_rules! impl_parser {
-    ($($t:ty),*) => {$(
-        impl Parser for $t {
-            fn parse(
-                &mut self,
-                dir: Direction,
-                buf: &[u8],
-                ctx: &SegmentCtx,
-                out: &mut Vec<L7Event>,
-                errors: &mut Vec<ParseError>,
-            ) -> usize {
-                <$t>::parse(self, dir, buf, ctx, out, errors)
-            }
-            fn skip(
-                &mut self,
-                dir: Direction,
-                n: u64,
-                unconsumed: usize,
-                ctx: &SegmentCtx,
-                out: &mut Vec<L7Event>,
-            ) -> bool {
-                <$t>::skip(self, dir, n, unconsumed, ctx, out)
-            }
-            fn close(&mut self, ts_ns: u64, out: &mut Vec<L7Event>) {
-                <$t>::close(self, ts_ns, out)
-            }
-        }
-    )*};
-}
-impl_parser!(
-    http1::Http1Conn,
-    http2::H2Conn,
-    postgres::PgConn,
-    amqp::AmqpConn,
-    ConnParser
-);
-
-/// The parser attached to one connection.
-#[derive(Debug)]
-pub enum ConnParser {
-    Http1(http1::Http1Conn),
-    Http2(http2::H2Conn),
-    Postgres(postgres::PgConn),
-    Amqp(amqp::AmqpConn),
-}
-
-impl ConnParser {
-    /// Try each protocol on the first bytes seen in `dir` on a connection with `role`.
-    /// Cheap signatures only, cheapest and most common first; the full parse happens in
-    /// [`ConnParser::parse`].
-    pub fn detect(dir: Direction, role: Role, bytes: &[u8]) -> Detected {
-        match looks_like_tls(bytes) {
-            Some(true) => return Detected::Tls,
-            None => return Detected::NeedMore,
-            Some(false) => {}
-        }
-        let mut need_more = false;
-        let tries: [(DetectFn, NewFn); 4] = [
-            (http1::detect, |d| {
-                ConnParser::Http1(http1::Http1Conn::new(d))
-            }),
-            (http2::detect, |d| ConnParser::Http2(http2::H2Conn::new(d))),
-            (postgres::detect, |d| {
-                ConnParser::Postgres(postgres::PgConn::new(d))
-            }),
-            (amqp::detect, |d| ConnParser::Amqp(amqp::AmqpConn::new(d))),
-        ];
-        for (detect, make) in tries {
-            match detect(dir, role, bytes) {
-                Detection::Match { request_dir } => {
-                    return Detected::Parser(Box::new(make(request_dir)))
-                }
-                Detection::NeedMore => need_more = true,
-                Detection::NoMatch => {}
-            }
-        }
-        if need_more {
-            Detected::NeedMore
-        } else {
-            Detected::Unsupported
-        }
-    }
-
-    /// Whether the process on the server side of this protocol gets spans. HTTP servers do;
-    /// a database server or message broker reads the same bytes its client sent, and the
-    /// client's span already describes the call, so their side is not parsed at all.
-    pub fn server_side_spans(&self) -> bool {
-        matches!(self, ConnParser::Http1(_) | ConnParser::Http2(_))
-    }
-
-    /// Parse as much of `buf` (all unconsumed bytes of `dir`) as possible; returns bytes consumed.
-    /// Errors are reported through `errors` (one entry per resynchronisation) and never stop
-    /// the parser: it resynchronises by itself. An HTTP/1 parser whose server switched to
-    /// HTTP/2 (`Upgrade: h2c`, see [`h2c`]) becomes the HTTP/2 parser here, within the call.
-    pub fn parse(
-        &mut self,
-        dir: Direction,
-        buf: &[u8],
-        ctx: &SegmentCtx,
-        out: &mut Vec<L7Event>,
-        errors: &mut Vec<ParseError>,
-    ) -> usize {
-        match self {
-            ConnParser::Http1(p) => {
-                let n = p.parse(dir, buf, ctx, out, errors).min(buf.len());
-                let Some(up) = p.take_h2c_upgrade() else {
-                    return n;
-                };
-                // The server switched to HTTP/2 (`Upgrade: h2c`, see `h2c`): this parser
-                // becomes the HTTP/2 one, which takes the client's bytes seen before the 101
-                // (first: they were captured earlier), the rest of `buf`, and all later bytes.
-                let mut h2 = http2::H2Conn::upgraded(p.request_dir(), up, ctx, out, errors);
-                let m = h2.parse(dir, &buf[n..], ctx, out, errors);
-                *self = ConnParser::Http2(h2);
-                n + m
-            }
-            ConnParser::Http2(p) => p.parse(dir, buf, ctx, out, errors),
-            ConnParser::Postgres(p) => p.parse(dir, buf, ctx, out, errors),
-            ConnParser::Amqp(p) => p.parse(dir, buf, ctx, out, errors),
-        }
-    }
-
-    /// `n` bytes moved in `dir` after everything passed to `parse` but were not captured.
-    /// `unconsumed` is how many bytes of that direction `parse` left unconsumed. Returns true
-    /// when the parser accounted for the gap (e.g. it was inside a body); false when it could
-    /// not and has resynchronised: the caller then drops the unconsumed bytes of `dir`.
-    pub fn skip(
-        &mut self,
-        dir: Direction,
-        n: u64,
-        unconsumed: usize,
-        ctx: &SegmentCtx,
-        out: &mut Vec<L7Event>,
-    ) -> bool {
-        match self {
-            ConnParser::Http1(p) => p.skip(dir, n, unconsumed, ctx, out),
-            ConnParser::Http2(p) => p.skip(dir, n, unconsumed, ctx, out),
-            ConnParser::Postgres(p) => p.skip(dir, n, unconsumed, ctx, out),
-            ConnParser::Amqp(p) => p.skip(dir, n, unconsumed, ctx, out),
-        }
-    }
-
-    /// The connection closed at `ts_ns`: finish what the close completes (read-until-close
-    /// bodies) and abort every exchange still open.
-    pub fn close(&mut self, ts_ns: u64, out: &mut Vec<L7Event>) {
-        match self {
-            ConnParser::Http1(p) => p.close(ts_ns, out),
-            ConnParser::Http2(p) => p.close(ts_ns, out),
-            ConnParser::Postgres(p) => p.close(ts_ns, out),
-            ConnParser::Amqp(p) => p.close(ts_ns, out),
-        }
-    }
-}
-
 #[cfg(test)]
 mod detect_tests {
     use super::*;
+
+    #[test]
+    fn the_registry_names_each_protocol_once_and_keeps_its_rules() {
+        let mut names: Vec<_> = ProtocolId::ALL.iter().map(|p| p.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ProtocolId::ALL.len());
+        for &p in ProtocolId::ALL {
+            assert_eq!(ProtocolId::from_name(p.name()), Some(p));
+            assert!(!p.display_name().is_empty());
+        }
+        assert_eq!(ProtocolId::from_name("redis"), None);
+        // Only the HTTP servers' side yields spans; only HTTP/2 numbers exchanges alike on
+        // both ends; PostgreSQL carries no trace context.
+        let servers: Vec<_> = ProtocolId::ALL
+            .iter()
+            .filter(|p| p.server_side_spans())
+            .collect();
+        assert_eq!(servers, [&ProtocolId::Http1, &ProtocolId::Http2]);
+        assert!(ProtocolId::Http2.multiplexed() && !ProtocolId::Http1.multiplexed());
+        assert!(!ProtocolId::Postgres.carries_context() && ProtocolId::Amqp.carries_context());
+        // Detection builds the registered parser.
+        let Detected::Parser(p) =
+            ConnParser::detect(Direction::Egress, Role::Client, b"GET / HTTP/1.1\r\n")
+        else {
+            panic!("HTTP/1 not detected")
+        };
+        assert_eq!(p.protocol(), ProtocolId::Http1);
+        let e = ParseError::Malformed {
+            protocol: ProtocolId::Postgres,
+            what: "frontend message",
+            detail: "length 3".into(),
+        };
+        assert_eq!(e.protocol(), ProtocolId::Postgres);
+        assert_eq!(
+            e.to_string(),
+            "malformed PostgreSQL frontend message: length 3"
+        );
+    }
 
     #[test]
     fn tls_records_are_told_apart_from_every_parsed_protocol() {

@@ -5,29 +5,23 @@
 //!
 //! Each parser's tests keep their own fixtures and golden formats; only the driving is here.
 
-use super::{Direction, L7Event, ParseError, Parser, SegmentCtx};
+use super::{Direction, L7Event, ParseError, Parser, Protocol, SegmentCtx};
 
 /// What the replay driver needs from a parser beyond the [`Parser`] contract: a constructor
 /// and the bound on what it may leave unconsumed (its buffering limit), which the driver
-/// asserts.
+/// asserts. Every [`Protocol`] has both; the h2c tests drive [`super::ConnParser`] itself.
 pub(crate) trait ReplayParser: Parser {
     /// Most bytes of one direction the parser may leave unconsumed.
     const MAX_UNCONSUMED: usize;
     fn new(request_dir: Direction) -> Self;
 }
 
-/// Implements [`ReplayParser`] for a parser type by delegating to its inherent constructor.
-macro_rules! replay_parser {
-    ($conn:ty, $max_unconsumed:expr) => {
-        impl $crate::protocol::testkit::ReplayParser for $conn {
-            const MAX_UNCONSUMED: usize = $max_unconsumed;
-            fn new(request_dir: $crate::protocol::Direction) -> Self {
-                <$conn>::new(request_dir)
-            }
-        }
-    };
+impl<P: Protocol> ReplayParser for P {
+    const MAX_UNCONSUMED: usize = <P as Protocol>::MAX_UNCONSUMED;
+    fn new(request_dir: Direction) -> Self {
+        <P as Protocol>::new(request_dir)
+    }
 }
-pub(crate) use replay_parser;
 
 /// Drives one connection: per side (0: requests, 1: responses), a stream of bytes delivered in
 /// segments.

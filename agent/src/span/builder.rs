@@ -27,21 +27,22 @@
 
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use agent_common::{Role, SockAddr};
+use agent_common::Role;
 
 use super::context::{new_span_id, new_trace_id, parse_traceparent, parse_tracestate};
 use super::messaging::PublishIndex;
 use super::model::{Attribute, Resource, Span, SpanContext, SpanId, SpanKind, StatusCode};
+use super::parts::{Exchange, SpanParts};
+use super::{db, http, http2, messaging};
 use crate::conn::{ConnMeta, ConnTable};
 use crate::enrich::ProcessTraits;
-use crate::protocol::{
-    AmqpOperation, AmqpOutcome, HttpOutcome, L7Event, Outcome, PgOutcome, Request,
-};
+use crate::protocol::{Flow, L7Event, Outcome, Request};
 use crate::telemetry::red::Recorder;
 use crate::telemetry::{Counter, Telemetry};
+
+pub use super::parts::SpanOptions;
 
 /// CLOCK_MONOTONIC (what the kernel stamps) to Unix time.
 #[derive(Clone, Copy, Debug)]
@@ -78,47 +79,9 @@ pub fn read_clock(id: libc::clockid_t) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// IPv4-mapped addresses back to IPv4.
-pub fn ip_of(a: &SockAddr) -> IpAddr {
-    let v6 = std::net::Ipv6Addr::from(a.addr);
-    match v6.to_ipv4_mapped() {
-        Some(v4) => IpAddr::V4(v4),
-        None => IpAddr::V6(v6),
-    }
-}
-
-/// What the span layer may reveal and which sides produce spans.
-#[derive(Clone, Copy, Debug)]
-pub struct SpanOptions {
-    /// Replace query-string values with REDACTED.
-    pub redact_query: bool,
-    /// Replace SQL literals with `?` in db.query.text.
-    pub sanitize_sql: bool,
-    /// Head sampling (see `sampler`).
-    pub sampler: Sampler,
-    /// Export a sampled-out span anyway when it ended in error, marked with
-    /// [`KEPT_ERROR_ATTRIBUTE`] (the agent sees the outcome before export).
-    pub keep_errors: bool,
-    /// Make no span for what an OpenTelemetry SDK in the process reports itself (its context
-    /// is still followed); false keeps both.
-    pub defer_to_sdk: bool,
-}
-
-impl Default for SpanOptions {
-    fn default() -> Self {
-        Self {
-            redact_query: true,
-            sanitize_sql: true,
-            sampler: Sampler::default(),
-            keep_errors: false,
-            defer_to_sdk: true,
-        }
-    }
-}
-
 /// An exchange whose span has ids but no end yet.
 #[derive(Debug)]
-pub(super) struct Inflight {
+struct Inflight {
     pub ctx: SpanContext,
     pub parent: Option<SpanId>,
     pub kind: SpanKind,
@@ -148,14 +111,17 @@ impl Inflight {
 }
 
 impl Inflight {
-    /// The finished span: this exchange's ids, parent and kind, with what the protocol module
-    /// made of it.
-    pub(super) fn finish(
+    /// The finished span: this exchange's ids, parent and kind, with what the protocol's span
+    /// function made of it.
+    fn finish(
         self,
-        name: String,
+        SpanParts {
+            name,
+            status,
+            status_message,
+            attributes,
+        }: SpanParts,
         (start_unix_nano, end_unix_nano): (u64, u64),
-        (status, status_message): (StatusCode, Option<String>),
-        attributes: Vec<Attribute>,
         resource: Arc<Resource>,
     ) -> Span {
         Span {
@@ -237,7 +203,6 @@ impl Resources for crate::enrich::ResourceCache {
     }
 }
 
-use super::sampler::Sampler;
 pub use super::work::LINGER_NS;
 
 /// Set (true) on a span the sampler dropped but [`SpanOptions::keep_errors`] kept.
@@ -397,55 +362,47 @@ impl SpanBuilder {
         request: Request,
         conns: &ConnTable,
     ) {
+        let protocol = request.protocol();
         let server_side = meta.role == Role::Server;
-        let kind = match &request {
-            Request::Http(_) | Request::Http2(_) if server_side => SpanKind::Server,
-            Request::Http(_) | Request::Http2(_) => SpanKind::Client,
+        if server_side && !protocol.server_side_spans() {
             // The database and the broker read the same bytes as their clients: the client's
             // span describes the call; a second one from the server's side would double it.
-            Request::Postgres(_) | Request::Amqp(_) if server_side => return,
-            Request::Postgres(_) => SpanKind::Client,
-            Request::Amqp(m) if m.operation == AmqpOperation::Publish => SpanKind::Producer,
-            Request::Amqp(_) => SpanKind::Consumer,
+            return;
+        }
+        let kind = match request.flow() {
+            Flow::Call if server_side => SpanKind::Server,
+            Flow::Call => SpanKind::Client,
+            Flow::Send => SpanKind::Producer,
+            Flow::Receive => SpanKind::Consumer,
         };
-        let header = match &request {
-            Request::Http(r) => {
-                self.header_context(r.traceparent.as_deref(), r.tracestate.as_deref())
-            }
-            Request::Amqp(m) => {
-                self.header_context(m.traceparent.as_deref(), m.tracestate.as_deref())
-            }
-            Request::Http2(r) => {
-                self.header_context(r.traceparent.as_deref(), r.tracestate.as_deref())
-            }
-            Request::Postgres(_) => None,
-        };
+        let (traceparent, tracestate) = request.trace_headers();
+        let header = self.header_context(traceparent, tracestate);
         // In a process whose SDK reports spans, the SDK's server and consumer instrumentation
         // reports what it receives and its client instrumentation what carries its traceparent
-        // (database calls carry none: the SDK's database instrumentation is trusted with them).
+        // (a call whose protocol carries no context, a database call, is trusted to the SDK's
+        // instrumentation of it).
         let sdk_reported = sdk
             && match kind {
                 SpanKind::Server | SpanKind::Consumer => true,
                 // The SDK's own exports carry no header and it never traces them on purpose
                 // (its instrumentation is suppressed for them): its telemetry, not the app's.
-                _ => {
-                    matches!(request, Request::Postgres(_))
-                        || header.is_some()
-                        || is_otlp_export(&request)
-                }
+                _ => !protocol.carries_context() || header.is_some() || is_otlp_export(&request),
             };
         let sdk_context = header
             .clone()
             .filter(|_| sdk_reported && matches!(kind, SpanKind::Client | SpanKind::Producer));
-        let (ctx, parent) = match (&request, kind) {
-            // HTTP/2 multiplexes: both ends number the stream alike, so match it exactly;
-            // HTTP/1 answers in order, so the oldest unmatched request is the one.
-            (Request::Http2(_), SpanKind::Server) => {
-                self.server_parent(meta, header, conns, Some(seq))
+        let (ctx, parent) = match kind {
+            // A multiplexed protocol's streams are numbered alike by both ends: match the
+            // stream exactly; otherwise requests are answered in order, so the oldest
+            // unmatched request is the one.
+            SpanKind::Server => {
+                let same_seq = protocol.multiplexed().then_some(seq);
+                self.server_parent(meta, header, conns, same_seq)
             }
-            (_, SpanKind::Server) => self.server_parent(meta, header, conns, None),
-            (Request::Amqp(m), SpanKind::Consumer) => {
-                let producer = self.published.link(m.fingerprint, start_ns);
+            SpanKind::Consumer => {
+                let producer = request
+                    .fingerprint()
+                    .and_then(|fp| self.published.link(fp, start_ns));
                 match (producer, header) {
                     (Some(p), h) if h.as_ref().is_none_or(|h| h.trace_id == p.trace_id) => {
                         (with_new_span(&p), Some(p.span_id))
@@ -472,14 +429,15 @@ impl SpanBuilder {
         let parent_sampled = parent.map(|_| ctx.flags & SAMPLED != 0);
         ctx.flags = (ctx.flags & !SAMPLED)
             | u8::from(self.opts.sampler.sampled(parent_sampled, &ctx.trace_id));
-        if let Request::Amqp(m) = &request {
+        if let Some(fp) = request.fingerprint().filter(|_| kind == SpanKind::Producer) {
+            // What a delivery of this message on this node will hang under.
             let linked = if sdk_reported {
                 sdk_context.clone()
             } else {
                 Some(ctx.clone())
             };
-            if let Some(linked) = linked.filter(|_| kind == SpanKind::Producer) {
-                self.published.record(m.fingerprint, linked, start_ns);
+            if let Some(linked) = linked {
+                self.published.record(fp, linked, start_ns);
             }
         }
         if matches!(kind, SpanKind::Server | SpanKind::Consumer) {
@@ -624,81 +582,41 @@ impl SpanBuilder {
     ) -> Option<Span> {
         // A message consumed without ack is processed after it arrived: its thread keeps
         // working for it until it starts on something else.
-        let work_follows = matches!(outcome, Outcome::Amqp(AmqpOutcome::Received));
+        let work_follows = outcome.work_follows();
         let inf = self.take(meta.conn_id, seq, work_follows.then_some(end_ns))?;
         if inf.sdk_reported {
             self.telemetry.incr(Counter::SpansLeftToSdk);
             return None;
         }
-        match &outcome {
-            Outcome::Http {
-                outcome: HttpOutcome::Aborted,
-                ..
-            } => self.telemetry.incr(Counter::Http1Aborted),
-            Outcome::Postgres(PgOutcome::Aborted) | Outcome::Amqp(AmqpOutcome::Aborted) => {}
-            _ => {}
-        }
+        let ex = Exchange {
+            meta: &inf.meta,
+            kind: inf.kind,
+        };
+        let opts = &self.opts;
+        // The one place that knows every protocol's span function: each takes exactly its
+        // own request and outcome.
+        let parts = match (&inf.request, outcome) {
+            (Request::Http1(r), Outcome::Http1(o)) => http::span(r, o, &ex, opts),
+            (Request::Http2(r), Outcome::Http2(o)) => http2::span(r, o, &ex, opts),
+            // An HTTP/1.1 request whose server switched to HTTP/2 (`Upgrade: h2c`).
+            (Request::Http1(r), Outcome::Http2(o)) => http2::upgraded_span(r, o, &ex, opts),
+            (Request::Postgres(st), Outcome::Postgres(o)) => db::span(st, o, &ex, opts),
+            (Request::Amqp(m), Outcome::Amqp(o)) => messaging::span(m, o, &ex),
+            (r, o) => {
+                // A parser bug, not bad input: counted, and no span rather than a wrong one.
+                tracing::debug!(
+                    "a {} exchange ended with a {} outcome: {o:?}",
+                    r.protocol(),
+                    o.protocol()
+                );
+                self.telemetry.incr(Counter::SpansMismatched);
+                return None;
+            }
+        };
         let resource = resources.resource(meta.pid, meta.comm_str());
         let start = self.clock.to_unix(inf.start_ns);
         let end = self.clock.to_unix(end_ns.max(inf.start_ns));
-        Some(match (&inf.request, outcome) {
-            (
-                Request::Http(_),
-                Outcome::Http {
-                    outcome,
-                    request_body_size,
-                },
-            ) => super::http::span(
-                inf,
-                start,
-                end,
-                outcome,
-                request_body_size,
-                resource,
-                &self.opts,
-            ),
-            (
-                Request::Http2(_),
-                Outcome::Http2 {
-                    outcome,
-                    request_body_size,
-                },
-            ) => super::http2::span(
-                inf,
-                start,
-                end,
-                outcome,
-                request_body_size,
-                resource,
-                &self.opts,
-            ),
-            // An HTTP/1.1 request whose server switched to HTTP/2 (`Upgrade: h2c`).
-            (
-                Request::Http(_),
-                Outcome::Http2 {
-                    outcome,
-                    request_body_size,
-                },
-            ) => super::http2::upgraded_span(
-                inf,
-                start,
-                end,
-                outcome,
-                request_body_size,
-                resource,
-                &self.opts,
-            ),
-            (Request::Postgres(_), Outcome::Postgres(o)) => {
-                super::db::span(inf, start, end, o, resource, &self.opts)
-            }
-            (Request::Amqp(_), Outcome::Amqp(o)) => {
-                super::messaging::span(inf, start, end, o, resource)
-            }
-            (_, o) => {
-                tracing::debug!("exchange ended with another protocol's outcome: {o:?}");
-                return None;
-            }
-        })
+        Some(inf.finish(parts, (start, end), resource))
     }
 }
 
@@ -710,7 +628,7 @@ fn is_otlp_export(request: &Request) -> bool {
             .path
             .as_deref()
             .is_some_and(|p| p.starts_with("/opentelemetry.proto.collector.")),
-        Request::Http(r) => {
+        Request::Http1(r) => {
             r.method == "POST"
                 && matches!(
                     r.target.split('?').next(),

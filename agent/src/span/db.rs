@@ -7,25 +7,19 @@
 //! text the agent never saw says so in its name (`EXECUTE`) and in
 //! `db.postgresql.statement_text_unknown`, instead of pretending to know what ran.
 
-use std::sync::Arc;
+use super::model::{Attribute, StatusCode};
+use super::network::{push_network, push_server_is_peer};
+use super::parts::{Exchange, SpanOptions, SpanParts};
+use crate::protocol::postgres::sql::{operation_and_collection, sanitize};
+use crate::protocol::{PgOutcome, PgStatement};
 
-use super::builder::{ip_of, Inflight, SpanOptions};
-use super::http::push_network;
-use super::model::{Attribute, Resource, Span, StatusCode};
-use super::sql::{operation_and_collection, sanitize};
-use crate::protocol::{PgOutcome, Request};
-
+/// The span of one executed statement.
 pub(super) fn span(
-    inf: Inflight,
-    start_unix_nano: u64,
-    end_unix_nano: u64,
+    st: &PgStatement,
     outcome: PgOutcome,
-    resource: Arc<Resource>,
+    ex: &Exchange<'_>,
     opts: &SpanOptions,
-) -> Span {
-    let Request::Postgres(st) = &inf.request else {
-        unreachable!("builder dispatches by request kind")
-    };
+) -> SpanParts {
     let mut attrs = Vec::with_capacity(16);
     attrs.push(Attribute::new("db.system.name", "postgresql"));
     if let Some(db) = &st.database {
@@ -66,15 +60,8 @@ pub(super) fn span(
             ));
         }
     }
-    attrs.push(Attribute::new(
-        "server.address",
-        ip_of(&inf.meta.remote).to_string(),
-    ));
-    attrs.push(Attribute::new(
-        "server.port",
-        i64::from(inf.meta.remote.port),
-    ));
-    push_network(&mut attrs, &inf);
+    push_server_is_peer(&mut attrs, ex.meta);
+    push_network(&mut attrs, ex.meta);
     let (status, message) = match outcome {
         PgOutcome::Complete { tag, rows } => {
             if tag.starts_with("SELECT") || rows > 0 {
@@ -96,11 +83,10 @@ pub(super) fn span(
             )
         }
     };
-    inf.finish(
+    SpanParts {
         name,
-        (start_unix_nano, end_unix_nano),
-        (status, message),
-        attrs,
-        resource,
-    )
+        status,
+        status_message: message,
+        attributes: attrs,
+    }
 }

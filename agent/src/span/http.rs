@@ -3,28 +3,25 @@
 //! Owns what an HTTP exchange looks like as a span (name, attributes, status); the parent rules
 //! are `builder`'s, redaction helpers are `url`'s, the route heuristic is `route`'s.
 
-use std::net::IpAddr;
-use std::sync::Arc;
-
-use super::builder::{ip_of, Inflight, SpanOptions};
-use super::model::{Attribute, Resource, Span, SpanKind, StatusCode};
+use super::model::{Attribute, StatusCode};
+use super::network::{ip_of, push_network};
+use super::parts::{Exchange, SpanOptions, SpanParts};
 use super::route::route_template;
 use super::url::{full_url, redact_query, split_target};
-use crate::protocol::{HttpOutcome, Request};
+use crate::protocol::{HttpEnd, HttpOutcome, HttpRequest};
 
+/// The span of an HTTP/1 exchange.
 pub(super) fn span(
-    inf: Inflight,
-    start_unix_nano: u64,
-    end_unix_nano: u64,
-    outcome: HttpOutcome,
-    request_body_size: u64,
-    resource: Arc<Resource>,
+    r: &HttpRequest,
+    HttpEnd {
+        outcome,
+        request_body_size,
+    }: HttpEnd,
+    ex: &Exchange<'_>,
     opts: &SpanOptions,
-) -> Span {
-    let Request::Http(r) = &inf.request else {
-        unreachable!("builder dispatches by request kind")
-    };
-    let server = inf.kind == SpanKind::Server;
+) -> SpanParts {
+    let server = ex.server();
+    let meta = ex.meta;
     let target = split_target(&r.target);
     let mut attrs = Vec::with_capacity(24);
     let method = known_method(&r.method);
@@ -47,11 +44,11 @@ pub(super) fn span(
         };
         attrs.push(Attribute::new("url.query", q));
     }
-    let scheme = if inf.meta.tls { "https" } else { "http" };
+    let scheme = if meta.tls { "https" } else { "http" };
     attrs.push(Attribute::new("url.scheme", scheme));
     let (host_hdr, port_hdr) = split_host(r.host.as_deref());
-    let local_ip = ip_of(&inf.meta.local).to_string();
-    let remote_ip = ip_of(&inf.meta.remote).to_string();
+    let local_ip = ip_of(&meta.local).to_string();
+    let remote_ip = ip_of(&meta.remote).to_string();
     if server {
         attrs.push(Attribute::new(
             "server.address",
@@ -61,21 +58,18 @@ pub(super) fn span(
         ));
         attrs.push(Attribute::new(
             "server.port",
-            i64::from(port_hdr.unwrap_or(inf.meta.local.port)),
+            i64::from(port_hdr.unwrap_or(meta.local.port)),
         ));
         attrs.push(Attribute::new("client.address", remote_ip.clone()));
-        attrs.push(Attribute::new(
-            "client.port",
-            i64::from(inf.meta.remote.port),
-        ));
+        attrs.push(Attribute::new("client.port", i64::from(meta.remote.port)));
     } else {
         let host = host_hdr
             .map(str::to_owned)
             .unwrap_or_else(|| remote_ip.clone());
-        let port = port_hdr.unwrap_or(inf.meta.remote.port);
+        let port = port_hdr.unwrap_or(meta.remote.port);
         attrs.push(Attribute::new("server.address", host.clone()));
         attrs.push(Attribute::new("server.port", i64::from(port)));
-        let default_port = if inf.meta.tls { 443 } else { 80 };
+        let default_port = if meta.tls { 443 } else { 80 };
         let shown_port = (port != default_port).then_some(port);
         attrs.push(Attribute::new(
             "url.full",
@@ -89,7 +83,7 @@ pub(super) fn span(
             ),
         ));
     }
-    push_network(&mut attrs, &inf);
+    push_network(&mut attrs, meta);
     if let Some(ua) = &r.user_agent {
         attrs.push(Attribute::new("user_agent.original", ua.as_str()));
     }
@@ -142,40 +136,12 @@ pub(super) fn span(
         Some(route) => format!("{} {route}", method.unwrap_or("HTTP")),
         None => method.unwrap_or("HTTP").to_owned(),
     };
-    inf.finish(
+    SpanParts {
         name,
-        (start_unix_nano, end_unix_nano),
-        (status, message),
-        attrs,
-        resource,
-    )
-}
-
-/// `network.*` attributes every protocol's span carries.
-pub(super) fn push_network(attrs: &mut Vec<Attribute>, inf: &Inflight) {
-    let remote = ip_of(&inf.meta.remote);
-    attrs.push(Attribute::new("network.peer.address", remote.to_string()));
-    attrs.push(Attribute::new(
-        "network.peer.port",
-        i64::from(inf.meta.remote.port),
-    ));
-    attrs.push(Attribute::new(
-        "network.local.address",
-        ip_of(&inf.meta.local).to_string(),
-    ));
-    attrs.push(Attribute::new(
-        "network.local.port",
-        i64::from(inf.meta.local.port),
-    ));
-    attrs.push(Attribute::new("network.transport", "tcp"));
-    attrs.push(Attribute::new(
-        "network.type",
-        if matches!(remote, IpAddr::V4(_)) {
-            "ipv4"
-        } else {
-            "ipv6"
-        },
-    ));
+        status,
+        status_message: message,
+        attributes: attrs,
+    }
 }
 
 /// The method as the conventions name it, or None for `_OTHER` (keeps span-name cardinality low).

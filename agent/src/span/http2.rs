@@ -4,14 +4,13 @@
 //! status per the RPC conventions (a server errs only for codes meaning it failed; a client for
 //! anything but OK).
 
-use std::sync::Arc;
-
-use super::builder::{ip_of, Inflight, SpanOptions};
-use super::http::{known_method, push_network, split_host};
-use super::model::{Attribute, Resource, Span, SpanKind, StatusCode};
+use super::http::{known_method, split_host};
+use super::model::{Attribute, StatusCode};
+use super::network::{ip_of, push_network};
+use super::parts::{Exchange, SpanOptions, SpanParts};
 use super::route::route_template;
 use super::url::{full_url, redact_query, split_target};
-use crate::protocol::{H2Outcome, H2Request, HttpRequest, Request};
+use crate::protocol::{H2End, H2Outcome, H2Request, HttpRequest};
 
 /// gRPC codes that mean the server failed (OTel RPC conventions, gRPC status codes).
 const SERVER_ERRORS: &[u32] = &[2, 4, 12, 13, 14, 15]; // UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS
@@ -27,26 +26,12 @@ const SERVER_ERRORS: &[u32] = &[2, 4, 12, 13, 14, 15]; // UNKNOWN, DEADLINE_EXCE
 /// fields map onto the pseudo-headers an HTTP/2 request would carry (RFC 9113 §8.3.1): the
 /// target as `:path`, `Host` as `:authority`, scheme `http` (h2c is HTTP/2 over cleartext).
 pub(super) fn upgraded_span(
-    mut inf: Inflight,
-    start_unix_nano: u64,
-    end_unix_nano: u64,
-    outcome: H2Outcome,
-    request_body_size: u64,
-    resource: Arc<Resource>,
+    r: &HttpRequest,
+    end: H2End,
+    ex: &Exchange<'_>,
     opts: &SpanOptions,
-) -> Span {
-    if let Request::Http(r) = &inf.request {
-        inf.request = Request::Http2(upgrade_request(r));
-    }
-    span(
-        inf,
-        start_unix_nano,
-        end_unix_nano,
-        outcome,
-        request_body_size,
-        resource,
-        opts,
-    )
+) -> SpanParts {
+    span(&upgrade_request(r), end, ex, opts)
 }
 
 fn upgrade_request(r: &HttpRequest) -> H2Request {
@@ -64,19 +49,18 @@ fn upgrade_request(r: &HttpRequest) -> H2Request {
     }
 }
 
+/// The span of an HTTP/2 stream (a gRPC call when its content-type says so).
 pub(super) fn span(
-    inf: Inflight,
-    start_unix_nano: u64,
-    end_unix_nano: u64,
-    outcome: H2Outcome,
-    request_body_size: u64,
-    resource: Arc<Resource>,
+    r: &H2Request,
+    H2End {
+        outcome,
+        request_body_size,
+    }: H2End,
+    ex: &Exchange<'_>,
     opts: &SpanOptions,
-) -> Span {
-    let Request::Http2(r) = &inf.request else {
-        unreachable!("builder dispatches by request kind")
-    };
-    let server = inf.kind == SpanKind::Server;
+) -> SpanParts {
+    let server = ex.server();
+    let meta = ex.meta;
     let grpc = r
         .content_type
         .as_deref()
@@ -105,30 +89,27 @@ pub(super) fn span(
     let scheme = r
         .scheme
         .as_deref()
-        .unwrap_or(if inf.meta.tls { "https" } else { "http" });
+        .unwrap_or(if meta.tls { "https" } else { "http" });
     attrs.push(Attribute::new("url.scheme", scheme));
     let (host_hdr, port_hdr) = split_host(r.authority.as_deref());
-    let remote_ip = ip_of(&inf.meta.remote).to_string();
+    let remote_ip = ip_of(&meta.remote).to_string();
     if server {
-        let local_ip = ip_of(&inf.meta.local).to_string();
+        let local_ip = ip_of(&meta.local).to_string();
         attrs.push(Attribute::new(
             "server.address",
             host_hdr.map(str::to_owned).unwrap_or(local_ip),
         ));
         attrs.push(Attribute::new(
             "server.port",
-            i64::from(port_hdr.unwrap_or(inf.meta.local.port)),
+            i64::from(port_hdr.unwrap_or(meta.local.port)),
         ));
         attrs.push(Attribute::new("client.address", remote_ip.clone()));
-        attrs.push(Attribute::new(
-            "client.port",
-            i64::from(inf.meta.remote.port),
-        ));
+        attrs.push(Attribute::new("client.port", i64::from(meta.remote.port)));
     } else {
         let host = host_hdr
             .map(str::to_owned)
             .unwrap_or_else(|| remote_ip.clone());
-        let port = port_hdr.unwrap_or(inf.meta.remote.port);
+        let port = port_hdr.unwrap_or(meta.remote.port);
         attrs.push(Attribute::new("server.address", host.clone()));
         attrs.push(Attribute::new("server.port", i64::from(port)));
         if r.path.is_some() {
@@ -143,7 +124,7 @@ pub(super) fn span(
             attrs.push(Attribute::new("url.full", url));
         }
     }
-    push_network(&mut attrs, &inf);
+    push_network(&mut attrs, meta);
     attrs.push(Attribute::new("network.protocol.version", "2"));
     if let Some(ua) = &r.user_agent {
         attrs.push(Attribute::new("user_agent.original", ua.as_str()));
@@ -245,11 +226,10 @@ pub(super) fn span(
             None => method.unwrap_or("HTTP").to_owned(),
         },
     };
-    inf.finish(
+    SpanParts {
         name,
-        (start_unix_nano, end_unix_nano),
-        (status, message),
-        attrs,
-        resource,
-    )
+        status,
+        status_message: message,
+        attributes: attrs,
+    }
 }

@@ -11,12 +11,11 @@
 //! entries, oldest dropped first.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 
-use super::builder::{ip_of, Inflight};
-use super::http::push_network;
-use super::model::{Attribute, Resource, Span, SpanContext, StatusCode};
-use crate::protocol::{AmqpOperation, AmqpOutcome, Request};
+use super::model::{Attribute, SpanContext, StatusCode};
+use super::network::{push_network, push_server_is_peer};
+use super::parts::{Exchange, SpanParts};
+use crate::protocol::{AmqpMessage, AmqpOperation, AmqpOutcome};
 
 /// How long a publish can wait in a queue and still be linked to its delivery.
 pub const LINK_WINDOW_NS: u64 = 10 * 60 * 1_000_000_000;
@@ -93,16 +92,8 @@ impl PublishIndex {
     }
 }
 
-pub(super) fn span(
-    inf: Inflight,
-    start_unix_nano: u64,
-    end_unix_nano: u64,
-    outcome: AmqpOutcome,
-    resource: Arc<Resource>,
-) -> Span {
-    let Request::Amqp(m) = &inf.request else {
-        unreachable!("builder dispatches by request kind")
-    };
+/// The span of one message published, delivered or got.
+pub(super) fn span(m: &AmqpMessage, outcome: AmqpOutcome, ex: &Exchange<'_>) -> SpanParts {
     // The destination is the exchange; on the default exchange the routing key names the
     // queue, which is then the destination (what users asked for: the RabbitMQ conventions
     // would leave it empty, which says nothing).
@@ -150,15 +141,8 @@ pub(super) fn span(
             true,
         ));
     }
-    attrs.push(Attribute::new(
-        "server.address",
-        ip_of(&inf.meta.remote).to_string(),
-    ));
-    attrs.push(Attribute::new(
-        "server.port",
-        i64::from(inf.meta.remote.port),
-    ));
-    push_network(&mut attrs, &inf);
+    push_server_is_peer(&mut attrs, ex.meta);
+    push_network(&mut attrs, ex.meta);
     let (status, message) = match outcome {
         AmqpOutcome::Sent | AmqpOutcome::Acked | AmqpOutcome::Received => (StatusCode::Unset, None),
         AmqpOutcome::Rejected { requeue } => {
@@ -185,13 +169,12 @@ pub(super) fn span(
     };
     // Conventions: `{messaging.operation.name} {destination}`.
     let name = format!("{op_name} {destination}");
-    inf.finish(
+    SpanParts {
         name,
-        (start_unix_nano, end_unix_nano),
-        (status, message),
-        attrs,
-        resource,
-    )
+        status,
+        status_message: message,
+        attributes: attrs,
+    }
 }
 
 #[cfg(test)]

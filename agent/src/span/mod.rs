@@ -1,6 +1,8 @@
-//! Spans: pairing requests with responses (`builder`), trace context (`context`), and what each
-//! protocol's exchange looks like as a span (`http`, `db`, `messaging`), with the helpers they
-//! use (`route`, `url`, `sql`) and the span record itself (`model`).
+//! Spans: pairing requests with responses and choosing parents (`builder`), trace context
+//! (`context`), and what each protocol's exchange looks like as a span — one function per
+//! protocol taking exactly its request and outcome (`http`, `http2`, `db`, `messaging`),
+//! through the interface in `parts`, with the shared `network` attributes and the helpers
+//! `route` and `url` — and the span record itself (`model`).
 
 pub mod builder;
 pub mod context;
@@ -9,8 +11,9 @@ mod http;
 mod http2;
 pub mod messaging;
 pub mod model;
+mod network;
+mod parts;
 pub mod route;
 pub mod sampler;
-pub mod sql;
 pub mod url;
 mod work;

@@ -19,7 +19,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use super::health::Gauge;
-use super::{Counter, Telemetry};
+use super::{Counter, ProtocolCounter, Telemetry};
+use crate::protocol::ProtocolId;
 
 /// OpenMetrics 1.0 text, for scrapers that say they take it (Prometheus does).
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -127,6 +128,19 @@ impl Collector for Live {
             // the sample (OpenMetrics 1.0, "Counter").
             let family = c.name().strip_suffix("_total").unwrap_or(c.name());
             m.encode(encoder.encode_descriptor(family, c.help(), None, m.metric_type())?)?;
+        }
+        for &c in ProtocolCounter::ALL {
+            let family = c.name().strip_suffix("_total").unwrap_or(c.name());
+            let mut f = encoder.encode_descriptor(
+                family,
+                c.help(),
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for &p in ProtocolId::ALL {
+                let m = ConstCounter::new(self.0.protocol_get(p, c));
+                m.encode(f.encode_family(&[("protocol", p.name())])?)?;
+            }
         }
         let health = self.0.health();
         for &g in Gauge::ALL {
@@ -301,6 +315,18 @@ mod tests {
             let n = g.name();
             assert!(text.contains(&format!("# HELP {n} {}\n# TYPE {n} gauge\n", g.help())));
         }
+        t.protocol_incr(ProtocolId::Http2, ProtocolCounter::ParseErrors);
+        let text = m.render(Format::PrometheusText);
+        for &c in ProtocolCounter::ALL {
+            let n = c.name();
+            assert!(text.contains(&format!("# HELP {n} {}\n# TYPE {n} counter\n", c.help())));
+            for &p in ProtocolId::ALL {
+                let v = t.protocol_get(p, c);
+                let sample = format!("{n}{{protocol=\"{}\"}} {v}\n", p.name());
+                assert!(text.contains(&sample), "{sample} missing:\n{text}");
+            }
+        }
+        assert!(text.contains("agent_parse_errors_total{protocol=\"http2\"} 1\n"));
         assert!(!text.contains("# EOF"));
         // Read at scrape time: a later increment shows in the next scrape.
         t.incr(Counter::SpansCreated);
@@ -315,6 +341,7 @@ mod tests {
         for h in Counter::ALL
             .iter()
             .map(|c| c.help())
+            .chain(ProtocolCounter::ALL.iter().map(|c| c.help()))
             .chain(Gauge::ALL.iter().map(|g| g.help()))
         {
             assert!(!h.contains(['\\', '\n', '"']), "{h}");

@@ -56,7 +56,10 @@ mod tests;
 mod unacked;
 mod wire;
 
-use super::{Detection, Direction, L7Event, ParseError, Role, SegmentCtx};
+use super::{
+    Detection, Direction, Flow, L7Event, ParseError, Protocol, ProtocolId, ProtocolOutcome,
+    ProtocolRequest, Role, SegmentCtx,
+};
 use session::Session;
 use stream::Stream;
 
@@ -94,7 +97,8 @@ struct Io<'a> {
 }
 
 fn error(what: &'static str, detail: impl Into<String>) -> ParseError {
-    ParseError::Amqp {
+    ParseError::Malformed {
+        protocol: ProtocolId::Amqp,
         what,
         detail: detail.into(),
     }
@@ -130,7 +134,7 @@ impl AmqpConn {
     }
 
     /// Consume what can be consumed of `buf` (all unconsumed bytes of `dir`); see
-    /// [`crate::protocol::ConnParser::parse`]. Returns bytes consumed (`<= buf.len()`).
+    /// [`crate::protocol::Parser::parse`]. Returns bytes consumed (`<= buf.len()`).
     pub fn parse(
         &mut self,
         dir: Direction,
@@ -147,7 +151,7 @@ impl AmqpConn {
     }
 
     /// `n` bytes moved in `dir` without being captured; see
-    /// [`crate::protocol::ConnParser::skip`]. True when they fell inside a body frame (or
+    /// [`crate::protocol::Parser::skip`]. True when they fell inside a body frame (or
     /// another payload being skipped) whose length absorbs them.
     pub fn skip(
         &mut self,
@@ -184,5 +188,132 @@ impl AmqpConn {
             self.session.abort_all(ts_ns, out);
         }
         self.closed = true;
+    }
+}
+
+impl Protocol for AmqpConn {
+    const ID: ProtocolId = ProtocolId::Amqp;
+    const NAME: &'static str = "amqp";
+    const DISPLAY: &'static str = "AMQP";
+    /// Never more than one held frame (plus a partial frame header) stays unconsumed.
+    const MAX_UNCONSUMED: usize = frame::MAX_BUFFERED_PAYLOAD as usize + 16;
+    const SERVER_SIDE_SPANS: bool = false;
+    const MULTIPLEXED: bool = false;
+    const CARRIES_CONTEXT: bool = true;
+    type Request = AmqpMessage;
+    type Outcome = AmqpOutcome;
+
+    fn detect(dir: Direction, role: Role, bytes: &[u8]) -> Detection {
+        detect(dir, role, bytes)
+    }
+
+    fn new(request_dir: Direction) -> Self {
+        AmqpConn::new(request_dir)
+    }
+}
+
+impl super::Parser for AmqpConn {
+    fn parse(
+        &mut self,
+        dir: Direction,
+        buf: &[u8],
+        ctx: &SegmentCtx,
+        out: &mut Vec<L7Event>,
+        errors: &mut Vec<ParseError>,
+    ) -> usize {
+        AmqpConn::parse(self, dir, buf, ctx, out, errors)
+    }
+
+    fn skip(
+        &mut self,
+        dir: Direction,
+        n: u64,
+        unconsumed: usize,
+        ctx: &SegmentCtx,
+        out: &mut Vec<L7Event>,
+    ) -> bool {
+        AmqpConn::skip(self, dir, n, unconsumed, ctx, out)
+    }
+
+    fn close(&mut self, ts_ns: u64, out: &mut Vec<L7Event>) {
+        AmqpConn::close(self, ts_ns, out)
+    }
+
+    fn protocol(&self) -> ProtocolId {
+        <Self as Protocol>::ID
+    }
+}
+
+/// What happened to a message on an AMQP 0-9-1 channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AmqpOperation {
+    /// basic.publish (+ content) sent by this process.
+    Publish,
+    /// basic.deliver (+ content) received by this process (a consumer).
+    Deliver,
+    /// basic.get-ok (+ content) received by this process.
+    Get,
+}
+
+/// One message, complete (method, content header, all body frames).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AmqpMessage {
+    pub operation: AmqpOperation,
+    pub channel: u16,
+    /// Exchange named in the method (`""` = the default exchange).
+    pub exchange: String,
+    pub routing_key: String,
+    /// Deliver/Get: the broker's delivery tag on `channel`.
+    pub delivery_tag: Option<u64>,
+    pub redelivered: bool,
+    pub message_id: Option<String>,
+    pub correlation_id: Option<String>,
+    /// `traceparent` / `tracestate` from the properties' `headers` table (string values).
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+    /// Sum of the body frames' sizes (the content header's body-size).
+    pub body_size: u64,
+    /// Equal for the published and the delivered copy of one message: a hash of the exchange,
+    /// routing key, the content header's property bytes, the body size and the captured body
+    /// bytes. Used to link a delivery to its publish on the same node.
+    pub fingerprint: u64,
+}
+
+/// How a message's span ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AmqpOutcome {
+    /// Publish: the last body frame was sent.
+    Sent,
+    /// Deliver/Get: the consumer acknowledged it (basic.ack, possibly `multiple`).
+    Acked,
+    /// Deliver/Get: basic.nack or basic.reject.
+    Rejected { requeue: bool },
+    /// Deliver/Get on a no-ack consumer (or get with no-ack): done on arrival.
+    Received,
+    /// The channel or connection closed first.
+    Aborted,
+}
+
+impl ProtocolRequest for AmqpMessage {
+    fn trace_headers(&self) -> (Option<&str>, Option<&str>) {
+        (self.traceparent.as_deref(), self.tracestate.as_deref())
+    }
+    fn flow(&self) -> Flow {
+        match self.operation {
+            AmqpOperation::Publish => Flow::Send,
+            AmqpOperation::Deliver | AmqpOperation::Get => Flow::Receive,
+        }
+    }
+    fn fingerprint(&self) -> Option<u64> {
+        Some(self.fingerprint)
+    }
+}
+
+impl ProtocolOutcome for AmqpOutcome {
+    fn aborted(&self) -> bool {
+        *self == AmqpOutcome::Aborted
+    }
+    fn work_follows(&self) -> bool {
+        *self == AmqpOutcome::Received
     }
 }

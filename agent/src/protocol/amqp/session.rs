@@ -40,7 +40,7 @@ pub(super) const EVICT_BATCH: usize = 64;
 
 fn limited(what: &'static str) -> ParseError {
     ParseError::Limited {
-        protocol: "AMQP",
+        protocol: crate::protocol::ProtocolId::Amqp,
         what,
     }
 }

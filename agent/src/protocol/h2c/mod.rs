@@ -13,8 +13,9 @@
 //!
 //! This module owns what crosses the boundary ([`H2cOffer`], [`H2cUpgrade`]) and the header
 //! checks both parsers need. The HTTP/1 parser records the offer with the request and stops at
-//! the 101; [`super::ConnParser::parse`] replaces itself with an HTTP/2 parser built by
-//! `H2Conn::upgraded`, which ends the upgrade request's exchange (the `RequestStart` the HTTP/1
+//! the 101 and names its successor ([`super::Parser::successor`]): an HTTP/2 parser built by
+//! `H2Conn::upgraded`, which [`super::ConnParser`] puts in its place within the same parse
+//! call, and which ends the upgrade request's exchange (the `RequestStart` the HTTP/1
 //! parser already emitted) with stream 1's response. The two directions are captured
 //! separately, so the client's preface may be seen before the 101: the HTTP/1 parser holds it
 //! back (bounded) and hands a copy over. The span layer reports such an exchange as HTTP/2

@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 
 use super::super::h2c::{H2cOffer, UpgradedExchange};
 use super::super::{HttpOutcome, HttpRequest, L7Event, Outcome, Request};
+use crate::protocol::HttpEnd;
 
 /// Bound on requests awaiting a response. Pipelining this deep is unheard of for HTTP/1; a
 /// longer queue means the response direction is not being seen.
@@ -100,7 +101,7 @@ impl Exchanges {
             seq,
             tid: start.tid,
             start_ns: start.first_ns,
-            request: Request::Http(request),
+            request: Request::Http1(request),
         });
         id
     }
@@ -259,10 +260,10 @@ fn emit_end(p: &Pending, outcome: HttpOutcome, end_ns: u64, out: &mut Vec<L7Even
         out.push(L7Event::ExchangeEnd {
             seq,
             end_ns,
-            outcome: Outcome::Http {
+            outcome: Outcome::Http1(HttpEnd {
                 outcome,
                 request_body_size: p.request_body_size,
-            },
+            }),
         });
     }
 }

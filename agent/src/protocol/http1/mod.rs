@@ -37,7 +37,10 @@ mod response;
 mod tests;
 
 use super::h2c::H2cUpgrade;
-use super::{Detection, Direction, HttpOutcome, L7Event, Outcome, ParseError, Role, SegmentCtx};
+use super::{
+    ConnParser, Detection, Direction, L7Event, Outcome, ParseError, Protocol, ProtocolId,
+    ProtocolOutcome, ProtocolRequest, Role, SegmentCtx,
+};
 use exchanges::Exchanges;
 use request::RequestStream;
 use response::{After, ResponseStream};
@@ -117,7 +120,7 @@ impl Http1Conn {
     }
 
     /// Consume what can be consumed of `buf` (all unconsumed bytes of `dir`); see
-    /// [`crate::protocol::ConnParser::parse`]. Returns bytes consumed (`<= buf.len()`).
+    /// [`crate::protocol::Parser::parse`]. Returns bytes consumed (`<= buf.len()`).
     pub fn parse(
         &mut self,
         dir: Direction,
@@ -175,7 +178,7 @@ impl Http1Conn {
         self.mode = Mode::Tunnel;
     }
 
-    /// `n` bytes moved in `dir` without being captured; see [`crate::protocol::ConnParser::skip`].
+    /// `n` bytes moved in `dir` without being captured; see [`crate::protocol::Parser::skip`].
     /// True when they fell inside a body whose framing absorbs them.
     pub fn skip(
         &mut self,
@@ -217,10 +220,10 @@ impl Http1Conn {
             out.push(L7Event::ExchangeEnd {
                 seq: ex.seq,
                 end_ns: ts_ns,
-                outcome: Outcome::Http {
+                outcome: Outcome::Http1(HttpEnd {
                     outcome: HttpOutcome::Aborted,
                     request_body_size: ex.request_body_size,
-                },
+                }),
             });
         }
         self.exchanges.abort_all(ts_ns, out);
@@ -231,5 +234,129 @@ impl Http1Conn {
     #[cfg(test)]
     fn pending(&self) -> usize {
         self.exchanges.len()
+    }
+}
+
+impl Protocol for Http1Conn {
+    const ID: ProtocolId = ProtocolId::Http1;
+    const NAME: &'static str = "http1";
+    const DISPLAY: &'static str = "HTTP/1";
+    /// The largest head the parser waits for, plus a partial line.
+    const MAX_UNCONSUMED: usize = head::MAX_HEAD + 15;
+    const SERVER_SIDE_SPANS: bool = true;
+    const MULTIPLEXED: bool = false;
+    const CARRIES_CONTEXT: bool = true;
+    type Request = HttpRequest;
+    type Outcome = HttpEnd;
+
+    fn detect(dir: Direction, role: Role, bytes: &[u8]) -> Detection {
+        detect(dir, role, bytes)
+    }
+
+    fn new(request_dir: Direction) -> Self {
+        Http1Conn::new(request_dir)
+    }
+}
+
+impl super::Parser for Http1Conn {
+    fn parse(
+        &mut self,
+        dir: Direction,
+        buf: &[u8],
+        ctx: &SegmentCtx,
+        out: &mut Vec<L7Event>,
+        errors: &mut Vec<ParseError>,
+    ) -> usize {
+        Http1Conn::parse(self, dir, buf, ctx, out, errors)
+    }
+
+    fn skip(
+        &mut self,
+        dir: Direction,
+        n: u64,
+        unconsumed: usize,
+        ctx: &SegmentCtx,
+        out: &mut Vec<L7Event>,
+    ) -> bool {
+        Http1Conn::skip(self, dir, n, unconsumed, ctx, out)
+    }
+
+    fn close(&mut self, ts_ns: u64, out: &mut Vec<L7Event>) {
+        Http1Conn::close(self, ts_ns, out)
+    }
+
+    fn protocol(&self) -> ProtocolId {
+        <Self as Protocol>::ID
+    }
+
+    /// After a `101` to `h2c`: the HTTP/2 parser, which takes the client's bytes seen
+    /// before the 101 (first: they were captured earlier) and every later byte.
+    fn successor(
+        &mut self,
+        ctx: &SegmentCtx,
+        out: &mut Vec<L7Event>,
+        errors: &mut Vec<ParseError>,
+    ) -> Option<ConnParser> {
+        let up = self.take_h2c_upgrade()?;
+        Some(ConnParser::Http2(super::http2::H2Conn::upgraded(
+            self.request_dir,
+            up,
+            ctx,
+            out,
+            errors,
+        )))
+    }
+}
+
+/// An HTTP request head, with only the headers the agent uses. Sensitive headers
+/// (Authorization, Cookie, ...) are never copied out of the capture buffer.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct HttpRequest {
+    /// As sent, e.g. "GET".
+    pub method: String,
+    /// The raw request-target, e.g. "/users/42?x=1" (absolute-form for proxies).
+    pub target: String,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version_minor: u8,
+    pub host: Option<String>,
+    pub user_agent: Option<String>,
+    /// First `traceparent` header, raw (validated by `span::context`).
+    pub traceparent: Option<String>,
+    /// All `tracestate` header values joined with ',' (RFC 9110 list semantics), raw.
+    pub tracestate: Option<String>,
+}
+
+/// What ended an exchange.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HttpOutcome {
+    /// A complete final (non-1xx) response.
+    Response {
+        status: u16,
+        /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+        version_minor: u8,
+        /// Body bytes (after de-chunking framing: the chunk payload sizes summed).
+        response_body_size: u64,
+    },
+    /// The connection closed (or the parser lost sync) before a complete response arrived.
+    Aborted,
+}
+
+/// How an HTTP/1 exchange ended, with the request body's size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpEnd {
+    pub outcome: HttpOutcome,
+    /// Request body bytes seen (0 when none).
+    pub request_body_size: u64,
+}
+
+impl ProtocolRequest for HttpRequest {
+    fn trace_headers(&self) -> (Option<&str>, Option<&str>) {
+        (self.traceparent.as_deref(), self.tracestate.as_deref())
+    }
+}
+
+impl ProtocolOutcome for HttpEnd {
+    fn aborted(&self) -> bool {
+        self.outcome == HttpOutcome::Aborted
     }
 }

@@ -82,7 +82,8 @@ enum Step {
 }
 
 fn error(detail: impl Into<String>) -> ParseError {
-    ParseError::Http1 {
+    ParseError::Malformed {
+        protocol: crate::protocol::ProtocolId::Http1,
         what: "request",
         detail: detail.into(),
     }

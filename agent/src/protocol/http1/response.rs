@@ -58,7 +58,8 @@ enum Step {
 }
 
 fn error(detail: impl Into<String>) -> ParseError {
-    ParseError::Http1 {
+    ParseError::Malformed {
+        protocol: crate::protocol::ProtocolId::Http1,
         what: "response",
         detail: detail.into(),
     }

@@ -30,7 +30,10 @@ mod stream;
 mod tests;
 
 use super::h2c::H2cUpgrade;
-use super::{Detection, Direction, H2Outcome, L7Event, ParseError, Role, SegmentCtx};
+use super::{
+    Detection, Direction, L7Event, ParseError, Protocol, ProtocolId, ProtocolOutcome,
+    ProtocolRequest, Role, SegmentCtx,
+};
 use frame::FrameHeader;
 pub use frame::PREFACE;
 use hpack::Decoder;
@@ -155,7 +158,8 @@ const CLIENT: usize = 0;
 const SERVER: usize = 1;
 
 fn error(what: &'static str, detail: impl Into<String>) -> ParseError {
-    ParseError::Http2 {
+    ParseError::Malformed {
+        protocol: ProtocolId::Http2,
         what,
         detail: detail.into(),
     }
@@ -218,7 +222,7 @@ impl H2Conn {
     }
 
     /// Consume what can be consumed of `buf` (all unconsumed bytes of `dir`); see
-    /// [`crate::protocol::ConnParser::parse`]. Returns bytes consumed (`<= buf.len()`).
+    /// [`crate::protocol::Parser::parse`]. Returns bytes consumed (`<= buf.len()`).
     pub fn parse(
         &mut self,
         dir: Direction,
@@ -595,7 +599,7 @@ impl H2Conn {
             .map_err(|e| error("HPACK", e.to_string()))?;
         if stats.cut > 0 {
             errors.push(ParseError::Limited {
-                protocol: "HTTP/2",
+                protocol: ProtocolId::Http2,
                 what: "header block fields beyond MAX_FIELDS_PER_BLOCK",
             });
         }
@@ -626,7 +630,7 @@ impl H2Conn {
     }
 
     /// `n` bytes moved in `dir` without being captured; see
-    /// [`crate::protocol::ConnParser::skip`]. Absorbed only inside a DATA (or ignored)
+    /// [`crate::protocol::Parser::skip`]. Absorbed only inside a DATA (or ignored)
     /// payload; otherwise framing is lost and the connection is given up.
     pub fn skip(
         &mut self,
@@ -698,5 +702,115 @@ impl H2Conn {
     #[cfg(test)]
     fn open_streams(&self) -> usize {
         self.streams.len()
+    }
+}
+
+impl Protocol for H2Conn {
+    const ID: ProtocolId = ProtocolId::Http2;
+    const NAME: &'static str = "http2";
+    const DISPLAY: &'static str = "HTTP/2";
+    /// One buffered frame at most: a header block of `MAX_BLOCK` and its frame header.
+    const MAX_UNCONSUMED: usize = MAX_BLOCK + 9;
+    const SERVER_SIDE_SPANS: bool = true;
+    const MULTIPLEXED: bool = true;
+    const CARRIES_CONTEXT: bool = true;
+    type Request = H2Request;
+    type Outcome = H2End;
+
+    fn detect(dir: Direction, role: Role, bytes: &[u8]) -> Detection {
+        detect(dir, role, bytes)
+    }
+
+    fn new(request_dir: Direction) -> Self {
+        H2Conn::new(request_dir)
+    }
+}
+
+impl super::Parser for H2Conn {
+    fn parse(
+        &mut self,
+        dir: Direction,
+        buf: &[u8],
+        ctx: &SegmentCtx,
+        out: &mut Vec<L7Event>,
+        errors: &mut Vec<ParseError>,
+    ) -> usize {
+        H2Conn::parse(self, dir, buf, ctx, out, errors)
+    }
+
+    fn skip(
+        &mut self,
+        dir: Direction,
+        n: u64,
+        unconsumed: usize,
+        ctx: &SegmentCtx,
+        out: &mut Vec<L7Event>,
+    ) -> bool {
+        H2Conn::skip(self, dir, n, unconsumed, ctx, out)
+    }
+
+    fn close(&mut self, ts_ns: u64, out: &mut Vec<L7Event>) {
+        H2Conn::close(self, ts_ns, out)
+    }
+
+    fn protocol(&self) -> ProtocolId {
+        <Self as Protocol>::ID
+    }
+}
+
+/// One HTTP/2 stream's request (RFC 9113), from its HEADERS (+ CONTINUATION) block.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct H2Request {
+    /// HTTP/2 stream id (also the exchange's `seq`).
+    pub stream_id: u32,
+    /// `:method`, `:path`, `:authority`, `:scheme`; `None` when the header block could not be
+    /// decoded (an HPACK reference to a dynamic-table entry the agent never saw).
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub authority: Option<String>,
+    pub scheme: Option<String>,
+    pub user_agent: Option<String>,
+    /// `content-type`: `application/grpc[+proto|...]` marks a gRPC call.
+    pub content_type: Option<String>,
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+    /// Header fields the decoder could not resolve (joined mid-connection); counted, never guessed.
+    pub unknown_fields: u32,
+}
+
+/// How an HTTP/2 stream ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum H2Outcome {
+    /// The response ended (END_STREAM on the last HEADERS/DATA of the response).
+    Response {
+        /// `:status`; None when undecodable.
+        status: Option<u16>,
+        /// `grpc-status` from the trailers (or a trailers-only response's headers).
+        grpc_status: Option<u32>,
+        response_body_size: u64,
+    },
+    /// RST_STREAM (either side) or GOAWAY covering the stream, with the error code.
+    Reset { error_code: u32 },
+    /// The connection closed first.
+    Aborted,
+}
+
+/// How an HTTP/2 stream's exchange ended, with the request's DATA size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct H2End {
+    pub outcome: H2Outcome,
+    /// DATA bytes the request sent.
+    pub request_body_size: u64,
+}
+
+impl ProtocolRequest for H2Request {
+    fn trace_headers(&self) -> (Option<&str>, Option<&str>) {
+        (self.traceparent.as_deref(), self.tracestate.as_deref())
+    }
+}
+
+impl ProtocolOutcome for H2End {
+    fn aborted(&self) -> bool {
+        self.outcome == H2Outcome::Aborted
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use super::hpack::Field;
 use crate::protocol::h2c::UpgradedExchange;
+use crate::protocol::H2End;
 use crate::protocol::{H2Outcome, H2Request, L7Event, Outcome, Request, SegmentCtx};
 
 /// Open streams tracked per connection; beyond this the oldest is aborted.
@@ -272,10 +273,10 @@ impl Streams {
             out.push(L7Event::ExchangeEnd {
                 seq: s.seq,
                 end_ns,
-                outcome: Outcome::Http2 {
+                outcome: Outcome::Http2(H2End {
                     outcome,
                     request_body_size: s.request_body,
-                },
+                }),
             });
         }
     }

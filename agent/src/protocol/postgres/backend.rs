@@ -32,7 +32,8 @@ enum Step {
 }
 
 fn error(what: &'static str, detail: impl Into<String>) -> ParseError {
-    ParseError::Postgres {
+    ParseError::Malformed {
+        protocol: crate::protocol::ProtocolId::Postgres,
         what,
         detail: detail.into(),
     }

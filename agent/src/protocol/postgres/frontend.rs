@@ -146,7 +146,8 @@ pub(super) fn head_len(
 }
 
 fn error(detail: impl Into<String>) -> ParseError {
-    ParseError::Postgres {
+    ParseError::Malformed {
+        protocol: crate::protocol::ProtocolId::Postgres,
         what: "frontend message",
         detail: detail.into(),
     }
@@ -356,7 +357,7 @@ impl Frontend {
         };
         if !fits {
             io.errors.push(ParseError::Limited {
-                protocol: "PostgreSQL",
+                protocol: crate::protocol::ProtocolId::Postgres,
                 what: "messages awaiting an answer beyond MAX_OPS or MAX_QUEUED_TEXT",
             });
         }

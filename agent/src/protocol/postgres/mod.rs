@@ -7,7 +7,7 @@
 //! StartupMessage; SSLRequest/GSSENCRequest answered `N` continue in plaintext, `S`/`G` mean
 //! encryption follows and the connection is ignored from there on; CancelRequest connections
 //! make no spans); the simple query protocol (one statement per `;`-separated statement the
-//! server answers, see `span::sql::next_statement`); the extended protocol (Parse, Bind,
+//! server answers, see `sql::next_statement`); the extended protocol (Parse, Bind,
 //! Describe, Execute, Close, Sync, Flush, pipelined any depth up to a bound); COPY in both
 //! directions; FunctionCall; Terminate; and recovering from capture gaps and garbage without
 //! ever pairing a result with the wrong statement. It copies out only statement texts, names,
@@ -57,12 +57,16 @@ mod detect;
 mod frontend;
 mod queue;
 mod session;
+pub mod sql;
 mod statements;
 #[cfg(test)]
 mod tests;
 mod wire;
 
-use super::{Detection, Direction, L7Event, ParseError, Role, SegmentCtx};
+use super::{
+    Detection, Direction, L7Event, ParseError, Protocol, ProtocolId, ProtocolOutcome,
+    ProtocolRequest, Role, SegmentCtx,
+};
 use backend::Backend;
 use frontend::Frontend;
 use session::Session;
@@ -137,7 +141,7 @@ impl PgConn {
     }
 
     /// Consume what can be consumed of `buf` (all unconsumed bytes of `dir`); see
-    /// [`crate::protocol::ConnParser::parse`]. Returns bytes consumed (`<= buf.len()`).
+    /// [`crate::protocol::Parser::parse`]. Returns bytes consumed (`<= buf.len()`).
     pub fn parse(
         &mut self,
         dir: Direction,
@@ -175,7 +179,7 @@ impl PgConn {
     }
 
     /// `n` bytes moved in `dir` without being captured; see
-    /// [`crate::protocol::ConnParser::skip`]. True when they fell inside a body that is being
+    /// [`crate::protocol::Parser::skip`]. True when they fell inside a body that is being
     /// skipped anyway (DataRow, CopyData, Bind parameters, a long query's tail).
     pub fn skip(
         &mut self,
@@ -211,5 +215,96 @@ impl PgConn {
     #[cfg(test)]
     fn session(&self) -> &Session {
         &self.session
+    }
+}
+
+impl Protocol for PgConn {
+    const ID: ProtocolId = ProtocolId::Postgres;
+    const NAME: &'static str = "postgres";
+    const DISPLAY: &'static str = "PostgreSQL";
+    /// The head of one Parse message at most.
+    const MAX_UNCONSUMED: usize = wire::HEADER + wire::MAX_TEXT + wire::NAME_HEAD;
+    const SERVER_SIDE_SPANS: bool = false;
+    const MULTIPLEXED: bool = false;
+    const CARRIES_CONTEXT: bool = false;
+    type Request = PgStatement;
+    type Outcome = PgOutcome;
+
+    fn detect(dir: Direction, role: Role, bytes: &[u8]) -> Detection {
+        detect(dir, role, bytes)
+    }
+
+    fn new(request_dir: Direction) -> Self {
+        PgConn::new(request_dir)
+    }
+}
+
+impl super::Parser for PgConn {
+    fn parse(
+        &mut self,
+        dir: Direction,
+        buf: &[u8],
+        ctx: &SegmentCtx,
+        out: &mut Vec<L7Event>,
+        errors: &mut Vec<ParseError>,
+    ) -> usize {
+        PgConn::parse(self, dir, buf, ctx, out, errors)
+    }
+
+    fn skip(
+        &mut self,
+        dir: Direction,
+        n: u64,
+        unconsumed: usize,
+        ctx: &SegmentCtx,
+        out: &mut Vec<L7Event>,
+    ) -> bool {
+        PgConn::skip(self, dir, n, unconsumed, ctx, out)
+    }
+
+    fn close(&mut self, ts_ns: u64, out: &mut Vec<L7Event>) {
+        PgConn::close(self, ts_ns, out)
+    }
+
+    fn protocol(&self) -> ProtocolId {
+        <Self as Protocol>::ID
+    }
+}
+
+/// One statement a PostgreSQL client had executed (frontend/backend protocol 3.0). A simple
+/// query holding several statements yields one of these per statement.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct PgStatement {
+    /// The SQL as sent, unsanitised (the span layer sanitises). `None`: executed by name, the
+    /// statement was prepared before the agent saw the connection, its text is unknown.
+    pub text: Option<String>,
+    /// Extended protocol: the prepared statement's name (`""` = unnamed). `None` for simple
+    /// queries.
+    pub prepared_name: Option<String>,
+    /// `database` and `user` from the startup message, when the agent saw it.
+    pub database: Option<String>,
+    pub user: Option<String>,
+}
+
+/// How a PostgreSQL statement ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PgOutcome {
+    /// CommandComplete: its tag (`SELECT 5`, `INSERT 0 1`, `COPY 3`) and the DataRow count seen.
+    Complete { tag: String, rows: u64 },
+    /// EmptyQueryResponse.
+    Empty,
+    /// ErrorResponse: SQLSTATE (`C`) and severity (`V`, else `S`). Never the message: it can
+    /// quote values from the statement.
+    Error { sqlstate: String, severity: String },
+    /// The connection closed, or the parser lost sync, before the result.
+    Aborted,
+}
+
+/// A statement carries no trace context: the protocol has no headers.
+impl ProtocolRequest for PgStatement {}
+
+impl ProtocolOutcome for PgOutcome {
+    fn aborted(&self) -> bool {
+        *self == PgOutcome::Aborted
     }
 }

@@ -43,9 +43,9 @@ use std::sync::Arc;
 
 use super::super::{L7Event, Outcome, PgOutcome, PgStatement, Request};
 use super::queue::Costed;
+use super::sql::next_statement;
 use super::statements::{Bound, Statements};
 use super::wire::text;
-use crate::span::sql::next_statement;
 
 /// Bound on outstanding frontend messages (a pipeline this deep is unusual; the client
 /// libraries sync every few messages).

@@ -31,7 +31,7 @@ pub(super) const GSSENC_REQUEST: u32 = 80_877_104;
 pub(super) const CANCEL_REQUEST: u32 = 80_877_102;
 
 /// Query text kept per Query or Parse message; the rest of a longer one is skipped. The
-/// sanitised form is far shorter (`span::sql::MAX_SANITIZED`), and holding a message head
+/// sanitised form is far shorter (`sql::MAX_SANITIZED`), and holding a message head
 /// this long stays within the connection layer's buffer.
 pub(super) const MAX_TEXT: usize = 64 * 1024;
 /// Bytes of a Bind or Parse head read for names (statement and portal names are short:

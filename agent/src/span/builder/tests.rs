@@ -1,9 +1,11 @@
 use super::*;
 use crate::conn::Limits;
-use crate::protocol::HttpRequest;
+use crate::protocol::{H2End, HttpEnd};
+use crate::protocol::{HttpOutcome, HttpRequest};
 use crate::span::http::split_host;
 use crate::span::model::AttrValue;
 use crate::span::model::{Attribute, StatusCode};
+use agent_common::SockAddr;
 
 struct FixedResources;
 impl Resources for FixedResources {
@@ -46,7 +48,7 @@ fn start(seq: u64, tid: u32, ts: u64, r: HttpRequest) -> L7Event {
         seq,
         tid,
         start_ns: ts,
-        request: Request::Http(r),
+        request: Request::Http1(r),
     }
 }
 
@@ -54,14 +56,14 @@ fn end(seq: u64, ts: u64, status: u16) -> L7Event {
     L7Event::ExchangeEnd {
         seq,
         end_ns: ts,
-        outcome: Outcome::Http {
+        outcome: Outcome::Http1(HttpEnd {
             outcome: HttpOutcome::Response {
                 status,
                 version_minor: 1,
                 response_body_size: 2,
             },
             request_body_size: 0,
-        },
+        }),
     }
 }
 
@@ -284,10 +286,10 @@ fn aborted_exchange_is_an_error_span_and_unknown_methods_are_other() {
         L7Event::ExchangeEnd {
             seq: 0,
             end_ns: 150,
-            outcome: Outcome::Http {
+            outcome: Outcome::Http1(HttpEnd {
                 outcome: HttpOutcome::Aborted,
                 request_body_size: 0,
-            },
+            }),
         },
     );
     let s = &w.out[0];
@@ -571,14 +573,14 @@ mod grpc {
         L7Event::ExchangeEnd {
             seq,
             end_ns: 200,
-            outcome: Outcome::Http2 {
+            outcome: Outcome::Http2(H2End {
                 outcome: H2Outcome::Response {
                     status: Some(200),
                     grpc_status: Some(code),
                     response_body_size: 5,
                 },
                 request_body_size: 9,
-            },
+            }),
         }
     }
 
@@ -690,14 +692,14 @@ mod h2c_upgrade {
         L7Event::ExchangeEnd {
             seq,
             end_ns: ts,
-            outcome: Outcome::Http2 {
+            outcome: Outcome::Http2(H2End {
                 outcome: H2Outcome::Response {
                     status: Some(status),
                     grpc_status: None,
                     response_body_size: 23,
                 },
                 request_body_size: 4,
-            },
+            }),
         }
     }
 
@@ -1265,4 +1267,33 @@ mod sdk_coexistence {
         assert_eq!(w.out.len(), 7, "{:#?}", w.out);
         assert_eq!(w.tel.get(Counter::SpansLeftToSdk), 0);
     }
+}
+
+#[test]
+fn an_outcome_of_another_protocol_makes_no_span_and_is_counted() {
+    let mut w = World::new();
+    let c = w.open(meta(1, 1, Role::Client, 50000, 5432));
+    w.ev(
+        &c,
+        L7Event::RequestStart {
+            seq: 0,
+            tid: 10,
+            start_ns: 100,
+            request: Request::Postgres(crate::protocol::PgStatement {
+                text: Some("SELECT 1".into()),
+                ..Default::default()
+            }),
+        },
+    );
+    w.ev(
+        &c,
+        L7Event::ExchangeEnd {
+            seq: 0,
+            end_ns: 200,
+            outcome: Outcome::Amqp(crate::protocol::AmqpOutcome::Acked),
+        },
+    );
+    assert!(w.out.is_empty(), "{:?}", w.out);
+    assert_eq!(w.tel.get(Counter::SpansMismatched), 1);
+    assert_eq!(w.b.inflight(), 0, "the exchange is gone all the same");
 }

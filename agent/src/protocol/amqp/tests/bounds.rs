@@ -14,7 +14,7 @@ fn limited(errors: &[ParseError], what: &str) -> usize {
     errors
         .iter()
         .filter(
-            |e| matches!(e, ParseError::Limited { protocol: "AMQP", what: w } if w.contains(what)),
+            |e| matches!(e, ParseError::Limited { protocol: crate::protocol::ProtocolId::Amqp, what: w } if w.contains(what)),
         )
         .count()
 }

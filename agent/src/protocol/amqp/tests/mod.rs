@@ -12,7 +12,6 @@ mod unit;
 
 use std::collections::HashMap;
 
-use super::frame::MAX_BUFFERED_PAYLOAD;
 use super::AmqpConn;
 use crate::protocol::{AmqpMessage, AmqpOperation, AmqpOutcome, L7Event, Outcome, Request};
 
@@ -20,11 +19,6 @@ use crate::protocol::{AmqpMessage, AmqpOperation, AmqpOutcome, L7Event, Outcome,
 pub(super) const C: usize = 0;
 /// Broker→client side.
 pub(super) const S: usize = 1;
-
-/// Never more than one held frame (plus a partial frame header) stays unconsumed.
-pub(super) const MAX_UNCONSUMED: usize = MAX_BUFFERED_PAYLOAD as usize + 16;
-
-crate::protocol::testkit::replay_parser!(AmqpConn, MAX_UNCONSUMED);
 
 /// The replay driver (see `protocol::testkit`) over this parser.
 pub(super) type Replay<'a> = crate::protocol::testkit::Replay<'a, AmqpConn>;

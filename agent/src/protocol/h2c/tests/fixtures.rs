@@ -9,6 +9,7 @@ use super::{
 };
 use crate::protocol::testkit::{self, pieces};
 use crate::protocol::{Direction, H2Outcome, HttpOutcome, L7Event, Outcome};
+use crate::protocol::{H2End, HttpEnd};
 
 /// Up to this many bytes a fixture gets every prefix / split point; larger ones get points
 /// near golden offsets and read boundaries plus a sample.
@@ -101,13 +102,13 @@ fn assert_prefix(f: &Fixture, plan: &[(usize, usize)], cut: usize) {
             matches!(
                 e,
                 L7Event::ExchangeEnd {
-                    outcome: Outcome::Http2 {
+                    outcome: Outcome::Http2(H2End {
                         outcome: H2Outcome::Aborted,
                         ..
-                    } | Outcome::Http {
+                    }) | Outcome::Http1(HttpEnd {
                         outcome: HttpOutcome::Aborted,
                         ..
-                    },
+                    }),
                     ..
                 }
             ),
@@ -163,19 +164,19 @@ fn fixtures_show_the_cases() {
                 Golden::End {
                     seq,
                     outcome:
-                        Outcome::Http2 {
+                        Outcome::Http2(H2End {
                             outcome: H2Outcome::Response { status, .. },
                             ..
-                        },
+                        }),
                     ..
                 } => Some((*seq, true, *status)),
                 Golden::End {
                     seq,
                     outcome:
-                        Outcome::Http {
+                        Outcome::Http1(HttpEnd {
                             outcome: HttpOutcome::Response { status, .. },
                             ..
-                        },
+                        }),
                     ..
                 } => Some((*seq, false, Some(*status))),
                 _ => None,

@@ -14,6 +14,7 @@ use crate::protocol::{
     ConnParser, Direction, H2Outcome, H2Request, HttpOutcome, HttpRequest, L7Event, Outcome,
     Request,
 };
+use crate::protocol::{H2End, HttpEnd};
 
 pub(super) const REQ: usize = 0;
 pub(super) const RESP: usize = 1;
@@ -129,7 +130,7 @@ fn parse_golden(line: &str) -> Golden {
             seq,
             at: num("at") as usize,
             head_end: num("head_end") as usize,
-            request: Request::Http(HttpRequest {
+            request: Request::Http1(HttpRequest {
                 method: opt("method").expect("method"),
                 target: opt("target").expect("target"),
                 version_minor: num("v") as u8,
@@ -160,26 +161,26 @@ fn parse_golden(line: &str) -> Golden {
         (Some("end"), Some("h1")) => Golden::End {
             seq,
             at: num("at") as usize,
-            outcome: Outcome::Http {
+            outcome: Outcome::Http1(HttpEnd {
                 outcome: HttpOutcome::Response {
                     status: num("status") as u16,
                     version_minor: num("v") as u8,
                     response_body_size: num("resp_body"),
                 },
                 request_body_size: num("req_body"),
-            },
+            }),
         },
         (Some("end"), Some("h2")) => Golden::End {
             seq,
             at: num("at") as usize,
-            outcome: Outcome::Http2 {
+            outcome: Outcome::Http2(H2End {
                 outcome: H2Outcome::Response {
                     status: v["status"].as_u64().map(|s| s as u16),
                     grpc_status: v["grpc_status"].as_u64().map(|s| s as u32),
                     response_body_size: num("resp_body"),
                 },
                 request_body_size: num("req_body"),
-            },
+            }),
         },
         _ => panic!("golden line not supported by these tests: {line}"),
     }
@@ -229,7 +230,7 @@ pub(super) fn check_invariants(events: &[L7Event], closed: bool) {
                     "{seq} started twice: {events:#?}"
                 );
                 let h2 = matches!(request, Request::Http2(_));
-                assert!(h2 || matches!(request, Request::Http(_)));
+                assert!(h2 || matches!(request, Request::Http1(_)));
                 started.push((*seq, h2));
             }
             L7Event::ExchangeEnd { seq, outcome, .. } => {
@@ -238,8 +239,8 @@ pub(super) fn check_invariants(events: &[L7Event], closed: bool) {
                 };
                 assert!(!ended.contains(seq), "{seq} ended twice: {events:#?}");
                 assert!(
-                    matches!(outcome, Outcome::Http2 { .. })
-                        || (!h2 && matches!(outcome, Outcome::Http { .. })),
+                    matches!(outcome, Outcome::Http2(H2End { .. }))
+                        || (!h2 && matches!(outcome, Outcome::Http1(HttpEnd { .. }))),
                     "{seq}: {outcome:?}"
                 );
                 ended.push(*seq);

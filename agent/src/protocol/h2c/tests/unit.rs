@@ -53,6 +53,7 @@ enum Step<'a> {
     ReqGap(usize),
     RespGap(usize),
 }
+use crate::protocol::{H2End, HttpEnd};
 use Step::{Req, ReqGap, Resp, RespGap};
 
 /// Run the steps on a connection starting as HTTP/1, then close.
@@ -93,7 +94,7 @@ fn summary(events: &[L7Event]) -> Vec<String> {
         .map(|e| match e {
             L7Event::RequestStart {
                 seq,
-                request: Request::Http(r),
+                request: Request::Http1(r),
                 ..
             } => format!("start {seq} h1 {} {}", r.method, r.target),
             L7Event::RequestStart {
@@ -108,10 +109,10 @@ fn summary(events: &[L7Event]) -> Vec<String> {
             L7Event::ExchangeEnd {
                 seq,
                 outcome:
-                    Outcome::Http {
+                    Outcome::Http1(HttpEnd {
                         outcome,
                         request_body_size,
-                    },
+                    }),
                 ..
             } => match outcome {
                 HttpOutcome::Response { status, .. } => {
@@ -122,10 +123,10 @@ fn summary(events: &[L7Event]) -> Vec<String> {
             L7Event::ExchangeEnd {
                 seq,
                 outcome:
-                    Outcome::Http2 {
+                    Outcome::Http2(H2End {
                         outcome,
                         request_body_size,
-                    },
+                    }),
                 ..
             } => match outcome {
                 H2Outcome::Response {

@@ -6,6 +6,7 @@ use super::{
     assert_no_secrets, check_invariants, fixture, fixtures, Fixture, Golden, Replay, REQ, RESP,
 };
 use crate::protocol::testkit::{self, pieces};
+use crate::protocol::HttpEnd;
 use crate::protocol::{Direction, HttpOutcome, L7Event, Outcome};
 
 /// Fixtures up to this size get every prefix and every split point; larger ones get every
@@ -109,10 +110,10 @@ fn assert_prefix(f: &Fixture, plan: &[(usize, usize)], cut: usize) {
             seq,
             end_ns,
             outcome:
-                Outcome::Http {
+                Outcome::Http1(HttpEnd {
                     outcome,
                     request_body_size,
-                },
+                }),
         } = e
         else {
             panic!("{}: prefix {cut}: close emitted {e:?}", f.name);
@@ -310,7 +311,7 @@ fn secrets_never_reach_events() {
     assert!(!dump.contains("SECRET"), "{dump}");
     // And the trace context is there: the first traceparent, every tracestate line.
     let L7Event::RequestStart {
-        request: crate::protocol::Request::Http(req),
+        request: crate::protocol::Request::Http1(req),
         ..
     } = &r.events[0]
     else {

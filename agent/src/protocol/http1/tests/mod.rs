@@ -8,14 +8,12 @@ mod fixtures;
 mod fuzz;
 mod unit;
 
-use super::head::MAX_HEAD;
 use super::Http1Conn;
+use crate::protocol::HttpEnd;
 use crate::protocol::{HttpOutcome, HttpRequest, L7Event, Outcome, Request};
 
 pub(super) const REQ: usize = 0;
 pub(super) const RESP: usize = 1;
-
-crate::protocol::testkit::replay_parser!(Http1Conn, MAX_HEAD + 15);
 
 /// The replay driver (see `protocol::testkit`) over this parser.
 pub(super) type Replay<'a> = crate::protocol::testkit::Replay<'a, Http1Conn>;
@@ -179,7 +177,7 @@ impl Golden {
                     seq: *seq,
                     tid: ctx.tid,
                     start_ns: ctx.first_ns,
-                    request: Request::Http(request.clone()),
+                    request: Request::Http1(request.clone()),
                 }
             }
             Golden::End {
@@ -195,22 +193,22 @@ impl Golden {
                     Some(at) => r.ctx_at(RESP, *at).last_ns,
                     None => r.close_ns.expect("closed"),
                 },
-                outcome: Outcome::Http {
+                outcome: Outcome::Http1(HttpEnd {
                     outcome: HttpOutcome::Response {
                         status: *status,
                         version_minor: *version_minor,
                         response_body_size: *resp_body,
                     },
                     request_body_size: *req_body,
-                },
+                }),
             },
             Golden::Aborted { seq } => L7Event::ExchangeEnd {
                 seq: *seq,
                 end_ns: r.close_ns.expect("closed"),
-                outcome: Outcome::Http {
+                outcome: Outcome::Http1(HttpEnd {
                     outcome: HttpOutcome::Aborted,
                     request_body_size: 0,
-                },
+                }),
             },
         }
     }

@@ -14,16 +14,16 @@ pub(super) fn summary(events: &[L7Event]) -> Vec<String> {
         .map(|e| match e {
             L7Event::RequestStart {
                 seq,
-                request: Request::Http(r),
+                request: Request::Http1(r),
                 ..
             } => format!("start {seq} {} {}", r.method, r.target),
             L7Event::ExchangeEnd {
                 seq,
                 outcome:
-                    Outcome::Http {
+                    Outcome::Http1(HttpEnd {
                         outcome,
                         request_body_size,
-                    },
+                    }),
                 ..
             } => match outcome {
                 HttpOutcome::Response {
@@ -47,6 +47,7 @@ enum Step<'a> {
     ReqGap(usize),
     RespGap(usize),
 }
+use crate::protocol::HttpEnd;
 use Step::{Req, ReqGap, Resp, RespGap};
 
 /// Run the steps (each a segment or a gap), then close. Returns the replay and, per gap,
@@ -271,7 +272,7 @@ tracestate: a=1\r\nTRACESTATE: b=2, c=3\r\ntracestate: bad\xff\r\nAuthorization:
     let mut r = Replay::new(req, b"", Direction::Ingress);
     r.deliver(REQ, req.len());
     let [L7Event::RequestStart {
-        request: Request::Http(h),
+        request: Request::Http1(h),
         ..
     }] = r.events.as_slice()
     else {
@@ -491,7 +492,7 @@ fn pipelining_overflow_never_mispairs() {
     for e in r.ends() {
         let L7Event::ExchangeEnd {
             seq,
-            outcome: Outcome::Http { outcome, .. },
+            outcome: Outcome::Http1(HttpEnd { outcome, .. }),
             ..
         } = e
         else {

@@ -7,6 +7,7 @@ use super::{
 };
 use crate::protocol::http2::frame::{FrameHeader, HEADER_LEN, PREFACE};
 use crate::protocol::testkit::{self, pieces};
+use crate::protocol::H2End;
 use crate::protocol::{Direction, H2Outcome, L7Event, Outcome, Request};
 
 /// Up to this many bytes a fixture gets every prefix / split point; larger ones get points
@@ -94,10 +95,10 @@ fn assert_prefix(f: &Fixture, plan: &[(usize, usize)], cut: usize) {
             matches!(
                 e,
                 L7Event::ExchangeEnd {
-                    outcome: Outcome::Http2 {
+                    outcome: Outcome::Http2(H2End {
                         outcome: H2Outcome::Aborted,
                         ..
-                    },
+                    }),
                     ..
                 }
             ),
@@ -281,13 +282,13 @@ fn mid_connection_join_never_reports_a_wrong_value() {
                     }
                     L7Event::ExchangeEnd {
                         outcome:
-                            Outcome::Http2 {
+                            Outcome::Http2(H2End {
                                 outcome:
                                     H2Outcome::Response {
                                         status: Some(_), ..
                                     },
                                 ..
-                            },
+                            }),
                         ..
                     } => seen.2 += 1,
                     _ => {}
@@ -332,10 +333,10 @@ fn check_against_golden(f: &Fixture, e: &L7Event, what: &str) {
         L7Event::ExchangeEnd {
             seq,
             outcome:
-                Outcome::Http2 {
+                Outcome::Http2(H2End {
                     outcome,
                     request_body_size,
-                },
+                }),
             ..
         } => {
             let want = f
@@ -403,10 +404,10 @@ fn grpc_statuses() {
         .map(|e| match e {
             L7Event::ExchangeEnd {
                 outcome:
-                    Outcome::Http2 {
+                    Outcome::Http2(H2End {
                         outcome: H2Outcome::Response { grpc_status, .. },
                         ..
-                    },
+                    }),
                 ..
             } => *grpc_status,
             other => panic!("{other:?}"),

@@ -136,7 +136,7 @@ fn a_request_of_repeated_pseudo_headers_keeps_one_bounded_copy() {
         r.errors.iter().any(|e| matches!(
             e,
             ParseError::Limited {
-                protocol: "HTTP/2",
+                protocol: crate::protocol::ProtocolId::Http2,
                 ..
             }
         )),

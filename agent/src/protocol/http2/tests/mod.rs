@@ -9,13 +9,12 @@ mod hostile;
 mod hpack;
 mod unit;
 
-use super::{H2Conn, MAX_BLOCK};
+use super::H2Conn;
+use crate::protocol::H2End;
 use crate::protocol::{H2Outcome, H2Request, L7Event, Outcome, Request};
 
 pub(super) const REQ: usize = 0;
 pub(super) const RESP: usize = 1;
-
-crate::protocol::testkit::replay_parser!(H2Conn, MAX_BLOCK + 9);
 
 /// The replay driver (see `protocol::testkit`) over this parser.
 pub(super) type Replay<'a> = crate::protocol::testkit::Replay<'a, H2Conn>;
@@ -171,14 +170,14 @@ impl Golden {
             } => L7Event::ExchangeEnd {
                 seq: *seq,
                 end_ns: r.ctx_at(RESP, *at).last_ns,
-                outcome: Outcome::Http2 {
+                outcome: Outcome::Http2(H2End {
                     outcome: H2Outcome::Response {
                         status: *status,
                         grpc_status: *grpc_status,
                         response_body_size: *resp_body,
                     },
                     request_body_size: *req_body,
-                },
+                }),
             },
         }
     }
@@ -208,7 +207,7 @@ pub(super) fn check_invariants(events: &[L7Event], closed: bool) {
             L7Event::ExchangeEnd { seq, outcome, .. } => {
                 assert!(started.contains(seq), "end of {seq} before its start");
                 assert!(!ended.contains(seq), "{seq} ended twice");
-                assert!(matches!(outcome, Outcome::Http2 { .. }));
+                assert!(matches!(outcome, Outcome::Http2(H2End { .. })));
                 ended.push(*seq);
             }
         }

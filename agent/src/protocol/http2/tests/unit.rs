@@ -4,6 +4,7 @@
 use super::{check_invariants, Replay, REQ, RESP};
 use crate::protocol::http2::stream::MAX_STREAMS;
 use crate::protocol::http2::MAX_BLOCK;
+use crate::protocol::H2End;
 use crate::protocol::{Direction, H2Outcome, L7Event, Outcome, Request};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -57,10 +58,10 @@ fn outcomes(r: &Replay) -> Vec<(u64, H2Outcome, u64)> {
             L7Event::ExchangeEnd {
                 seq,
                 outcome:
-                    Outcome::Http2 {
+                    Outcome::Http2(H2End {
                         outcome,
                         request_body_size,
-                    },
+                    }),
                 ..
             } => (*seq, outcome.clone(), *request_body_size),
             _ => unreachable!(),

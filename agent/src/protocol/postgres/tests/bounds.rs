@@ -220,7 +220,7 @@ fn text_held_by_unanswered_messages_is_bounded() {
             matches!(
                 e,
                 ParseError::Limited {
-                    protocol: "PostgreSQL",
+                    protocol: crate::protocol::ProtocolId::Postgres,
                     ..
                 }
             )

@@ -10,17 +10,11 @@ mod fuzz;
 mod queries;
 mod recovery;
 
-use super::wire::{HEADER, MAX_TEXT, NAME_HEAD};
 use super::PgConn;
 use crate::protocol::{Direction, L7Event, Outcome, PgOutcome, PgStatement, Request};
 
 pub(super) const REQ: usize = 0;
 pub(super) const RESP: usize = 1;
-
-/// The most a parser may leave unconsumed: the head of one Parse.
-pub(super) const MAX_UNCONSUMED: usize = HEADER + MAX_TEXT + NAME_HEAD;
-
-crate::protocol::testkit::replay_parser!(PgConn, MAX_UNCONSUMED);
 
 /// The replay driver (see `protocol::testkit`) over this parser.
 pub(super) type Replay<'a> = crate::protocol::testkit::Replay<'a, PgConn>;

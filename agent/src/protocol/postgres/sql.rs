@@ -1,6 +1,7 @@
-//! SQL text for spans: sanitising (`db.query.text`), the operation and collection names
+//! PostgreSQL SQL text: sanitising (for `db.query.text`), the operation and collection names
 //! (`db.operation.name`, `db.collection.name`) and splitting a simple-query string into its
-//! statements. Pure functions over `&str`; they never panic, whatever the input.
+//! statements (what the parser needs for simple queries). Pure functions over `&str`; they
+//! never panic, whatever the input. A leaf: the span stage and the parser both use it.
 //!
 //! Owns a small PostgreSQL lexer following the "Lexical Structure" chapter of the PostgreSQL
 //! documentation (SQL Syntax §4.1): standard strings (`'...'`, `''` escapes), escape strings
