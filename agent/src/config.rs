@@ -27,6 +27,8 @@ pub enum ConfigError {
     },
     #[error("invalid config: {0}")]
     Invalid(String),
+    #[error("invalid config: {0}")]
+    Export(#[from] crate::export::ConfigFieldError),
     #[error("environment: {0}")]
     Env(String),
 }
@@ -400,7 +402,7 @@ impl Config {
                 self.telemetry.unready_after_export_failing_secs
             ));
         }
-        self.export.validate().map_err(ConfigError::Invalid)
+        self.export.validate().map_err(ConfigError::Export)
     }
 
     pub fn load_options(&self) -> LoadOptions {
