@@ -15,6 +15,13 @@ mod env;
 mod otlp;
 mod otlp_http;
 mod retry;
+/// The span stage hands finished spans to the exporter through this.
+impl crate::span::builder::SpanSink for SpanSender {
+    fn emit(&mut self, span: Span) {
+        self.send(span);
+    }
+}
+
 #[cfg(test)]
 mod tests;
 
