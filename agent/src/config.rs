@@ -57,6 +57,9 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Pod metadata from the Kubernetes API (`k8s.*` resource attributes).
     pub kubernetes: KubernetesConfig,
+    /// Which workloads (namespaces, pod labels, owners) and protocols are traced; applied
+    /// live when the config file changes.
+    pub selection: crate::selection::SelectionConfig,
 }
 
 /// Whether the pod watch runs.
@@ -396,6 +399,9 @@ impl Config {
             ));
         }
         self.telemetry.listen_addr().map_err(ConfigError::Invalid)?;
+        self.selection
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if self.telemetry.unready_after_export_failing_secs > 86_400 {
             return bad(format!(
                 "telemetry.unready_after_export_failing_secs: must be 0..=86400, got {}",

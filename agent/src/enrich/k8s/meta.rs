@@ -42,6 +42,9 @@ const KEPT_ANNOTATIONS: &[&str] = &[
 ];
 /// Containers kept per pod (a pod has a handful; this bounds a hostile one).
 const MAX_CONTAINERS: usize = 64;
+/// Labels kept per pod for `selection.rules[].pod_labels` (bounds memory; a pod with more
+/// keeps the first ones in key order).
+pub const MAX_SELECTOR_LABELS: usize = 64;
 
 /// One container of a pod.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -75,6 +78,9 @@ pub struct PodMeta {
     /// prefix.
     pub annotations: Vec<(&'static str, String)>,
     pub owners: Owners,
+    /// Every label (at most [`MAX_SELECTOR_LABELS`], values bounded), sorted by key, for the
+    /// selection rules' `pod_labels` (which may name any label, and change on reload).
+    pub selector_labels: Vec<(String, String)>,
     /// By container id (64 hex digits, the runtime prefix `containerd://` etc. removed), from
     /// `status.containerStatuses` (and init and ephemeral containers').
     pub containers: HashMap<String, ContainerMeta>,
@@ -180,6 +186,14 @@ impl PodMeta {
             })
             .collect();
         let owners = resolve_owners(pod, &labels);
+        // BTreeMap iterates in key order: the kept ones are deterministic.
+        let selector_labels = m
+            .labels
+            .iter()
+            .flatten()
+            .take(MAX_SELECTOR_LABELS)
+            .map(|(k, v)| (bounded(k), bounded(v)))
+            .collect();
         // The spec's image is what the user wrote (`nginx:1.25`); the status's may be resolved
         // to a digest (`docker.io/library/nginx@sha256:…`), which has no tag.
         let spec_image = |name: &str| -> Option<String> {
@@ -235,8 +249,30 @@ impl PodMeta {
             labels,
             annotations,
             owners,
+            selector_labels,
             containers,
         })
+    }
+
+    /// The value of label `key` (any label, see [`Self::selector_labels`]).
+    pub fn selector_label(&self, key: &str) -> Option<&str> {
+        self.selector_labels
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .ok()
+            .map(|i| self.selector_labels[i].1.as_str())
+    }
+
+    /// The name of the workload that owns the pod: its Deployment, StatefulSet, DaemonSet,
+    /// CronJob or Job, else a bare ReplicaSet.
+    pub fn owner_name(&self) -> Option<&str> {
+        let o = &self.owners;
+        o.deployment
+            .as_deref()
+            .or(o.statefulset.as_deref())
+            .or(o.daemonset.as_deref())
+            .or(o.cronjob.as_deref())
+            .or(o.job.as_deref())
+            .or(o.replicaset.as_deref())
     }
 
     fn label(&self, key: &str) -> Option<&str> {
@@ -362,6 +398,11 @@ impl PodMeta {
                 .annotations
                 .iter()
                 .map(|(_, v)| v.capacity() + 24)
+                .sum::<usize>()
+            + self
+                .selector_labels
+                .iter()
+                .map(|(k, v)| k.capacity() + v.capacity() + 48)
                 .sum::<usize>()
             + [
                 &o.replicaset,
