@@ -20,6 +20,7 @@ use crate::ebpf::{loader, seed};
 use crate::enrich::worker::ProcWorker;
 use crate::enrich::{host_name, ResourceCache};
 use crate::pipeline::Pipeline;
+use crate::selection::{SelectionHandle, Selector};
 use crate::span::builder::{read_clock, SpanOptions};
 use crate::telemetry::health::{Gauge, Phase};
 use crate::telemetry::{Counter, Telemetry};
@@ -89,10 +90,16 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
     // Off outside Kubernetes; never fails the start (an unreachable API server only means
     // spans carry procfs metadata until the watch syncs).
     let k8s = crate::enrich::k8s::watch::start(&cfg.kubernetes, &host, telemetry.clone()).await;
+    let own_namespace = crate::selection::own_namespace();
+    // Validated with the rest of the config.
+    let selector =
+        Selector::compile(&cfg.selection, own_namespace.as_deref()).context("selection rules")?;
+    let selection = SelectionHandle::new(selector);
     let mut resources = ResourceCache::new(host.clone(), RESOURCE_CACHE);
     if let Some(view) = &k8s {
         resources.set_k8s(view.clone());
     }
+    resources.set_selection(selection.clone());
     let mut pipeline = Pipeline::new(
         limits,
         SpanOptions {
@@ -109,7 +116,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
     );
 
     pipeline.set_export_port(export_port(cfg.export.endpoint.as_deref()));
-    match ProcWorker::spawn_with(host, "/proc".into(), k8s) {
+    match ProcWorker::spawn_selected(host, "/proc".into(), k8s.clone(), Some(selection.clone())) {
         Ok(w) => pipeline.set_worker(w),
         Err(e) => tracing::warn!("procfs reads stay on the event thread (no worker: {e})"),
     }

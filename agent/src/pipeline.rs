@@ -90,6 +90,9 @@ pub struct Pipeline<R: Resources, S: SpanSink> {
     /// are reused).
     pending: HashMap<u32, u64>,
     jobs: u64,
+    /// Moves whenever a process's traced protocols (selection rules) change, so that each
+    /// connection looks its process's decision up again (see `ConnTable::data_selected`).
+    selection_epoch: u64,
 }
 
 impl<R: Resources, S: SpanSink> Pipeline<R, S> {
@@ -117,6 +120,7 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
             worker: None,
             pending: HashMap::new(),
             jobs: 0,
+            selection_epoch: 0,
         }
     }
 
@@ -257,6 +261,9 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
         if self.pending.get(&pid) == Some(&id) {
             self.pending.remove(&pid);
             if cacheable {
+                if self.resources.protocols(pid) != traits.protocols {
+                    self.selection_epoch += 1;
+                }
                 self.resources.provide(pid, resource, traits);
             }
         }
@@ -348,7 +355,14 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
                 self.spans.process_exit(h.pid);
             }
             Owned::Data(d, buf) => {
-                self.conns.data(&d, &buf, &mut self.scratch);
+                let resources = &self.resources;
+                self.conns.data_selected(
+                    &d,
+                    &buf,
+                    &mut |pid| resources.protocols(pid),
+                    self.selection_epoch,
+                    &mut self.scratch,
+                );
                 if self.pool.len() < POOL_MAX
                     && buf.capacity() > 0
                     && buf.capacity() <= 2 * agent_common::MAX_PAYLOAD

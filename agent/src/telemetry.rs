@@ -92,6 +92,13 @@ counters! {
     // Kubernetes metadata.
     K8sPodNotFound => "agent_k8s_pod_lookups_missed_total", "processes in a Kubernetes pod the pod watch did not (yet) know: their spans carry only what procfs gives";
     K8sWatchRestarts => "agent_k8s_watch_restarts_total", "times the pod watch failed (API server unreachable, 410 Gone, dropped stream) and was restarted with backoff";
+    // Selection (which workloads and protocols are traced, see `selection`) and live config
+    // reloads. The two Kernel* ones are copied from the eBPF COUNTERS map like those above.
+    ConnsDeselected => "agent_connections_deselected_total", "connections whose protocol the selection rules do not trace for their process: ignored, and muted in the kernel";
+    KernelCgroupConnsSkipped => "agent_kernel_cgroup_connections_skipped_total", "connections opened by processes in cgroups the selection rules trace nothing of: never tracked";
+    KernelCgroupIoSkipped => "agent_kernel_cgroup_syscalls_skipped_total", "reads and writes on tracked connections of processes in muted cgroups: no payload copied";
+    ConfigReloads => "agent_config_reloads_total", "config file changes (or SIGHUPs) read, validated and applied";
+    ConfigReloadFailures => "agent_config_reload_failures_total", "config file changes refused (unreadable or invalid): the previous config stays in force";
 }
 
 macro_rules! protocol_counters {

@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::protocol::{ConnParser, Detected, L7Event, ParseError, Parser, SegmentCtx};
+use crate::selection::ProtocolSet;
 use crate::telemetry::{Counter, ProtocolCounter, Telemetry};
 
 /// Bytes buffered while no protocol has been recognised yet; beyond it the connection is ignored.
@@ -26,6 +27,9 @@ const MAX_DETECT_BYTES: usize = 4096;
 /// a byte per read would cost the square of MAX_DETECT_BYTES; real connections are decided in
 /// one to three reads (a startup message sent a byte at a time stays far below this too).
 const DETECT_BUDGET: usize = 64 * 1024;
+
+/// `Conn::allowed_epoch` of a connection whose process's selection was never looked up.
+const NEVER_CHECKED: u64 = u64::MAX;
 
 /// What the span layer needs to know about a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +79,10 @@ struct Conn {
     bufs: [Vec<u8>; 2],
     /// Bytes the detectors have looked at so far (see [`DETECT_BUDGET`]).
     detect_work: usize,
+    /// What the selection rules trace of the connection's process, and the selection epoch it
+    /// was looked up at (see [`ConnTable::data_selected`]).
+    allowed: ProtocolSet,
+    allowed_epoch: u64,
 }
 
 impl Conn {
@@ -186,6 +194,8 @@ impl ConnTable {
                 state: ParseState::Detecting,
                 bufs: [Vec::new(), Vec::new()],
                 detect_work: 0,
+                allowed: ProtocolSet::ALL,
+                allowed_epoch: NEVER_CHECKED,
             },
         );
     }
@@ -309,8 +319,51 @@ impl ConnTable {
     }
 
     /// Bytes one syscall moved on a connection. Parsed events go to `out`. `payload` may be
-    /// empty for a record whose bytes [`Self::wants_payload`] said are not needed.
+    /// empty for a record whose bytes [`Self::wants_payload`] said are not needed. Every
+    /// protocol is traced (see [`Self::data_selected`]).
     pub fn data(&mut self, d: &DataEvent, payload: &[u8], out: &mut Vec<(ConnMeta, L7Event)>) {
+        self.data_selected(d, payload, &mut |_| ProtocolSet::ALL, 0, out)
+    }
+
+    /// [`Self::data`], with `allowed(pid)` saying what the selection rules trace of the
+    /// process. It is asked once per connection and again only when `epoch` moves (the
+    /// caller moves it when any process's decision changed), so the data path pays a
+    /// comparison per record. A connection whose protocol is not traced is ignored from its
+    /// detection on (before any of its bytes are parsed), or from the moment its process's
+    /// decision changes, and muted in the kernel (counted: `agent_connections_deselected_total`).
+    pub fn data_selected(
+        &mut self,
+        d: &DataEvent,
+        payload: &[u8],
+        allowed: &mut dyn FnMut(u32) -> ProtocolSet,
+        epoch: u64,
+        out: &mut Vec<(ConnMeta, L7Event)>,
+    ) {
+        if let Some(c) = self.conns.get_mut(&d.header.conn_id) {
+            if c.allowed_epoch != epoch {
+                c.allowed_epoch = epoch;
+                c.allowed = allowed(c.meta.pid);
+                let deselected = match &c.state {
+                    ParseState::Active(p) => !c.allowed.allows(p.protocol(), c.meta.tls),
+                    ParseState::AwaitPlaintext => !c.allowed.contains(ProtocolSet::TLS),
+                    ParseState::Detecting => c.allowed.is_none(),
+                    ParseState::Ignored => false,
+                };
+                if deselected {
+                    tracing::debug!(
+                        conn = c.meta.conn_id,
+                        pid = c.meta.pid,
+                        "connection deselected: its process traces {}",
+                        c.allowed.describe()
+                    );
+                    self.telemetry.incr(Counter::ConnsDeselected);
+                    let id = c.meta.conn_id;
+                    self.ignore(id, d.header.ts_ns, out);
+                    self.telemetry.add(Counter::BytesCaptured, u64::from(d.len));
+                    return;
+                }
+            }
+        }
         let dir = Direction::from_u8(d.header.direction);
         if dir == Direction::None {
             self.telemetry.incr(Counter::EventsMalformed);
@@ -433,6 +486,26 @@ fn feed(
             return;
         }
         match ConnParser::detect(dir, c.meta.role, buf) {
+            Detected::Parser(p) if !c.allowed.allows(p.protocol(), c.meta.tls) => {
+                // The selection rules do not trace this protocol for this process.
+                tracing::debug!(
+                    conn = c.meta.conn_id,
+                    pid = c.meta.pid,
+                    protocol = p.protocol().name(),
+                    "connection deselected: its process traces {}",
+                    c.allowed.describe()
+                );
+                telemetry.incr(Counter::ConnsDeselected);
+                c.state = ParseState::Ignored;
+                c.bufs = [Vec::new(), Vec::new()];
+            }
+            Detected::Tls if !c.meta.tls && !c.allowed.contains(ProtocolSet::TLS) => {
+                // TLS plaintext is not traced for this process: nothing of it is.
+                telemetry.incr(Counter::TlsHandshakesSeen);
+                telemetry.incr(Counter::ConnsDeselected);
+                c.state = ParseState::Ignored;
+                c.bufs = [Vec::new(), Vec::new()];
+            }
             Detected::Parser(p)
                 if c.meta.role == Role::Server && !p.protocol().server_side_spans() =>
             {

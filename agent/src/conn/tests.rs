@@ -386,3 +386,85 @@ fn a_startup_message_sent_a_byte_per_read_is_still_detected() {
     ));
     assert_eq!(t.telemetry.get(Counter::ParseLimitsHit), 0);
 }
+
+#[test]
+fn selection_ignores_untraced_protocols_before_parsing_and_mutes_them() {
+    let mut t = table(16);
+    let mut out = Vec::new();
+    t.open(meta(1, 1, Role::Client, 40000, 80), 0, &mut out);
+    t.open(meta(2, 1, Role::Client, 40001, 5432), 0, &mut out);
+    let req = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    let only_pg = |_: u32| crate::selection::ProtocolSet::POSTGRES;
+    let d = data(1, Direction::Egress, 1, req.len() as u32, req.len() as u32);
+    t.data_selected(&d, req, &mut { only_pg }, 0, &mut out);
+    assert!(out.is_empty(), "no request parsed: {out:?}");
+    assert_eq!(t.telemetry.get(Counter::ConnsDeselected), 1);
+    assert_eq!(t.take_to_mute(), vec![(1, 1, conn_flags::MUTED)]);
+    assert!(!t.wants_payload(&d), "its bytes are dropped on arrival");
+    // The same process's traced protocols still parse.
+    let mut startup = vec![0u8, 0, 0, 0, 0, 3, 0, 0];
+    startup.extend_from_slice(b"user\0u\0database\0db\0\0");
+    let n = startup.len() as u32;
+    startup[..4].copy_from_slice(&n.to_be_bytes());
+    let d = data(2, Direction::Egress, 2, n, n);
+    t.data_selected(&d, &startup, &mut { only_pg }, 0, &mut out);
+    assert_eq!(t.telemetry.get(Counter::ConnsDeselected), 1);
+    assert!(t.take_to_mute().is_empty());
+}
+
+#[test]
+fn a_changed_decision_ignores_an_active_connection_at_the_next_record() {
+    use crate::selection::ProtocolSet;
+    let mut t = table(16);
+    let mut out = Vec::new();
+    t.open(meta(1, 1, Role::Client, 40000, 80), 0, &mut out);
+    let req = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    let mut asked = 0;
+    let mut all = |_: u32| {
+        asked += 1;
+        ProtocolSet::ALL
+    };
+    let n = req.len() as u32;
+    t.data_selected(
+        &data(1, Direction::Egress, 1, n, n),
+        req,
+        &mut all,
+        0,
+        &mut out,
+    );
+    let m = resp.len() as u32;
+    t.data_selected(
+        &data(1, Direction::Ingress, 2, m, m),
+        resp,
+        &mut all,
+        0,
+        &mut out,
+    );
+    assert_eq!(asked, 1, "asked once per epoch");
+    assert_eq!(out.len(), 2, "request and its end: {out:?}");
+    out.clear();
+    // The rules changed (epoch 1): this process now traces nothing.
+    let mut none = |_: u32| ProtocolSet::NONE;
+    t.data_selected(
+        &data(1, Direction::Egress, 3, n, n),
+        req,
+        &mut none,
+        1,
+        &mut out,
+    );
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(t.telemetry.get(Counter::ConnsDeselected), 1);
+    assert_eq!(t.take_to_mute(), vec![(1, 1, conn_flags::MUTED)]);
+    // A connection whose process traces nothing is ignored before detection.
+    t.open(meta(2, 1, Role::Client, 40001, 80), 4, &mut out);
+    t.data_selected(
+        &data(2, Direction::Egress, 5, n, n),
+        req,
+        &mut none,
+        1,
+        &mut out,
+    );
+    assert!(out.is_empty());
+    assert_eq!(t.telemetry.get(Counter::ConnsDeselected), 2);
+}

@@ -53,6 +53,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::selection::{ProtocolSet, SelectionHandle, Workload};
 use crate::span::model::{Attribute, Resource};
 use process::{read_process, EnrichError, ProcessInfo};
 
@@ -79,6 +80,16 @@ pub fn build_resource_with(
     host_name: &str,
     k8s: Option<&k8s::K8sView>,
 ) -> (Resource, bool) {
+    let (r, pending, _) = build_resource_and_pod(info, host_name, k8s);
+    (r, pending)
+}
+
+/// [`build_resource_with`], also returning the pod it found.
+fn build_resource_and_pod(
+    info: &ProcessInfo,
+    host_name: &str,
+    k8s: Option<&k8s::K8sView>,
+) -> (Resource, bool, Option<Arc<k8s::PodMeta>>) {
     let own = |key: &str| {
         info.resource_attributes
             .iter()
@@ -153,7 +164,7 @@ pub fn build_resource_with(
         attributes.extend(p.attributes(container, k8s.and_then(|v| v.cluster())));
     }
     attributes.extend(common_attributes(host_name));
-    (Resource { attributes }, pending)
+    (Resource { attributes }, pending, pod)
 }
 
 /// The resource of a process whose /proc entry is gone or unreadable.
@@ -219,6 +230,27 @@ fn host_name_from(proc_root: &Path) -> String {
 
 pub use crate::span::model::ProcessTraits;
 
+/// What the selection rules trace of a process with this metadata.
+fn decide(
+    in_pod: bool,
+    pod: Option<&k8s::PodMeta>,
+    k8s: Option<&k8s::K8sView>,
+    selection: Option<&SelectionHandle>,
+) -> (ProtocolSet, (u64, Option<u64>)) {
+    let Some(sel) = selection else {
+        return (ProtocolSet::ALL, (0, None));
+    };
+    // Read before deciding: a change in between moves them again, and the next look redoes it.
+    let version = sel.version();
+    let revision = k8s.filter(|_| in_pod).map(k8s::K8sView::revision);
+    let w = match pod {
+        Some(p) => Workload::Pod(p),
+        None if in_pod => Workload::UnknownPod,
+        None => Workload::Host,
+    };
+    (sel.current().decide(w), (version, revision))
+}
+
 /// A process's resource as read from procfs.
 pub struct Loaded {
     pub resource: Arc<Resource>,
@@ -236,16 +268,42 @@ pub fn load_resource(
     comm: &str,
     k8s: Option<&k8s::K8sView>,
 ) -> Loaded {
-    let none = ProcessTraits::default();
+    load_resource_selected(proc_root, host_name, pid, comm, k8s, None)
+}
+
+/// [`load_resource`], with the process's traced protocols decided by `selection` (a process
+/// already gone is decided as a host process: nothing else is known of it).
+pub fn load_resource_selected(
+    proc_root: &Path,
+    host_name: &str,
+    pid: u32,
+    comm: &str,
+    k8s: Option<&k8s::K8sView>,
+    selection: Option<&SelectionHandle>,
+) -> Loaded {
+    let (protocols, decided_under) = decide(false, None, k8s, selection);
+    let none = ProcessTraits {
+        protocols,
+        decided_under,
+        ..ProcessTraits::default()
+    };
     let (resource, traits, cacheable) = match read_process(proc_root, pid) {
         Ok(info) => {
             // Read before the lookup: a pod arriving in between moves it again.
             let generation = k8s.map(k8s::K8sView::generation);
-            let (resource, pending) = build_resource_with(&info, host_name, k8s);
+            let (resource, pending, pod) = build_resource_and_pod(&info, host_name, k8s);
+            let (protocols, decided_under) = decide(
+                info.container.as_ref().is_some_and(|c| c.pod.is_some()),
+                pod.as_deref(),
+                k8s,
+                selection,
+            );
             let traits = ProcessTraits {
                 threads_migrate: info.go,
                 sdk_traces: info.sdk_traces,
                 pod_pending_since: generation.filter(|_| pending),
+                protocols,
+                decided_under,
             };
             (resource, traits, true)
         }
@@ -283,6 +341,7 @@ pub struct ResourceCache {
     entries: HashMap<u32, Entry>,
     clock: u64,
     k8s: Option<k8s::K8sView>,
+    selection: Option<SelectionHandle>,
 }
 
 impl ResourceCache {
@@ -301,6 +360,7 @@ impl ResourceCache {
             entries: HashMap::with_capacity(capacity.min(4096)),
             clock: 0,
             k8s: None,
+            selection: None,
         }
     }
 
@@ -308,6 +368,19 @@ impl ResourceCache {
     /// reads; the procfs worker gets its own handle, see [`worker::ProcWorker::spawn_with`]).
     pub fn set_k8s(&mut self, view: k8s::K8sView) {
         self.k8s = Some(view);
+    }
+
+    /// Decide each process's traced protocols by these rules (see [`ProcessTraits::protocols`]).
+    pub fn set_selection(&mut self, selection: SelectionHandle) {
+        self.selection = Some(selection);
+    }
+
+    /// What the selection rules trace of `pid`: all while its metadata is not read yet
+    /// (a hash lookup, no procfs read and no lock: called on the data path).
+    pub fn protocols(&self, pid: u32) -> ProtocolSet {
+        self.entries
+            .get(&pid)
+            .map_or(ProtocolSet::ALL, |e| e.traits.protocols)
     }
 
     /// The resource of `pid`, read on first use. A process that is gone gets a minimal
@@ -340,12 +413,13 @@ impl ResourceCache {
             resource,
             traits,
             cacheable,
-        } = load_resource(
+        } = load_resource_selected(
             &self.proc_root,
             &self.host_name,
             pid,
             comm,
             self.k8s.as_ref(),
+            self.selection.as_ref(),
         );
         if cacheable {
             self.insert(pid, Arc::clone(&resource), traits);
@@ -363,13 +437,24 @@ impl ResourceCache {
     /// pod was unknown when a new pod has arrived since, so the pipeline has it read again
     /// (off this thread, see [`worker`]) while spans keep the cached one meanwhile. Reads
     /// only an atomic, never the pod store's lock.
+    /// The same holds when the selection rules were replaced, or (for a process in a pod)
+    /// a pod's namespace, labels or owner changed, since its traced protocols were decided.
     pub fn contains(&self, pid: u32) -> bool {
-        self.entries
-            .get(&pid)
-            .is_some_and(|e| match (e.traits.pod_pending_since, &self.k8s) {
+        self.entries.get(&pid).is_some_and(|e| {
+            let pod_current = match (e.traits.pod_pending_since, &self.k8s) {
                 (Some(g), Some(view)) => view.generation() == g,
                 _ => true,
-            })
+            };
+            let (version, revision) = e.traits.decided_under;
+            let decision_current = self.selection.as_ref().is_none_or(|s| {
+                s.version() == version
+                    && match (revision, &self.k8s) {
+                        (Some(r), Some(view)) => view.revision() == r,
+                        _ => true,
+                    }
+            });
+            pod_current && decision_current
+        })
     }
 
     /// Caches a resource read elsewhere (see [`worker`]).
@@ -414,6 +499,9 @@ impl ResourceCache {
 
 /// The span stage reads resources and traits through this.
 impl crate::span::builder::Resources for ResourceCache {
+    fn protocols(&self, pid: u32) -> ProtocolSet {
+        ResourceCache::protocols(self, pid)
+    }
     fn resource(&mut self, pid: u32, comm: &str) -> Arc<Resource> {
         self.get_or_comm(pid, comm)
     }

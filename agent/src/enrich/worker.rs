@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
-use super::{load_resource, Loaded, ProcessTraits};
+use super::{load_resource_selected, Loaded, ProcessTraits};
 use crate::conn::comm_text;
 use crate::span::model::Resource;
 
@@ -59,6 +59,16 @@ impl ProcWorker {
         proc_root: PathBuf,
         k8s: Option<super::k8s::K8sView>,
     ) -> std::io::Result<Self> {
+        Self::spawn_selected(host_name, proc_root, k8s, None)
+    }
+
+    /// Like [`Self::spawn_with`], each process's traced protocols decided by `selection`.
+    pub fn spawn_selected(
+        host_name: String,
+        proc_root: PathBuf,
+        k8s: Option<super::k8s::K8sView>,
+        selection: Option<crate::selection::SelectionHandle>,
+    ) -> std::io::Result<Self> {
         let (jobs, rx) = sync_channel::<Job>(QUEUE);
         let (tx, done) = sync_channel::<Done>(QUEUE);
         std::thread::Builder::new()
@@ -69,7 +79,14 @@ impl ProcWorker {
                         resource,
                         traits,
                         cacheable,
-                    } = load_resource(&proc_root, &host_name, pid, comm_text(&comm), k8s.as_ref());
+                    } = load_resource_selected(
+                        &proc_root,
+                        &host_name,
+                        pid,
+                        comm_text(&comm),
+                        k8s.as_ref(),
+                        selection.as_ref(),
+                    );
                     let answer = Done {
                         id,
                         pid,

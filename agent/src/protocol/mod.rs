@@ -36,6 +36,7 @@ pub mod hostile;
 pub mod http1;
 pub mod http2;
 pub mod postgres;
+mod set;
 #[cfg(test)]
 pub(crate) mod testkit;
 
@@ -44,6 +45,7 @@ pub use amqp::{AmqpMessage, AmqpOperation, AmqpOutcome};
 pub use http1::{HttpEnd, HttpOutcome, HttpRequest};
 pub use http2::{H2End, H2Outcome, H2Request};
 pub use postgres::{PgOutcome, PgStatement};
+pub use set::ProtocolSet;
 
 /// The syscall that delivered the newest bytes of a direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 use super::*;
 use crate::config::Config;
 use crate::enrich::k8s::meta::Owners;
+use crate::protocol::ProtocolId;
 
 fn cfg(yaml: &str) -> Result<Selector, String> {
     let c = Config::from_yaml(yaml, "t.yaml").map_err(|e| e.to_string())?;

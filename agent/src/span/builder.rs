@@ -175,6 +175,11 @@ pub trait Resources {
     fn traits(&mut self, _pid: u32, _comm: &str) -> ProcessTraits {
         ProcessTraits::default()
     }
+    /// What the selection rules trace of `pid` (the `selection` config); all when not known
+    /// yet. Called on the data path: a lookup, never a procfs read.
+    fn protocols(&self, _pid: u32) -> crate::protocol::ProtocolSet {
+        crate::protocol::ProtocolSet::ALL
+    }
 }
 
 pub use super::work::LINGER_NS;

@@ -133,7 +133,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// What the span stage needs to know about a process besides its resource.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProcessTraits {
     /// Its requests move between OS threads (Go's goroutines).
     pub threads_migrate: bool,
@@ -143,4 +143,23 @@ pub struct ProcessTraits {
     /// the watch's generation then (`enrich::k8s::K8sView::generation`). `enrich::ResourceCache` has the resource
     /// rebuilt once the generation moves (a new pod arrived).
     pub pod_pending_since: Option<u64>,
+    /// What the selection rules trace of the process (all, without rules).
+    pub protocols: crate::protocol::ProtocolSet,
+    /// The selection rules' version (`selection::SelectionHandle::version`) `protocols` was
+    /// decided under, and, for a process in a pod, the pod watch's revision
+    /// (`enrich::k8s::K8sView::revision`): when either moves the decision is made again
+    /// (see `enrich::ResourceCache::contains`).
+    pub decided_under: (u64, Option<u64>),
+}
+
+impl Default for ProcessTraits {
+    fn default() -> Self {
+        Self {
+            threads_migrate: false,
+            sdk_traces: false,
+            pod_pending_since: None,
+            protocols: crate::protocol::ProtocolSet::ALL,
+            decided_under: (0, None),
+        }
+    }
 }

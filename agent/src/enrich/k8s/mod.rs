@@ -50,6 +50,9 @@ pub struct PodStore {
     pods: HashMap<String, Slot>,
     /// Whether the first list has completed.
     synced: bool,
+    /// Bumped when a pod arrives or its namespace, labels or owner change (what the selection
+    /// rules match on; see [`K8sView::revision`]).
+    revision: u64,
 }
 
 impl PodStore {
@@ -72,6 +75,15 @@ impl PodStore {
             }
         }
         let uid = meta.uid.clone();
+        let selection_changed = self.pods.get(&uid).is_none_or(|s| {
+            s.deleted.is_some()
+                || s.meta.namespace != meta.namespace
+                || s.meta.selector_labels != meta.selector_labels
+                || s.meta.owners != meta.owners
+        });
+        if selection_changed {
+            self.revision += 1;
+        }
         let old = self.pods.insert(
             uid,
             Slot {
@@ -154,6 +166,7 @@ impl PodStore {
 pub struct K8sView {
     store: Arc<RwLock<PodStore>>,
     generation: Arc<AtomicU64>,
+    revision: Arc<AtomicU64>,
     cluster: Option<Arc<str>>,
     telemetry: Option<Arc<Telemetry>>,
     missed_logged: Arc<AtomicBool>,
@@ -164,6 +177,7 @@ impl K8sView {
         Self {
             store: Arc::default(),
             generation: Arc::new(AtomicU64::new(0)),
+            revision: Arc::new(AtomicU64::new(0)),
             cluster: cluster.filter(|c| !c.is_empty()).map(Arc::from),
             telemetry,
             missed_logged: Arc::default(),
@@ -183,13 +197,21 @@ impl K8sView {
     /// Runs `f` on the store under the write lock, bumping the generation when it says a new
     /// uid arrived.
     pub fn update(&self, f: impl FnOnce(&mut PodStore) -> bool) {
-        let new = {
+        let (new, revision) = {
             let mut s = self.store.write().unwrap_or_else(|p| p.into_inner());
-            f(&mut s)
+            let new = f(&mut s);
+            (new, s.revision)
         };
         if new {
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
+        self.revision.fetch_max(revision, Ordering::AcqRel);
+    }
+
+    /// Moves when a pod arrives or a pod's namespace, labels or owner change (lock-free, for
+    /// the ring-buffer thread): decisions of the selection rules made before are stale.
+    pub fn revision(&self) -> u64 {
+        self.revision.load(Ordering::Acquire)
     }
 
     /// Reads the store.

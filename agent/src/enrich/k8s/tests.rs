@@ -384,3 +384,66 @@ fn enabled_switch_and_node_name() {
     cfg.node_name = Some("cfg".into());
     assert_eq!(node_name(&cfg, env, "host"), "cfg");
 }
+
+#[test]
+fn traced_protocols_are_decided_per_process_and_redecided_on_changes() {
+    use crate::config::Config;
+    use crate::selection::{ProtocolSet, SelectionHandle, Selector};
+    let rules =
+        |y: &str| Selector::compile(&Config::from_yaml(y, "t").unwrap().selection, None).unwrap();
+    let fake = FakeProc::new();
+    fake_pod_process(&fake, 10, &[]);
+    fake.add(20, Some("/usr/bin/hostd"), &["hostd"], &[]);
+    let view = K8sView::new(None, None);
+    let sel = SelectionHandle::new(rules(
+        "selection: {rules: [{namespaces: [shop], protocols: [postgres]}, {host: true, protocols: [none]}]}",
+    ));
+    let mut cache = ResourceCache::with_proc_root("n".into(), 8, fake.root().to_owned());
+    cache.set_k8s(view.clone());
+    cache.set_selection(sel.clone());
+    assert_eq!(
+        cache.protocols(10),
+        ProtocolSet::ALL,
+        "not read yet: traced"
+    );
+    cache.get(10);
+    cache.get(20);
+    assert_eq!(
+        cache.protocols(10),
+        ProtocolSet::ALL,
+        "pod not known to the watch yet"
+    );
+    assert_eq!(cache.protocols(20), ProtocolSet::NONE, "host rule");
+    view.update(|st| st.upsert(meta("deployment"), Instant::now()));
+    assert!(!cache.contains(10), "its pod arrived: decided again");
+    assert!(
+        cache.contains(20),
+        "a host process does not care about pods"
+    );
+    cache.forget(10);
+    cache.get(10);
+    assert_eq!(cache.protocols(10), ProtocolSet::POSTGRES);
+    // A label change of the pod (MODIFIED) makes the decision stale too; an unchanged
+    // resend does not.
+    view.update(|st| st.upsert(meta("deployment"), Instant::now()));
+    assert!(cache.contains(10), "same pod again: nothing to redo");
+    let mut relabelled = meta("deployment");
+    relabelled
+        .selector_labels
+        .push(("zz-new".into(), "1".into()));
+    view.update(|st| st.upsert(relabelled, Instant::now()));
+    assert!(!cache.contains(10));
+    cache.forget(10);
+    cache.get(10);
+    // New rules: every decision is stale.
+    sel.replace(rules(
+        "selection: {rules: [{namespaces: ['sh*'], protocols: [none]}]}",
+    ));
+    assert!(!cache.contains(10) && !cache.contains(20));
+    cache.forget(10);
+    cache.forget(20);
+    cache.get(10);
+    cache.get(20);
+    assert_eq!(cache.protocols(10), ProtocolSet::NONE);
+    assert_eq!(cache.protocols(20), ProtocolSet::ALL);
+}
