@@ -407,7 +407,13 @@ pub mod counter {
     /// An `SSL *` whose reads/writes make no syscalls (memory BIOs, as Node.js uses) was tied
     /// to the socket its thread last read TLS records from. Counted: a heuristic.
     pub const TLS_FD_FROM_THREAD: u32 = 8;
-    pub const COUNT: u32 = 9;
+    /// A connect/accept of a process in a cgroup listed in `CGROUP_FILTER` (the selection
+    /// rules trace nothing of it): the connection is not tracked, nothing of it is copied.
+    pub const CGROUP_CONNS_SKIPPED: u32 = 9;
+    /// A read/write (or TLS library call) on a tracked connection by a process in a muted
+    /// cgroup (the connection predates the mute): no payload copied.
+    pub const CGROUP_IO_SKIPPED: u32 = 10;
+    pub const COUNT: u32 = 11;
 }
 
 /// Runtime settings, set as a global in the object before load.

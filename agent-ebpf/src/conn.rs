@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 
 use crate::maps::{
-    config, count, output_flags, ACTIVE_CONNECT, CONNS, CONN_SEQ, EVENTS, PID_FILTER,
+    cgroup_muted, config, count, output_flags, ACTIVE_CONNECT, CONNS, CONN_SEQ, EVENTS, PID_FILTER,
 };
 use crate::sock::tcp_endpoints;
 
@@ -124,6 +124,10 @@ fn open(pid_tgid: u64, fd: u32, role: Role) -> Result<(), i64> {
             return Ok(());
         }
     };
+    if cgroup_muted() {
+        count(counter::CGROUP_CONNS_SKIPPED);
+        return Ok(());
+    }
     let pid = (pid_tgid >> 32) as u32;
     let conn_id = next_conn_id();
     let info = ConnInfo {

@@ -60,6 +60,10 @@ pub fn try_enter(
     if flags & conn_flags::MUTED != 0 {
         return Ok(()); // user space parses nothing here: copying would be pure cost
     }
+    if crate::maps::cgroup_muted() {
+        count(counter::CGROUP_IO_SKIPPED);
+        return Ok(()); // the selection rules trace nothing of this process
+    }
     // SAFETY: as above.
     let conn_id = unsafe { (*info).conn_id };
     if crate::tls::note_socket_io(pid_tgid, fd as u32, conn_id) && flags & conn_flags::RAW_OFF == 0

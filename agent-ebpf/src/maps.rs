@@ -47,6 +47,21 @@ pub static ACTIVE_CONNECT: LruHashMap<u64, u32> = LruHashMap::with_max_entries(1
 #[map]
 pub static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
 
+/// Cgroups (cgroup v2 ids, `bpf_get_current_cgroup_id`: the inode number of the cgroup's
+/// directory) whose processes the selection rules trace nothing of → 1. Filled and cleared by
+/// user space (`agent::selection::cgroups`); checked before anything is tracked or copied.
+#[map]
+pub static CGROUP_FILTER: HashMap<u64, u8> = HashMap::with_max_entries(16384, 0);
+
+/// Whether the current task's cgroup is muted by the selection rules.
+#[inline(always)]
+pub fn cgroup_muted() -> bool {
+    // SAFETY: no preconditions; available to tracing programs since Linux 4.18.
+    let id = unsafe { aya_ebpf::helpers::generated::bpf_get_current_cgroup_id() };
+    // SAFETY: plain map lookup of a Copy value.
+    unsafe { CGROUP_FILTER.get(&id) }.is_some()
+}
+
 /// Running totals of what the kernel side lost or skipped, indexed by `counter::*`.
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);

@@ -104,6 +104,10 @@ pub fn ssl_exit_handshake() -> Result<(), i64> {
 /// Entry of SSL_read/SSL_write (`count_arg` false) or SSL_read_ex/SSL_write_ex (true).
 #[inline(always)]
 pub fn ssl_enter(ctx: &ProbeContext, dir: Direction, ex: bool) -> Result<(), i64> {
+    if crate::maps::cgroup_muted() {
+        count(counter::CGROUP_IO_SKIPPED);
+        return Ok(());
+    }
     let ssl: u64 = ctx.arg(0).ok_or(1i64)?;
     let buf: u64 = ctx.arg(1).ok_or(1i64)?;
     let count_ptr: u64 = if ex { ctx.arg(3).ok_or(1i64)? } else { 0 };
@@ -223,6 +227,10 @@ const GO_NETFD_SYSFD: u64 = 16;
 /// slice's pointer and length in RBX and RCX; the goroutine in R14).
 #[inline(always)]
 pub fn go_enter(ctx: &ProbeContext, dir: Direction) -> Result<(), i64> {
+    if crate::maps::cgroup_muted() {
+        count(counter::CGROUP_IO_SKIPPED);
+        return Ok(());
+    }
     // SAFETY: a uprobe's context is the task's saved user registers.
     let regs = unsafe { &*ctx.regs };
     let (c, buf, g) = (regs.rax, regs.rbx, regs.r14);

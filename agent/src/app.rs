@@ -20,6 +20,7 @@ use crate::ebpf::{loader, seed};
 use crate::enrich::worker::ProcWorker;
 use crate::enrich::{host_name, ResourceCache};
 use crate::pipeline::Pipeline;
+use crate::reload::{Outcome, Reloader};
 use crate::selection::{SelectionHandle, Selector};
 use crate::span::builder::{read_clock, SpanOptions};
 use crate::telemetry::health::{Gauge, Phase};
@@ -29,21 +30,23 @@ use agent_common::conn_flags;
 /// Processes whose metadata is cached at once.
 const RESOURCE_CACHE: usize = 4096;
 
-pub fn run(cfg: Config) -> anyhow::Result<()> {
+/// Runs the agent with `cfg`, resolved from `args` (which say where the config file is, for
+/// live reloads).
+pub fn run(cfg: Config, args: crate::cli::RunArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("agent")
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(run_async(cfg))
+    rt.block_on(run_async(cfg, args))
 }
 
 fn mono_now() -> u64 {
     read_clock(libc::CLOCK_MONOTONIC)
 }
 
-async fn run_async(cfg: Config) -> anyhow::Result<()> {
+async fn run_async(cfg: Config, args: crate::cli::RunArgs) -> anyhow::Result<()> {
     let telemetry = Arc::new(Telemetry::new());
     // First, so /healthz and /readyz answer during start-up and a port in use fails it early.
     let endpoint = crate::telemetry::http::start(&cfg.telemetry, telemetry.clone()).await?;
@@ -121,6 +124,28 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         Err(e) => tracing::warn!("procfs reads stay on the event thread (no worker: {e})"),
     }
 
+    // The kernel side of selection: cgroups whose workloads trace nothing are skipped by
+    // the eBPF programs (see selection::cgroups).
+    let cgroup_scans = match crate::selection::cgroups::find_v2_root() {
+        Some(root) => {
+            tracing::info!(
+                "selection: cgroups of workloads that trace nothing are muted in the kernel (cgroup v2 at {})",
+                root.display()
+            );
+            crate::selection::cgroups::spawn_scanner(root, selection.clone(), k8s.clone())
+                .map_err(|e| tracing::warn!("selection: no cgroup scanner thread: {e}"))
+                .ok()
+        }
+        None => {
+            tracing::warn!(
+                "selection: no cgroup v2 mount found: workloads that trace nothing are dropped in user space only"
+            );
+            None
+        }
+    };
+    let mut cgroups_muted: std::collections::HashSet<u64> = std::collections::HashSet::new();
+    let mut cgroups_truncated_logged = false;
+
     let traced = |pid: u32| opts.traces(pid);
     let mut tls = match crate::tls::start(&mut loaded, &opts.disabled, traced, telemetry.clone()) {
         Ok(t) => {
@@ -163,6 +188,8 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("polling the ring buffer: {}", e.into_parts().1))?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut reloader = Reloader::new(args, cfg.clone());
     // The kernel wakes us only once a backlog builds (see agent-ebpf's output_flags); this
     // timer drains the trickle in between. Well inside the pipeline's ordering hold.
     let mut drain = tokio::time::interval(Duration::from_millis(2));
@@ -213,6 +240,35 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
                 ticks += 1;
                 health.beat();
                 health.set_gauge(Gauge::ConnectionsTracked, pipeline.connections() as i64);
+                if let Some(rx) = &cgroup_scans {
+                    while let Ok(scan) = rx.try_recv() {
+                        if scan.truncated && !cgroups_truncated_logged {
+                            cgroups_truncated_logged = true;
+                            tracing::warn!(
+                                "selection: cgroup walk stopped at {} directories or {} muted cgroups; the rest is filtered in user space only (logged once)",
+                                crate::selection::cgroups::MAX_DIRS,
+                                crate::selection::cgroups::MAX_MUTED
+                            );
+                        }
+                        let (mute, unmute) =
+                            crate::selection::cgroups::diff(&cgroups_muted, &scan.muted);
+                        for id in mute {
+                            if loaded.set_cgroup_muted(id, true) {
+                                cgroups_muted.insert(id);
+                            }
+                        }
+                        for id in unmute {
+                            loaded.set_cgroup_muted(id, false);
+                            cgroups_muted.remove(&id);
+                        }
+                        tracing::info!(
+                            "selection: {} cgroups muted in the kernel ({} cgroups looked at)",
+                            cgroups_muted.len(),
+                            scan.dirs
+                        );
+                    }
+                }
+                reload(&mut reloader, false, &selection, own_namespace.as_deref(), &telemetry);
                 let k = loaded.kernel_counters();
                 for (i, c) in KERNEL_COUNTERS.iter().enumerate() {
                     telemetry.set(*c, k[i]);
@@ -229,6 +285,10 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
+            _ = sighup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                reload(&mut reloader, true, &selection, own_namespace.as_deref(), &telemetry);
+            }
         }
         pipeline.process_due(mono_now());
         // New programs and library loads: looked at right away, because the process's TLS
@@ -273,6 +333,49 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Looks at the config file (see `crate::reload`) and puts a valid change to the live sections
+/// in force; logs what was ignored or refused. Reading a small file: fine on the event loop.
+fn reload(
+    r: &mut Reloader,
+    force: bool,
+    selection: &SelectionHandle,
+    own_namespace: Option<&str>,
+    telemetry: &Telemetry,
+) {
+    match r.check(force, |k| std::env::var(k).ok()) {
+        Outcome::Unchanged => {}
+        Outcome::Applied { live, ignored } => {
+            telemetry.incr(Counter::ConfigReloads);
+            if !ignored.is_empty() {
+                tracing::warn!(
+                    "config reload: changes to {} need a restart and were not applied (live: {})",
+                    ignored.join(", "),
+                    crate::reload::LIVE_SECTIONS.join(", ")
+                );
+            }
+            if live.contains(&"selection") {
+                // Validated by the reload; compiling cannot fail on a validated config.
+                match Selector::compile(&r.current().selection, own_namespace) {
+                    Ok(s) => {
+                        selection.replace(s);
+                        tracing::info!(
+                            "config reload: selection applied ({} rules)",
+                            r.current().selection.rules.len()
+                        );
+                    }
+                    Err(e) => tracing::error!("config reload: selection not applied: {e}"),
+                }
+            } else if ignored.is_empty() {
+                tracing::info!("config reload: nothing changed");
+            }
+        }
+        Outcome::Refused(e) => {
+            telemetry.incr(Counter::ConfigReloadFailures);
+            tracing::error!("config reload refused, the previous config stays in force: {e}");
+        }
+    }
+}
+
 /// Kernel counters in `agent_common::counter` index order.
 const KERNEL_COUNTERS: [Counter; agent_common::counter::COUNT as usize] = [
     Counter::KernelRingbufFull,
@@ -284,6 +387,8 @@ const KERNEL_COUNTERS: [Counter; agent_common::counter::COUNT as usize] = [
     Counter::KernelTlsUnmapped,
     Counter::KernelGoTlsUntracked,
     Counter::KernelTlsFdFromThread,
+    Counter::KernelCgroupConnsSkipped,
+    Counter::KernelCgroupIoSkipped,
 ];
 
 /// The port of an OTLP endpoint URL (scheme defaults: http 80, https 443).

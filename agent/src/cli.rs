@@ -73,7 +73,7 @@ pub fn main() -> ExitCode {
     if is_check {
         return check(&cfg);
     }
-    match crate::app::run(cfg) {
+    match crate::app::run(cfg, args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("agent: {e:#}");

@@ -321,10 +321,34 @@ impl Config {
         args: &RunArgs,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let mut cfg = match &args.config {
+        let cfg = match &args.config {
             Some(p) => Self::from_yaml(&read(p)?, &p.display().to_string())?,
             None => Self::default(),
         };
+        Self::layer(cfg, args, env)
+    }
+
+    /// [`Self::resolve`] with the file's content already read (`text`, from `args.config`):
+    /// what a live reload does.
+    pub fn resolve_text(
+        text: &str,
+        args: &RunArgs,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let path = args
+            .config
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        Self::layer(Self::from_yaml(text, &path)?, args, env)
+    }
+
+    /// The file's config, then the environment, then flags, validated.
+    fn layer(
+        mut cfg: Self,
+        args: &RunArgs,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         cfg.export
             .apply_env(&env)
             .map_err(|e| ConfigError::Env(e.to_string()))?;

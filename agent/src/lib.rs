@@ -15,6 +15,7 @@ pub mod enrich;
 pub mod export;
 pub mod pipeline;
 pub mod protocol;
+pub mod reload;
 pub mod selection;
 pub mod span;
 pub mod telemetry;

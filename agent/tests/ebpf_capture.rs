@@ -497,3 +497,84 @@ print("done", flush=True)
     let k = loaded.kernel_counters();
     assert_eq!(k[agent_common::counter::TLS_UNMAPPED as usize], 0, "{k:?}");
 }
+
+/// The selection rules' kernel filter: once a process's cgroup v2 id is in `CGROUP_FILTER`,
+/// its reads and writes on a connection tracked before are not copied and its new connections
+/// are not tracked at all, each counted; unmuted, capture resumes.
+#[test]
+#[ignore = "needs root, cgroup v2 and BPF syscall tracepoints; run by `cargo xtask test`"]
+fn muted_cgroup_is_neither_tracked_nor_copied() {
+    use agent_common::counter;
+    use std::os::unix::fs::MetadataExt;
+    const CHILD: &str = r#"
+import socket, sys
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(8)
+print(srv.getsockname()[1], flush=True)
+sys.stdin.readline()
+cl = socket.socket(); cl.connect(("127.0.0.1", srv.getsockname()[1])); c, _ = srv.accept()
+cl.sendall(b"before-mute"); c.recv(100)
+print("1", flush=True); sys.stdin.readline()
+cl.sendall(b"muted-old"); c.recv(100)
+cl2 = socket.socket(); cl2.connect(("127.0.0.1", srv.getsockname()[1])); c2, _ = srv.accept()
+cl2.sendall(b"muted-new"); c2.recv(100)
+print(cl2.fileno(), flush=True); sys.stdin.readline()
+cl.sendall(b"after-unmute"); c.recv(100)
+print("done", flush=True)
+"#;
+    let root = agent::selection::cgroups::find_v2_root().expect("a cgroup v2 mount");
+    let dir = root.join(format!("agent-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create a cgroup (needs root)");
+    let cgroup_id = std::fs::metadata(&dir).unwrap().ino();
+    let mut child = Command::new("python3")
+        .args(["-c", CHILD])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let pid = child.id();
+    std::fs::write(dir.join("cgroup.procs"), pid.to_string()).expect("move the child");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let mut loaded = load_tracing_only(pid);
+    let mut ring = loaded.take_events().unwrap();
+    let stdin = child.stdin.as_mut().unwrap();
+    let mut step = |stdin: &mut std::process::ChildStdin, line: &mut String| {
+        stdin.write_all(b"go\n").unwrap();
+        line.clear();
+        out.read_line(line).unwrap();
+    };
+    step(stdin, &mut line);
+    let mut seen = Seen::default();
+    seen.drain(&mut ring, u32::MAX, |s| {
+        s.payloads.iter().any(|(_, b)| b == b"before-mute")
+    });
+    let before = loaded.kernel_counters();
+    assert!(loaded.set_cgroup_muted(cgroup_id, true));
+    step(stdin, &mut line);
+    let new_fd: u32 = line.trim().parse().unwrap();
+    assert!(loaded.set_cgroup_muted(cgroup_id, false));
+    step(stdin, &mut line);
+    assert_eq!(line.trim(), "done");
+    seen.drain(&mut ring, new_fd, |s| {
+        s.payloads.iter().any(|(_, b)| b == b"after-unmute")
+    });
+    let after = loaded.kernel_counters();
+    assert!(child.wait().unwrap().success());
+    let _ = std::fs::remove_dir(&dir);
+    let muted: Vec<_> = seen
+        .payloads
+        .iter()
+        .filter(|(_, b)| b.starts_with(b"muted"))
+        .collect();
+    assert!(muted.is_empty(), "muted bytes copied: {muted:?}");
+    assert!(seen.client_conn.is_none(), "the new connection was tracked");
+    assert!(
+        seen.payloads.iter().any(|(_, b)| b == b"after-unmute"),
+        "capture resumes"
+    );
+    let d = |i: u32| after[i as usize] - before[i as usize];
+    // Two syscalls on each side of the old connection; connect and accept of the new one.
+    assert!(d(counter::CGROUP_IO_SKIPPED) >= 2, "{after:?}");
+    assert_eq!(d(counter::CGROUP_CONNS_SKIPPED), 2, "{after:?}");
+}

@@ -370,6 +370,19 @@ impl Loaded {
         }
     }
 
+    /// Mutes (`true`) or unmutes the cgroup of id `cgroup_id` in the kernel's selection filter
+    /// (see `crate::selection::cgroups`). False when the map refused (full, or missing).
+    pub fn set_cgroup_muted(&mut self, cgroup_id: u64, muted: bool) -> bool {
+        let Ok(mut f) = map::<BpfHashMap<_, u64, u8>>(&mut self.ebpf, "CGROUP_FILTER") else {
+            return false;
+        };
+        if muted {
+            f.insert(cgroup_id, 1, 0).is_ok()
+        } else {
+            f.remove(&cgroup_id).is_ok()
+        }
+    }
+
     /// Drops the kernel's entries for a connection user space gave up on (process exit).
     pub fn untrack_connection(&mut self, pid: u32, fd: u32) {
         if let Ok(mut conns) = map::<BpfHashMap<_, u64, ConnInfo>>(&mut self.ebpf, "CONNS") {

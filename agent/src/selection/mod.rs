@@ -12,6 +12,8 @@
 //! (`kube-system` and the agent's own namespace, `$POD_NAMESPACE`, trace nothing); then
 //! everything is traced.
 
+pub mod cgroups;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
