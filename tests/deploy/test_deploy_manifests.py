@@ -40,7 +40,7 @@ NAMESPACE = "ebpf-agent"
 # deploy/kubernetes/least-privilege/kustomization.yaml and in the README.
 LEAST_PRIVILEGE_CAPS = {"BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH", "SYS_RESOURCE"}
 # The only host paths the agent reads, each mounted at the same path (see base/daemonset.yaml).
-HOST_PATHS = {"/sys/kernel/tracing", "/sys/kernel/debug"}
+HOST_PATHS = {"/sys/kernel/tracing", "/sys/kernel/debug", "/sys/fs/cgroup"}
 HEALTH_PORT = 9464
 READ_VERBS = {"get", "list", "watch"}
 

@@ -206,3 +206,29 @@ fn handle_swaps_rules_and_bumps_its_version() {
     assert_eq!(h.version(), 1);
     assert_eq!(*h.current(), s);
 }
+
+#[test]
+fn the_commented_example_rules_in_the_documented_config_are_valid() {
+    let text = include_str!("../../../deploy/agent.example.yaml");
+    let start = text.find("  # rules:\n").expect("example rules");
+    let rules: String = text[start..]
+        .lines()
+        .take_while(|l| l.starts_with("  #"))
+        .map(|l| format!("  {}\n", &l[4..]))
+        .collect();
+    let s = cfg(&format!("selection:\n{rules}")).unwrap();
+    let shop = pod("shop-eu", &[], None);
+    let web = ProtocolSet::HTTP1
+        .union(ProtocolSet::HTTP2)
+        .union(ProtocolSet::POSTGRES)
+        .union(ProtocolSet::AMQP);
+    assert_eq!(s.decide(Workload::Pod(&shop)), web);
+    let ledger = pod("payments", &[("app.kubernetes.io/name", "ledger")], None);
+    assert_eq!(
+        s.decide(Workload::Pod(&ledger)),
+        ProtocolSet::POSTGRES.union(ProtocolSet::TLS)
+    );
+    let nightly = pod("batch", &[], Some("nightly-report"));
+    assert_eq!(s.decide(Workload::Pod(&nightly)), ProtocolSet::NONE);
+    assert_eq!(s.decide(Workload::Host), ProtocolSet::NONE);
+}
