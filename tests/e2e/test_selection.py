@@ -260,8 +260,10 @@ def cluster(receiver: OtlpReceiver, workroot: Path, request):
         base = (f"kubernetes:\n  enabled: true\n  node_name: {NODE}\n  kubeconfig: {kubeconfig}\n"
                 f"telemetry:\n  listen: 127.0.0.1:{metrics_port}\n")
         config.write_text(base)
+        # Not this process: it hosts the receiver and the fake API server, and its spans
+        # would land in the session's receiver for later tests to trip over.
         agent = Agent(agent_bin, logdir, receiver.endpoint, name="agent-selection",
-                      config=config)
+                      config=config, args=("--exclude-pid", str(os.getpid())))
         yield {"pods": pods, "api": api, "agent": agent, "config": config, "base": base,
                "metrics_port": metrics_port, "receiver": receiver}
     finally:
