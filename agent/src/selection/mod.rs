@@ -6,7 +6,7 @@
 //! and the live handle ([`SelectionHandle`]) that hot reload swaps rules through. Does not own:
 //! which pod a process is in (`enrich`), enforcing the decision (`conn` drops deselected
 //! connections in user space, [`cgroups`] feeds the kernel's cgroup filter), or when the
-//! config file is re-read (`app::reload`).
+//! config file is re-read (`crate::reload`).
 //!
 //! Rules are tried in order, the first that matches decides; then the built-in defaults
 //! (`kube-system` and the agent's own namespace, `$POD_NAMESPACE`, trace nothing); then
