@@ -23,8 +23,6 @@ use serde::Deserialize;
 use crate::enrich::k8s::PodMeta;
 pub use crate::protocol::ProtocolSet;
 
-/// Protocol names a rule's `protocols` list accepts (besides `all` and `none`).
-pub const PROTOCOL_NAMES: &[&str] = &["http", "http2", "grpc", "postgres", "amqp", "tls"];
 /// Namespaces that trace nothing unless a rule says otherwise.
 pub const SYSTEM_NAMESPACES: &[&str] = &["kube-system"];
 
@@ -224,8 +222,8 @@ impl Selector {
                     err(
                         f(&format!(".protocols[{j}]")),
                         format!(
-                            "unknown protocol {p:?}; expected one of all, none, {}",
-                            PROTOCOL_NAMES.join(", ")
+                            "unknown protocol {p:?}; expected one of {}",
+                            ProtocolSet::names().join(", ")
                         ),
                     )
                 })?;

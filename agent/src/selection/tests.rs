@@ -125,7 +125,7 @@ fn protocol_sets() {
     assert!(!grpc.allows(ProtocolId::Http1, false));
     let s = ProtocolSet::HTTP1.union(ProtocolSet::TLS);
     assert!(s.allows(ProtocolId::Http1, true));
-    assert_eq!(s.describe(), "http,tls");
+    assert_eq!(s.describe(), "http1,tls");
     assert_eq!(ProtocolSet::ALL.describe(), "all");
 }
 
@@ -140,7 +140,7 @@ selection:
     - {namespaces: [c], protocols: [htttp]}
 "#);
     assert!(
-        m.contains(r#"selection.rules[2].protocols[0]: unknown protocol "htttp"; expected one of all, none, http, http2, grpc, postgres, amqp, tls"#),
+        m.contains(r#"selection.rules[2].protocols[0]: unknown protocol "htttp"; expected one of all, none, http, grpc, http1, http2, postgres, amqp, tls"#),
         "{m}"
     );
     let m = e("selection: {rules: [{namespaces: ['Shop_*'], protocols: [all]}]}");
