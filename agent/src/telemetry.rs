@@ -92,6 +92,11 @@ counters! {
     // Kubernetes metadata.
     K8sPodNotFound => "agent_k8s_pod_lookups_missed_total", "processes in a Kubernetes pod the pod watch did not (yet) know: their spans carry only what procfs gives";
     K8sWatchRestarts => "agent_k8s_watch_restarts_total", "times the pod watch failed (API server unreachable, 410 Gone, dropped stream) and was restarted with backoff";
+    // OTLP export of the RED metrics (`export::metrics`).
+    MetricsExports => "agent_metrics_exports_total", "RED metric exports the collector accepted (or summaries printed to the console)";
+    MetricsExportRetries => "agent_metrics_export_retries_total", "RED metric export attempts retried";
+    MetricsExportFailures => "agent_metrics_export_failures_total", "RED metric exports given up on (the next one carries the same cumulative totals)";
+    MetricsPointsRejected => "agent_metrics_data_points_rejected_total", "RED metric data points the collector rejected (OTLP partial success)";
 }
 
 /// What the agent counts per protocol: one series per protocol of each, labelled
