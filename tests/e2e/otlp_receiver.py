@@ -196,6 +196,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         self._rx = receiver
 
     def Export(self, request: bytes, context: grpc.ServicerContext):  # noqa: N802 (proto name)
+        self._rx._maybe_fail("traces", context)
         try:
             parsed = trace_service_pb2.ExportTraceServiceRequest.FromString(request)
         except Exception as e:  # a malformed request is a sender defect: record and reject it
@@ -206,20 +207,13 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
 
 
 class _MetricsService:
-    """MetricsService.Export, raw bytes in like the trace service. `fail_metrics` on the
-    receiver scripts failures (a gRPC code and an optional RetryInfo delay) for the next calls."""
+    """MetricsService.Export, raw bytes in like the trace service."""
 
     def __init__(self, receiver: "OtlpReceiver") -> None:
         self._rx = receiver
 
     def Export(self, request: bytes, context: grpc.ServicerContext):  # noqa: N802 (proto name)
-        failure = self._rx._next_metrics_failure()
-        if failure is not None:
-            code, retry_delay = failure
-            if retry_delay is not None:
-                context.set_trailing_metadata((("grpc-status-details-bin",
-                                                _retry_info_status(code, retry_delay)),))
-            context.abort(code, "scripted failure")
+        self._rx._maybe_fail("metrics", context)
         try:
             parsed = metrics_service_pb2.ExportMetricsServiceRequest.FromString(request)
         except Exception as e:
@@ -266,8 +260,9 @@ class OtlpReceiver:
         self._errors: list[str] = []
         self._points: list[ReceivedPoint] = []
         self._metric_requests = 0
-        self._metrics_failures: list[tuple[grpc.StatusCode, float | None]] = []
-        self._metrics_calls = 0
+        self._failures: dict[str, list[tuple[grpc.StatusCode, float | None]]] = {
+            "traces": [], "metrics": []}
+        self._calls = {"traces": 0, "metrics": 0}
         self._server: grpc.Server | None = None
 
     @property
@@ -325,22 +320,32 @@ class OtlpReceiver:
             self._errors.extend(errors)
             self._cond.notify_all()
 
-    def _next_metrics_failure(self) -> tuple[grpc.StatusCode, float | None] | None:
+    def _maybe_fail(self, signal_name: str, context: grpc.ServicerContext) -> None:
+        """Counts the call; aborts it if a failure is scripted for it."""
         with self._cond:
-            self._metrics_calls += 1
-            return self._metrics_failures.pop(0) if self._metrics_failures else None
+            self._calls[signal_name] += 1
+            queue = self._failures[signal_name]
+            failure = queue.pop(0) if queue else None
+            self._cond.notify_all()
+        if failure is None:
+            return
+        code, retry_delay = failure
+        if retry_delay is not None:
+            context.set_trailing_metadata((("grpc-status-details-bin",
+                                            _retry_info_status(code, retry_delay)),))
+        context.abort(code, "scripted failure")
 
-    def fail_metrics(self, code: grpc.StatusCode, times: int = 1,
-                     retry_delay: float | None = None) -> None:
-        """The next `times` MetricsService calls fail with `code` (with a RetryInfo of
-        `retry_delay` seconds when given)."""
+    def fail(self, signal_name: str, code: grpc.StatusCode, times: int = 1,
+             retry_delay: float | None = None) -> None:
+        """The next `times` calls of `signal_name` ("traces" or "metrics") fail with `code`,
+        with a google.rpc.RetryInfo of `retry_delay` seconds when given."""
         with self._cond:
-            self._metrics_failures.extend([(code, retry_delay)] * times)
+            self._failures[signal_name].extend([(code, retry_delay)] * times)
 
-    def metrics_calls(self) -> int:
-        """MetricsService calls received, failed ones included."""
+    def calls(self, signal_name: str) -> int:
+        """Export calls of `signal_name` received, failed ones included."""
         with self._cond:
-            return self._metrics_calls
+            return self._calls[signal_name]
 
     def _record_error(self, msg: str, raw: bytes) -> None:
         with self._cond:
