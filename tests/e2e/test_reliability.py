@@ -11,6 +11,8 @@ gone or pushing back).
   export resumes by itself, a request after the recovery arrives.
 - Collector answering UNAVAILABLE / RESOURCE_EXHAUSTED (with and without RetryInfo): spans
   and metrics retried exactly as the OTLP spec says.
+- Flood (`apps/flood.py`): 20k short connections and 3k idle keep-alive ones against a
+  1024-connection table: bounded, evictions counted, the next requests' spans exact.
 
 Agents here exclude the pytest process (which hosts the receiver).
 """
@@ -22,6 +24,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -30,7 +33,7 @@ import grpc
 import pytest
 
 from harness.agent import Agent
-from harness.procs import free_port, wait_until
+from harness.procs import Proc, free_port, wait_until
 from harness.scenario import Scenario
 from otlp_receiver import OtlpReceiver
 
@@ -205,7 +208,7 @@ def test_collector_outage_under_steady_load(agent_bin: Path, workroot: Path) -> 
     samples: list[tuple[float, int]] = []
     try:
         svc = scn.service()
-        scn.spawn("load", [shutil.which("python3") or "python3", "-c", LOAD, str(svc.port),
+        scn.spawn("load", [sys.executable, "-c", LOAD, str(svc.port),
                            "100"])
         wait_until(lambda: len(rx.spans(scn.mine)) >= 200, 20, "spans of the steady load")
         rss_before = rss_kib(a.pid)
@@ -309,3 +312,71 @@ def test_push_back_is_retried_per_the_otlp_spec(agent_bin: Path, workroot: Path,
         assert m["agent_export_retries_total"] == 0, m
         assert m["agent_metrics_export_retries_total"] == 0, m
         assert m["agent_metrics_export_failures_total"] >= 1, m
+
+
+# -- connection flood ---------------------------------------------------------------------
+
+# AGENT_FLOOD_SHORT=100000 AGENT_FLOOD_HELD=10000 for the issue's full size (the held ones
+# need that many descriptors in both flood processes: see `ulimit -Hn`).
+FLOOD_SHORT = int(os.environ.get("AGENT_FLOOD_SHORT", "20000"))
+FLOOD_HELD = int(os.environ.get("AGENT_FLOOD_HELD", "3000"))
+MAX_CONNS = 1024
+
+
+def test_connection_flood_keeps_the_tables_bounded(agent_bin: Path, receiver: OtlpReceiver,
+                                                   workroot: Path) -> None:
+    """FLOOD_SHORT (20k) connections opened and closed, then FLOOD_HELD (3k) idle keep-alive
+    connections held, against an agent tracking at most 1024: the table stays within its
+    bound, evictions are counted, and
+    requests made while the flood's connections are still open give exactly their spans."""
+    d = workroot / "reliability-flood"
+    (d / "scn").mkdir(parents=True, exist_ok=True)
+    metrics_port, flood_port = free_port(), free_port()
+    a = start_agent(agent_bin, d, receiver.endpoint,
+                    f"telemetry:\n  listen: '127.0.0.1:{metrics_port}'\n  log_interval_secs: 0\n"
+                    f"connections:\n  max: {MAX_CONNS}\n")
+    py = sys.executable
+    flood = str(Path(__file__).parent / "apps" / "flood.py")
+    # Not the scenario's processes: their spans (3k GETs) are not this test's to count.
+    server = Proc("flood-server", [py, flood, "server", str(flood_port)], d)
+    client = None
+    scn = Scenario(receiver, a, d / "scn")
+    t0 = time.monotonic()
+    try:
+        wait_until(lambda: "listening" in server.stdout(), 10, "the flood server", alive=server)
+        client = Proc("flood-client", [py, flood, "client", str(flood_port), str(FLOOD_SHORT),
+                                       str(FLOOD_HELD), "120"], d)
+        wait_until(lambda: f"held {FLOOD_HELD}" in client.stdout(), 60,
+                   f"{FLOOD_SHORT} short connections and {FLOOD_HELD} held ones", alive=client)
+        flooded = time.monotonic() - t0
+        m = scrape(metrics_port)
+        svc = scn.service()
+        n = 5
+        scn.curl(*[f"http://127.0.0.1:{svc.port}/users/{i}" for i in range(n)])
+        spans = scn.collect(2 * n)
+        wait_until(lambda: scrape(metrics_port)["agent_connections_tracked"] <= MAX_CONNS, 5,
+                   "the sampled table size")
+        after = scrape(metrics_port)
+        rss = rss_kib(a.pid)
+    finally:
+        scn.close()
+        for p in (client, server):
+            if p is not None:
+                p.kill_group()
+        code = a.stop()
+    print(f"\nflood: {FLOOD_SHORT} short + {FLOOD_HELD} held connections in {flooded:.1f} s; "
+          f"agent RSS {rss / 1024:.1f} MiB; "
+          + ", ".join(f"{k}={after.get(k, 0):.0f}" for k in (
+              "agent_connections_opened_total", "agent_connections_closed_total",
+              "agent_connections_evicted_total", "agent_connections_tracked",
+              "agent_kernel_conn_inserts_failed_total",
+              "agent_kernel_events_lost_ringbuf_full_total",
+              "agent_spans_dropped_queue_full_total")))
+    assert code == 0, f"agent exited with {code}\n{a.stderr_tail()}"
+    assert m["agent_connections_opened_total"] >= MAX_CONNS, m
+    assert m["agent_connections_tracked"] <= MAX_CONNS and after["agent_connections_tracked"] <= \
+        MAX_CONNS, (m["agent_connections_tracked"], after["agent_connections_tracked"])
+    assert m["agent_connections_evicted_total"] > 0, f"{FLOOD_HELD} held, room for {MAX_CONNS}"
+    assert sorted(s.kind for s in spans) == [2] * n + [3] * n, spans
+    assert sorted(s.attr("url.path") for s in spans if s.kind == 2) == \
+        [f"/users/{i}" for i in range(n)]
