@@ -242,3 +242,92 @@ async fn zero_interval_is_off() {
     .expect("spawn");
     assert!(off.is_none());
 }
+
+/// OTLP/HTTP: the POST goes to `/v1/metrics` beside the configured `/v1/traces`, gzipped
+/// with the configured headers, and a partial success is counted.
+#[tokio::test]
+async fn http_protobuf_posts_to_v1_metrics_with_headers_and_gzip() {
+    use std::io::Read as _;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt as _, Full};
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsPartialSuccess;
+    use prost::Message as _;
+
+    type Seen = Arc<Mutex<Vec<(http::request::Parts, ExportMetricsServiceRequest)>>>;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen: Seen = Arc::default();
+    let seen_by_server = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = seen_by_server.clone();
+            let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let seen = seen.clone();
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let gz = body.collect().await?.to_bytes();
+                    let mut raw = Vec::new();
+                    flate2::read::GzDecoder::new(&gz[..])
+                        .read_to_end(&mut raw)
+                        .expect("gzip body");
+                    let request =
+                        ExportMetricsServiceRequest::decode(&raw[..]).expect("a metrics request");
+                    seen.lock().expect("lock").push((parts, request));
+                    let answer = ExportMetricsServiceResponse {
+                        partial_success: Some(ExportMetricsPartialSuccess {
+                            rejected_data_points: 1,
+                            error_message: "one bad point".into(),
+                        }),
+                    };
+                    Ok::<_, hyper::Error>(
+                        http::Response::builder()
+                            .header("content-type", "application/x-protobuf")
+                            .body(Full::new(Bytes::from(answer.encode_to_vec())))
+                            .expect("response"),
+                    )
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    let cfg = ExportConfig {
+        endpoint: Some(format!("http://{addr}/otlp/v1/traces")),
+        protocol: super::Protocol::HttpProtobuf,
+        compression: super::Compression::Gzip,
+        headers: [("x-tenant".to_owned(), "t1".to_owned())].into(),
+        ..Default::default()
+    };
+    let telemetry = Arc::new(Telemetry::new());
+    Recorder::new(telemetry.clone()).record(&span(1), true);
+    let exporter = metrics::spawn(
+        &cfg,
+        Duration::from_millis(100),
+        own_resource(),
+        telemetry.clone(),
+    )
+    .expect("spawn")
+    .expect("on");
+    eventually("a POST", || !seen.lock().expect("lock").is_empty()).await;
+    exporter.shutdown(PATIENCE).await;
+    let seen = seen.lock().expect("lock");
+    let (parts, request) = &seen[0];
+    assert_eq!(parts.uri.path(), "/otlp/v1/metrics");
+    assert_eq!(parts.headers["x-tenant"], "t1");
+    assert_eq!(parts.headers["content-encoding"], "gzip");
+    assert_eq!(parts.headers["content-type"], "application/x-protobuf");
+    let names: Vec<_> = request.resource_metrics[0].scope_metrics[0]
+        .metrics
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(names, ["http.server.request.duration"]);
+    assert!(telemetry.get(Counter::MetricsPointsRejected) >= 1);
+}
