@@ -30,7 +30,7 @@ use super::client::{grpc_channel, Failure, TlsFiles};
 use super::config::{parse_endpoint, Compression, ExportConfig, Protocol};
 use super::otlp_http::HttpClient;
 use super::otlp_metrics::{collect, encode_metrics};
-use super::retry::{decide, Backoff, Retry};
+use super::retry::{decide, is_retryable, Backoff, Retry};
 use super::ExportError;
 use crate::span::model::Attribute;
 use crate::telemetry::{Counter, Telemetry};
@@ -198,9 +198,25 @@ impl Run {
             }
             return;
         }
-        let Some(request) = encode_metrics(&self.resource, &collected, now) else {
-            return;
-        };
+        // Chunks of one collection, each retried on its own. A chunk the collector refused for
+        // good does not stop the others (they carry other series); one given up on because
+        // the collector is unreachable or overloaded ends the round, since the rest would only
+        // wait out the same timeouts, and the next round carries their totals anyway.
+        for request in encode_metrics(&self.resource, &collected, now) {
+            if let Err(code) = self.send(&request, deadline).await {
+                if is_retryable(code, true) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Sends one request, retrying as allowed; `Err` with the last code when given up on.
+    async fn send(
+        &mut self,
+        request: &ExportMetricsServiceRequest,
+        deadline: Option<Instant>,
+    ) -> Result<(), tonic::Code> {
         let points: u64 = request
             .resource_metrics
             .iter()
@@ -223,7 +239,7 @@ impl Run {
                     .min(self.call_timeout),
                 None => self.call_timeout,
             };
-            let failure = match self.call(&request, budget).await {
+            let failure = match self.call(request, budget).await {
                 Ok(rejected) => {
                     self.telemetry.incr(Counter::MetricsExports);
                     self.telemetry
@@ -232,7 +248,7 @@ impl Run {
                         self.warned = false;
                         tracing::info!("RED metrics export works again");
                     }
-                    return;
+                    return Ok(());
                 }
                 Err(f) => f,
             };
@@ -248,7 +264,7 @@ impl Run {
                 Retry::After(d) if deadline.is_none_or(|dl| Instant::now() + d < dl) => d,
                 _ => {
                     self.give_up(&failure);
-                    return;
+                    return Err(failure.code);
                 }
             };
             self.telemetry.incr(Counter::MetricsExportRetries);

@@ -40,37 +40,67 @@ pub fn collect(series: Vec<Arc<Series>>) -> Vec<Collected> {
         .collect()
 }
 
-/// The request for `series` as of `now_unix_nano`; `None` when nothing was recorded yet
-/// (an empty request would only cost the collector a call).
+/// Data points per request at most. With every metric at its label-set limit (7 × 2000
+/// series) one request would be several MiB, past the 4 MiB a gRPC server (the Collector's
+/// default `max_recv_msg_size_mib`) takes; 1000 points stay well under 1 MiB.
+pub const MAX_POINTS_PER_REQUEST: usize = 1000;
+
+/// The requests for `series` as of `now_unix_nano`, each with at most
+/// [`MAX_POINTS_PER_REQUEST`] data points; none when nothing was recorded yet (an empty
+/// request would only cost the collector a call).
 pub fn encode_metrics(
     resource: &[Attribute],
     series: &[Collected],
     now_unix_nano: u64,
-) -> Option<ExportMetricsServiceRequest> {
-    let metrics: Vec<Metric> = RedMetric::ALL
+) -> Vec<ExportMetricsServiceRequest> {
+    encode_chunked(resource, series, now_unix_nano, MAX_POINTS_PER_REQUEST)
+}
+
+fn encode_chunked(
+    resource: &[Attribute],
+    series: &[Collected],
+    now_unix_nano: u64,
+    max_points: usize,
+) -> Vec<ExportMetricsServiceRequest> {
+    let points: Vec<(RedMetric, HistogramDataPoint)> = RedMetric::ALL
         .iter()
-        .filter_map(|&m| {
-            let data_points: Vec<HistogramDataPoint> = series
+        .flat_map(|&m| {
+            series
                 .iter()
-                .filter(|(s, _)| s.metric == m)
-                .map(|(s, snap)| data_point(s, snap, now_unix_nano))
-                .collect();
-            (!data_points.is_empty()).then(|| Metric {
-                name: m.otel_name().to_owned(),
-                description: m.help().to_owned(),
-                unit: "s".to_owned(),
-                data: Some(metric::Data::Histogram(Histogram {
-                    data_points,
-                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
-                })),
-                ..Default::default()
-            })
+                .filter(move |(s, _)| s.metric == m)
+                .map(move |(s, snap)| (m, data_point(s, snap, now_unix_nano)))
         })
         .collect();
-    if metrics.is_empty() {
-        return None;
+    let mut requests = Vec::new();
+    let mut points = points.into_iter().peekable();
+    while points.peek().is_some() {
+        let mut metrics: Vec<Metric> = Vec::new();
+        for (m, point) in points.by_ref().take(max_points.max(1)) {
+            match metrics.last_mut() {
+                Some(last) if last.name == m.otel_name() => {
+                    if let Some(metric::Data::Histogram(h)) = &mut last.data {
+                        h.data_points.push(point);
+                    }
+                }
+                _ => metrics.push(Metric {
+                    name: m.otel_name().to_owned(),
+                    description: m.help().to_owned(),
+                    unit: "s".to_owned(),
+                    data: Some(metric::Data::Histogram(Histogram {
+                        data_points: vec![point],
+                        aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                    })),
+                    ..Default::default()
+                }),
+            }
+        }
+        requests.push(request(resource, metrics));
     }
-    Some(ExportMetricsServiceRequest {
+    requests
+}
+
+fn request(resource: &[Attribute], metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
+    ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: Some(ProtoResource {
                 attributes: encode_attributes(resource),
@@ -87,7 +117,7 @@ pub fn encode_metrics(
             }],
             ..Default::default()
         }],
-    })
+    }
 }
 
 fn data_point(s: &Series, snap: &Snapshot, now: u64) -> HistogramDataPoint {
@@ -131,8 +161,51 @@ mod tests {
     }
 
     #[test]
+    fn many_series_are_split_into_requests_of_bounded_size() {
+        let series: Vec<_> = (0..5)
+            .map(|i| {
+                let s = Arc::new(Series::new(
+                    if i < 3 {
+                        RedMetric::HttpServer
+                    } else {
+                        RedMetric::DbClient
+                    },
+                    vec![("n", AttrValue::Int(i))],
+                    0,
+                ));
+                s.observe(0.001, None);
+                s
+            })
+            .collect();
+        let reqs = encode_chunked(&[], &collect(series), 1, 2);
+        let shape: Vec<Vec<(String, usize)>> = reqs
+            .iter()
+            .map(|r| {
+                r.resource_metrics[0].scope_metrics[0]
+                    .metrics
+                    .iter()
+                    .map(|m| match &m.data {
+                        Some(metric::Data::Histogram(h)) => (m.name.clone(), h.data_points.len()),
+                        _ => panic!("not a histogram"),
+                    })
+                    .collect()
+            })
+            .collect();
+        let http = "http.server.request.duration".to_owned();
+        let db = "db.client.operation.duration".to_owned();
+        assert_eq!(
+            shape,
+            vec![
+                vec![(http.clone(), 2)],
+                vec![(http, 1), (db.clone(), 1)],
+                vec![(db, 1)]
+            ]
+        );
+    }
+
+    #[test]
     fn nothing_recorded_is_no_request() {
-        assert_eq!(encode_metrics(&[], &[], 1), None);
+        assert!(encode_metrics(&[], &[], 1).is_empty());
         let idle = Arc::new(Series::new(RedMetric::HttpServer, vec![], 1));
         assert!(collect(vec![idle]).is_empty());
     }
@@ -152,7 +225,9 @@ mod tests {
         let db = Arc::new(Series::new(RedMetric::DbClient, vec![], 1_000));
         db.observe(0.02, None);
         let resource = [Attribute::new("service.name", "ebpf-agent".to_owned())];
-        let req = encode_metrics(&resource, &collect(vec![server, db]), 2_000).expect("a request");
+        let reqs = encode_metrics(&resource, &collect(vec![server, db]), 2_000);
+        assert_eq!(reqs.len(), 1);
+        let req = &reqs[0];
 
         let rm = &req.resource_metrics[0];
         assert_eq!(
