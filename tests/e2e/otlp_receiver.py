@@ -263,6 +263,7 @@ class OtlpReceiver:
         self._failures: dict[str, list[tuple[grpc.StatusCode, float | None]]] = {
             "traces": [], "metrics": []}
         self._calls = {"traces": 0, "metrics": 0}
+        self._delays: dict[str, list[float]] = {"traces": [], "metrics": []}
         self._server: grpc.Server | None = None
 
     @property
@@ -326,7 +327,11 @@ class OtlpReceiver:
             self._calls[signal_name] += 1
             queue = self._failures[signal_name]
             failure = queue.pop(0) if queue else None
+            delays = self._delays[signal_name]
+            delay = delays.pop(0) if delays else 0.0
             self._cond.notify_all()
+        if delay:
+            time.sleep(delay)
         if failure is None:
             return
         code, retry_delay = failure
@@ -341,6 +346,12 @@ class OtlpReceiver:
         with a google.rpc.RetryInfo of `retry_delay` seconds when given."""
         with self._cond:
             self._failures[signal_name].extend([(code, retry_delay)] * times)
+
+    def delay(self, signal_name: str, seconds: float, times: int = 1) -> None:
+        """The next `times` calls of `signal_name` are answered only after `seconds` (a slow
+        collector; the server has 4 worker threads)."""
+        with self._cond:
+            self._delays[signal_name].extend([seconds] * times)
 
     def calls(self, signal_name: str) -> int:
         """Export calls of `signal_name` received, failed ones included."""

@@ -11,6 +11,8 @@ gone or pushing back).
   export resumes by itself, a request after the recovery arrives.
 - Collector answering UNAVAILABLE / RESOURCE_EXHAUSTED (with and without RetryInfo): spans
   and metrics retried exactly as the OTLP spec says.
+- A slow collector (answers after 5 s): every span arrives, nothing counted as failed, the
+  agent's endpoint answers at once meanwhile.
 - Flood (`apps/flood.py`): 20k short connections and 3k idle keep-alive ones against a
   1024-connection table: bounded, evictions counted, the next requests' spans exact.
 
@@ -327,8 +329,8 @@ def test_connection_flood_keeps_the_tables_bounded(agent_bin: Path, receiver: Ot
                                                    workroot: Path) -> None:
     """FLOOD_SHORT (20k) connections opened and closed, then FLOOD_HELD (3k) idle keep-alive
     connections held, against an agent tracking at most 1024: the table stays within its
-    bound, evictions are counted, and
-    requests made while the flood's connections are still open give exactly their spans."""
+    bound, evictions are counted, and requests made while the flood's connections are still
+    open give exactly their spans."""
     d = workroot / "reliability-flood"
     (d / "scn").mkdir(parents=True, exist_ok=True)
     metrics_port, flood_port = free_port(), free_port()
@@ -380,3 +382,35 @@ def test_connection_flood_keeps_the_tables_bounded(agent_bin: Path, receiver: Ot
     assert sorted(s.kind for s in spans) == [2] * n + [3] * n, spans
     assert sorted(s.attr("url.path") for s in spans if s.kind == 2) == \
         [f"/users/{i}" for i in range(n)]
+
+
+def test_slow_collector(agent_bin: Path, workroot: Path) -> None:
+    """The collector answers the first three trace calls after 5 s (inside the 10 s call
+    timeout): every span of the test still arrives, none is counted as failed, and the agent's
+    own endpoint answers at once meanwhile (export never blocks the rest of the agent)."""
+    n = 4
+    d = workroot / "reliability-slow"
+    metrics_port = free_port()
+    rx = OtlpReceiver().start()
+    rx.delay("traces", 5.0, times=3)
+    a = start_agent(agent_bin, d, rx.endpoint,
+                    f"telemetry:\n  listen: '127.0.0.1:{metrics_port}'\n  log_interval_secs: 0\n"
+                    "export:\n  batch_timeout_ms: 100\n")
+    scn = Scenario(rx, a, d / "scn")
+    scn.span_timeout = 40.0
+    (d / "scn").mkdir(parents=True, exist_ok=True)
+    try:
+        svc = scn.service()
+        for i in range(n):
+            scn.curl(f"http://127.0.0.1:{svc.port}/users/{i}")
+            t = time.monotonic()
+            scrape(metrics_port)
+            assert time.monotonic() - t < 1.0, "the metrics endpoint waited for the export"
+        spans = scn.collect(2 * n)
+        m = scrape(metrics_port)
+    finally:
+        scn.close()
+        a.stop()
+        rx.stop()
+    assert len(spans) == 2 * n
+    assert m["agent_export_failures_total"] == 0 and m["agent_spans_rejected_total"] == 0, m
