@@ -21,6 +21,11 @@
 //! before is found in the recorder's own cache by a hash of the borrowed attribute values and
 //! observed through a cloned histogram handle: no allocation and no `Family` lock; only a new
 //! label set builds owned strings. This module does not decide what a span is; `span` does.
+//!
+//! Each series also has a lock-free record ([`series::Series`], same observation, same
+//! buckets, OTel attribute names and types) that the OTLP metrics exporter and the console
+//! summary read through [`RedMetrics::collect`] (prometheus-client keeps its histograms'
+//! buckets and exemplars private to its own encoders).
 
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
