@@ -1,7 +1,7 @@
 //! Command line: `agent run` (the default) and `agent check`.
 //!
-//! Flags override the YAML config, which overrides the standard OTEL_* environment variables'
-//! defaults (see `config`). This module parses, sets up logging and dispatches; it does no work
+//! Settings are layered defaults < YAML file < standard `OTEL_*` environment variables <
+//! these flags (`config::Config::resolve`). This module parses, sets up logging and dispatches; it does no work
 //! of its own.
 
 use clap::{Args, Parser, Subcommand};

@@ -27,6 +27,8 @@ pub enum ConfigError {
     },
     #[error("invalid config: {0}")]
     Invalid(String),
+    #[error("invalid config: {0}")]
+    Export(#[from] crate::export::ConfigFieldError),
     #[error("environment: {0}")]
     Env(String),
 }
@@ -442,7 +444,7 @@ impl Config {
                 "metrics.export_interval_ms: must be 0 (off) or 100..=86400000, got {m}"
             ));
         }
-        self.export.validate().map_err(ConfigError::Invalid)
+        self.export.validate().map_err(ConfigError::Export)
     }
 
     pub fn load_options(&self) -> LoadOptions {

@@ -99,42 +99,26 @@ counters! {
     MetricsPointsRejected => "agent_metrics_data_points_rejected_total", "RED metric data points the collector rejected (OTLP partial success)";
 }
 
-/// What the agent counts per protocol: one series per protocol of each, labelled
-/// `protocol` with [`ProtocolId::name`], so a new protocol needs no counter of its own.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(usize)]
-pub enum ProtocolCounter {
-    ParseErrors,
-    Requests,
-    Aborted,
+macro_rules! protocol_counters {
+    ($($variant:ident => $name:literal, $help:literal;)*) => {
+        /// What the agent counts per protocol: one series per protocol of each, labelled
+        /// `protocol` with [`ProtocolId::name`], so a new protocol needs no counter of its own.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(usize)]
+        pub enum ProtocolCounter { $($variant,)* }
+
+        impl ProtocolCounter {
+            pub const ALL: &'static [ProtocolCounter] = &[$(ProtocolCounter::$variant,)*];
+            pub fn name(self) -> &'static str { match self { $(ProtocolCounter::$variant => $name,)* } }
+            pub fn help(self) -> &'static str { match self { $(ProtocolCounter::$variant => $help,)* } }
+        }
+    };
 }
 
-impl ProtocolCounter {
-    pub const ALL: &'static [ProtocolCounter] = &[
-        ProtocolCounter::ParseErrors,
-        ProtocolCounter::Requests,
-        ProtocolCounter::Aborted,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            ProtocolCounter::ParseErrors => "agent_parse_errors_total",
-            ProtocolCounter::Requests => "agent_requests_parsed_total",
-            ProtocolCounter::Aborted => "agent_exchanges_aborted_total",
-        }
-    }
-
-    pub fn help(self) -> &'static str {
-        match self {
-            ProtocolCounter::ParseErrors => {
-                "messages or frames that could not be parsed (the parser resynchronised), by protocol"
-            }
-            ProtocolCounter::Requests => "requests parsed, by protocol",
-            ProtocolCounter::Aborted => {
-                "exchanges that ended without their answer (connection closed, sync lost), by protocol"
-            }
-        }
-    }
+protocol_counters! {
+    ParseErrors => "agent_parse_errors_total", "messages or frames that could not be parsed (the parser resynchronised), by protocol";
+    Requests => "agent_requests_parsed_total", "requests parsed, by protocol";
+    Aborted => "agent_exchanges_aborted_total", "exchanges that ended without their answer (connection closed, sync lost), by protocol";
 }
 
 /// The counters themselves. One instance per agent, shared by `Arc`.

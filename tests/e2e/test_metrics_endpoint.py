@@ -40,14 +40,25 @@ PROM_ACCEPT = ("application/vnd.google.protobuf;proto=io.prometheus.client.Metri
 _DECL = re.compile(r'^\s*[A-Z]\w* => "(agent_\w+)", "((?:[^"\\]|\\.)*)";\s*$', re.M)
 
 
-def declared(path: str) -> dict[str, str]:
-    """name -> help of the metrics a counters!/gauges! table in the Rust source declares."""
-    found = dict(_DECL.findall((ROOT / path).read_text()))
+def declared(path: str, table: str | None = None) -> dict[str, str]:
+    """name -> help of the metrics a counters!/gauges! table in the Rust source declares (only
+    the invocation `table! { ... }` when given)."""
+    text = (ROOT / path).read_text()
+    if table is not None:
+        m = re.search(r"^" + re.escape(table) + r"! \{\n(.*?)^\}", text, re.M | re.S)
+        assert m, f"no {table}! table in {path}"
+        text = m.group(1)
+    found = dict(_DECL.findall(text))
     assert found, f"no metric declarations found in {path}"
     return found
 
 
-COUNTERS = declared("agent/src/telemetry.rs")
+COUNTERS = declared("agent/src/telemetry.rs", "counters")
+# Counted per protocol: one series per protocol, label `protocol` (the registry's names).
+PROTOCOL_COUNTERS = declared("agent/src/telemetry.rs", "protocol_counters")
+PROTOCOLS = sorted(set(re.findall(r'const NAME: &\'static str = "(\w+)";', "".join(
+    p.read_text() for p in (ROOT / "agent/src/protocol").glob("*/mod.rs")))))
+assert {"http1", "http2", "postgres", "amqp"} <= set(PROTOCOLS), PROTOCOLS
 GAUGES = declared("agent/src/telemetry/health.rs")
 # The RED histograms (agent/src/telemetry/red.rs), by OTel name -> Prometheus family name
 # (OTLP->Prometheus conversion: dots to underscores, unit `s` appended as `_seconds`).
@@ -71,10 +82,13 @@ def request(port: int, path: str, method: str = "GET",
 
 
 def scrape(port: int) -> dict[str, float]:
-    """Every sample of /metrics (Prometheus text format), by sample name."""
+    """Every sample of /metrics (Prometheus text format), by sample name, and for a labelled
+    sample by name and labels as the text format writes them (`name{k="v"}`)."""
     status, _, body = request(port, "/metrics")
     assert status == 200, body
-    return {s.name: s.value for f in parse_prometheus(body) for s in f.samples}
+    return {s.name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items())) + "}"
+                      if s.labels else ""): s.value
+            for f in parse_prometheus(body) for s in f.samples}
 
 
 def config(d: Path, listen: str, extra: str = "") -> Path:
@@ -126,6 +140,12 @@ def test_metrics_in_prometheus_text_format(agent: Agent, port: int) -> None:
         f = families.get(name.removesuffix("_total"))
         assert f is not None and f.type == "counter" and f.documentation == help_text, name
         assert [s.name for s in f.samples] == [name], f.samples
+    for name, help_text in PROTOCOL_COUNTERS.items():
+        assert f"# HELP {name} {help_text}\n# TYPE {name} counter\n" in body, name
+        f = families.get(name.removesuffix("_total"))
+        assert f is not None and f.type == "counter" and f.documentation == help_text, name
+        assert sorted(s.labels.get("protocol") for s in f.samples) == PROTOCOLS, f.samples
+        assert all(s.name == name for s in f.samples), f.samples
     for name, help_text in GAUGES.items():
         assert f"# HELP {name} {help_text}\n# TYPE {name} gauge\n" in body, name
         assert families[name].type == "gauge" and families[name].documentation == help_text
@@ -133,7 +153,8 @@ def test_metrics_in_prometheus_text_format(agent: Agent, port: int) -> None:
     # A RED family appears once it has a series (prometheus-client omits empty families).
     for name in set(RED.values()) & set(families):
         assert families[name].type == "histogram", name
-    extra = (set(families) - {n.removesuffix("_total") for n in COUNTERS} - set(GAUGES)
+    extra = (set(families) - {n.removesuffix("_total") for n in COUNTERS}
+             - {n.removesuffix("_total") for n in PROTOCOL_COUNTERS} - set(GAUGES)
              - set(RED.values()))
     assert not extra, f"families nobody declared: {extra}"
     assert "# EOF" not in body
@@ -167,7 +188,9 @@ def test_a_counter_moves_after_traffic(agent: Agent, port: int, receiver: OtlpRe
         scn.close()
         shutil.rmtree(d, ignore_errors=True)
     grown = {"agent_spans_created_total": 2, "agent_spans_exported_total": 2,
-             "agent_connections_opened_total": 2, "agent_events_read_total": 2}
+             "agent_connections_opened_total": 2, "agent_events_read_total": 2,
+             # curl's request and the service's, each counted under its protocol.
+             'agent_requests_parsed_total{protocol="http1"}': 2}
     now: dict[str, float] = {}
 
     def moved() -> bool:

@@ -243,7 +243,13 @@ fn bench(root: &Path) -> Result<()> {
         .arg("tests/bench/overhead.py")
         .arg("--agent")
         .arg(root.join("target/release/agent"))
-        .arg("--tls"))
+        .arg("--tls"))?;
+    // The agent against its peer, the OpenTelemetry SDK, on the same Flask service.
+    sh(venv
+        .activate(&mut Command::new(venv.python()))
+        .arg("tests/bench/sdk_peer.py")
+        .arg("--agent")
+        .arg(root.join("target/release/agent")))
 }
 
 /// Seconds each fuzz target runs inside `cargo xtask test`: 7 targets take about 2.5 min with

@@ -35,6 +35,36 @@ pub enum LoadError {
     MissingMap(&'static str),
 }
 
+/// Why one program could not be loaded or attached (the probe is then reported as not
+/// attached, with this as its reason; the agent goes on without it).
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("program {0} missing from the object")]
+    MissingProgram(&'static str),
+    #[error("{program}: {source}")]
+    WrongType {
+        program: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    /// The verifier's log is in the message: the whole error chain is kept.
+    #[error("verifier rejected {program}: {chain}")]
+    Rejected {
+        program: &'static str,
+        chain: String,
+    },
+    #[error("attach {program} to {target}: {chain}")]
+    Attach {
+        program: &'static str,
+        target: String,
+        chain: String,
+    },
+    #[error("mounting tracefs at {path} failed: {source}")]
+    Tracefs {
+        path: &'static str,
+        source: std::io::Error,
+    },
+}
+
 /// The TLS uprobe programs in the object (see agent-ebpf's `tls` module).
 pub const UPROBE_PROGRAMS: [&str; 10] = [
     "tls_enter_ssl_read",
@@ -117,7 +147,7 @@ impl LinkReaper {
 
 /// Mounts tracefs if the kernel has it but nobody mounted it (common on minimal hosts):
 /// tracepoints cannot be attached by name without it.
-pub fn ensure_tracefs() -> Result<(), String> {
+pub fn ensure_tracefs() -> Result<(), ProbeError> {
     if TRACEFS_PATHS
         .iter()
         .any(|p| Path::new(p).join("events").is_dir())
@@ -136,10 +166,10 @@ pub fn ensure_tracefs() -> Result<(), String> {
         )
     };
     if rc != 0 {
-        return Err(format!(
-            "mounting tracefs at {target} failed: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(ProbeError::Tracefs {
+            path: target,
+            source: std::io::Error::last_os_error(),
+        });
     }
     Ok(())
 }
@@ -230,7 +260,7 @@ fn attach_all(ebpf: &mut Ebpf, features: &KernelFeatures, disabled: &[String]) -
                     } else {
                         match attach_tracepoint(ebpf, &mut loaded, spec.program, category, name) {
                             Ok(()) => ProbeState::Attached,
-                            Err(e) => ProbeState::Unsupported(e),
+                            Err(e) => ProbeState::Unsupported(e.to_string()),
                         }
                     }
                 }
@@ -247,18 +277,25 @@ fn attach_tracepoint(
     program: &'static str,
     category: &str,
     name: &str,
-) -> Result<(), String> {
+) -> Result<(), ProbeError> {
     let prog = ebpf
         .program_mut(program)
-        .ok_or_else(|| format!("program {program} missing from the object"))?;
-    let tp: &mut TracePoint = prog.try_into().map_err(|e| format!("{program}: {e}"))?;
+        .ok_or(ProbeError::MissingProgram(program))?;
+    let tp: &mut TracePoint = prog
+        .try_into()
+        .map_err(|source| ProbeError::WrongType { program, source })?;
     if loaded.insert(program) {
         // The verifier's log is in the error's source chain: keep all of it.
-        tp.load()
-            .map_err(|e| format!("verifier rejected {program}: {}", error_chain(&e)))?;
+        tp.load().map_err(|e| ProbeError::Rejected {
+            program,
+            chain: error_chain(&e),
+        })?;
     }
-    tp.attach(category, name)
-        .map_err(|e| format!("attach {program} to {category}:{name}: {}", error_chain(&e)))?;
+    tp.attach(category, name).map_err(|e| ProbeError::Attach {
+        program,
+        target: format!("{category}:{name}"),
+        chain: error_chain(&e),
+    })?;
     Ok(())
 }
 
@@ -342,16 +379,20 @@ impl Loaded {
 
     /// Loads the TLS uprobe programs (once; attaching happens per library, see `crate::tls`).
     /// Returns one line per program that could not be loaded.
-    pub fn load_uprobes(&mut self) -> Vec<String> {
+    pub fn load_uprobes(&mut self) -> Vec<ProbeError> {
         let mut errors = Vec::new();
         for name in UPROBE_PROGRAMS {
             let r = match self.ebpf.program_mut(name) {
-                None => Err(format!("program {name} missing from the object")),
+                None => Err(ProbeError::MissingProgram(name)),
                 Some(p) => match <&mut UProbe>::try_from(p) {
-                    Err(e) => Err(format!("{name}: {e}")),
-                    Ok(u) => u
-                        .load()
-                        .map_err(|e| format!("verifier rejected {name}: {}", error_chain(&e))),
+                    Err(source) => Err(ProbeError::WrongType {
+                        program: name,
+                        source,
+                    }),
+                    Ok(u) => u.load().map_err(|e| ProbeError::Rejected {
+                        program: name,
+                        chain: error_chain(&e),
+                    }),
                 },
             };
             if let Err(e) = r {
@@ -368,24 +409,23 @@ impl Loaded {
         program: &'static str,
         target: &Path,
         file_offset: u64,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, ProbeError> {
         let prog = self
             .ebpf
             .program_mut(program)
-            .ok_or_else(|| format!("program {program} missing from the object"))?;
-        let u: &mut UProbe = prog.try_into().map_err(|e| format!("{program}: {e}"))?;
+            .ok_or(ProbeError::MissingProgram(program))?;
+        let u: &mut UProbe = prog
+            .try_into()
+            .map_err(|source| ProbeError::WrongType { program, source })?;
+        let attach_err = |chain: String| ProbeError::Attach {
+            program,
+            target: format!("{}+{file_offset:#x}", target.display()),
+            chain,
+        };
         let link = u
             .attach(file_offset, target, UProbeScope::AllProcesses)
-            .map_err(|e| {
-                format!(
-                    "attach {program} to {}+{file_offset:#x}: {}",
-                    target.display(),
-                    error_chain(&e)
-                )
-            })?;
-        let link = u
-            .take_link(link)
-            .map_err(|e| format!("{program}: {}", error_chain(&e)))?;
+            .map_err(|e| attach_err(error_chain(&e)))?;
+        let link = u.take_link(link).map_err(|e| attach_err(error_chain(&e)))?;
         self.next_link += 1;
         self.uprobe_links.insert(self.next_link, link);
         Ok(self.next_link)

@@ -217,18 +217,7 @@ fn host_name_from(proc_root: &Path) -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-/// What the span stage needs to know about a process besides its resource.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ProcessTraits {
-    /// Its requests move between OS threads (Go's goroutines).
-    pub threads_migrate: bool,
-    /// An OpenTelemetry SDK in the process exports its own spans.
-    pub sdk_traces: bool,
-    /// The process is in a pod the Kubernetes watch did not know when its resource was built;
-    /// the watch's [`k8s::K8sView::generation`] then. [`ResourceCache`] has the resource
-    /// rebuilt once the generation moves (a new pod arrived).
-    pub pod_pending_since: Option<u64>,
-}
+pub use crate::span::model::ProcessTraits;
 
 /// A process's resource as read from procfs.
 pub struct Loaded {
@@ -420,6 +409,28 @@ impl ResourceCache {
         {
             self.entries.remove(&oldest);
         }
+    }
+}
+
+/// The span stage reads resources and traits through this.
+impl crate::span::builder::Resources for ResourceCache {
+    fn resource(&mut self, pid: u32, comm: &str) -> Arc<Resource> {
+        self.get_or_comm(pid, comm)
+    }
+    fn forget(&mut self, pid: u32) {
+        crate::enrich::ResourceCache::forget(self, pid);
+    }
+    fn known(&self, pid: u32) -> bool {
+        self.contains(pid)
+    }
+    fn stale(&self, pid: u32) -> bool {
+        self.is_stale(pid)
+    }
+    fn provide(&mut self, pid: u32, resource: Arc<Resource>, traits: ProcessTraits) {
+        self.insert(pid, resource, traits);
+    }
+    fn traits(&mut self, pid: u32, comm: &str) -> ProcessTraits {
+        crate::enrich::ResourceCache::traits(self, pid, comm)
     }
 }
 

@@ -18,7 +18,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic::Code;
 use tonic_types::StatusExt as _;
 
-use super::config::{parse_endpoint, Compression, ExportConfig, Protocol};
+use super::config::{parse_endpoint, Compression, EndpointError, ExportConfig, Protocol};
 use super::otlp::encode;
 use super::otlp_http::HttpClient;
 use super::ExportError;
@@ -168,7 +168,7 @@ pub(crate) fn grpc_channel(
     uri: &http::Uri,
     tls: Option<&TlsFiles>,
 ) -> Result<(Channel, MetadataMap), ExportError> {
-    let endpoint_err = |reason: String| ExportError::InvalidEndpoint {
+    let endpoint_err = |reason: EndpointError| ExportError::InvalidEndpoint {
         endpoint: uri.to_string(),
         reason,
     };
@@ -176,12 +176,12 @@ pub(crate) fn grpc_channel(
     // gRPC ignores the path: the method path is fixed by the service definition.
     let origin = match uri.authority() {
         Some(authority) => format!("{}://{authority}", if https { "https" } else { "http" }),
-        None => return Err(endpoint_err("has no host".into())),
+        None => return Err(endpoint_err(EndpointError::NoHost)),
     };
     let mut endpoint = Endpoint::from_shared(origin)
-        .map_err(|e| endpoint_err(e.to_string()))?
+        .map_err(|e| endpoint_err(EndpointError::NotAUrl(e.to_string())))?
         .user_agent(user_agent())
-        .map_err(|e| endpoint_err(e.to_string()))?
+        .map_err(|e| endpoint_err(EndpointError::NotAUrl(e.to_string())))?
         .connect_timeout(Duration::from_millis(cfg.timeout_ms))
         // Notice a collector that vanished without closing the connection.
         .http2_keep_alive_interval(Duration::from_secs(30))

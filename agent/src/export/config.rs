@@ -135,16 +135,64 @@ impl fmt::Debug for ExportConfig {
 
 const HOUR_MS: u64 = 3_600_000;
 
+/// A setting of the `export` section that cannot be used; the message names the field and
+/// the offending value (never a header's value: it is usually a credential).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigFieldError {
+    #[error("export.endpoint: {reason}, got {endpoint:?}")]
+    Endpoint {
+        endpoint: String,
+        reason: EndpointError,
+    },
+    #[error("export.headers: {0}")]
+    Header(HeaderError),
+    #[error("export.{field}: must be {range}, got {value}")]
+    OutOfRange {
+        field: &'static str,
+        range: String,
+        value: String,
+    },
+    #[error("export.{missing}: required with {given} {path:?}, got none")]
+    Unpaired {
+        missing: &'static str,
+        given: &'static str,
+        path: String,
+    },
+}
+
+/// Why an endpoint URL is unusable.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("not a URL ({0})")]
+    NotAUrl(String),
+    #[error("must start with http:// or https://")]
+    Scheme,
+    #[error("has no host")]
+    NoHost,
+}
+
+/// Why a configured header is unusable (its value is never part of the message).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    #[error("{0:?} is not a valid header name")]
+    Name(String),
+    #[error("the value of {0:?} has characters not allowed in a header (printable ASCII only)")]
+    Value(String),
+    #[error("{0:?}: binary (-bin) gRPC metadata is not supported")]
+    BinaryGrpc(String),
+}
+
 impl ExportConfig {
-    /// Checks every field; the message names the field and the offending value.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks every field; the error names the field and the offending value.
+    pub fn validate(&self) -> Result<(), ConfigFieldError> {
         if let Some(endpoint) = &self.endpoint {
-            parse_endpoint(endpoint)
-                .map_err(|reason| format!("export.endpoint: {reason}, got {endpoint:?}"))?;
+            parse_endpoint(endpoint).map_err(|reason| ConfigFieldError::Endpoint {
+                endpoint: endpoint.clone(),
+                reason,
+            })?;
         }
         for (name, value) in &self.headers {
-            check_header(self.protocol, name, value)
-                .map_err(|reason| format!("export.headers: {reason}"))?;
+            check_header(self.protocol, name, value).map_err(ConfigFieldError::Header)?;
         }
         in_range("timeout_ms", self.timeout_ms, 1..=HOUR_MS)?;
         in_range("queue_size", self.queue_size, 1..=1 << 20)?;
@@ -157,49 +205,50 @@ impl ExportConfig {
         )?;
         in_range("shutdown_timeout_ms", self.shutdown_timeout_ms, 0..=HOUR_MS)?;
         match (&self.client_cert_file, &self.client_key_file) {
-            (Some(cert), None) => {
-                return Err(format!(
-                    "export.client_key_file: required with client_cert_file {cert:?}, got none"
-                ));
-            }
-            (None, Some(key)) => {
-                return Err(format!(
-                    "export.client_cert_file: required with client_key_file {key:?}, got none"
-                ));
-            }
-            _ => {}
+            (Some(cert), None) => Err(ConfigFieldError::Unpaired {
+                missing: "client_key_file",
+                given: "client_cert_file",
+                path: cert.display().to_string(),
+            }),
+            (None, Some(key)) => Err(ConfigFieldError::Unpaired {
+                missing: "client_cert_file",
+                given: "client_key_file",
+                path: key.display().to_string(),
+            }),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 
 fn in_range<T: PartialOrd + fmt::Display>(
-    field: &str,
+    field: &'static str,
     value: T,
     range: RangeInclusive<T>,
-) -> Result<(), String> {
+) -> Result<(), ConfigFieldError> {
     if range.contains(&value) {
         Ok(())
     } else {
-        Err(format!(
-            "export.{field}: must be {}..={}, got {value}",
-            range.start(),
-            range.end()
-        ))
+        Err(ConfigFieldError::OutOfRange {
+            field,
+            range: format!("{}..={}", range.start(), range.end()),
+            value: value.to_string(),
+        })
     }
 }
 
 /// Parses an endpoint URL, requiring an `http` or `https` scheme and a host: the OTLP exporter
 /// spec says the endpoint "MUST" carry a scheme, and a scheme-less `host:port` would otherwise
 /// parse as something surprising.
-pub(crate) fn parse_endpoint(endpoint: &str) -> Result<http::Uri, String> {
-    let uri: http::Uri = endpoint.parse().map_err(|e| format!("not a URL ({e})"))?;
+pub(crate) fn parse_endpoint(endpoint: &str) -> Result<http::Uri, EndpointError> {
+    let uri: http::Uri = endpoint
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| EndpointError::NotAUrl(e.to_string()))?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
-        _ => return Err("must start with http:// or https://".to_owned()),
+        _ => return Err(EndpointError::Scheme),
     }
     if uri.host().is_none_or(str::is_empty) {
-        return Err("has no host".to_owned());
+        return Err(EndpointError::NoHost);
     }
     Ok(uri)
 }
@@ -218,19 +267,12 @@ pub(crate) fn redacted(endpoint: &str) -> String {
 
 /// A header must be a valid HTTP header; over gRPC also a valid ASCII metadata entry, which
 /// rules out the `-bin` suffix reserved for binary metadata.
-pub(crate) fn check_header(protocol: Protocol, name: &str, value: &str) -> Result<(), String> {
-    http::HeaderName::from_bytes(name.as_bytes())
-        .map_err(|_| format!("{name:?} is not a valid header name"))?;
+pub(crate) fn check_header(protocol: Protocol, name: &str, value: &str) -> Result<(), HeaderError> {
+    http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| HeaderError::Name(name.into()))?;
     // Do not echo the value: it is usually a credential.
-    http::HeaderValue::from_str(value).map_err(|_| {
-        format!(
-            "the value of {name:?} has characters not allowed in a header (printable ASCII only)"
-        )
-    })?;
+    http::HeaderValue::from_str(value).map_err(|_| HeaderError::Value(name.into()))?;
     if protocol == Protocol::Grpc && name.to_ascii_lowercase().ends_with("-bin") {
-        return Err(format!(
-            "{name:?}: binary (-bin) gRPC metadata is not supported"
-        ));
+        return Err(HeaderError::BinaryGrpc(name.into()));
     }
     Ok(())
 }
@@ -334,7 +376,7 @@ mod tests {
         for (mutate, want) in cases {
             let mut c = ExportConfig::default();
             mutate(&mut c);
-            let got = c.validate().expect_err(want);
+            let got = c.validate().expect_err(want).to_string();
             assert!(got.starts_with(want), "got {got:?}, want prefix {want:?}");
         }
         let mut ok = ExportConfig {

@@ -27,7 +27,7 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 
 use super::client::{grpc_channel, Failure, TlsFiles};
-use super::config::{parse_endpoint, Compression, ExportConfig, Protocol};
+use super::config::{parse_endpoint, Compression, EndpointError, ExportConfig, Protocol};
 use super::otlp_http::HttpClient;
 use super::otlp_metrics::{collect, encode_metrics};
 use super::retry::{decide, is_retryable, Backoff, Retry};
@@ -123,9 +123,9 @@ fn sink_for(cfg: &ExportConfig, endpoint: &str) -> Result<Sink, ExportError> {
             Sink::Grpc { client, metadata }
         }
         Protocol::HttpProtobuf => {
-            let uri = metrics_http_uri(&uri).map_err(|reason| ExportError::InvalidEndpoint {
+            let uri = metrics_http_uri(&uri).map_err(|e| ExportError::InvalidEndpoint {
                 endpoint: endpoint.to_owned(),
-                reason,
+                reason: EndpointError::NotAUrl(e),
             })?;
             Sink::Http(HttpClient::new(cfg, uri, tls)?)
         }

@@ -21,6 +21,13 @@ mod otlp;
 mod otlp_http;
 mod otlp_metrics;
 mod retry;
+/// The span stage hands finished spans to the exporter through this.
+impl crate::span::builder::SpanSink for SpanSender {
+    fn emit(&mut self, span: Span) {
+        self.send(span);
+    }
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -32,7 +39,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use config::{Compression, ExportConfig, Protocol};
+pub use config::{
+    Compression, ConfigFieldError, EndpointError, ExportConfig, HeaderError, Protocol,
+};
 pub use env::ENV_VARS;
 pub use otlp::encode;
 
@@ -42,14 +51,17 @@ use crate::telemetry::{Counter, Telemetry};
 /// Why the exporter could not be configured or started.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    /// A field failed [`ExportConfig::validate`]; `reason` names the field and value.
-    #[error("{reason}")]
-    InvalidConfig { reason: String },
+    /// A field failed [`ExportConfig::validate`]; the error names the field and value.
+    #[error(transparent)]
+    InvalidConfig(#[from] config::ConfigFieldError),
     /// An OpenTelemetry environment variable has a malformed value.
     #[error("{var}: {reason}")]
     InvalidEnv { var: &'static str, reason: String },
     #[error("export endpoint {endpoint:?}: {reason}")]
-    InvalidEndpoint { endpoint: String, reason: String },
+    InvalidEndpoint {
+        endpoint: String,
+        reason: config::EndpointError,
+    },
     /// The value is deliberately not part of the error: headers usually carry credentials.
     #[error("export header {name:?}: {reason}")]
     InvalidHeader { name: String, reason: String },
@@ -113,8 +125,7 @@ pub fn spawn(
     cfg: &ExportConfig,
     telemetry: Arc<Telemetry>,
 ) -> Result<(SpanSender, JoinHandle<()>), ExportError> {
-    cfg.validate()
-        .map_err(|reason| ExportError::InvalidConfig { reason })?;
+    cfg.validate()?;
     tokio::runtime::Handle::try_current().map_err(|_| ExportError::NoRuntime)?;
     let (tx, rx) = mpsc::channel(cfg.queue_size);
     let (gone_tx, gone_rx) = oneshot::channel();

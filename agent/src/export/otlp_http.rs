@@ -27,7 +27,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::Code;
 
 use super::client::{error_chain, user_agent, Accepted, Failure, TlsFiles};
-use super::config::{Compression, ExportConfig};
+use super::config::{Compression, EndpointError, ExportConfig};
 use super::otlp::encode;
 use super::retry::code_for_http_status;
 use super::ExportError;
@@ -59,7 +59,7 @@ impl HttpClient {
                 .parse()
                 .map_err(|e: http::uri::InvalidUri| ExportError::InvalidEndpoint {
                     endpoint: uri.to_string(),
-                    reason: e.to_string(),
+                    reason: EndpointError::NotAUrl(e.to_string()),
                 })?
         } else {
             uri

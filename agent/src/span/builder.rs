@@ -33,11 +33,12 @@ use agent_common::Role;
 
 use super::context::{new_span_id, new_trace_id, parse_traceparent, parse_tracestate};
 use super::messaging::PublishIndex;
-use super::model::{Attribute, Resource, Span, SpanContext, SpanId, SpanKind, StatusCode};
+use super::model::{
+    Attribute, ProcessTraits, Resource, Span, SpanContext, SpanId, SpanKind, StatusCode,
+};
 use super::parts::{Exchange, SpanParts};
 use super::{db, http, http2, messaging};
 use crate::conn::{ConnMeta, ConnTable};
-use crate::enrich::ProcessTraits;
 use crate::protocol::{Flow, L7Event, Outcome, Request};
 use crate::telemetry::red::Recorder;
 use crate::telemetry::{Counter, Telemetry};
@@ -144,12 +145,6 @@ pub trait SpanSink {
     fn emit(&mut self, span: Span);
 }
 
-impl SpanSink for crate::export::SpanSender {
-    fn emit(&mut self, span: Span) {
-        self.send(span);
-    }
-}
-
 impl SpanSink for Vec<Span> {
     fn emit(&mut self, span: Span) {
         self.push(span);
@@ -179,27 +174,6 @@ pub trait Resources {
     /// whether an OpenTelemetry SDK in it reports its own spans.
     fn traits(&mut self, _pid: u32, _comm: &str) -> ProcessTraits {
         ProcessTraits::default()
-    }
-}
-
-impl Resources for crate::enrich::ResourceCache {
-    fn resource(&mut self, pid: u32, comm: &str) -> Arc<Resource> {
-        self.get_or_comm(pid, comm)
-    }
-    fn forget(&mut self, pid: u32) {
-        crate::enrich::ResourceCache::forget(self, pid);
-    }
-    fn known(&self, pid: u32) -> bool {
-        self.contains(pid)
-    }
-    fn stale(&self, pid: u32) -> bool {
-        self.is_stale(pid)
-    }
-    fn provide(&mut self, pid: u32, resource: Arc<Resource>, traits: ProcessTraits) {
-        self.insert(pid, resource, traits);
-    }
-    fn traits(&mut self, pid: u32, comm: &str) -> ProcessTraits {
-        crate::enrich::ResourceCache::traits(self, pid, comm)
     }
 }
 

@@ -131,3 +131,16 @@ pub fn hex(bytes: &[u8]) -> String {
     }
     s
 }
+
+/// What the span stage needs to know about a process besides its resource.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessTraits {
+    /// Its requests move between OS threads (Go's goroutines).
+    pub threads_migrate: bool,
+    /// An OpenTelemetry SDK in the process exports its own spans.
+    pub sdk_traces: bool,
+    /// The process is in a pod the Kubernetes watch did not know when its resource was built;
+    /// the watch's generation then (`enrich::k8s::K8sView::generation`). `enrich::ResourceCache` has the resource
+    /// rebuilt once the generation moves (a new pod arrived).
+    pub pod_pending_since: Option<u64>,
+}

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::ebpf::loader::ProbeError;
 use crate::telemetry::{Counter, Telemetry};
 use inspect::TlsRuntime;
 
@@ -41,7 +42,7 @@ pub trait UprobeAttacher {
         program: &'static str,
         target: &Path,
         file_offset: u64,
-    ) -> Result<u64, String>;
+    ) -> Result<u64, ProbeError>;
     fn detach(&mut self, link: u64);
 }
 
@@ -51,7 +52,7 @@ impl UprobeAttacher for crate::ebpf::loader::Loaded {
         program: &'static str,
         target: &Path,
         file_offset: u64,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, ProbeError> {
         self.attach_uprobe(program, target, file_offset)
     }
 
@@ -122,6 +123,17 @@ pub struct TlsTracker {
     telemetry: Arc<Telemetry>,
 }
 
+/// Why TLS plaintext will not be captured at all.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsUnavailable {
+    #[error("disabled by probes.disabled: tls")]
+    Disabled,
+    #[error("the kernel has no uprobe PMU (/sys/bus/event_source/devices/uprobe)")]
+    NoUprobes,
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Rejected(Vec<ProbeError>),
+}
+
 /// Loads the TLS uprobe programs and looks at every running process. Err says why TLS
 /// plaintext will not be captured at all (switched off, no uprobes, programs rejected).
 pub fn start(
@@ -129,18 +141,16 @@ pub fn start(
     disabled: &[String],
     traced: impl Fn(u32) -> bool,
     telemetry: Arc<Telemetry>,
-) -> Result<TlsTracker, String> {
+) -> Result<TlsTracker, TlsUnavailable> {
     if disabled.iter().any(|d| d == "tls") {
-        return Err("disabled by probes.disabled: tls".to_owned());
+        return Err(TlsUnavailable::Disabled);
     }
     if !loaded.features.uprobes {
-        return Err(
-            "the kernel has no uprobe PMU (/sys/bus/event_source/devices/uprobe)".to_owned(),
-        );
+        return Err(TlsUnavailable::NoUprobes);
     }
     let errors = loaded.load_uprobes();
     if !errors.is_empty() {
-        return Err(errors.join("; "));
+        return Err(TlsUnavailable::Rejected(errors));
     }
     let mut t = TlsTracker::new(telemetry);
     t.scan_all(traced, loaded);
@@ -453,7 +463,7 @@ fn attach_file(f: &mut FileState, att: &mut impl UprobeAttacher, telemetry: &Tel
                 }
                 tracing::warn!("TLS library {} ({}) not traced: {e}", f.path, describe(rt));
                 telemetry.incr(Counter::TlsAttachFailed);
-                f.error = Some(e);
+                f.error = Some(e.to_string());
                 return;
             }
         }

@@ -14,7 +14,12 @@ struct Recorder {
 }
 
 impl UprobeAttacher for Recorder {
-    fn attach(&mut self, program: &'static str, target: &Path, off: u64) -> Result<u64, String> {
+    fn attach(
+        &mut self,
+        program: &'static str,
+        target: &Path,
+        off: u64,
+    ) -> Result<u64, crate::ebpf::loader::ProbeError> {
         self.next += 1;
         self.attached.push((program, target.to_owned(), off));
         self.live.insert(self.next, program);

@@ -64,19 +64,38 @@ pub fn node_name(
         .unwrap_or_else(|| host.to_owned())
 }
 
-async fn client(decision: &Decision) -> Result<Client, String> {
+/// Why the API client could not be configured (the metadata is then off, said once).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0}")]
+    Off(&'static str),
+    #[error("in-cluster configuration: {0}")]
+    InCluster(#[from] kube::config::InClusterError),
+    #[error("{path}: {source}")]
+    Kubeconfig {
+        path: std::path::PathBuf,
+        source: kube::config::KubeconfigError,
+    },
+    #[error(transparent)]
+    Client(#[from] kube::Error),
+}
+
+async fn client(decision: &Decision) -> Result<Client, ClientError> {
     let config = match decision {
-        Decision::Off(why) => return Err((*why).to_owned()),
-        Decision::InCluster => kube::Config::incluster().map_err(|e| e.to_string())?,
+        Decision::Off(why) => return Err(ClientError::Off(why)),
+        Decision::InCluster => kube::Config::incluster()?,
         Decision::Kubeconfig(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p)
-                .map_err(|e| format!("{}: {e}", p.display()))?;
+            let bad = |source| ClientError::Kubeconfig {
+                path: p.clone(),
+                source,
+            };
+            let kc = kube::config::Kubeconfig::read_from(p).map_err(bad)?;
             kube::Config::from_custom_kubeconfig(kc, &Default::default())
                 .await
-                .map_err(|e| format!("{}: {e}", p.display()))?
+                .map_err(bad)?
         }
     };
-    Client::try_from(config).map_err(|e| e.to_string())
+    Ok(Client::try_from(config)?)
 }
 
 /// Starts the watch as a tokio task when the config and environment say so; the view is
