@@ -18,11 +18,12 @@ use crate::conn::Limits;
 use crate::ebpf::probes::{tracing_works, ProbeState};
 use crate::ebpf::{loader, seed};
 use crate::enrich::worker::ProcWorker;
-use crate::enrich::{host_name, ResourceCache};
+use crate::enrich::{host_name, ResourceCache, DISTRO_NAME};
 use crate::pipeline::Pipeline;
 use crate::reload::{Outcome, Reloader};
 use crate::selection::{SelectionHandle, Selector};
 use crate::span::builder::{read_clock, SpanOptions};
+use crate::span::model::Attribute;
 use crate::telemetry::health::{Gauge, Phase};
 use crate::telemetry::{Counter, Telemetry};
 use agent_common::conn_flags;
@@ -98,6 +99,14 @@ async fn run_async(cfg: Config, args: crate::cli::RunArgs) -> anyhow::Result<()>
     let selector =
         Selector::compile(&cfg.selection, own_namespace.as_deref()).context("selection rules")?;
     let selection = SelectionHandle::new(selector);
+    // The RED metrics exporter: a task of its own, so it never holds up span export.
+    let metrics = crate::export::metrics::spawn(
+        &cfg.export,
+        Duration::from_millis(cfg.metrics.export_interval_ms),
+        agent_resource(&cfg, &host, k8s.is_some()),
+        telemetry.clone(),
+    )
+    .context("starting the RED metrics exporter")?;
     let mut resources = ResourceCache::new(host.clone(), RESOURCE_CACHE);
     if let Some(view) = &k8s {
         resources.set_k8s(view.clone());
@@ -326,7 +335,15 @@ async fn run_async(cfg: Config, args: crate::cli::RunArgs) -> anyhow::Result<()>
     loaded.release_in_background();
     drop(pipeline); // drops the span sender: the exporter flushes and ends
     let grace = Duration::from_millis(cfg.export.shutdown_timeout_ms.saturating_add(1000));
-    if tokio::time::timeout(grace, exporter).await.is_err() {
+    // The final metrics export runs beside the span flush (both within the shutdown timeout):
+    // every span is recorded in the histograms by now.
+    let metrics_done = async {
+        if let Some(m) = metrics {
+            m.shutdown(grace).await;
+        }
+    };
+    let (spans_done, ()) = tokio::join!(tokio::time::timeout(grace, exporter), metrics_done);
+    if spans_done.is_err() {
         tracing::warn!("exporter did not finish within {grace:?}; some spans may be lost");
     }
     tracing::info!("counters at exit: {}", telemetry.summary());
@@ -374,6 +391,31 @@ fn reload(
             tracing::error!("config reload refused, the previous config stays in force: {e}");
         }
     }
+}
+
+/// The resource of what the agent reports about itself (the RED metrics): the agent as a
+/// service on this host, and its node and cluster when the Kubernetes watch runs. Which
+/// traced service a series describes is a per-series attribute, not the resource.
+fn agent_resource(cfg: &Config, host: &str, in_k8s: bool) -> Vec<Attribute> {
+    let version = env!("CARGO_PKG_VERSION").to_owned();
+    let mut r = vec![
+        Attribute::new("service.name", DISTRO_NAME.to_owned()),
+        Attribute::new("service.version", version.clone()),
+        Attribute::new("host.name", host.to_owned()),
+        Attribute::new("telemetry.distro.name", DISTRO_NAME.to_owned()),
+        Attribute::new("telemetry.distro.version", version),
+    ];
+    if in_k8s {
+        let env = |k: &str| std::env::var(k).ok();
+        r.push(Attribute::new(
+            "k8s.node.name",
+            crate::enrich::k8s::watch::node_name(&cfg.kubernetes, env, host),
+        ));
+        if let Some(c) = cfg.kubernetes.cluster_name.clone() {
+            r.push(Attribute::new("k8s.cluster.name", c));
+        }
+    }
+    r
 }
 
 /// Kernel counters in `agent_common::counter` index order.

@@ -55,6 +55,8 @@ pub struct Config {
     pub export: ExportConfig,
     /// The agent's own health reporting.
     pub telemetry: TelemetryConfig,
+    /// OTLP export (or console summary) of the RED metrics.
+    pub metrics: MetricsConfig,
     /// Pod metadata from the Kubernetes API (`k8s.*` resource attributes).
     pub kubernetes: KubernetesConfig,
     /// Which workloads (namespaces, pod labels, owners) and protocols are traced; applied
@@ -266,6 +268,39 @@ impl SamplingConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Milliseconds between two exports of the RED metrics to the OTLP endpoint (or, without
+    /// one, two summaries on stdout); one more is sent at shutdown. 0: no export (the
+    /// Prometheus endpoint still serves them). `OTEL_METRIC_EXPORT_INTERVAL` overrides it.
+    pub export_interval_ms: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        // The OpenTelemetry SDK's default for OTEL_METRIC_EXPORT_INTERVAL.
+        Self {
+            export_interval_ms: 60_000,
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// `OTEL_METRIC_EXPORT_INTERVAL` (milliseconds, SDK environment variable spec).
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        const VAR: &str = "OTEL_METRIC_EXPORT_INTERVAL";
+        if let Some(v) = env(VAR).filter(|v| !v.trim().is_empty()) {
+            self.export_interval_ms = v.trim().parse().map_err(|_| {
+                ConfigError::Env(format!(
+                    "{VAR}: expected milliseconds as a whole number, got {v:?}"
+                ))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     /// Seconds between log lines with the agent's own counters (0: never).
     pub log_interval_secs: u64,
@@ -353,6 +388,7 @@ impl Config {
             .apply_env(&env)
             .map_err(|e| ConfigError::Env(e.to_string()))?;
         cfg.sampling.apply_env(&env)?;
+        cfg.metrics.apply_env(&env)?;
         if let Some(e) = &args.otlp_endpoint {
             cfg.export.endpoint = Some(e.clone());
         }
@@ -432,6 +468,12 @@ impl Config {
                 self.telemetry.unready_after_export_failing_secs
             ));
         }
+        let m = self.metrics.export_interval_ms;
+        if m != 0 && !(100..=86_400_000).contains(&m) {
+            return bad(format!(
+                "metrics.export_interval_ms: must be 0 (off) or 100..=86400000, got {m}"
+            ));
+        }
         self.export.validate().map_err(ConfigError::Export)
     }
 
@@ -492,6 +534,36 @@ mod tests {
             k("kubernetes: {nodename: x}").is_err(),
             "unknown fields are refused"
         );
+    }
+
+    #[test]
+    fn metrics_interval_from_file_then_the_sdk_environment_variable() {
+        let args = RunArgs::default();
+        assert_eq!(
+            Config::resolve(&args, no_env)
+                .expect("defaults")
+                .metrics
+                .export_interval_ms,
+            60_000
+        );
+        let env = |v: &'static str| {
+            move |k: &str| (k == "OTEL_METRIC_EXPORT_INTERVAL").then(|| v.to_owned())
+        };
+        let c = Config::resolve(&args, env("1500")).expect("env");
+        assert_eq!(c.metrics.export_interval_ms, 1500);
+        let e = Config::resolve(&args, env("1.5s")).unwrap_err().to_string();
+        assert!(
+            e.contains("OTEL_METRIC_EXPORT_INTERVAL") && e.contains("1.5s"),
+            "{e}"
+        );
+        let e = Config::resolve(&args, env("5")).unwrap_err().to_string();
+        assert!(
+            e.contains("metrics.export_interval_ms") && e.contains('5'),
+            "{e}"
+        );
+        let off = Config::from_yaml("metrics: {export_interval_ms: 0}", "t").expect("yaml");
+        off.validate().expect("0 turns export off");
+        assert!(Config::from_yaml("metrics: {interval: 1}", "t").is_err());
     }
 
     #[test]

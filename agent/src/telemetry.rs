@@ -99,6 +99,11 @@ counters! {
     KernelCgroupIoSkipped => "agent_kernel_cgroup_syscalls_skipped_total", "reads and writes on tracked connections of processes in muted cgroups: no payload copied";
     ConfigReloads => "agent_config_reloads_total", "config file changes (or SIGHUPs) read, validated and applied";
     ConfigReloadFailures => "agent_config_reload_failures_total", "config file changes refused (unreadable or invalid): the previous config stays in force";
+    // OTLP export of the RED metrics (`export::metrics`).
+    MetricsExports => "agent_metrics_exports_total", "RED metric exports the collector accepted (or summaries printed to the console)";
+    MetricsExportRetries => "agent_metrics_export_retries_total", "RED metric export attempts retried";
+    MetricsExportFailures => "agent_metrics_export_failures_total", "RED metric exports given up on (the next one carries the same cumulative totals)";
+    MetricsPointsRejected => "agent_metrics_data_points_rejected_total", "RED metric data points the collector rejected (OTLP partial success)";
 }
 
 macro_rules! protocol_counters {

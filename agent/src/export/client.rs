@@ -56,7 +56,7 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
-    fn from_status(status: &tonic::Status) -> Self {
+    pub(crate) fn from_status(status: &tonic::Status) -> Self {
         let mut message = status.message().to_owned();
         // Transport errors keep the useful part ("connection refused") in the source chain.
         if let Some(source) = std::error::Error::source(status) {
@@ -136,58 +136,12 @@ pub(crate) struct GrpcClient {
 
 impl GrpcClient {
     fn new(cfg: &ExportConfig, uri: http::Uri, tls: Option<TlsFiles>) -> Result<Self, ExportError> {
-        let endpoint_err = |reason: EndpointError| ExportError::InvalidEndpoint {
-            endpoint: uri.to_string(),
-            reason,
-        };
-        let https = uri.scheme_str() == Some("https");
-        // gRPC ignores the path: the method path is fixed by the service definition.
-        let origin = match uri.authority() {
-            Some(authority) => format!("{}://{authority}", if https { "https" } else { "http" }),
-            None => return Err(endpoint_err(EndpointError::NoHost)),
-        };
-        let mut endpoint = Endpoint::from_shared(origin)
-            .map_err(|e| endpoint_err(EndpointError::NotAUrl(e.to_string())))?
-            .user_agent(user_agent())
-            .map_err(|e| endpoint_err(EndpointError::NotAUrl(e.to_string())))?
-            .connect_timeout(Duration::from_millis(cfg.timeout_ms))
-            // Notice a collector that vanished without closing the connection.
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10));
-        if https {
-            let mut tls_config = ClientTlsConfig::new();
-            tls_config = match tls.as_ref().and_then(|t| t.ca.as_ref()) {
-                Some(ca) => tls_config.ca_certificate(Certificate::from_pem(ca)),
-                None => tls_config.with_native_roots(),
-            };
-            if let Some((cert, key)) = tls.as_ref().and_then(|t| t.identity.as_ref()) {
-                tls_config = tls_config.identity(Identity::from_pem(cert, key));
-            }
-            endpoint = endpoint
-                .tls_config(tls_config)
-                .map_err(|e| ExportError::Tls {
-                    reason: error_chain(&e),
-                })?;
-        }
-        let mut client = TraceServiceClient::new(endpoint.connect_lazy());
+        let (channel, metadata) = grpc_channel(cfg, &uri, tls.as_ref())?;
+        let mut client = TraceServiceClient::new(channel);
         if cfg.compression == Compression::Gzip {
             client = client
                 .send_compressed(CompressionEncoding::Gzip)
                 .accept_compressed(CompressionEncoding::Gzip);
-        }
-        let mut metadata = MetadataMap::new();
-        for (name, value) in &cfg.headers {
-            let bad = |reason: &str| ExportError::InvalidHeader {
-                name: name.clone(),
-                reason: reason.to_owned(),
-            };
-            let key: AsciiMetadataKey = name
-                .parse()
-                .map_err(|_| bad("not a valid gRPC metadata key"))?;
-            let value: AsciiMetadataValue = value
-                .parse()
-                .map_err(|_| bad("value has characters not allowed in gRPC metadata"))?;
-            metadata.insert(key, value);
         }
         Ok(Self { client, metadata })
     }
@@ -206,6 +160,65 @@ impl GrpcClient {
     }
 }
 
+/// A lazy gRPC channel to the collector at `uri` with the configured TLS, and the configured
+/// headers as metadata: shared by the trace and the metrics clients, so both signals honour
+/// the same `export.*` settings.
+pub(crate) fn grpc_channel(
+    cfg: &ExportConfig,
+    uri: &http::Uri,
+    tls: Option<&TlsFiles>,
+) -> Result<(Channel, MetadataMap), ExportError> {
+    let endpoint_err = |reason: EndpointError| ExportError::InvalidEndpoint {
+        endpoint: uri.to_string(),
+        reason,
+    };
+    let https = uri.scheme_str() == Some("https");
+    // gRPC ignores the path: the method path is fixed by the service definition.
+    let origin = match uri.authority() {
+        Some(authority) => format!("{}://{authority}", if https { "https" } else { "http" }),
+        None => return Err(endpoint_err(EndpointError::NoHost)),
+    };
+    let mut endpoint = Endpoint::from_shared(origin)
+        .map_err(|e| endpoint_err(EndpointError::NotAUrl(e.to_string())))?
+        .user_agent(user_agent())
+        .map_err(|e| endpoint_err(EndpointError::NotAUrl(e.to_string())))?
+        .connect_timeout(Duration::from_millis(cfg.timeout_ms))
+        // Notice a collector that vanished without closing the connection.
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    if https {
+        let mut tls_config = ClientTlsConfig::new();
+        tls_config = match tls.and_then(|t| t.ca.as_ref()) {
+            Some(ca) => tls_config.ca_certificate(Certificate::from_pem(ca)),
+            None => tls_config.with_native_roots(),
+        };
+        if let Some((cert, key)) = tls.and_then(|t| t.identity.as_ref()) {
+            tls_config = tls_config.identity(Identity::from_pem(cert, key));
+        }
+        endpoint = endpoint
+            .tls_config(tls_config)
+            .map_err(|e| ExportError::Tls {
+                reason: error_chain(&e),
+            })?;
+    }
+    let channel = endpoint.connect_lazy();
+    let mut metadata = MetadataMap::new();
+    for (name, value) in &cfg.headers {
+        let bad = |reason: &str| ExportError::InvalidHeader {
+            name: name.clone(),
+            reason: reason.to_owned(),
+        };
+        let key: AsciiMetadataKey = name
+            .parse()
+            .map_err(|_| bad("not a valid gRPC metadata key"))?;
+        let value: AsciiMetadataValue = value
+            .parse()
+            .map_err(|_| bad("value has characters not allowed in gRPC metadata"))?;
+        metadata.insert(key, value);
+    }
+    Ok((channel, metadata))
+}
+
 /// PEM bytes of the configured TLS files.
 pub(crate) struct TlsFiles {
     pub ca: Option<Vec<u8>>,
@@ -214,7 +227,7 @@ pub(crate) struct TlsFiles {
 }
 
 impl TlsFiles {
-    fn load(cfg: &ExportConfig) -> Result<Option<Self>, ExportError> {
+    pub(crate) fn load(cfg: &ExportConfig) -> Result<Option<Self>, ExportError> {
         let read = |path: &Path| {
             std::fs::read(path).map_err(|source| ExportError::TlsFile {
                 path: path.to_owned(),

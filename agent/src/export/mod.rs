@@ -5,15 +5,21 @@
 //! front of one exporter task, and a full queue drops (and counts) the span. This module owns
 //! the queue and start-up; `config`/`env` say what to do, `otlp` encodes, `client`/`otlp_http` talk to
 //! the collector, `retry` decides on retries, `batch` runs the OTLP task and `console` the stdout
-//! one. Building spans and the counters themselves belong to `span` and `telemetry`.
+//! one. `metrics` (with `otlp_metrics` and `metrics_console`) exports the RED histograms the
+//! same way, as a task of its own. Building spans and the counters themselves belong to `span` and `telemetry`.
 
 mod batch;
 mod client;
 mod config;
 mod console;
 mod env;
+pub mod metrics;
+mod metrics_console;
+#[cfg(test)]
+mod metrics_tests;
 mod otlp;
 mod otlp_http;
+mod otlp_metrics;
 mod retry;
 /// The span stage hands finished spans to the exporter through this.
 impl crate::span::builder::SpanSink for SpanSender {

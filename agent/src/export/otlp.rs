@@ -104,13 +104,18 @@ fn encode_status_code(code: StatusCode) -> status::StatusCode {
     }
 }
 
-fn encode_attributes(attributes: &[Attribute]) -> Vec<KeyValue> {
-    attributes
-        .iter()
-        .map(|a| KeyValue {
-            key: a.key.to_owned(),
+pub(crate) fn encode_attributes(attributes: &[Attribute]) -> Vec<KeyValue> {
+    encode_key_values(attributes.iter().map(|a| (a.key, &a.value)))
+}
+
+pub(crate) fn encode_key_values<'a>(
+    pairs: impl Iterator<Item = (&'a str, &'a AttrValue)>,
+) -> Vec<KeyValue> {
+    pairs
+        .map(|(key, value)| KeyValue {
+            key: key.to_owned(),
             value: Some(AnyValue {
-                value: Some(encode_value(&a.value)),
+                value: Some(encode_value(value)),
             }),
             ..Default::default()
         })

@@ -115,7 +115,20 @@ impl HttpClient {
         spans: &[Span],
         timeout: Duration,
     ) -> Result<Accepted, Failure> {
-        let mut body = encode(spans).encode_to_vec();
+        let body = self.post(encode(spans).encode_to_vec(), timeout).await?;
+        // The data is in; an unreadable answer only loses the partial-success details.
+        Ok(ExportTraceServiceResponse::decode(body)
+            .map(Accepted::from_response)
+            .unwrap_or_default())
+    }
+
+    /// POSTs one protobuf request body; on a 2xx, returns the response body (the signal's
+    /// `Export*ServiceResponse`, for the caller to decode).
+    pub(crate) async fn post(
+        &mut self,
+        mut body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Bytes, Failure> {
         if self.headers.contains_key(CONTENT_ENCODING) {
             body = gzip(&body).map_err(|e| Failure {
                 code: Code::Internal,
@@ -137,7 +150,7 @@ impl HttpClient {
         }
     }
 
-    async fn round_trip(&self, request: Request<Full<Bytes>>) -> Result<Accepted, Failure> {
+    async fn round_trip(&self, request: Request<Full<Bytes>>) -> Result<Bytes, Failure> {
         let response = self.client.request(request).await.map_err(|e| Failure {
             // Could not connect or the connection broke: the collector may come back.
             code: Code::Unavailable,
@@ -151,12 +164,7 @@ impl HttpClient {
             .map(|b| b.to_bytes());
         let status = parts.status.as_u16();
         if parts.status.is_success() {
-            // The data is in; an unreadable answer only loses the partial-success details.
-            return Ok(body
-                .ok()
-                .and_then(|b| ExportTraceServiceResponse::decode(b).ok())
-                .map(Accepted::from_response)
-                .unwrap_or_default());
+            return Ok(body.unwrap_or_default());
         }
         let detail = match body {
             Ok(b) => match tonic_types::Status::decode(b.clone()) {

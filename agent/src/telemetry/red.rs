@@ -21,10 +21,15 @@
 //! before is found in the recorder's own cache by a hash of the borrowed attribute values and
 //! observed through a cloned histogram handle: no allocation and no `Family` lock; only a new
 //! label set builds owned strings. This module does not decide what a span is; `span` does.
+//!
+//! Each series also has a lock-free record ([`series::Series`], same observation, same
+//! buckets, OTel attribute names and types) that the OTLP metrics exporter and the console
+//! summary read through [`RedMetrics::collect`] (prometheus-client keeps its histograms'
+//! buckets and exemplars private to its own encoders).
 
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::exemplar::HistogramWithExemplars;
@@ -34,6 +39,9 @@ use rustc_hash::FxHashMap;
 
 use super::{Counter, Telemetry};
 use crate::span::model::{hex, AttrValue, Span, SpanId, SpanKind, TraceId};
+
+pub mod series;
+use series::Series;
 
 /// Label sets kept per metric before new ones go to the overflow series.
 pub const MAX_SERIES: usize = 2000;
@@ -60,6 +68,18 @@ enum Source {
 
 /// One label: its Prometheus name and where its value comes from.
 type LabelSpec = (&'static str, Source);
+
+/// The OpenTelemetry attribute name of a label (what OTLP export uses).
+fn otel_key(spec: &LabelSpec) -> &'static str {
+    match spec.1 {
+        Source::Attr(k) => k,
+        Source::Service => "service.name",
+        Source::Route => "http.route",
+    }
+}
+
+/// The overflow series' attribute (metrics SDK spec, cardinality limits).
+pub const OVERFLOW_ATTRIBUTE: &str = "otel.metric.overflow";
 
 const SERVICE: LabelSpec = ("service_name", Source::Service);
 const ERROR: LabelSpec = ("error_type", Source::Attr("error.type"));
@@ -109,7 +129,7 @@ impl Metric {
         self.otel_name().replace('.', "_")
     }
 
-    fn help(self) -> &'static str {
+    pub fn help(self) -> &'static str {
         match self {
             Metric::HttpServer => {
                 "Duration of HTTP server requests (from the agent's server spans)"
@@ -250,6 +270,9 @@ pub struct RedMetrics {
     /// Label sets per family (`Family` counts them only for tests).
     series: Vec<AtomicUsize>,
     max_series: usize,
+    /// Every series' lock-free record, for the OTLP exporter and the console summary. Locked
+    /// only when a label set is new and when a reader collects (once per export interval).
+    records: Mutex<FxHashMap<(Metric, Labels), Arc<Series>>>,
 }
 
 impl Default for RedMetrics {
@@ -267,6 +290,7 @@ impl RedMetrics {
                 .collect(),
             series: Metric::ALL.iter().map(|_| AtomicUsize::new(0)).collect(),
             max_series: max_series.max(1),
+            records: Mutex::new(FxHashMap::default()),
         }
     }
 
@@ -279,10 +303,29 @@ impl RedMetrics {
         self.series[m as usize].load(Ordering::Relaxed)
     }
 
-    /// The histogram of `labels` in `m`, created (and counted) if new.
-    fn create(&self, m: Metric, labels: &Labels) -> Histogram {
+    /// The histogram of `labels` in `m` and its lock-free record (whose attributes are
+    /// `attributes`, called only if the record is new), created (and counted) if new.
+    fn create(
+        &self,
+        m: Metric,
+        labels: &Labels,
+        attributes: impl FnOnce() -> Vec<(&'static str, AttrValue)>,
+    ) -> (Histogram, Arc<Series>) {
         self.series[m as usize].fetch_add(1, Ordering::Relaxed);
-        self.family(m).get_or_create_owned(labels)
+        let histogram = self.family(m).get_or_create_owned(labels);
+        // A poisoned lock only means another thread panicked mid-insert; the map is intact.
+        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        let record = records
+            .entry((m, labels.clone()))
+            .or_insert_with(|| Arc::new(Series::new(m, attributes(), unix_nano_now())))
+            .clone();
+        (histogram, record)
+    }
+
+    /// Every series recorded so far (a cheap copy of handles; the data stays shared).
+    pub fn collect(&self) -> Vec<Arc<Series>> {
+        let records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        records.values().cloned().collect()
     }
 
     /// Adds the families to `registry` (clones share the same data).
@@ -347,6 +390,16 @@ impl OwnedVal {
         }
     }
 
+    /// The value as an OpenTelemetry attribute value (types kept: a status code is an int).
+    fn attr(&self) -> Option<AttrValue> {
+        match self {
+            OwnedVal::Absent => None,
+            OwnedVal::Str(s) => Some(AttrValue::Str(s.clone())),
+            OwnedVal::Int(i) => Some(AttrValue::Int(*i)),
+            OwnedVal::Bool(b) => Some(AttrValue::Bool(*b)),
+        }
+    }
+
     fn label(&self) -> Option<String> {
         match self {
             OwnedVal::Absent => None,
@@ -364,13 +417,14 @@ struct Cached {
     metric: Metric,
     values: Vec<OwnedVal>,
     histogram: Histogram,
+    record: Arc<Series>,
 }
 
 /// Records spans into [`RedMetrics`]; one per pipeline thread (it keeps its own cache).
 pub struct Recorder {
     red: Arc<Telemetry>,
     cache: FxHashMap<u64, Vec<Cached>>,
-    overflow: Vec<Option<Histogram>>,
+    overflow: Vec<Option<(Histogram, Arc<Series>)>>,
     keys: RandomState,
 }
 
@@ -402,6 +456,11 @@ impl Recorder {
         let vals = &vals[..specs.len()];
         let key = h.finish();
         let secs = span.end_unix_nano.saturating_sub(span.start_unix_nano) as f64 / 1e9;
+        let ids = exported.then_some((
+            &span.context.trace_id,
+            &span.context.span_id,
+            span.end_unix_nano,
+        ));
         let exemplar = exported.then_some(TraceExemplar {
             trace_id: span.context.trace_id,
             span_id: span.context.span_id,
@@ -413,6 +472,7 @@ impl Recorder {
         });
         if let Some(c) = found {
             c.histogram.observe(secs, exemplar, None);
+            c.record.observe(secs, ids);
             return;
         }
         let red = self.red.red();
@@ -420,10 +480,13 @@ impl Recorder {
         // a full family means this set is new: it goes to the overflow series, uncached.
         if red.series(metric) >= red.max_series {
             self.red.incr(Counter::RedMetricsOverflowed);
-            let hist = self.overflow[metric as usize].get_or_insert_with(|| {
-                red.create(metric, &vec![(OVERFLOW_LABEL, "true".to_owned())])
+            let (hist, record) = self.overflow[metric as usize].get_or_insert_with(|| {
+                red.create(metric, &vec![(OVERFLOW_LABEL, "true".to_owned())], || {
+                    vec![(OVERFLOW_ATTRIBUTE, AttrValue::Bool(true))]
+                })
             });
             hist.observe(secs, exemplar, None);
+            record.observe(secs, ids);
             return;
         }
         let values: Vec<OwnedVal> = vals.iter().map(OwnedVal::from_val).collect();
@@ -432,14 +495,28 @@ impl Recorder {
             .zip(&values)
             .filter_map(|((name, _), v)| v.label().map(|l| (*name, l)))
             .collect();
-        let histogram = red.create(metric, &labels);
+        let (histogram, record) = red.create(metric, &labels, || {
+            specs
+                .iter()
+                .zip(&values)
+                .filter_map(|(spec, v)| v.attr().map(|a| (otel_key(spec), a)))
+                .collect()
+        });
         histogram.observe(secs, exemplar, None);
+        record.observe(secs, ids);
         self.cache.entry(key).or_default().push(Cached {
             metric,
             values,
             histogram,
+            record,
         });
     }
+}
+
+fn unix_nano_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 fn value<'a>(span: &'a Span, source: Source) -> Val<'a> {

@@ -81,10 +81,26 @@ def parse_line(line: str) -> ConsoleSpan:
 
 
 def parse_output(text: str) -> list[ConsoleSpan]:
-    """Every line of the agent's stdout: each one must be a span line (the agent logs to
+    """Every line of the agent's stdout but the RED metrics summary (lines starting with `# `,
+    see agent/src/export/metrics_console.rs): each one must be a span line (the agent logs to
     stderr; anything else on stdout is a defect)."""
     __tracebackhide__ = True
-    return [parse_line(line) for line in text.splitlines()]
+    return [parse_line(line) for line in text.splitlines() if not line.startswith("# ")]
+
+
+def red_summary(text: str) -> list[dict[str, str]]:
+    """The RED summary lines of the agent's stdout (`# <metric> key=value ... count=N errors=N
+    p50=.. p99=..`), each as a dict with `metric` and every key."""
+    out = []
+    for line in text.splitlines():
+        if not line.startswith("# ") or "=" not in line:
+            continue
+        metric, _, rest = line[2:].partition(" ")
+        row = {"metric": metric}
+        for a in _ATTR.finditer(" " + rest):
+            row[a["key"]] = unquote(a["value"])
+        out.append(row)
+    return out
 
 
 @dataclass
