@@ -149,10 +149,33 @@ def _listening(port: int) -> bool:
         return False
 
 
+def assert_pod_resource(resource: dict, pod: "FakePod") -> None:
+    """The k8s.* and service.* attributes the pod object of `pod` must give its spans (see
+    FakePod.pod_object; service.name from its app.kubernetes.io/name label, per the semantic
+    conventions' order, nothing earlier in that order being set)."""
+    __tracebackhide__ = True
+    want = {
+        "k8s.namespace.name": pod.namespace,
+        "k8s.pod.name": f"{pod.name}-5d8f7b9c4-x2k4p",
+        "k8s.pod.uid": pod.uid,
+        "k8s.node.name": NODE,
+        "k8s.container.name": "web",
+        "container.id": pod.container_id,
+        "container.image.name": f"registry.example.com/{pod.name}",
+        "container.image.tag": "1.0",
+        "k8s.replicaset.name": f"{pod.name}-5d8f7b9c4",
+        "k8s.deployment.name": pod.name,
+        "service.name": pod.name,
+        "service.namespace": pod.namespace,
+    }
+    got = {k: resource.get(k) for k in want}
+    assert got == want, f"resource {resource}"
+
+
 class FakeApiServer:
     """List and watch of Pods as kube-apiserver serves them (HTTP, no auth)."""
 
-    def __init__(self, pods: list[FakePod]) -> None:
+    def __init__(self, pods: list[FakePod], port: int = 0) -> None:
         self.pods = pods
         self.requests: list[str] = []
         self.closing = threading.Event()
@@ -203,18 +226,28 @@ class FakeApiServer:
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                 self.wfile.flush()
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def kubeconfig(self, path: Path) -> Path:
-        path.write_text(f"""apiVersion: v1
+        return write_kubeconfig(path, self.port)
+
+    def stop(self) -> None:
+        self.closing.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def write_kubeconfig(path: Path, port: int) -> Path:
+    """A kubeconfig for an API server on 127.0.0.1:`port` (HTTP, no auth)."""
+    path.write_text(f"""apiVersion: v1
 kind: Config
 clusters:
 - name: fake
   cluster:
-    server: http://127.0.0.1:{self.port}
+    server: http://127.0.0.1:{port}
 users:
 - name: nobody
   user: {{}}
@@ -225,12 +258,7 @@ contexts:
     user: nobody
 current-context: fake
 """)
-        return path
-
-    def stop(self) -> None:
-        self.closing.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    return path
 
 
 def metrics(port: int) -> dict[str, float]:
@@ -311,6 +339,7 @@ def test_namespace_toggles_apply_live(cluster):
         assert s.resource["k8s.pod.uid"] == pod.uid
         assert s.resource["container.id"] == pod.container_id
         assert s.resource["k8s.deployment.name"] == pod.name
+        assert_pod_resource(s.resource, pod)
         assert s.attr("http.request.method") == "GET"
     assert any("watch=true" in r for r in cluster["api"].requests), cluster["api"].requests
 
@@ -367,3 +396,50 @@ def test_namespace_toggles_apply_live(cluster):
             - before.get("agent_connections_deselected_total", 0)) >= 20
 
     assert agent.proc.poll() is None and agent.pid == agent_pid, "the agent restarted"
+
+
+def test_api_server_down_at_start_then_up(receiver: OtlpReceiver, workroot: Path):
+    """The API server is unreachable when the agent starts: spans flow from the start with what
+    procfs and the cgroup give (container.id, k8s.pod.uid), and the pod's metadata appears on
+    them once the server is up and the watch has listed (no restart)."""
+    agent_bin = require_agent_bin()
+    logdir = workroot / "selection-api-late"
+    logdir.mkdir(parents=True, exist_ok=True)
+    pod = api = agent = None
+    try:
+        pod = FakePod("late", "late-web", cgroup2_root(), logdir)
+        port = free_port()  # nothing listens here yet
+        config = logdir / "agent.yaml"
+        config.write_text(f"kubernetes:\n  enabled: true\n  node_name: {NODE}\n"
+                          f"  kubeconfig: {write_kubeconfig(logdir / 'kubeconfig', port)}\n")
+        agent = Agent(agent_bin, logdir, receiver.endpoint, name="agent-api-late",
+                      config=config, args=("--exclude-pid", str(os.getpid())))
+        t0 = time.time_ns()
+
+        def spans(after_ns: int):
+            return receiver.spans(lambda s: s.pid in pod.pids and s.kind == 2
+                                  and s.start_ns > after_ns)
+
+        wait_until(lambda: bool(spans(t0)), 15, "spans while the API server is down")
+        early = spans(t0)[0]
+        assert early.resource.get("container.id") == pod.container_id, early.resource
+        assert early.resource.get("k8s.pod.uid") == pod.uid, early.resource
+        assert "k8s.namespace.name" not in early.resource, early.resource
+        time.sleep(2.0)  # the watch has failed and is backing off
+        api = FakeApiServer([pod], port=port)
+        t_up = time.time_ns()
+        wait_until(lambda: any("k8s.namespace.name" in s.resource for s in spans(t_up)), 45,
+                   "the pod's metadata on spans after the API server came up")
+        late = [s for s in spans(t_up) if "k8s.namespace.name" in s.resource][-1]
+        assert_pod_resource(late.resource, pod)
+        print(f"metadata on spans {(late.start_ns - t_up) / 1e9:.1f}s after the API server "
+              f"came up")
+        assert agent.proc.poll() is None, "the agent exited"
+    finally:
+        code = agent.stop() if agent else 0
+        if api:
+            api.stop()
+        if pod:
+            pod.stop()
+        shutil.rmtree(logdir, ignore_errors=True)
+    assert code == 0, f"agent exited with {code} on SIGTERM"
