@@ -143,6 +143,49 @@ pub trait Parser {
     }
 }
 
+/// `impl Parser` for a protocol's parser type whose inherent `parse`, `skip` and `close` have
+/// the trait's signatures (so tests and benchmarks call them without the trait in scope):
+/// `parser_by_inherent_methods!(Http1Conn);`, or with more trait items after a comma (e.g. a
+/// `successor`).
+macro_rules! parser_by_inherent_methods {
+    ($t:ty $(, $($extra:tt)*)?) => {
+        impl $crate::protocol::Parser for $t {
+            fn parse(
+                &mut self,
+                dir: $crate::protocol::Direction,
+                buf: &[u8],
+                ctx: &$crate::protocol::SegmentCtx,
+                out: &mut Vec<$crate::protocol::L7Event>,
+                errors: &mut Vec<$crate::protocol::ParseError>,
+            ) -> usize {
+                <$t>::parse(self, dir, buf, ctx, out, errors)
+            }
+
+            fn skip(
+                &mut self,
+                dir: $crate::protocol::Direction,
+                n: u64,
+                unconsumed: usize,
+                ctx: &$crate::protocol::SegmentCtx,
+                out: &mut Vec<$crate::protocol::L7Event>,
+            ) -> bool {
+                <$t>::skip(self, dir, n, unconsumed, ctx, out)
+            }
+
+            fn close(&mut self, ts_ns: u64, out: &mut Vec<$crate::protocol::L7Event>) {
+                <$t>::close(self, ts_ns, out)
+            }
+
+            fn protocol(&self) -> $crate::protocol::ProtocolId {
+                <$t as $crate::protocol::Protocol>::ID
+            }
+
+            $($($extra)*)?
+        }
+    };
+}
+pub(crate) use parser_by_inherent_methods;
+
 /// A protocol: how it is recognised, its parser's constructor and bounds, and the types its
 /// exchanges are reported in. Implemented by each protocol's parser type.
 pub trait Protocol: Parser + Sized {

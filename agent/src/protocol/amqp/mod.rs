@@ -212,37 +212,7 @@ impl Protocol for AmqpConn {
     }
 }
 
-impl super::Parser for AmqpConn {
-    fn parse(
-        &mut self,
-        dir: Direction,
-        buf: &[u8],
-        ctx: &SegmentCtx,
-        out: &mut Vec<L7Event>,
-        errors: &mut Vec<ParseError>,
-    ) -> usize {
-        AmqpConn::parse(self, dir, buf, ctx, out, errors)
-    }
-
-    fn skip(
-        &mut self,
-        dir: Direction,
-        n: u64,
-        unconsumed: usize,
-        ctx: &SegmentCtx,
-        out: &mut Vec<L7Event>,
-    ) -> bool {
-        AmqpConn::skip(self, dir, n, unconsumed, ctx, out)
-    }
-
-    fn close(&mut self, ts_ns: u64, out: &mut Vec<L7Event>) {
-        AmqpConn::close(self, ts_ns, out)
-    }
-
-    fn protocol(&self) -> ProtocolId {
-        <Self as Protocol>::ID
-    }
-}
+super::parser_by_inherent_methods!(AmqpConn);
 
 /// What happened to a message on an AMQP 0-9-1 channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

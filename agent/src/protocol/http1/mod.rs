@@ -258,37 +258,8 @@ impl Protocol for Http1Conn {
     }
 }
 
-impl super::Parser for Http1Conn {
-    fn parse(
-        &mut self,
-        dir: Direction,
-        buf: &[u8],
-        ctx: &SegmentCtx,
-        out: &mut Vec<L7Event>,
-        errors: &mut Vec<ParseError>,
-    ) -> usize {
-        Http1Conn::parse(self, dir, buf, ctx, out, errors)
-    }
-
-    fn skip(
-        &mut self,
-        dir: Direction,
-        n: u64,
-        unconsumed: usize,
-        ctx: &SegmentCtx,
-        out: &mut Vec<L7Event>,
-    ) -> bool {
-        Http1Conn::skip(self, dir, n, unconsumed, ctx, out)
-    }
-
-    fn close(&mut self, ts_ns: u64, out: &mut Vec<L7Event>) {
-        Http1Conn::close(self, ts_ns, out)
-    }
-
-    fn protocol(&self) -> ProtocolId {
-        <Self as Protocol>::ID
-    }
-
+super::parser_by_inherent_methods!(
+    Http1Conn,
     /// After a `101` to `h2c`: the HTTP/2 parser, which takes the client's bytes seen
     /// before the 101 (first: they were captured earlier) and every later byte.
     fn successor(
@@ -306,7 +277,7 @@ impl super::Parser for Http1Conn {
             errors,
         )))
     }
-}
+);
 
 /// An HTTP request head, with only the headers the agent uses. Sensitive headers
 /// (Authorization, Cookie, ...) are never copied out of the capture buffer.

@@ -726,37 +726,7 @@ impl Protocol for H2Conn {
     }
 }
 
-impl super::Parser for H2Conn {
-    fn parse(
-        &mut self,
-        dir: Direction,
-        buf: &[u8],
-        ctx: &SegmentCtx,
-        out: &mut Vec<L7Event>,
-        errors: &mut Vec<ParseError>,
-    ) -> usize {
-        H2Conn::parse(self, dir, buf, ctx, out, errors)
-    }
-
-    fn skip(
-        &mut self,
-        dir: Direction,
-        n: u64,
-        unconsumed: usize,
-        ctx: &SegmentCtx,
-        out: &mut Vec<L7Event>,
-    ) -> bool {
-        H2Conn::skip(self, dir, n, unconsumed, ctx, out)
-    }
-
-    fn close(&mut self, ts_ns: u64, out: &mut Vec<L7Event>) {
-        H2Conn::close(self, ts_ns, out)
-    }
-
-    fn protocol(&self) -> ProtocolId {
-        <Self as Protocol>::ID
-    }
-}
+super::parser_by_inherent_methods!(H2Conn);
 
 /// One HTTP/2 stream's request (RFC 9113), from its HEADERS (+ CONTINUATION) block.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]

@@ -239,37 +239,7 @@ impl Protocol for PgConn {
     }
 }
 
-impl super::Parser for PgConn {
-    fn parse(
-        &mut self,
-        dir: Direction,
-        buf: &[u8],
-        ctx: &SegmentCtx,
-        out: &mut Vec<L7Event>,
-        errors: &mut Vec<ParseError>,
-    ) -> usize {
-        PgConn::parse(self, dir, buf, ctx, out, errors)
-    }
-
-    fn skip(
-        &mut self,
-        dir: Direction,
-        n: u64,
-        unconsumed: usize,
-        ctx: &SegmentCtx,
-        out: &mut Vec<L7Event>,
-    ) -> bool {
-        PgConn::skip(self, dir, n, unconsumed, ctx, out)
-    }
-
-    fn close(&mut self, ts_ns: u64, out: &mut Vec<L7Event>) {
-        PgConn::close(self, ts_ns, out)
-    }
-
-    fn protocol(&self) -> ProtocolId {
-        <Self as Protocol>::ID
-    }
-}
+super::parser_by_inherent_methods!(PgConn);
 
 /// One statement a PostgreSQL client had executed (frontend/backend protocol 3.0). A simple
 /// query holding several statements yields one of these per statement.
