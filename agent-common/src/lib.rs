@@ -14,7 +14,7 @@
 #![no_std]
 
 /// Version of the record layouts below. Checked by user space on every record.
-pub const EVENT_VERSION: u8 = 3;
+pub const EVENT_VERSION: u8 = 6;
 
 /// Hard upper bound for payload bytes copied per syscall. The runtime limit
 /// ([`Config::capture_bytes`]) can only lower it. Must be a power of two: the kernel masks
@@ -41,6 +41,9 @@ pub enum EventKind {
     /// A process exec'd or mapped an executable file (a library load): user space looks at its
     /// mappings for TLS libraries to attach uprobes to. Header only.
     ProcExec = 5,
+    /// The sk_msg program wrote a `traceparent` header into the request this thread is
+    /// sending: an [`InjectEvent`], output during the syscall, before its data record.
+    Inject = 6,
 }
 
 impl EventKind {
@@ -51,6 +54,7 @@ impl EventKind {
             3 => Self::Data,
             4 => Self::ProcExit,
             5 => Self::ProcExec,
+            6 => Self::Inject,
             _ => return None,
         })
     }
@@ -230,7 +234,10 @@ pub struct ConnOpenEvent {
 pub struct ConnCloseEvent {
     pub header: EventHeader,
     pub fd: u32,
-    pub _pad: u32,
+    /// [`data_flags`] bits: `GAP_BEFORE` when records of the connection were lost after the
+    /// last one user space got (what was in flight did not end with the close).
+    pub flags: u8,
+    pub _pad: [u8; 3],
 }
 
 /// Payload bytes one syscall moved on a tracked socket. Followed by `len` bytes.
@@ -241,13 +248,28 @@ pub struct DataEvent {
     pub fd: u32,
     /// A [`Syscall`].
     pub syscall: u8,
-    pub _pad: [u8; 3],
+    /// [`data_flags`] bits.
+    pub flags: u8,
+    pub _pad: [u8; 2],
     /// Bytes captured and following this struct (`<= orig_len`, `<= capture_bytes`).
     pub len: u32,
     /// Bytes the syscall actually moved. `orig_len - len` bytes are missing after the payload.
     pub orig_len: u32,
     /// CLOCK_MONOTONIC nanoseconds when the syscall was entered.
     pub enter_ts_ns: u64,
+    /// For a process user space marked as Go with the register ABI (`GO_PROCS`): the goroutine
+    /// (its `g`, R14 at the syscall or TLS call) the bytes were moved for — for a write by
+    /// `net/http`'s `persistConn.writeLoop`, the goroutine that called `roundTrip` (see
+    /// [`GoWriter`]). 0 when not known.
+    pub goroutine: u64,
+}
+
+/// Bits of [`DataEvent::flags`].
+pub mod data_flags {
+    /// Records of this connection were lost before this one (the ring buffer was full, see
+    /// [`super::conn_flags::GAP`]): an unknown number of bytes, in either direction, is
+    /// missing between the previous record of the connection user space got and this one.
+    pub const GAP_BEFORE: u8 = 1;
 }
 
 /// `header.conn_id` of a `ProcExec` notice for a new program (see [`ProcExitEvent`]).
@@ -285,6 +307,12 @@ pub mod conn_flags {
     /// kernel when a TLS library call is seen using the socket, or by user space when the
     /// bytes look like TLS records.
     pub const RAW_OFF: u8 = 2;
+    /// A data record of this connection could not be written to the ring buffer (full). Set
+    /// by the kernel on the failure; the next record of the connection that is written
+    /// carries [`super::data_flags::GAP_BEFORE`] and clears it. The syscall probes read it at
+    /// syscall entry (it travels in [`super::IoArgs::conn_flags`]), so the hot path pays one
+    /// bit test.
+    pub const GAP: u8 = 4;
 }
 
 /// An OpenSSL call in flight (SSL_read/SSL_write/_ex), from its uprobe to its uretprobe, in
@@ -350,6 +378,17 @@ pub struct GoKey {
     pub _pad: u32,
 }
 
+/// Value of `GO_WRITER`, keyed by a [`GoKey`] of a `net/http.(*persistConn).writeLoop`
+/// goroutine: the `*persistConn` it writes for, and the connection its first write went to
+/// (0 until then). A write on another connection means the `g` was reused by another
+/// goroutine: the entry is dropped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoWriter {
+    pub pconn: u64,
+    pub conn_id: u64,
+}
+
 /// Arguments of a data syscall in flight, from its sys_enter to its sys_exit, in the
 /// `ACTIVE_IO` map keyed by pid_tgid. User space writes one too, for a read that was already
 /// blocked when the agent attached (its entry was never seen; /proc/<pid>/task/<tid>/syscall
@@ -367,7 +406,9 @@ pub struct IoArgs {
     pub syscall: u8,
     /// A [`Direction`].
     pub direction: u8,
-    pub _pad: [u8; 2],
+    /// The connection's [`conn_flags`] when the syscall was entered (only `GAP` is used).
+    pub conn_flags: u8,
+    pub _pad: u8,
 }
 
 /// Key of the `CONNS` map: the (pid, fd) pair a syscall names.
@@ -413,7 +454,25 @@ pub mod counter {
     /// A read/write (or TLS library call) on a tracked connection by a process in a muted
     /// cgroup (the connection predates the mute): no payload copied.
     pub const CGROUP_IO_SKIPPED: u32 = 10;
-    pub const COUNT: u32 = 11;
+    /// A write by a `net/http` writeLoop goroutine was attributed to the goroutine that called
+    /// `roundTrip` on its connection.
+    pub const GO_WRITE_VIA_TRANSPORT: u32 = 11;
+    /// A `GO_WRITER` entry was dropped: its goroutine wrote on another connection than its
+    /// first one, or on a server connection (the `g` was reused).
+    pub const GO_WRITER_STALE: u32 = 12;
+    /// A writeLoop goroutine wrote, but no `roundTrip` was seen on its connection (the
+    /// connection predates the agent, or the entry was evicted): the writer's own goroutine.
+    pub const GO_CALLER_MISSING: u32 = 13;
+    /// A `ConnOpen` record did not fit in the ring buffer (also counted in `RINGBUF_FULL`):
+    /// user space never learns of the connection, its data records are for an unknown one.
+    pub const OPEN_LOST: u32 = 14;
+    /// A `ConnClose` record did not fit in the ring buffer (also counted in `RINGBUF_FULL`):
+    /// user space ends the connection when its fd is reused, its process exits, or it idles.
+    pub const CLOSE_LOST: u32 = 15;
+    /// A data record did not fit in the ring buffer and its connection had left `CONNS`
+    /// meanwhile (closed or evicted), so no gap could be marked on it (also in `RINGBUF_FULL`).
+    pub const GAP_UNMARKED: u32 = 16;
+    pub const COUNT: u32 = 17;
 }
 
 /// Runtime settings, set as a global in the object before load.
@@ -453,8 +512,73 @@ pub struct KernelOffsets {
     pub valid: u32,
 }
 
+/// Bytes of the header the kernel inserts: `traceparent: 00-<32 hex>-<16 hex>-<2 hex>\r\n`
+/// (W3C Trace Context §3.2, version 00).
+pub const TRACEPARENT_HEADER_LEN: u32 = 70;
+
+/// What the sk_msg program put into an outgoing HTTP/1 request (see `agent-ebpf`'s `inject`).
+/// `header.conn_id` is the connection, `header.tid` the sending thread; `enter_ts_ns` equals
+/// the `enter_ts_ns` of the syscall's data record, so user space ties the ids to the request
+/// that starts in it. The request's client span takes exactly these ids.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct InjectEvent {
+    pub header: EventHeader,
+    pub trace_id: [u8; 16],
+    /// The client span's id: the header's parent-id field.
+    pub span_id: [u8; 8],
+    /// W3C trace flags written (bit 0: sampled).
+    pub flags: u8,
+    pub _pad: [u8; 3],
+    /// Bytes inserted ([`TRACEPARENT_HEADER_LEN`]): the peer received the syscall's bytes plus
+    /// these.
+    pub injected_len: u32,
+    pub enter_ts_ns: u64,
+}
+
+/// The injection settings, set as the global `INJECT` before load (a separate global from
+/// [`Config`] so this feature's layout can change on its own).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InjectConfig {
+    /// 1: the sockops program puts eligible client sockets into the SOCKHASH.
+    pub enabled: u32,
+    pub _pad: u32,
+    /// The sampler's threshold for root traces the kernel starts: sampled when the trace id's
+    /// last 56 bits (W3C level 2 random bits) are below it (`1 << 56`: always; 0: never). The
+    /// same rule as user space's `traceidratio`, so both sides decide alike.
+    pub root_threshold: u64,
+}
+
+/// Indices into the per-CPU `INJECT_COUNTERS` array: what the injection path did and why it
+/// left a message alone.
+pub mod inject_counter {
+    /// A client socket was put into the SOCKHASH at connection establishment.
+    pub const SOCKETS_ADDED: u32 = 0;
+    /// Putting a socket into the SOCKHASH failed (full) or the pending table was full.
+    pub const SOCKETS_ADD_FAILED: u32 = 1;
+    /// A connect of a process that may not be injected (server process, excluded, untraced).
+    pub const CONNECT_NOT_ELIGIBLE: u32 = 2;
+    /// A traceparent was inserted.
+    pub const INJECTED: u32 = 3;
+    /// The message does not start with an HTTP/1 request line (not HTTP/1, TLS, a body).
+    pub const SKIP_NOT_HTTP1: u32 = 4;
+    /// The request head does not end in this message (split over writes) or is longer than
+    /// the kernel scans.
+    pub const SKIP_HEAD_INCOMPLETE: u32 = 5;
+    /// The request already carries a traceparent header.
+    pub const SKIP_HAS_TRACEPARENT: u32 = 6;
+    /// The trace context is unknown: the process serves requests (stage 2 decides which one
+    /// a call belongs to), or no syscall of this thread is being traced.
+    pub const SKIP_CONTEXT_UNKNOWN: u32 = 7;
+    /// A kernel helper failed (pull/push data): the message was passed unchanged if possible.
+    pub const SKIP_HELPER_FAILED: u32 = 8;
+    pub const COUNT: u32 = 9;
+}
+
 records!(
     EventHeader,
+    InjectEvent,
     ConnOpenEvent,
     ConnCloseEvent,
     DataEvent,
@@ -474,6 +598,8 @@ mod pod {
     unsafe impl aya::Pod for super::SslConn {}
     unsafe impl aya::Pod for super::GoTlsArgs {}
     unsafe impl aya::Pod for super::GoKey {}
+    unsafe impl aya::Pod for super::GoWriter {}
+    unsafe impl aya::Pod for super::InjectConfig {}
 }
 
 #[cfg(test)]
@@ -487,8 +613,18 @@ mod tests {
         assert_eq!(size_of::<EventHeader>(), 32);
         assert_eq!(size_of::<SockAddr>(), 24);
         assert_eq!(size_of::<ConnOpenEvent>(), 32 + 8 + 48 + 16);
-        assert_eq!(size_of::<DataEvent>(), 32 + 24);
+        assert_eq!(size_of::<DataEvent>(), 32 + 32);
+        assert_eq!(core::mem::offset_of!(DataEvent, flags), 37);
+        assert_eq!(core::mem::offset_of!(DataEvent, len), 40);
+        assert_eq!(size_of::<ConnCloseEvent>(), 32 + 8);
+        assert_eq!(size_of::<IoArgs>(), 40);
         assert_eq!(size_of::<ConnInfo>(), 16);
+        assert_eq!(size_of::<InjectEvent>(), 32 + 16 + 8 + 8 + 8);
+        assert_eq!(size_of::<InjectConfig>(), 16);
+        assert_eq!(
+            "traceparent: 00-00000000000000000000000000000000-0000000000000000-00\r\n".len(),
+            TRACEPARENT_HEADER_LEN as usize
+        );
         assert!(MAX_PAYLOAD.is_power_of_two());
     }
 

@@ -113,6 +113,7 @@ pub fn try_exit_accept(ctx: &TracePointContext) -> Result<(), i64> {
     if ret < 0 {
         return Ok(());
     }
+    crate::inject::note_server((pid_tgid >> 32) as u32);
     open(pid_tgid, ret as u32, Role::Server)
 }
 
@@ -154,6 +155,10 @@ fn open(pid_tgid: u64, fd: u32, role: Role) -> Result<(), i64> {
     };
     if EVENTS.output::<ConnOpenEvent>(&ev, output_flags()).is_err() {
         count(counter::RINGBUF_FULL);
+        count(counter::OPEN_LOST);
+        // User space will never know this connection: copying its bytes would only fill the
+        // ring further with records for an unknown connection.
+        let _ = CONNS.remove(&conn_key(pid, fd));
     }
     Ok(())
 }
@@ -174,13 +179,15 @@ pub fn try_enter_close(ctx: &TracePointContext) -> Result<(), i64> {
     let ev = ConnCloseEvent {
         header: header(EventKind::ConnClose, pid_tgid, info.conn_id, 0, ts),
         fd: fd as u32,
-        _pad: 0,
+        flags: crate::gap::record_flags(info.flags),
+        _pad: [0; 3],
     };
     if EVENTS
         .output::<ConnCloseEvent>(&ev, output_flags())
         .is_err()
     {
         count(counter::RINGBUF_FULL);
+        count(counter::CLOSE_LOST);
     }
     Ok(())
 }
@@ -192,12 +199,14 @@ pub fn try_proc_exit(_ctx: &TracePointContext) -> Result<(), i64> {
     if (pid_tgid >> 32) as u32 != pid_tgid as u32 {
         return Ok(()); // a thread, not the process
     }
+    crate::goctx::forget(pid_tgid as u32);
     notify_process(EventKind::ProcExit, pid_tgid, 0);
     Ok(())
 }
 
 /// sched_process_exec: a new program runs; user space looks for TLS libraries in it.
 pub fn try_proc_exec(_ctx: &TracePointContext) -> Result<(), i64> {
+    crate::goctx::forget((bpf_get_current_pid_tgid() >> 32) as u32);
     notify_process(
         EventKind::ProcExec,
         bpf_get_current_pid_tgid(),

@@ -131,7 +131,8 @@ pub fn try_enter(
         fd: fd as u32,
         syscall: syscall as u8,
         direction: dir as u8,
-        _pad: [0; 2],
+        conn_flags: flags,
+        _pad: 0,
     };
     ACTIVE_IO
         .insert(&pid_tgid, &args, 0)
@@ -197,7 +198,9 @@ pub fn emit(pid_tgid: u64, args: &IoArgs, kind: BufKind, ret: i64) {
     rec.event.header = header(EventKind::Data, pid_tgid, args.conn_id, args.direction, ts);
     rec.event.fd = args.fd;
     rec.event.syscall = args.syscall;
-    rec.event._pad = [0; 3];
+    let flags = crate::gap::record_flags(args.conn_flags);
+    rec.event.flags = flags;
+    rec.event._pad = [0; 2];
     rec.event.len = copied as u32;
     rec.event.orig_len = if ret > u32::MAX as i64 {
         u32::MAX
@@ -205,6 +208,7 @@ pub fn emit(pid_tgid: u64, args: &IoArgs, kind: BufKind, ret: i64) {
         ret as u32
     };
     rec.event.enter_ts_ns = args.enter_ts;
+    rec.event.goroutine = crate::goctx::goroutine(pid_tgid, args);
     // Mask so the verifier can bound the output size by the scratch slot size.
     let total =
         core::mem::size_of::<agent_common::DataEvent>() + (copied as usize & (MAX_PAYLOAD * 2 - 1));
@@ -212,9 +216,14 @@ pub fn emit(pid_tgid: u64, args: &IoArgs, kind: BufKind, ret: i64) {
     // to the header plus `copied` payload bytes.
     let bytes =
         unsafe { core::slice::from_raw_parts(rec as *const DataRecord as *const u8, total) };
-    if EVENTS.output::<[u8]>(bytes, output_flags()).is_err() {
-        count(counter::RINGBUF_FULL);
-    }
+    let written = EVENTS.output::<[u8]>(bytes, output_flags()).is_ok();
+    crate::gap::after_output(
+        written,
+        flags,
+        (pid_tgid >> 32) as u32,
+        args.fd,
+        args.conn_id,
+    );
 }
 
 /// Copies `len` (1..=MAX_PAYLOAD) user bytes to `payload[off..]` (off < MAX_PAYLOAD). Returns the

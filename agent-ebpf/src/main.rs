@@ -13,6 +13,9 @@
 #![allow(clippy::needless_borrows_for_generic_args)]
 
 mod conn;
+mod gap;
+mod goctx;
+mod inject;
 mod io;
 mod maps;
 mod sock;
@@ -20,8 +23,8 @@ mod tls;
 
 use agent_common::{Direction, Syscall};
 use aya_ebpf::{
-    macros::{tracepoint, uprobe, uretprobe},
-    programs::{ProbeContext, RetProbeContext, TracePointContext},
+    macros::{sk_msg, sock_ops, tracepoint, uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext, SkMsgContext, SockOpsContext, TracePointContext},
 };
 use io::BufKind;
 
@@ -123,11 +126,37 @@ pub fn tls_enter_go_write(ctx: ProbeContext) -> u32 {
     0
 }
 
+#[uprobe]
+pub fn goctx_enter_write_loop(ctx: ProbeContext) -> u32 {
+    let _ = goctx::enter_write_loop(&ctx);
+    0
+}
+
+#[uprobe]
+pub fn goctx_enter_round_trip(ctx: ProbeContext) -> u32 {
+    let _ = goctx::enter_round_trip(&ctx);
+    0
+}
+
 /// Attached (as a plain uprobe) at every return instruction of Read and Write.
 #[uprobe]
 pub fn tls_exit_go(ctx: ProbeContext) -> u32 {
     let _ = tls::go_exit(&ctx);
     0
+}
+
+/// Attached to the configured cgroup v2 directory when injection is on (see `inject`).
+#[sock_ops]
+pub fn inject_sockops(ctx: SockOpsContext) -> u32 {
+    let _ = inject::sockops(&ctx);
+    1
+}
+
+/// The verdict program of `INJECT_SOCKS`: always passes the message, sometimes with a
+/// traceparent inserted (see `inject`).
+#[sk_msg]
+pub fn inject_sk_msg(ctx: SkMsgContext) -> u32 {
+    inject::sk_msg(&ctx)
 }
 
 macro_rules! data_probe {

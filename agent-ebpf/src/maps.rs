@@ -2,8 +2,8 @@
 //! resizes EVENTS, CONNS and SCRATCH before load (see `agent::ebpf::loader`).
 
 use agent_common::{
-    counter, Config, ConnInfo, DataEvent, GoKey, GoTlsArgs, IoArgs, KernelOffsets, SslArgs,
-    SslConn, SslKey, SCRATCH_PAYLOAD,
+    counter, Config, ConnInfo, DataEvent, GoKey, GoTlsArgs, GoWriter, IoArgs, KernelOffsets,
+    SslArgs, SslConn, SslKey, SCRATCH_PAYLOAD,
 };
 use aya_ebpf::{
     macros::map,
@@ -152,3 +152,21 @@ pub fn count(idx: u32) {
         unsafe { *p += 1 };
     }
 }
+
+/// Processes user space recognised as Go with the register ABI (Go >= 1.17 on amd64, where R14
+/// holds the current goroutine's `g`): tgid → 1. Filled by user space (`agent::tls`), removed by
+/// the kernel at exit and exec. Every other process pays one failed lookup per captured record.
+/// LRU: an exit the kernel did not see (the leader thread ended first) cannot fill it; an
+/// evicted Go process only loses its goroutines (its calls fall back to the process scope).
+#[map]
+pub static GO_PROCS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
+
+/// `net/http.(*persistConn).writeLoop` goroutines, by (pid, g): the connection they write for
+/// (see `goctx`). LRU: a writeLoop ends with its connection, without a probe.
+#[map]
+pub static GO_WRITER: LruHashMap<GoKey, GoWriter> = LruHashMap::with_max_entries(16384, 0);
+
+/// The goroutine that last called `net/http.(*persistConn).roundTrip`, by (pid, `*persistConn`
+/// in `GoKey::g`): whom that connection's writeLoop writes for (see `goctx`).
+#[map]
+pub static GO_CALLER: LruHashMap<GoKey, u64> = LruHashMap::with_max_entries(16384, 0);

@@ -162,7 +162,14 @@ pub fn ssl_exit(ctx: &RetProbeContext) -> Result<(), i64> {
         return Ok(());
     };
     if info.flags & conn_flags::MUTED == 0 {
-        let io = plaintext_io(info.conn_id, fd, args.direction, args.buf, args.enter_ts);
+        let io = plaintext_io(
+            info.conn_id,
+            fd,
+            args.direction,
+            args.buf,
+            args.enter_ts,
+            info.flags,
+        );
         emit(pid_tgid, &io, BufKind::Plain, n);
     }
     Ok(())
@@ -197,9 +204,16 @@ fn session_socket(pid_tgid: u64, pid: u32, key: &SslKey) -> Option<(u32, ConnInf
     Some((fd, info))
 }
 
-/// The record arguments for plaintext of a TLS call.
+/// The record arguments for plaintext of a TLS call on a connection whose flags are `flags`.
 #[inline(always)]
-fn plaintext_io(conn_id: u64, fd: u32, direction: u8, buf: u64, enter_ts: u64) -> IoArgs {
+fn plaintext_io(
+    conn_id: u64,
+    fd: u32,
+    direction: u8,
+    buf: u64,
+    enter_ts: u64,
+    flags: u8,
+) -> IoArgs {
     IoArgs {
         conn_id,
         buf,
@@ -212,7 +226,8 @@ fn plaintext_io(conn_id: u64, fd: u32, direction: u8, buf: u64, enter_ts: u64) -
             Syscall::TlsWrite as u8
         },
         direction,
-        _pad: [0; 2],
+        conn_flags: flags,
+        _pad: 0,
     }
 }
 
@@ -304,6 +319,9 @@ pub fn go_exit(ctx: &ProbeContext) -> Result<(), i64> {
         args.direction,
         args.buf,
         args.enter_ts,
+        // Looked up now, not at entry: GoTlsArgs has no room for it, and a uprobe costs far
+        // more than the lookup.
+        crate::gap::flags_now(key.pid, args.fd, args.conn_id),
     );
     emit(pid_tgid, &io, BufKind::Plain, n);
     Ok(())

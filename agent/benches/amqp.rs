@@ -149,6 +149,7 @@ fn run(t: &Traffic, reps: usize, seg: usize) -> Run {
                 clock += 1;
                 let ctx = SegmentCtx {
                     tid: 7,
+                    goroutine: 0,
                     first_ns: clock * 10,
                     last_ns: clock * 10 + 5,
                 };

@@ -59,6 +59,7 @@ fn run(c2s: &[u8], s2c: &[u8], reps: usize, seg: usize) -> Run {
         clock += 1;
         let ctx = SegmentCtx {
             tid: 7,
+            goroutine: 0,
             first_ns: clock * 10,
             last_ns: clock * 10 + 5,
         };

@@ -26,6 +26,7 @@ macro_rules! fixture {
 fn feed(conn: &mut H2Conn, dir: Direction, data: &[u8], seg: usize, out: &mut Vec<L7Event>) {
     let ctx = SegmentCtx {
         tid: 1,
+        goroutine: 0,
         first_ns: 1,
         last_ns: 2,
     };

@@ -57,15 +57,24 @@ fn hdr(kind: EventKind, pid: u32, conn: u64, dir: Direction, ts: u64) -> EventHe
     }
 }
 
+/// Connection pair `c` (ids 2c+1 and 2c+2, in two processes) uses fd 3+c in each process: one
+/// live connection per (pid, fd), as in a real process (a new one on a used fd means the old
+/// one's close was lost, and ends it).
+fn fd_of(conn: u64) -> u32 {
+    3 + ((conn - 1) / 2) as u32
+}
+
 fn data(pid: u32, conn: u64, dir: Direction, ts: u64, payload: &[u8]) -> Vec<u8> {
     let mut b = rec(&DataEvent {
         header: hdr(EventKind::Data, pid, conn, dir, ts),
-        fd: 3,
+        fd: fd_of(conn),
         syscall: Syscall::Write as u8,
-        _pad: [0; 3],
+        flags: 0,
+        _pad: [0; 2],
         len: payload.len() as u32,
         orig_len: payload.len() as u32,
         enter_ts_ns: ts,
+        goroutine: 0,
     });
     b.extend_from_slice(payload);
     b
@@ -100,7 +109,7 @@ fn main() {
         ] {
             records.push(rec(&ConnOpenEvent {
                 header: hdr(EventKind::ConnOpen, pid, id, Direction::None, ts),
-                fd: 3,
+                fd: fd_of(id),
                 role: role as u8,
                 family: 2,
                 _pad: [0; 2],

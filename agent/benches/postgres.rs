@@ -87,6 +87,7 @@ fn feed(
         *clock += 1;
         let ctx = SegmentCtx {
             tid: 7,
+            goroutine: 0,
             first_ns: *clock * 10,
             last_ns: *clock * 10 + 5,
         };

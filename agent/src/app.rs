@@ -15,6 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::Config;
 use crate::conn::Limits;
+use crate::ebpf::inject::InjectStatus;
 use crate::ebpf::probes::{tracing_works, ProbeState};
 use crate::ebpf::{loader, seed};
 use crate::enrich::worker::ProcWorker;
@@ -78,6 +79,17 @@ async fn run_async(cfg: Config, args: crate::cli::RunArgs) -> anyhow::Result<()>
             }
         }
     }
+    match &loaded.injection {
+        InjectStatus::Off => {}
+        InjectStatus::Attached(cgroup) => tracing::info!(
+            "traceparent injection on: sockops attached to cgroup {}, sk_msg to INJECT_SOCKS",
+            cgroup.display()
+        ),
+        InjectStatus::Failed(why) => {
+            telemetry.incr(Counter::ProbesSkipped);
+            tracing::warn!("traceparent injection (propagation.inject_http1) not attached: {why}");
+        }
+    }
     if !tracing_works(&loaded.statuses) {
         anyhow::bail!("a required probe could not be attached (run `agent check` for details)");
     }
@@ -101,7 +113,8 @@ async fn run_async(cfg: Config, args: crate::cli::RunArgs) -> anyhow::Result<()>
     let selection = SelectionHandle::new(selector);
     // The RED metrics exporter: a task of its own, so it never holds up span export.
     let metrics = crate::export::metrics::spawn(
-        &cfg.export,
+        &cfg.metrics.export,
+        cfg.metrics.endpoint_final,
         Duration::from_millis(cfg.metrics.export_interval_ms),
         agent_resource(&cfg, &host, k8s.is_some()),
         telemetry.clone(),
@@ -282,6 +295,12 @@ async fn run_async(cfg: Config, args: crate::cli::RunArgs) -> anyhow::Result<()>
                 for (i, c) in KERNEL_COUNTERS.iter().enumerate() {
                     telemetry.set(*c, k[i]);
                 }
+                if matches!(loaded.injection, InjectStatus::Attached(_)) {
+                    let k = loaded.inject_counters();
+                    for (i, c) in INJECT_COUNTERS.iter().enumerate() {
+                        telemetry.set(*c, k[i]);
+                    }
+                }
                 if ticks.is_multiple_of(10) {
                     if let Some(t) = tls.as_mut() {
                         t.reap(&mut loaded);
@@ -309,6 +328,12 @@ async fn run_async(cfg: Config, args: crate::cli::RunArgs) -> anyhow::Result<()>
             }
             for pid in execs.into_iter().filter(|&p| traced(p)) {
                 t.scan(pid, &mut loaded);
+                // Go programs are not injected (goroutines move between threads; FIONREAD
+                // concerns). A connect made before this look still gets a socket into the
+                // sockhash, but the sk_msg program checks the deny list on every send.
+                if matches!(loaded.injection, InjectStatus::Attached(_)) && t.is_go(pid) {
+                    loaded.deny_injection(pid);
+                }
             }
         }
         for (pid, fd) in pipeline.take_untracked() {
@@ -419,6 +444,19 @@ fn agent_resource(cfg: &Config, host: &str, in_k8s: bool) -> Vec<Attribute> {
 }
 
 /// Kernel counters in `agent_common::counter` index order.
+/// The telemetry counter of each `agent_common::inject_counter` index.
+const INJECT_COUNTERS: [Counter; agent_common::inject_counter::COUNT as usize] = [
+    Counter::KernelInjectSocketsAdded,
+    Counter::KernelInjectSocketsAddFailed,
+    Counter::KernelInjectConnectNotEligible,
+    Counter::KernelInjected,
+    Counter::KernelInjectSkipNotHttp1,
+    Counter::KernelInjectSkipIncomplete,
+    Counter::KernelInjectSkipHasTraceparent,
+    Counter::KernelInjectSkipContext,
+    Counter::KernelInjectSkipHelper,
+];
+
 const KERNEL_COUNTERS: [Counter; agent_common::counter::COUNT as usize] = [
     Counter::KernelRingbufFull,
     Counter::KernelTruncated,
@@ -431,6 +469,12 @@ const KERNEL_COUNTERS: [Counter; agent_common::counter::COUNT as usize] = [
     Counter::KernelTlsFdFromThread,
     Counter::KernelCgroupConnsSkipped,
     Counter::KernelCgroupIoSkipped,
+    Counter::KernelGoWriteViaTransport,
+    Counter::KernelGoWriterStale,
+    Counter::KernelGoCallerMissing,
+    Counter::KernelOpenLost,
+    Counter::KernelCloseLost,
+    Counter::KernelGapUnmarked,
 ];
 
 /// The port of an OTLP endpoint URL (scheme defaults: http 80, https 443).

@@ -136,6 +136,18 @@ fn check(cfg: &Config) -> ExitCode {
         };
         println!("probe {:<22} {:<44} {}", s.spec.program, s.target(), state);
     }
+    println!(
+        "inject            {}",
+        match &loaded.injection {
+            crate::ebpf::inject::InjectStatus::Off =>
+                "off (propagation.inject_http1: false)".to_owned(),
+            crate::ebpf::inject::InjectStatus::Attached(c) => format!(
+                "on: sockops on cgroup {}, sk_msg on INJECT_SOCKS",
+                c.display()
+            ),
+            crate::ebpf::inject::InjectStatus::Failed(why) => format!("NOT attached: {why}"),
+        }
+    );
     let opts = cfg.load_options();
     let traced = |pid: u32| opts.traces(pid);
     let telemetry = std::sync::Arc::new(crate::telemetry::Telemetry::new());

@@ -9,8 +9,9 @@ use serde::Deserialize;
 use std::path::Path;
 
 use crate::cli::RunArgs;
+use crate::ebpf::inject::InjectOptions;
 use crate::ebpf::loader::LoadOptions;
-use crate::export::ExportConfig;
+use crate::export::{ExportConfig, Signal};
 use crate::span::sampler::{Sampler, SamplerError};
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,29 @@ pub struct Config {
     /// Which workloads (namespaces, pod labels, owners) and protocols are traced; applied
     /// live when the config file changes.
     pub selection: crate::selection::SelectionConfig,
+    /// Trace context the agent writes into requests itself (cross-node traces).
+    pub propagation: PropagationConfig,
+}
+
+/// Writing W3C `traceparent` into outgoing requests that carry none (sk_msg + sockops).
+///
+/// Off by default, for two reasons an operator must accept knowingly: on kernels >= 6.12 a
+/// socket put into a sockhash reports FIONREAD differently (kernel commit 929e30f93125;
+/// nginx and epoll clients misbehaved under another eBPF agent for it), and the peer then
+/// receives bytes the application never wrote (70 per injected request).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PropagationConfig {
+    /// Insert `traceparent` into plaintext HTTP/1.x requests of processes that never served a
+    /// request (pure clients: curl, load generators, jobs), each a new root trace whose client
+    /// span is the header's parent, so a server traced by another node's agent joins it.
+    /// Only where safe: the whole head in one write, no traceparent already, not TLS, not a
+    /// Go program. Default false (see above).
+    pub inject_http1: bool,
+    /// The cgroup v2 directory the sockops program is attached to: only sockets created by
+    /// processes below it can be injected. Unset: the cgroup v2 root (found in
+    /// /proc/self/mountinfo).
+    pub cgroup: Option<std::path::PathBuf>,
 }
 
 /// Whether the pod watch runs.
@@ -273,6 +297,15 @@ pub struct MetricsConfig {
     /// one, two summaries on stdout); one more is sent at shutdown. 0: no export (the
     /// Prometheus endpoint still serves them). `OTEL_METRIC_EXPORT_INTERVAL` overrides it.
     pub export_interval_ms: u64,
+    /// Where the metrics go: the `export` section, with the `OTEL_EXPORTER_OTLP_METRICS_*`
+    /// variables (then the generic `OTEL_EXPORTER_OTLP_*` ones) and `--otlp-endpoint` over it.
+    /// Derived when the config is layered, not read from the file.
+    #[serde(skip)]
+    pub export: ExportConfig,
+    /// Whether `export.endpoint` is already the OTLP/HTTP metrics URL (it came from the
+    /// environment); otherwise the traces URL is turned into the metrics one.
+    #[serde(skip)]
+    pub endpoint_final: bool,
 }
 
 impl Default for MetricsConfig {
@@ -280,6 +313,8 @@ impl Default for MetricsConfig {
         // The OpenTelemetry SDK's default for OTEL_METRIC_EXPORT_INTERVAL.
         Self {
             export_interval_ms: 60_000,
+            export: ExportConfig::default(),
+            endpoint_final: false,
         }
     }
 }
@@ -384,13 +419,21 @@ impl Config {
         args: &RunArgs,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        cfg.export
-            .apply_env(&env)
-            .map_err(|e| ConfigError::Env(e.to_string()))?;
+        let env_err = |e: crate::export::ExportError| ConfigError::Env(e.to_string());
+        // The metrics exporter starts from the same section, with its own variables over it.
+        cfg.metrics.export = cfg.export.clone();
+        cfg.export.apply_env(&env).map_err(env_err)?;
+        cfg.metrics.endpoint_final = cfg
+            .metrics
+            .export
+            .apply_signal_env(Signal::Metrics, &env)
+            .map_err(env_err)?;
         cfg.sampling.apply_env(&env)?;
         cfg.metrics.apply_env(&env)?;
         if let Some(e) = &args.otlp_endpoint {
             cfg.export.endpoint = Some(e.clone());
+            cfg.metrics.export.endpoint = Some(e.clone());
+            cfg.metrics.endpoint_final = false;
         }
         if let Some(b) = args.capture_bytes {
             cfg.capture.bytes_per_syscall = b;
@@ -458,6 +501,17 @@ impl Config {
                 "processes: pid {p} is both in pids and exclude_pids"
             ));
         }
+        if let Some(c) = self
+            .propagation
+            .cgroup
+            .as_ref()
+            .filter(|c| !c.is_absolute())
+        {
+            return bad(format!(
+                "propagation.cgroup: must be an absolute path to a cgroup v2 directory, got {}",
+                c.display()
+            ));
+        }
         self.telemetry.listen_addr().map_err(ConfigError::Invalid)?;
         self.selection
             .validate()
@@ -474,7 +528,9 @@ impl Config {
                 "metrics.export_interval_ms: must be 0 (off) or 100..=86400000, got {m}"
             ));
         }
-        self.export.validate().map_err(ConfigError::Export)
+        self.export.validate().map_err(ConfigError::Export)?;
+        // Same fields, same names: the metrics' values differ only by their variables.
+        self.metrics.export.validate().map_err(ConfigError::Export)
     }
 
     pub fn load_options(&self) -> LoadOptions {
@@ -486,6 +542,11 @@ impl Config {
             include_pids: self.processes.pids.clone(),
             exclude_pids: self.processes.exclude_pids.clone(),
             disabled: self.probes.disabled.clone(),
+            inject: self.propagation.inject_http1.then(|| InjectOptions {
+                cgroup: self.propagation.cgroup.clone(),
+                // Validated with the rest of the config.
+                root_threshold: self.sampling.sampler().map_or(0, |s| s.root_threshold()),
+            }),
         }
     }
 }
@@ -567,6 +628,37 @@ mod tests {
     }
 
     #[test]
+    fn propagation_is_off_by_default_and_takes_the_samplers_threshold() {
+        let c = Config::from_yaml("{}", "t").unwrap();
+        assert!(!c.propagation.inject_http1);
+        assert_eq!(c.load_options().inject, None);
+        let c = Config::from_yaml(
+            "propagation: {inject_http1: true, cgroup: /sys/fs/cgroup/unified/x}\n\
+             sampling: {sampler: parentbased_traceidratio, ratio: 0.5}",
+            "t",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.load_options().inject,
+            Some(InjectOptions {
+                cgroup: Some("/sys/fs/cgroup/unified/x".into()),
+                root_threshold: 1 << 55,
+            })
+        );
+        let bad = Config::from_yaml("propagation: {inject_http1: true, cgroup: rel/x}", "t")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            bad.contains("propagation.cgroup") && bad.contains("rel/x"),
+            "{bad}"
+        );
+        assert!(Config::from_yaml("propagation: {inject: true}", "t").is_err());
+    }
+
+    #[test]
     fn documented_example_parses_and_validates() {
         let text = include_str!("../../deploy/agent.example.yaml");
         let cfg = Config::from_yaml(text, "agent.example.yaml").expect("example parses");
@@ -633,6 +725,76 @@ mod tests {
         assert_eq!(c.capture.bytes_per_syscall, 200);
         assert!(!c.load_options().trace_all);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn metrics_export_takes_its_own_variables_over_the_export_section() {
+        let yaml = "export:\n  endpoint: http://file:4318/v1/traces\n  protocol: http/protobuf\n  \
+                    headers:\n    x-tenant: file\n";
+        let resolve = |pairs: &'static [(&'static str, &'static str)]| {
+            Config::layer(
+                Config::from_yaml(yaml, "c.yaml").unwrap(),
+                &RunArgs::default(),
+                move |k: &str| {
+                    pairs
+                        .iter()
+                        .find(|(n, _)| *n == k)
+                        .map(|(_, v)| (*v).to_owned())
+                },
+            )
+        };
+        // Nothing set: the metrics go where the spans go (the URL is derived later).
+        let c = resolve(&[]).unwrap();
+        assert_eq!(c.metrics.export.endpoint, c.export.endpoint);
+        assert!(!c.metrics.endpoint_final);
+        assert_eq!(c.metrics.export.headers["x-tenant"], "file");
+        // The metrics' own variables move only the metrics; the traces' only the traces.
+        let c = resolve(&[
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                "http://m:4318/custom",
+            ),
+            ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "x-tenant=metrics"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "1234"),
+            ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "gzip"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.export.endpoint.as_deref(),
+            Some("http://file:4318/v1/traces")
+        );
+        assert_eq!(c.export.headers["x-tenant"], "file");
+        assert_eq!(c.export.timeout_ms, 1234);
+        assert_eq!(c.export.compression, crate::export::Compression::None);
+        assert_eq!(
+            c.metrics.export.endpoint.as_deref(),
+            Some("http://m:4318/custom")
+        );
+        assert!(
+            c.metrics.endpoint_final,
+            "a signal-specific URL is used as is"
+        );
+        assert_eq!(c.metrics.export.headers["x-tenant"], "metrics");
+        assert_eq!(c.metrics.export.timeout_ms, 10_000);
+        assert_eq!(
+            c.metrics.export.compression,
+            crate::export::Compression::Gzip
+        );
+        // The generic base URL gets each signal's path.
+        let c = resolve(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://g:4318")]).unwrap();
+        assert_eq!(
+            c.export.endpoint.as_deref(),
+            Some("http://g:4318/v1/traces")
+        );
+        assert_eq!(
+            c.metrics.export.endpoint.as_deref(),
+            Some("http://g:4318/v1/metrics")
+        );
+        // A bad metrics variable is an error naming it.
+        let e = resolve(&[("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "carrier-pigeon")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"), "{e}");
     }
 
     #[test]

@@ -147,6 +147,7 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
                 remote: s.remote,
                 comm: s.comm,
                 tls: false,
+                gaps: 0,
             };
             self.conns.open(meta, now_ns, &mut self.scratch);
             self.telemetry.incr(Counter::ConnsSeeded);
@@ -172,6 +173,18 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
                 Owned::Open(o)
             }
             Event::ConnClose(c) => Owned::Close(c),
+            Event::Inject(i) => {
+                // Not ordered with the rest: the table it goes to is keyed by the data record
+                // it precedes in the ring, which is held and parsed after it.
+                let ids = crate::span::injected::Injected {
+                    trace_id: i.trace_id,
+                    span_id: i.span_id,
+                    flags: i.flags,
+                };
+                self.spans
+                    .injected(i.header.conn_id, i.enter_ts_ns, ids, i.header.ts_ns);
+                return;
+            }
             Event::ProcExit(h) => Owned::Exit(h),
             Event::ProcExec(h) => {
                 // Not ordered with the rest: only says "look at this process's mappings".
@@ -317,6 +330,7 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
                     remote: o.remote,
                     comm: o.comm,
                     tls: false,
+                    gaps: 0,
                 };
                 // Read the process's metadata now, while it surely runs: a short-lived client
                 // may be gone by the time its span ends. (With a worker, that read began when
@@ -337,6 +351,12 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
                 }
             }
             Owned::Close(c) => {
+                if c.flags & agent_common::data_flags::GAP_BEFORE != 0 {
+                    // Records lost just before the close: what was in flight was cut by the
+                    // hole, not completed by the close.
+                    self.conns
+                        .gap(c.header.conn_id, c.header.ts_ns, &mut self.scratch);
+                }
                 self.conns
                     .close(c.header.conn_id, c.header.ts_ns, &mut self.scratch)
             }
@@ -418,5 +438,7 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
     }
 }
 
+#[cfg(test)]
+mod gap_tests;
 #[cfg(test)]
 mod tests;

@@ -44,6 +44,9 @@ counters! {
     KernelTlsUnmapped => "agent_kernel_tls_unmapped_total", "OpenSSL reads/writes on an SSL session whose socket was never seen (plaintext dropped)";
     KernelTlsFdFromThread => "agent_kernel_tls_fd_from_thread_total", "SSL sessions without socket syscalls (memory BIOs, e.g. Node.js) tied to the socket their thread last read TLS from";
     KernelGoTlsUntracked => "agent_kernel_go_tls_untracked_total", "Go crypto/tls calls on a connection that is not a tracked TCP socket (plaintext dropped)";
+    KernelOpenLost => "agent_kernel_connection_opens_lost_total", "connection opens the ring buffer had no room for (also in agent_kernel_events_lost_ringbuf_full_total): the kernel stops tracking the connection, nothing of it is traced";
+    KernelCloseLost => "agent_kernel_connection_closes_lost_total", "connection closes the ring buffer had no room for (also in agent_kernel_events_lost_ringbuf_full_total): user space ends the connection when its fd is reused, its process exits or it idles";
+    KernelGapUnmarked => "agent_kernel_gaps_unmarked_total", "data records lost to a full ring buffer whose connection had already left the kernel's table (closed), so no gap could be marked on it";
     // Event reader.
     EventsRead => "agent_events_read_total", "ring-buffer records read";
     EventsMalformed => "agent_events_malformed_total", "ring-buffer records with a bad kind, version or length";
@@ -64,6 +67,8 @@ counters! {
     DataForUnknownConn => "agent_data_events_unknown_connection_total", "data records for a connection user space never saw open";
     StreamBufferOverflow => "agent_stream_buffer_overflows_total", "per-direction buffers that exceeded their bound and were reset";
     StreamGaps => "agent_stream_gaps_total", "uncaptured byte ranges the parser could not skip";
+    RingGapsUnparsed => "agent_ring_gaps_unparsed_total", "records lost to a full ring buffer on connections no parser was attached to (protocol not decided yet, ignored, or awaiting TLS plaintext): their undecided bytes were dropped";
+    ConnsCloseLost => "agent_connections_close_lost_total", "connections ended because a new connection reused their process's fd: their close was lost (ring buffer full); exchanges in flight on them were aborted";
     // Protocols.
     ProtocolUnknown => "agent_connections_protocol_unknown_total", "connections whose traffic matched no supported protocol";
     ParseLimitsHit => "agent_parse_limits_hit_total", "times a parser (or protocol detection) reached a bound on work or memory (e.g. fields per HTTP/2 header block) and skipped the excess";
@@ -71,7 +76,10 @@ counters! {
     TraceparentInvalid => "agent_traceparent_invalid_total", "traceparent/tracestate headers that were malformed and ignored";
     ParentAmbiguousThread => "agent_parent_ambiguous_thread_total", "calls left without an in-process parent: their thread had several requests in flight (event loops, pipelining)";
     ParentAmbiguousProcess => "agent_parent_ambiguous_process_total", "calls of Go programs left without an in-process parent: several requests were in flight in the process (goroutines move between threads)";
+    ParentAmbiguousGoroutine => "agent_parent_ambiguous_goroutine_total", "calls of Go programs left without an in-process parent: their goroutine had several requests in flight (HTTP/2 servers read every stream on one goroutine)";
+    GoContextProbesSkipped => "agent_go_context_probes_skipped_total", "Go executables whose net/http Transport probes (goroutine-aware trace context) were not attached: see the log and `agent check`";
     SpansStitched => "agent_spans_stitched_same_node_total", "server spans parented to a client span seen on this node";
+    SpansStitchRefused => "agent_spans_stitch_refused_total", "server spans left unparented because the oldest unanswered request on the client's end of the connection was another request (records of one end were lost)";
     SpansCreated => "agent_spans_created_total", "spans built";
     SpansLeftToSdk => "agent_spans_left_to_sdk_total", "exchanges of processes whose OpenTelemetry SDK reports them: no span of the agent's (their context is followed)";
     SpansSampledOut => "agent_spans_sampled_out_total", "spans built but not exported: the head sampler decided against their trace";
@@ -97,6 +105,9 @@ counters! {
     ConnsDeselected => "agent_connections_deselected_total", "connections whose protocol the selection rules do not trace for their process: ignored, and muted in the kernel";
     KernelCgroupConnsSkipped => "agent_kernel_cgroup_connections_skipped_total", "connections opened by processes in cgroups the selection rules trace nothing of: never tracked";
     KernelCgroupIoSkipped => "agent_kernel_cgroup_syscalls_skipped_total", "reads and writes on tracked connections of processes in muted cgroups: no payload copied";
+    KernelGoWriteViaTransport => "agent_kernel_go_writes_via_transport_total", "writes by net/http writeLoop goroutines attributed to the goroutine that called roundTrip on the connection";
+    KernelGoWriterStale => "agent_kernel_go_writer_entries_stale_total", "writeLoop goroutine entries dropped because the goroutine's g was seen on another connection (reused)";
+    KernelGoCallerMissing => "agent_kernel_go_caller_missing_total", "writes by writeLoop goroutines whose connection's roundTrip caller was not seen (connection predates the agent, or evicted)";
     ConfigReloads => "agent_config_reloads_total", "config file changes (or SIGHUPs) read, validated and applied";
     ConfigReloadFailures => "agent_config_reload_failures_total", "config file changes refused (unreadable or invalid): the previous config stays in force";
     // OTLP export of the RED metrics (`export::metrics`).
@@ -104,6 +115,21 @@ counters! {
     MetricsExportRetries => "agent_metrics_export_retries_total", "RED metric export attempts retried";
     MetricsExportFailures => "agent_metrics_export_failures_total", "RED metric exports given up on (the next one carries the same cumulative totals)";
     MetricsPointsRejected => "agent_metrics_data_points_rejected_total", "RED metric data points the collector rejected (OTLP partial success)";
+    // Traceparent injection (`propagation.inject_http1`). The Kernel* ones are copied from the
+    // eBPF INJECT_COUNTERS map.
+    KernelInjectSocketsAdded => "agent_kernel_inject_sockets_added_total", "client sockets put into the injection sockhash at connection establishment";
+    KernelInjectSocketsAddFailed => "agent_kernel_inject_sockets_add_failed_total", "client sockets that could not be put into the injection sockhash (table full)";
+    KernelInjectConnectNotEligible => "agent_kernel_inject_connects_not_eligible_total", "connects of processes that may not be injected (servers, Go programs, untraced): socket left out of the sockhash";
+    KernelInjected => "agent_kernel_traceparent_injected_total", "HTTP/1 requests the kernel inserted a traceparent into";
+    KernelInjectSkipNotHttp1 => "agent_kernel_inject_skipped_not_http1_total", "sends on injectable sockets that did not start an HTTP/1 request (bodies, TLS, other protocols)";
+    KernelInjectSkipIncomplete => "agent_kernel_inject_skipped_head_incomplete_total", "HTTP/1 requests not injected: the head was split over writes or longer than the kernel scans";
+    KernelInjectSkipHasTraceparent => "agent_kernel_inject_skipped_has_traceparent_total", "HTTP/1 requests not injected: they carry a traceparent already";
+    KernelInjectSkipContext => "agent_kernel_inject_skipped_context_unknown_total", "HTTP/1 sends not injected: the trace they belong to is unknown (server process, untraced syscall)";
+    KernelInjectSkipHelper => "agent_kernel_inject_skipped_helper_failed_total", "HTTP/1 requests not injected: a kernel helper (pull/push data) failed";
+    InjectAdopted => "agent_inject_ids_adopted_total", "client spans that took the trace and span id the kernel injected";
+    InjectCauseMismatch => "agent_inject_cause_mismatch_total", "injected client spans whose in-process cause was another trace: left without a parent";
+    InjectUnclaimed => "agent_inject_reports_unclaimed_total", "kernel injection reports no client span took (its request was not parsed), or dropped when their table was full";
+    InjectPipelinedNotInjected => "agent_inject_pipelined_not_injected_total", "pipelined HTTP/1 requests after the first of one write: not injected (own ids, as before)";
 }
 
 macro_rules! protocol_counters {
@@ -126,6 +152,8 @@ protocol_counters! {
     ParseErrors => "agent_parse_errors_total", "messages or frames that could not be parsed (the parser resynchronised), by protocol";
     Requests => "agent_requests_parsed_total", "requests parsed, by protocol";
     Aborted => "agent_exchanges_aborted_total", "exchanges that ended without their answer (connection closed, sync lost), by protocol";
+    RingGaps => "agent_ring_gaps_total", "records lost to a full ring buffer on connections being parsed (a gap before a record): exchanges in flight were aborted and the parser resynchronised, by protocol";
+    RingGapsAbandoned => "agent_ring_gaps_abandoned_total", "connections given up after a ring-buffer gap because the protocol cannot resynchronise (HTTP/2: HPACK state), by protocol";
 }
 
 /// The counters themselves. One instance per agent, shared by `Arc`.

@@ -51,16 +51,34 @@ t.join(); cl.close(); os.unlink(blob.name)
 print("done", flush=True)
 "#;
 
+/// A Python child running `script`, its stdin and stdout piped.
+fn spawn_python(script: &str) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let out = BufReader::new(child.stdout.take().unwrap());
+    (child, out)
+}
+
 /// Loads the object tracing only `pid`, capturing at most 1024 bytes per syscall.
 fn load_tracing_only(pid: u32) -> agent::ebpf::loader::Loaded {
+    load_with_ring(pid, 1 << 20)
+}
+
+/// [`load_tracing_only`] with a ring buffer of `ring_buffer_bytes`.
+fn load_with_ring(pid: u32, ring_buffer_bytes: u32) -> agent::ebpf::loader::Loaded {
     let opts = LoadOptions {
         capture_bytes: 1024,
-        ring_buffer_bytes: 1 << 20,
+        ring_buffer_bytes,
         max_connections: 1024,
         trace_all: false,
         include_pids: vec![pid],
         exclude_pids: vec![],
         disabled: vec![],
+        inject: None,
     };
     load(&opts).expect("load eBPF object (needs root)")
 }
@@ -104,7 +122,7 @@ fn run_case(family: &str) {
                 Event::ConnOpen(o) => opens.push(o),
                 Event::ConnClose(c) => closes.push(c),
                 Event::Data(d, p) => data.push((d, p.to_vec())),
-                Event::ProcExit(_) | Event::ProcExec(_) => {}
+                Event::ProcExit(_) | Event::ProcExec(_) | Event::Inject(_) => {}
             },
             None => std::thread::sleep(Duration::from_millis(10)),
         }
@@ -226,14 +244,8 @@ cl.sendall(b"after-mute"); c.recv(100)
 cl.close(); c.close()
 print("done", flush=True)
 "#;
-    let mut child = Command::new("python3")
-        .args(["-c", MUTE_CHILD])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
+    let (mut child, mut out) = spawn_python(MUTE_CHILD);
     let pid = child.id();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     let mut loaded = load_tracing_only(pid);
@@ -577,4 +589,305 @@ print("done", flush=True)
     // Two syscalls on each side of the old connection; connect and accept of the new one.
     assert!(d(counter::CGROUP_IO_SKIPPED) >= 2, "{after:?}");
     assert_eq!(d(counter::CGROUP_CONNS_SKIPPED), 2, "{after:?}");
+}
+
+/// A Go service that handles /req/<rid> by GETting /down/<rid> from a downstream in the same
+/// process, driven by 8 concurrent requests from its own client: stdlib only.
+const GO_FANOUT: &str = r#"package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+func serve(h http.HandlerFunc) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	go http.Serve(ln, h)
+	return ln.Addr().String()
+}
+
+func get(c *http.Client, url string) {
+	resp, err := c.Get(url)
+	if err != nil {
+		panic(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+}
+
+func main() {
+	down := serve(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(20 * time.Millisecond)
+		w.Write([]byte("ok"))
+	})
+	front := serve(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(30 * time.Millisecond)
+		get(http.DefaultClient, "http://"+down+"/down/"+strings.TrimPrefix(r.URL.Path, "/req/"))
+		w.Write([]byte("done"))
+	})
+	fmt.Println("ready")
+	bufio.NewReader(os.Stdin).ReadString('\n')
+	driver := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			get(driver, fmt.Sprintf("http://%s/req/r%d", front, i))
+		}(i)
+	}
+	wg.Wait()
+	fmt.Println("done")
+}
+"#;
+
+/// Builds [`GO_FANOUT`] with the system Go toolchain (offline, stdlib only).
+fn build_go_fanout() -> Option<std::path::PathBuf> {
+    let go = std::path::Path::new("/usr/bin/go");
+    if !go.exists() {
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("agent-goctx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("go.mod"), "module x\n\ngo 1.19\n").unwrap();
+    std::fs::write(dir.join("main.go"), GO_FANOUT).unwrap();
+    let out = dir.join("fanout");
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    let st = Command::new(go)
+        .current_dir(&dir)
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOPROXY", "off")
+        .env("GOTELEMETRY", "off")
+        .env("CGO_ENABLED", "0")
+        .env("HOME", home)
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(".")
+        .status()
+        .expect("go build");
+    assert!(st.success(), "go build of the fan-out program");
+    Some(out)
+}
+
+/// Go goroutines in data records (agent-ebpf's `goctx`): with 8 requests in flight, the
+/// record that carried each `GET /req/<rid>` into the service and the one that carried its
+/// downstream `GET /down/<rid>` out name the same goroutine — the handler's, although the
+/// write was made by the Transport's writeLoop goroutine — and no two requests share one.
+#[test]
+#[ignore = "needs root, BPF tracepoints and uprobes, and the Go toolchain; run by `cargo xtask test`"]
+fn go_records_name_the_requests_goroutine() {
+    let Some(bin) = build_go_fanout() else {
+        eprintln!("SKIPPED: /usr/bin/go missing (apt-get install golang-go)");
+        return;
+    };
+    let mut child = Command::new(&bin)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("fan-out program");
+    let pid = child.id();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let mut loaded = load_tracing_only(pid);
+    let telemetry = std::sync::Arc::new(agent::telemetry::Telemetry::new());
+    let tls = agent::tls::start(&mut loaded, &[], |p| p == pid, telemetry).expect("uprobes load");
+    let mut ring = loaded.take_events().unwrap();
+    child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "done");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let mut data: Vec<(agent_common::DataEvent, Vec<u8>)> = Vec::new();
+    let mut roles = std::collections::HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        match ring.next() {
+            Some(item) => match decode(&item).expect("well-formed record") {
+                Event::ConnOpen(o) => {
+                    roles.insert(o.header.conn_id, o.role);
+                }
+                Event::Data(d, p) => data.push((d, p.to_vec())),
+                _ => {}
+            },
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    let k = loaded.kernel_counters();
+    let _ = std::fs::remove_dir_all(bin.parent().unwrap());
+    // The goroutine of the record that carried `head` the way `dir` on a `role` connection.
+    let goroutine = |head: &str, dir: Direction, role: Role| -> u64 {
+        let hits: Vec<u64> = data
+            .iter()
+            .filter(|(d, p)| {
+                d.header.direction == dir as u8
+                    && roles.get(&d.header.conn_id) == Some(&(role as u8))
+                    && p.starts_with(head.as_bytes())
+            })
+            .map(|(d, _)| d.goroutine)
+            .collect();
+        assert_eq!(
+            hits.len(),
+            1,
+            "one record carries {head:?} ({dir:?}, {role:?})"
+        );
+        hits[0]
+    };
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..8 {
+        let served = goroutine(&format!("GET /req/r{i} "), Direction::Ingress, Role::Server);
+        let called = goroutine(&format!("GET /down/r{i} "), Direction::Egress, Role::Client);
+        assert_ne!(served, 0, "r{i}: the serving goroutine is known");
+        assert_eq!(
+            called,
+            served,
+            "r{i}: the downstream call is attributed to the goroutine that handles the request \
+             (counters {k:?}, report {:?})",
+            tls.report()
+        );
+        assert!(seen.insert(served), "r{i}: a goroutine of its own");
+    }
+    assert!(
+        k[agent_common::counter::GO_WRITE_VIA_TRANSPORT as usize] >= 16,
+        "writeLoop writes resolved through roundTrip: {k:?}"
+    );
+}
+
+/// A full ring buffer (nobody drains it during a burst): records that do not fit are lost and
+/// counted, and the next record of each connection that lost some carries `GAP_BEFORE` —
+/// exactly those, checked against the sequence numbers the client wrote; a connection whose
+/// last records were lost says so in its close.
+#[test]
+#[ignore = "needs root and a kernel with BPF syscall tracepoints; run by `cargo xtask test`"]
+fn full_ring_marks_the_next_record_of_each_connection_that_lost_one() {
+    const GAP_CHILD: &str = r#"
+import socket, sys
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(2)
+print(srv.getsockname()[1], flush=True)
+sys.stdin.readline()
+cl = socket.socket(); cl.connect(("127.0.0.1", srv.getsockname()[1])); c, _ = srv.accept()
+cl2 = socket.socket(); cl2.connect(("127.0.0.1", srv.getsockname()[1])); c2, _ = srv.accept()
+print(cl.fileno(), cl2.fileno(), flush=True)
+for i in range(200):
+    cl.sendall(b"%06d" % i + b"x" * 994)
+    got = 0
+    while got < 1000:
+        got += len(c.recv(1000 - got))
+for i in range(10):
+    cl2.sendall(b"y" * 1000); c2.recv(1000)
+print("burst done", flush=True)
+sys.stdin.readline()
+c.sendall(b"after"); cl.recv(5)
+cl2.close(); c2.close(); cl.close(); c.close()
+print("done", flush=True)
+"#;
+    let (mut child, mut out) = spawn_python(GAP_CHILD);
+    let pid = child.id();
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let mut loaded = load_with_ring(pid, 65536); // the smallest the config allows
+    let mut ring = loaded.take_events().unwrap();
+    let stdin = child.stdin.as_mut().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let fds: Vec<u32> = line
+        .split_whitespace()
+        .map(|f| f.parse().unwrap())
+        .collect();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "burst done");
+    let full = loaded.kernel_counters()[agent_common::counter::RINGBUF_FULL as usize];
+    assert!(full > 0, "200 KB of records did not overflow a 64 KiB ring");
+    // Drain what fitted, then let the child finish.
+    let mut events: Vec<(u8, u64, u8, Vec<u8>, u32)> = Vec::new(); // kind, conn, flags, payload, fd
+    let take = |ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+                events: &mut Vec<(u8, u64, u8, Vec<u8>, u32)>| {
+        while let Some(item) = ring.next() {
+            match decode(&item).expect("well-formed record") {
+                Event::ConnOpen(o) => events.push((1, o.header.conn_id, 0, Vec::new(), o.fd)),
+                Event::ConnClose(c) => {
+                    events.push((2, c.header.conn_id, c.flags, Vec::new(), c.fd))
+                }
+                Event::Data(d, p) => events.push((
+                    3 + d.header.direction,
+                    d.header.conn_id,
+                    d.flags,
+                    p.to_vec(),
+                    d.fd,
+                )),
+                _ => {}
+            }
+        }
+    };
+    take(&mut ring, &mut events);
+    stdin.write_all(b"go\n").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "done");
+    assert!(child.wait().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while events.iter().filter(|e| e.0 == 2).count() < 4 && Instant::now() < deadline {
+        take(&mut ring, &mut events);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let conn_of = |fd: u32| {
+        events
+            .iter()
+            .find(|e| e.0 == 1 && e.4 == fd)
+            .map(|e| e.1)
+            .expect("client open delivered (before the burst)")
+    };
+    let (cl, cl2) = (conn_of(fds[0]), conn_of(fds[1]));
+    let egress = 3 + Direction::Egress as u8;
+    let ingress = 3 + Direction::Ingress as u8;
+    let gap = agent_common::data_flags::GAP_BEFORE;
+    // The client's writes, in order: a record carries the mark exactly when a write of the
+    // connection before it (since the previous delivered record) was lost.
+    let mut prev: Option<u32> = None;
+    let mut lost_writes = 0;
+    for (_, _, flags, p, _) in events.iter().filter(|e| e.1 == cl && e.0 == egress) {
+        let seq: u32 = std::str::from_utf8(&p[..6]).unwrap().parse().unwrap();
+        let expect_gap = seq != prev.map_or(0, |s| s + 1);
+        assert_eq!(flags & gap != 0, expect_gap, "write {seq} after {prev:?}");
+        lost_writes += seq - prev.map_or(0, |s| s + 1);
+        prev = Some(seq);
+    }
+    // The burst ended with the ring full, so its last writes were lost: the first record of
+    // the connection after the drain (the client's read of "after") carries the mark.
+    assert!(
+        prev.is_some_and(|s| s < 199),
+        "last write delivered: {prev:?}"
+    );
+    let after = events
+        .iter()
+        .find(|e| e.1 == cl && e.0 == ingress && e.3 == b"after")
+        .expect("the client's read after the drain");
+    assert_eq!(after.2 & gap, gap, "{lost_writes} writes lost before it");
+    // The second client's writes came when the ring was full: all lost; its close says so.
+    let cl2_close = events
+        .iter()
+        .find(|e| e.1 == cl2 && e.0 == 2)
+        .expect("close of the second client");
+    assert_eq!(cl2_close.2 & gap, gap, "close after lost records");
+    // The first client's close came after a delivered record: unmarked.
+    let cl_close = events
+        .iter()
+        .find(|e| e.1 == cl && e.0 == 2)
+        .expect("close");
+    assert_eq!(cl_close.2 & gap, 0);
 }

@@ -31,6 +31,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -91,9 +92,11 @@ def wrk(port: int, seconds: int, connections: int) -> tuple[float, str]:
     return rps, p99.group(1) if p99 else "?"
 
 
-def open_loop(port: int, seconds: int, rate: int, workers: int = 8) -> tuple[float, float, int]:
+def open_loop(port: int, seconds: int, rate: int, workers: int = 8, path: str | None = None,
+              tls: bool = False) -> tuple[float, float, int]:
     """p50 and p99 latency (ms) at `rate` requests/s, each counted from when it was due; and the
-    number of failed requests."""
+    number of failed requests. `path`: the one path to GET (default /users/<i>); `tls`: HTTPS
+    without certificate checks (a self-signed test server)."""
     interval = 1.0 / rate
     total = seconds * rate
     start = time.perf_counter() + 0.2
@@ -102,8 +105,14 @@ def open_loop(port: int, seconds: int, rate: int, workers: int = 8) -> tuple[flo
     lock = threading.Lock()
     next_slot = [0]
 
+    def connect() -> http.client.HTTPConnection:
+        if tls:
+            return http.client.HTTPSConnection("127.0.0.1", port, timeout=10,
+                                               context=ssl._create_unverified_context())
+        return http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
     def worker() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn = connect()
         mine: list[float] = []
         while True:
             with lock:
@@ -116,7 +125,7 @@ def open_loop(port: int, seconds: int, rate: int, workers: int = 8) -> tuple[flo
             if delay > 0:
                 time.sleep(delay)
             try:
-                conn.request("GET", f"/users/{i}")
+                conn.request("GET", path or f"/users/{i}")
                 r = conn.getresponse()
                 r.read()
                 if r.status != 200:
@@ -124,7 +133,7 @@ def open_loop(port: int, seconds: int, rate: int, workers: int = 8) -> tuple[flo
             except (OSError, http.client.HTTPException):
                 failures[0] += 1
                 conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn = connect()
             mine.append(time.perf_counter() - due)
         conn.close()
         with lock:

@@ -15,6 +15,8 @@ gone or pushing back).
   agent's endpoint answers at once meanwhile.
 - Flood (`apps/flood.py`): 20k short connections and 3k idle keep-alive ones against a
   1024-connection table: bounded, evictions counted, the next requests' spans exact.
+- Ring-buffer overflow (`apps/burst.py`): a burst far larger than a 64 KiB ring; lost records
+  counted, gaps marked, no span claims what it did not see, tracing exact after the burst.
 
 Agents here exclude the pytest process (which hosts the receiver).
 """
@@ -416,3 +418,151 @@ def test_slow_collector(agent_bin: Path, workroot: Path) -> None:
         rx.stop()
     assert len(spans) == 2 * n
     assert m["agent_export_failures_total"] == 0 and m["agent_spans_rejected_total"] == 0, m
+
+
+# Ring-buffer overflow: the smallest ring the config allows, far below the 256 KiB backlog that
+# wakes the agent (agent-ebpf WAKEUP_BYTES), so only its 2 ms drain timer empties it; a burst
+# of THREADS keep-alive connections moving 64 KiB requests and responses overflows it.
+RING_BYTES = 65536
+BURST_THREADS, BURST_EACH, BURST_BODY = 16, 20, 65536
+TAIL_EACH, STEADY = 3, 20
+STEADY_FIRST = 100_000
+
+
+def burst_app():
+    sys.path.insert(0, str(Path(__file__).parent / "apps"))
+    import burst  # the app's own rules: one source of truth
+    return burst
+
+
+def test_ring_buffer_overflow_marks_gaps_and_tracing_recovers(
+        agent_bin: Path, receiver: OtlpReceiver, workroot: Path) -> None:
+    """A burst much larger than the ring buffer: records are lost (counted by the kernel and
+    exported), the connections that lost them are marked and their parsers resynchronise
+    (`agent_ring_gaps_total`), the agent keeps running and exporting. No span claims what it
+    cannot know: each span of a burst request is that request exactly (method, path, status,
+    inside the interval the client measured) or marked incomplete; no server span hangs
+    under another request's client span. After the burst, requests on the very connections
+    that lost records and on a new client are each traced exactly once, on both ends,
+    stitched."""
+    from harness.scenario import PYTHON, WINDOW_SLACK_NS
+    from harness.spans import KIND_CLIENT, KIND_SERVER, RESPONSE_INCOMPLETE, fmt_span
+    d = workroot / "reliability-ring"
+    metrics_port = free_port()
+    a = start_agent(agent_bin, d, receiver.endpoint,
+                    f"telemetry:\n  listen: '127.0.0.1:{metrics_port}'\n  log_interval_secs: 0\n"
+                    f"capture:\n  ring_buffer_bytes: {RING_BYTES}\n")
+    scn = Scenario(receiver, a, d / "scn")
+    (d / "scn").mkdir(parents=True, exist_ok=True)
+    app = str(Path(__file__).parent / "apps" / "burst.py")
+    gate = d / "tail-gate"
+    gate.unlink(missing_ok=True)
+    n_burst = BURST_THREADS * BURST_EACH
+    tail_first = n_burst
+    try:
+        port = free_port()
+        server = scn.spawn("burst-server", [PYTHON, app, "server", str(port)], port)
+        before = scrape(metrics_port)
+        t0 = time.monotonic()
+        burst = Proc("burst-client", [PYTHON, app, "client", str(port), "0", str(n_burst),
+                                      str(BURST_THREADS), str(BURST_BODY), str(BURST_BODY), "0",
+                                      str(TAIL_EACH), str(gate)], d)
+        scn._own(burst)
+        wait_until(lambda: "burst done" in burst.stdout(), 60, "the burst", alive=burst)
+        burst_secs = time.monotonic() - t0
+        # The tail goes once the agent has caught up: nothing more lost for 2 s.
+        lost = [scrape(metrics_port)["agent_kernel_events_lost_ringbuf_full_total"]]
+
+        def settled() -> bool:
+            lost.append(scrape(metrics_port)["agent_kernel_events_lost_ringbuf_full_total"])
+            return len(lost) > 4 and lost[-1] == lost[-5]
+        wait_until(settled, 30, "the kernel's loss counter to settle", interval=0.5)
+        gate.touch()
+        assert burst.wait(30) == 0, burst.tail()
+        # A new client after the burst: one connection, GETs 20 ms apart.
+        steady = Proc("steady-client", [PYTHON, app, "client", str(port), str(STEADY_FIRST),
+                                        str(STEADY), "1", "0", "300", "20"], d)
+        scn._own(steady)
+        assert steady.wait(30) == 0, steady.tail()
+        rows = {r["id"]: r for r in (json.loads(line) for line in
+                                     (burst.stdout() + steady.stdout()).splitlines()
+                                     if line.startswith("{"))}
+        warm = burst_app().WARM_BASE
+        # Requests before the burst (each connection's first) and after it: traced exactly.
+        after_ids = list(range(tail_first, tail_first + BURST_THREADS * TAIL_EACH)) + \
+            list(range(STEADY_FIRST, STEADY_FIRST + STEADY)) + \
+            list(range(warm, warm + BURST_THREADS)) + [warm + STEADY_FIRST]
+
+        def ours(s) -> bool:
+            return s.pid in (server.pid, burst.pid, steady.pid) and \
+                str(s.attr("url.path", "")).startswith("/r/")
+
+        def request_id(s) -> int:
+            return int(str(s.attr("url.path")).split("/")[2])
+
+        try:
+            receiver.wait_for_spans(lambda s: ours(s) and request_id(s) in set(after_ids), 30,
+                                    2 * len(after_ids))
+        except TimeoutError:
+            pass  # the assertions below say which
+        time.sleep(1.0)  # late burst spans (ended by a close) and any duplicate
+        spans = receiver.spans(ours)
+        m = scrape(metrics_port)
+        alive = a.proc.poll() is None
+    finally:
+        scn.close()
+        code = a.stop()
+
+    def counter(name: str) -> float:
+        return m.get(name, 0) - before.get(name, 0)
+    gaps = counter('agent_ring_gaps_total{protocol="http1"}')
+    by_id: dict[tuple[int, int], list] = {}
+    for s in spans:
+        by_id.setdefault((s.kind, request_id(s)), []).append(s)
+    incomplete = [s for s in spans if s.attr("error.type") == RESPONSE_INCOMPLETE]
+    marked = [s for s in incomplete if s.attr("ebpf_agent.capture.gap") is True]
+    burst_spans = [s for s in spans if request_id(s) < n_burst]
+    assert len(rows) == n_burst + len(after_ids), "the clients did not make every request"
+    print(f"\nring overflow: {n_burst} requests of {BURST_BODY} B each way on {BURST_THREADS} "
+          f"connections in {burst_secs:.1f} s, ring {RING_BYTES} B; "
+          f"kernel lost {counter('agent_kernel_events_lost_ringbuf_full_total'):.0f} records "
+          f"(opens {counter('agent_kernel_connection_opens_lost_total'):.0f}, closes "
+          f"{counter('agent_kernel_connection_closes_lost_total'):.0f}); gaps {gaps:.0f}; "
+          f"burst spans {len(burst_spans)} of {2 * n_burst} ({len(incomplete)} incomplete, "
+          f"{len(marked)} marked as cut by a gap); stitches refused "
+          f"{counter('agent_spans_stitch_refused_total'):.0f}; gaps before detection "
+          f"{counter('agent_ring_gaps_unparsed_total'):.0f}; protocol unknown "
+          f"{counter('agent_connections_protocol_unknown_total'):.0f}")
+    missing = [(k, i, rows[i]["port"]) for i in after_ids for k in (KIND_CLIENT, KIND_SERVER)
+               if (k, i) not in by_id]
+    print(f"missing after the burst (kind, id, client port): {missing}")
+    assert code == 0 and alive, f"the agent died (exit {code})\n{a.stderr_tail()}"
+    assert counter("agent_kernel_events_lost_ringbuf_full_total") > 0, \
+        "the burst did not overflow the ring buffer: the test tested nothing"
+    assert gaps > 0, "records were lost but no connection was marked as having a gap"
+    for (kind, i), ss in by_id.items():
+        assert len(ss) == 1, "several spans of one request:\n" + "\n".join(map(fmt_span, ss))
+        s, row = ss[0], rows[i]
+        assert row["status"] == burst_app().status_of(i), row  # the app itself worked
+        assert s.attr("http.request.method") == row["method"], fmt_span(s)
+        if s.attr("error.type") == RESPONSE_INCOMPLETE:
+            assert i < n_burst, f"a request after the burst is incomplete\n{fmt_span(s)}"
+            assert s.attr("http.response.status_code") is None, fmt_span(s)
+            continue
+        assert s.attr("http.response.status_code") == row["status"], (
+            f"request {i} got {row['status']}; its span says otherwise\n{fmt_span(s)}")
+        assert s.attr("http.response.body.size") == row["len"], fmt_span(s)
+        if kind == KIND_CLIENT:
+            assert row["t0"] - WINDOW_SLACK_NS <= s.start_ns and \
+                s.end_ns <= row["t1"] + WINDOW_SLACK_NS, (
+                    f"request {i} ran {row['t0']}..{row['t1']}; its span does not\n{fmt_span(s)}")
+    client_ids = {s.span_id: request_id(s) for s in spans if s.kind == KIND_CLIENT}
+    for s in spans:
+        if s.kind == KIND_SERVER and s.parent_span_id:
+            assert client_ids.get(s.parent_span_id, request_id(s)) == request_id(s), (
+                f"the server span of request {request_id(s)} hangs under the client span of "
+                f"request {client_ids[s.parent_span_id]}\n{fmt_span(s)}")
+    for i in after_ids:
+        c, s = by_id.get((KIND_CLIENT, i)), by_id.get((KIND_SERVER, i))
+        assert c and s, f"request {i} after the burst lacks a span (client {c}, server {s})"
+        assert s[0].parent_span_id == c[0].span_id, f"{fmt_span(s[0])}\n{fmt_span(c[0])}"

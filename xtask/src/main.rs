@@ -223,6 +223,8 @@ fn bench(root: &Path) -> Result<()> {
     build(root, true)?;
     let benches = std::fs::read_dir(root.join("agent/benches"))?
         .filter_map(|e| e.ok())
+        // Bench targets are the .rs files; a directory (benches/support) is their shared code.
+        .filter(|e| e.path().extension().is_some_and(|x| x == "rs"))
         .filter_map(|e| {
             e.path()
                 .file_stem()
@@ -346,6 +348,8 @@ fn test(root: &Path, no_setup: bool, pytest: Option<&str>) -> Result<()> {
             "agent",
             "--test",
             "ebpf_capture",
+            "--test",
+            "ebpf_inject",
             "--",
             "--include-ignored",
             "--test-threads=1",

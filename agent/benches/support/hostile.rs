@@ -23,6 +23,7 @@ fn feed_parts(mut conn: ConnParser, parts: &[Part]) -> (f64, usize, usize) {
     let (mut events, mut errs) = (0, 0);
     let ctx = SegmentCtx {
         tid: 7,
+        goroutine: 0,
         first_ns: 10,
         last_ns: 15,
     };

@@ -102,6 +102,7 @@ pub fn feed<C: Parser>(
         clock += 1;
         let ctx = SegmentCtx {
             tid: clock as u32,
+            goroutine: 0,
             first_ns: clock * 10,
             last_ns: clock * 10 + 5,
         };

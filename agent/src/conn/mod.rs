@@ -7,11 +7,25 @@
 //! report per protocol. Does not own: what the protocols
 //! mean (`crate::protocol`) or what becomes a span (`crate::span`).
 //!
+//! Gaps: when the kernel could not write a record of a connection (its ring buffer was full),
+//! the connection's next record carries `data_flags::GAP_BEFORE`. Its parser is then told
+//! ([`Parser::gap`]): every exchange in flight on the connection ends aborted, and the parser
+//! resynchronises on what follows (HTTP/1 at the next request or status line, PostgreSQL and
+//! AMQP at the next trustworthy message boundary) or, when it cannot (HTTP/2: the lost bytes
+//! may have changed HPACK's table), the connection is given up and muted. The bytes either
+//! direction had buffered are dropped. [`ConnMeta::gaps`] counts the gaps, so the span stage
+//! can say which aborted exchanges a gap ended (`agent_ring_gaps_total` by protocol,
+//! `agent_ring_gaps_abandoned_total`, `agent_ring_gaps_unparsed_total`). A lost close is
+//! noticed when a new connection reuses the process's fd (conn ids are minted per connection,
+//! so the two streams never mix): the old one ends the same way
+//! (`agent_connections_close_lost_total`). A lost open cannot happen here: the kernel stops
+//! tracking a connection whose open it could not report.
+//!
 //! Memory is bounded three ways: at most `max` connections (the least recently active are
 //! evicted in batches when full), at most `max_buffer_bytes` unconsumed bytes per direction
 //! (beyond it the connection's parser is reset), and idle connections are swept.
 
-use agent_common::{conn_flags, DataEvent, Direction, Role, SockAddr, Syscall};
+use agent_common::{conn_flags, data_flags, DataEvent, Direction, Role, SockAddr, Syscall};
 use rustc_hash::FxHashMap;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -27,6 +41,10 @@ const MAX_DETECT_BYTES: usize = 4096;
 /// a byte per read would cost the square of MAX_DETECT_BYTES; real connections are decided in
 /// one to three reads (a startup message sent a byte at a time stays far below this too).
 const DETECT_BUDGET: usize = 64 * 1024;
+
+/// What one read costs detection after a gap (see `Conn::redetect`): the detectors decide
+/// on a few bytes, so [`DETECT_BUDGET`] then allows this many reads' worth of looking.
+const REDETECT_WORK: usize = 256;
 
 /// `Conn::allowed_epoch` of a connection whose process's selection was never looked up.
 const NEVER_CHECKED: u64 = u64::MAX;
@@ -44,6 +62,10 @@ pub struct ConnMeta {
     pub comm: [u8; 16],
     /// The bytes parsed are TLS plaintext from the process's TLS library (https, not http).
     pub tls: bool,
+    /// Gaps seen on the connection so far: records the kernel could not deliver (ring buffer
+    /// full) or a close that was never seen. An exchange that started when the count was
+    /// lower than when it ended was cut by one.
+    pub gaps: u32,
 }
 
 impl ConnMeta {
@@ -79,6 +101,10 @@ struct Conn {
     bufs: [Vec<u8>; 2],
     /// Bytes the detectors have looked at so far (see [`DETECT_BUDGET`]).
     detect_work: usize,
+    /// Records were lost before the protocol was decided: what follows may be the middle of
+    /// a message, so bytes the detectors reject are dropped (not taken as an unknown
+    /// protocol) and the next read is looked at from its start, until one decides.
+    redetect: bool,
     /// What the selection rules trace of the connection's process, and the selection epoch it
     /// was looked up at (see [`ConnTable::data_selected`]).
     allowed: ProtocolSet,
@@ -127,6 +153,9 @@ pub struct ConnTable {
     /// (local, remote) → connection id, for finding the other end of a same-node connection.
     by_tuple: HashMap<(SockAddr, SockAddr), u64>,
     by_pid: HashMap<u32, HashSet<u64>>,
+    /// (pid, fd) → connection id: a new connection on a process's fd ends the one before it
+    /// (whose close was lost).
+    by_fd: HashMap<(u32, u32), u64>,
     limits: Limits,
     telemetry: Arc<Telemetry>,
     errors: Vec<ParseError>,
@@ -144,6 +173,7 @@ impl ConnTable {
             conns: FxHashMap::default(),
             by_tuple: HashMap::new(),
             by_pid: HashMap::new(),
+            by_fd: HashMap::new(),
             limits,
             telemetry,
             errors: Vec::new(),
@@ -176,6 +206,17 @@ impl ConnTable {
         if self.conns.contains_key(&meta.conn_id) {
             return;
         }
+        if let Some(&old) = self.by_fd.get(&(meta.pid, meta.fd)) {
+            // The fd was closed without a close record reaching us (lost to a full ring
+            // buffer; or closed by dup2/close_range, which the probes do not see), and when is
+            // unknown: what was in flight on it ends as cut by a gap, not by a close (a
+            // read-until-close body is not complete).
+            self.telemetry.incr(Counter::ConnsCloseLost);
+            self.gap(old, ts_ns, out);
+            if self.remove(old, ts_ns, out) {
+                self.telemetry.incr(Counter::ConnsClosed);
+            }
+        }
         if self.conns.len() >= self.limits.max {
             self.evict_oldest(ts_ns, out);
         }
@@ -186,6 +227,7 @@ impl ConnTable {
             .entry(meta.pid)
             .or_default()
             .insert(meta.conn_id);
+        self.by_fd.insert((meta.pid, meta.fd), meta.conn_id);
         self.conns.insert(
             meta.conn_id,
             Conn {
@@ -194,6 +236,7 @@ impl ConnTable {
                 state: ParseState::Detecting,
                 bufs: [Vec::new(), Vec::new()],
                 detect_work: 0,
+                redetect: false,
                 allowed: ProtocolSet::ALL,
                 allowed_epoch: NEVER_CHECKED,
             },
@@ -212,6 +255,37 @@ impl ConnTable {
                     .push((c.meta.pid, c.meta.fd, conn_flags::MUTED));
             }
         }
+    }
+
+    /// Bytes of the connection were lost before what comes next (see the module docs): its
+    /// parser ends what was in flight and resynchronises, or the connection is given up.
+    /// Buffered bytes of both directions are dropped.
+    pub fn gap(&mut self, conn_id: u64, ts_ns: u64, out: &mut Vec<(ConnMeta, L7Event)>) {
+        let Some(c) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        c.meta.gaps = c.meta.gaps.saturating_add(1);
+        c.bufs = [Vec::new(), Vec::new()];
+        let ParseState::Active(p) = &mut c.state else {
+            self.telemetry.incr(Counter::RingGapsUnparsed);
+            c.redetect = matches!(c.state, ParseState::Detecting);
+            return;
+        };
+        let protocol = p.protocol();
+        self.telemetry
+            .protocol_incr(protocol, ProtocolCounter::RingGaps);
+        if !p.gap(ts_ns, &mut self.evs) {
+            tracing::debug!(
+                conn = c.meta.conn_id,
+                "{protocol} cannot resynchronise after records were lost: connection ignored"
+            );
+            self.telemetry
+                .protocol_incr(protocol, ProtocolCounter::RingGapsAbandoned);
+            c.switch(ParseState::Ignored, ts_ns, &mut self.evs);
+            self.to_mute
+                .push((c.meta.pid, c.meta.fd, conn_flags::MUTED));
+        }
+        emit(&self.telemetry, c.meta, &mut self.evs, out);
     }
 
     /// The process closed the connection.
@@ -291,6 +365,9 @@ impl ConnTable {
                 self.by_pid.remove(&c.meta.pid);
             }
         }
+        if self.by_fd.get(&(c.meta.pid, c.meta.fd)) == Some(&conn_id) {
+            self.by_fd.remove(&(c.meta.pid, c.meta.fd));
+        }
         if let ParseState::Active(p) = &mut c.state {
             p.close(ts_ns, &mut self.evs);
             emit(&self.telemetry, c.meta, &mut self.evs, out);
@@ -369,6 +446,10 @@ impl ConnTable {
             self.telemetry.incr(Counter::EventsMalformed);
             return;
         }
+        if d.flags & data_flags::GAP_BEFORE != 0 {
+            // The hole ended before this record's syscall began (the kernel checks at entry).
+            self.gap(d.header.conn_id, d.enter_ts_ns, out);
+        }
         let Some(c) = self.conns.get_mut(&d.header.conn_id) else {
             self.telemetry.incr(Counter::DataForUnknownConn);
             return;
@@ -393,6 +474,7 @@ impl ConnTable {
         }
         let ctx = SegmentCtx {
             tid: d.header.tid,
+            goroutine: d.goroutine,
             first_ns: if dir == Direction::Egress {
                 d.enter_ts_ns
             } else {
@@ -473,7 +555,14 @@ fn feed(
     if let ParseState::Detecting = c.state {
         let buf = &mut c.bufs[dir_index(dir)];
         buf.extend_from_slice(payload);
-        c.detect_work = c.detect_work.saturating_add(buf.len());
+        // After a gap the detectors look at the start of each read (a signature is a few
+        // bytes); what they reject is dropped, so nothing is looked at twice.
+        let work = if c.redetect {
+            buf.len().min(REDETECT_WORK)
+        } else {
+            buf.len()
+        };
+        c.detect_work = c.detect_work.saturating_add(work);
         if c.detect_work > DETECT_BUDGET {
             tracing::debug!(
                 conn = c.meta.conn_id,
@@ -539,6 +628,10 @@ fn feed(
                 c.bufs = [Vec::new(), Vec::new()];
             }
             Detected::NeedMore if missing == 0 && buf.len() <= MAX_DETECT_BYTES => {}
+            _ if c.redetect => {
+                // Maybe the middle of a message after lost records: not a verdict.
+                c.bufs = [Vec::new(), Vec::new()];
+            }
             _ => {
                 // No protocol we parse (or undecidable across a gap): ignore the connection.
                 telemetry.incr(Counter::ProtocolUnknown);

@@ -17,6 +17,7 @@ fn meta(id: u64, pid: u32, role: Role, l: u16, r: u16) -> ConnMeta {
         remote: addr(r),
         comm: [0; 16],
         tls: false,
+        gaps: 0,
     }
 }
 
@@ -46,10 +47,12 @@ fn data(id: u64, dir: Direction, ts: u64, len: u32, orig: u32) -> DataEvent {
         },
         fd: 3,
         syscall: 1,
-        _pad: [0; 3],
+        flags: 0,
+        _pad: [0; 2],
         len,
         orig_len: orig,
         enter_ts_ns: ts,
+        goroutine: 0,
     }
 }
 
@@ -467,4 +470,36 @@ fn a_changed_decision_ignores_an_active_connection_at_the_next_record() {
     );
     assert!(out.is_empty());
     assert_eq!(t.telemetry.get(Counter::ConnsDeselected), 2);
+}
+
+/// A gap on an HTTP/2 connection: the parser cannot resynchronise, so the connection is
+/// given up and the kernel asked to stop copying it; a gap on an ignored one is only counted.
+#[test]
+fn a_gap_gives_up_an_http2_connection_and_mutes_it() {
+    let mut t = table(16);
+    let mut out = Vec::new();
+    t.open(meta(1, 7, Role::Client, 40001, 8080), 0, &mut out);
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // an empty SETTINGS frame
+    let n = hello.len() as u32;
+    t.data(&data(1, Direction::Egress, 1, n, n), &hello, &mut out);
+    assert!(t.take_to_mute().is_empty());
+    let mut d = data(1, Direction::Ingress, 2, 9, 9);
+    d.flags = data_flags::GAP_BEFORE;
+    t.data(&d, &[0, 0, 0, 4, 1, 0, 0, 0, 0], &mut out);
+    assert_eq!(t.take_to_mute(), vec![(7, 1, conn_flags::MUTED)]);
+    let tel = &t.telemetry;
+    assert_eq!(
+        tel.protocol_get(ProtocolId::Http2, ProtocolCounter::RingGaps),
+        1
+    );
+    assert_eq!(
+        tel.protocol_get(ProtocolId::Http2, ProtocolCounter::RingGapsAbandoned),
+        1
+    );
+    assert_eq!(t.meta(1).map(|m| m.gaps), Some(1));
+    // Ignored now: a later gap is only counted.
+    t.data(&d, &[], &mut out);
+    assert_eq!(t.telemetry.get(Counter::RingGapsUnparsed), 1);
+    assert!(out.is_empty(), "{out:?}");
 }

@@ -5,8 +5,8 @@
 //! malformed (and counted by the caller), never trusted.
 
 use agent_common::{
-    ConnCloseEvent, ConnOpenEvent, DataEvent, Direction, EventHeader, EventKind, ProcExitEvent,
-    EVENT_VERSION,
+    ConnCloseEvent, ConnOpenEvent, DataEvent, Direction, EventHeader, EventKind, InjectEvent,
+    ProcExitEvent, EVENT_VERSION,
 };
 use std::mem::size_of;
 
@@ -19,6 +19,8 @@ pub enum Event<'a> {
     ProcExit(EventHeader),
     /// A process exec'd or mapped an executable file (see `EventKind::ProcExec`).
     ProcExec(EventHeader),
+    /// The kernel wrote a traceparent into a request (see `EventKind::Inject`).
+    Inject(InjectEvent),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +58,7 @@ pub fn decode(buf: &[u8]) -> Result<Event<'_>, DecodeError> {
         EventKind::ConnClose => Ok(Event::ConnClose(read(buf)?)),
         EventKind::ProcExit => Ok(Event::ProcExit(read::<ProcExitEvent>(buf)?.header)),
         EventKind::ProcExec => Ok(Event::ProcExec(read::<ProcExitEvent>(buf)?.header)),
+        EventKind::Inject => Ok(Event::Inject(read(buf)?)),
         EventKind::Data => {
             let d: DataEvent = read(buf)?;
             let payload = &buf[size_of::<DataEvent>()..];
@@ -77,6 +80,7 @@ impl Event<'_> {
             Event::ConnClose(e) => &e.header,
             Event::Data(e, _) => &e.header,
             Event::ProcExit(h) | Event::ProcExec(h) => h,
+            Event::Inject(e) => &e.header,
         }
     }
 
@@ -126,10 +130,12 @@ mod tests {
             header: h,
             fd: 3,
             syscall: 2,
-            _pad: [0; 3],
+            flags: 0,
+            _pad: [0; 2],
             len: 5,
             orig_len: 9,
             enter_ts_ns: 50,
+            goroutine: 0,
         };
         let mut buf = rec(&d);
         buf.extend_from_slice(b"hello");
@@ -156,10 +162,12 @@ mod tests {
             header: header(EventKind::Data),
             fd: 3,
             syscall: 1,
-            _pad: [0; 3],
+            flags: 0,
+            _pad: [0; 2],
             len: 100,
             orig_len: 100,
             enter_ts_ns: 0,
+            goroutine: 0,
         };
         assert!(matches!(
             decode(&rec(&d)),
@@ -192,10 +200,12 @@ mod tests {
             header: h,
             fd: 3,
             syscall: 1,
-            _pad: [0; 3],
+            flags: 0,
+            _pad: [0; 2],
             len: 0,
             orig_len: 0,
             enter_ts_ns: 50,
+            goroutine: 0,
         };
         assert_eq!(decode(&rec(&d)).unwrap().causal_ns(), 100);
     }

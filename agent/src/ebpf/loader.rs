@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use super::btf;
+use super::inject::{InjectOptions, InjectStatus};
 use super::probes::{Attach, KernelFeatures, ProbeState, ProbeStatus, PROBES, TRACEFS_PATHS};
 
 /// The kernel programs, built by `cargo xtask build-ebpf` and embedded by build.rs.
@@ -79,6 +80,10 @@ pub const UPROBE_PROGRAMS: [&str; 10] = [
     "tls_exit_go",
 ];
 
+/// The Go `net/http` Transport uprobes (see agent-ebpf's `goctx` module): loaded apart from
+/// the TLS ones, so that a rejection costs goroutine-aware context only, never TLS capture.
+pub const GO_CONTEXT_PROGRAMS: [&str; 2] = ["goctx_enter_write_loop", "goctx_enter_round_trip"];
+
 /// What to load with.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -94,6 +99,8 @@ pub struct LoadOptions {
     pub exclude_pids: Vec<u32>,
     /// `probes.disabled` switch names.
     pub disabled: Vec<String>,
+    /// Traceparent injection (`propagation.inject_http1`); None: off.
+    pub inject: Option<InjectOptions>,
 }
 
 impl LoadOptions {
@@ -115,6 +122,8 @@ pub struct Loaded {
     reaper: LinkReaper,
     pub statuses: Vec<ProbeStatus>,
     pub features: KernelFeatures,
+    /// Whether the traceparent injection programs run (see `super::inject`).
+    pub injection: InjectStatus,
 }
 
 /// Drops uprobe links off the event loop. Removing a probe point waits for RCU grace periods
@@ -203,9 +212,15 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         trace_all: opts.trace_all as u8,
         _pad: [0; 3],
     };
+    let inject_cfg = agent_common::InjectConfig {
+        enabled: opts.inject.is_some() as u32,
+        _pad: 0,
+        root_threshold: opts.inject.as_ref().map_or(0, |i| i.root_threshold),
+    };
     let cpus = aya::util::nr_cpus().map(|n| n as u32).unwrap_or(256).max(1);
     let mut ebpf = EbpfLoader::new()
         .override_global("CONFIG", &kcfg, true)
+        .override_global("INJECT", &inject_cfg, true)
         .override_global("OFFSETS", &offsets, true)
         .map_max_entries("EVENTS", opts.ring_buffer_bytes)
         .map_max_entries("CONNS", opts.max_connections)
@@ -234,7 +249,15 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
 
     let features = KernelFeatures::detect();
     let statuses = attach_all(&mut ebpf, &features, &opts.disabled);
+    let injection = match &opts.inject {
+        None => InjectStatus::Off,
+        Some(i) => match super::inject::attach(&mut ebpf, i) {
+            Ok(cgroup) => InjectStatus::Attached(cgroup),
+            Err(e) => InjectStatus::Failed(e.to_string()),
+        },
+    };
     Ok(Loaded {
+        injection,
         ebpf,
         uprobe_links: HashMap::new(),
         next_link: 0,
@@ -299,7 +322,7 @@ fn attach_tracepoint(
     Ok(())
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -393,8 +416,17 @@ impl Loaded {
     /// Loads the TLS uprobe programs (once; attaching happens per library, see `crate::tls`).
     /// Returns one line per program that could not be loaded.
     pub fn load_uprobes(&mut self) -> Vec<ProbeError> {
+        self.load_uprobe_programs(&UPROBE_PROGRAMS)
+    }
+
+    /// Loads the Go Transport uprobes ([`GO_CONTEXT_PROGRAMS`]); one line per rejected one.
+    pub fn load_go_context(&mut self) -> Vec<ProbeError> {
+        self.load_uprobe_programs(&GO_CONTEXT_PROGRAMS)
+    }
+
+    fn load_uprobe_programs(&mut self, names: &[&'static str]) -> Vec<ProbeError> {
         let mut errors = Vec::new();
-        for name in UPROBE_PROGRAMS {
+        for &name in names {
             let r = match self.ebpf.program_mut(name) {
                 None => Err(ProbeError::MissingProgram(name)),
                 Some(p) => match <&mut UProbe>::try_from(p) {
@@ -413,6 +445,13 @@ impl Loaded {
             }
         }
         errors
+    }
+
+    /// Marks `pid` as a Go program with the register ABI (`GO_PROCS`): its records then carry
+    /// the goroutine. The kernel forgets it at exit and exec. False when the map refused.
+    pub fn mark_go_process(&mut self, pid: u32) -> bool {
+        map::<BpfHashMap<_, u32, u8>>(&mut self.ebpf, "GO_PROCS")
+            .is_ok_and(|mut m| m.insert(pid, 1, 0).is_ok())
     }
 
     /// Attaches a loaded uprobe program at a file offset in `target`, for every process that
@@ -485,6 +524,21 @@ impl Loaded {
                 unsafe { libc::close(fds[0]) };
             }
         }
+    }
+
+    /// The injection counters, indexed by `agent_common::inject_counter`.
+    pub fn inject_counters(&mut self) -> [u64; agent_common::inject_counter::COUNT as usize] {
+        super::inject::counters(&mut self.ebpf)
+    }
+
+    /// Sockets in the injection sockhash now (see `super::inject::sockets`).
+    pub fn inject_sockets(&self) -> usize {
+        super::inject::sockets(&self.ebpf)
+    }
+
+    /// Never injects into connections `pid` opens from now on (see `super::inject::deny`).
+    pub fn deny_injection(&mut self, pid: u32) -> bool {
+        super::inject::deny(&mut self.ebpf, pid)
     }
 
     /// Kernel-side counters summed over CPUs, indexed by `agent_common::counter`.

@@ -294,7 +294,8 @@ pub fn blocked_reads(seeded: &[SeededConn], now_ns: u64) -> Vec<(u64, IoArgs)> {
                 fd: fd as u32,
                 syscall: syscall as u8,
                 direction: Direction::Ingress as u8,
-                _pad: [0; 2],
+                conn_flags: 0,
+                _pad: 0,
             };
             out.push(((u64::from(pid) << 32) | u64::from(tid), args));
         }

@@ -85,6 +85,7 @@ impl Failure {
 /// An OTLP client for either transport.
 // One instance per exporter: the variants' size difference costs nothing worth a Box.
 #[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
 pub(crate) enum Client {
     Grpc(GrpcClient),
     Http(HttpClient),
@@ -129,6 +130,7 @@ pub(crate) fn user_agent() -> String {
     format!("ebpf-agent-otlp-exporter/{}", env!("CARGO_PKG_VERSION"))
 }
 
+#[derive(Clone)]
 pub(crate) struct GrpcClient {
     client: TraceServiceClient<Channel>,
     metadata: MetadataMap,

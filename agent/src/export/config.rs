@@ -72,6 +72,10 @@ pub struct ExportConfig {
     pub batch_size: usize,
     /// A batch that is not full is sent this many milliseconds after its first span arrived.
     pub batch_timeout_ms: u64,
+    /// Batches being sent (or waiting to be retried) at once, 1..=64. More keep a collector
+    /// that takes milliseconds per call fed: one in flight caps the export at
+    /// `batch_size` / call latency (measured in benches/export.rs).
+    pub max_concurrent_exports: usize,
     /// How long one batch is retried after retryable failures (collector unavailable,
     /// throttling, ...), in milliseconds, before it is dropped and counted. 0 disables retries.
     pub max_retry_elapsed_ms: u64,
@@ -98,6 +102,7 @@ impl Default for ExportConfig {
             queue_size: 4096,
             batch_size: 512,
             batch_timeout_ms: 1000,
+            max_concurrent_exports: 4,
             max_retry_elapsed_ms: 30_000,
             shutdown_timeout_ms: 5000,
             ca_file: None,
@@ -124,6 +129,7 @@ impl fmt::Debug for ExportConfig {
             .field("queue_size", &self.queue_size)
             .field("batch_size", &self.batch_size)
             .field("batch_timeout_ms", &self.batch_timeout_ms)
+            .field("max_concurrent_exports", &self.max_concurrent_exports)
             .field("max_retry_elapsed_ms", &self.max_retry_elapsed_ms)
             .field("shutdown_timeout_ms", &self.shutdown_timeout_ms)
             .field("ca_file", &self.ca_file)
@@ -198,6 +204,11 @@ impl ExportConfig {
         in_range("queue_size", self.queue_size, 1..=1 << 20)?;
         in_range("batch_size", self.batch_size, 1..=65_536)?;
         in_range("batch_timeout_ms", self.batch_timeout_ms, 1..=HOUR_MS)?;
+        in_range(
+            "max_concurrent_exports",
+            self.max_concurrent_exports,
+            1..=64,
+        )?;
         in_range(
             "max_retry_elapsed_ms",
             self.max_retry_elapsed_ms,

@@ -12,68 +12,115 @@ use percent_encoding::percent_decode_str;
 use super::config::{Compression, ExportConfig, Protocol};
 use super::ExportError;
 
-/// A variable and its traces-specific override.
+/// The signal an exporter sends: which signal-specific variables override the generic ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// `OTEL_EXPORTER_OTLP_TRACES_*`, spans to `/v1/traces`.
+    Traces,
+    /// `OTEL_EXPORTER_OTLP_METRICS_*`, the RED metrics to `/v1/metrics`.
+    Metrics,
+}
+
+impl Signal {
+    /// The OTLP/HTTP path the spec appends to a generic (base) endpoint.
+    fn http_path(self) -> &'static str {
+        match self {
+            Self::Traces => "v1/traces",
+            Self::Metrics => "v1/metrics",
+        }
+    }
+}
+
+/// A variable and its signal-specific overrides.
 struct Var {
     traces: &'static str,
+    metrics: &'static str,
     generic: &'static str,
+}
+
+impl Var {
+    fn specific(&self, signal: Signal) -> &'static str {
+        match signal {
+            Signal::Traces => self.traces,
+            Signal::Metrics => self.metrics,
+        }
+    }
 }
 
 const ENDPOINT: Var = Var {
     traces: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    metrics: "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
     generic: "OTEL_EXPORTER_OTLP_ENDPOINT",
 };
 const PROTOCOL: Var = Var {
     traces: "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    metrics: "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
     generic: "OTEL_EXPORTER_OTLP_PROTOCOL",
 };
 const HEADERS: Var = Var {
     traces: "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    metrics: "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
     generic: "OTEL_EXPORTER_OTLP_HEADERS",
 };
 const TIMEOUT: Var = Var {
     traces: "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    metrics: "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
     generic: "OTEL_EXPORTER_OTLP_TIMEOUT",
 };
 const COMPRESSION: Var = Var {
     traces: "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+    metrics: "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
     generic: "OTEL_EXPORTER_OTLP_COMPRESSION",
 };
 const INSECURE: Var = Var {
     traces: "OTEL_EXPORTER_OTLP_TRACES_INSECURE",
+    metrics: "OTEL_EXPORTER_OTLP_METRICS_INSECURE",
     generic: "OTEL_EXPORTER_OTLP_INSECURE",
 };
 const CERTIFICATE: Var = Var {
     traces: "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+    metrics: "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE",
     generic: "OTEL_EXPORTER_OTLP_CERTIFICATE",
 };
 const CLIENT_KEY: Var = Var {
     traces: "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+    metrics: "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY",
     generic: "OTEL_EXPORTER_OTLP_CLIENT_KEY",
 };
 const CLIENT_CERTIFICATE: Var = Var {
     traces: "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+    metrics: "OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE",
     generic: "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
 };
 
 /// Every variable [`ExportConfig::apply_env`] reads, for `--help` text and docs.
 pub const ENV_VARS: &[&str] = &[
     ENDPOINT.traces,
+    ENDPOINT.metrics,
     ENDPOINT.generic,
     PROTOCOL.traces,
+    PROTOCOL.metrics,
     PROTOCOL.generic,
     HEADERS.traces,
+    HEADERS.metrics,
     HEADERS.generic,
     TIMEOUT.traces,
+    TIMEOUT.metrics,
     TIMEOUT.generic,
     COMPRESSION.traces,
+    COMPRESSION.metrics,
     COMPRESSION.generic,
     INSECURE.traces,
+    INSECURE.metrics,
     INSECURE.generic,
     CERTIFICATE.traces,
+    CERTIFICATE.metrics,
     CERTIFICATE.generic,
     CLIENT_KEY.traces,
+    CLIENT_KEY.metrics,
     CLIENT_KEY.generic,
     CLIENT_CERTIFICATE.traces,
+    CLIENT_CERTIFICATE.metrics,
     CLIENT_CERTIFICATE.generic,
 ];
 
@@ -84,15 +131,29 @@ impl ExportConfig {
     /// the environment are merged over the configured ones, key by key. A malformed value is an
     /// error naming the variable.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ExportError> {
+        self.apply_signal_env(Signal::Traces, env).map(|_| ())
+    }
+
+    /// [`apply_env`](Self::apply_env) for `signal`: its `OTEL_EXPORTER_OTLP_<SIGNAL>_*`
+    /// variables win over the generic ones. Returns whether the endpoint came from the
+    /// environment (then it is final: a generic one for OTLP/HTTP already has the signal's
+    /// path appended, a signal-specific one is used as is).
+    pub fn apply_signal_env(
+        &mut self,
+        signal: Signal,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<bool, ExportError> {
         // Spec: "The SDK MUST interpret an empty value of an environment variable the same way
         // as when the variable is unset."
         let lookup = |v: &Var| -> Option<(&'static str, String)> {
-            [v.traces, v.generic].into_iter().find_map(|name| {
-                env(name)
-                    .map(|s| s.trim().to_owned())
-                    .filter(|s| !s.is_empty())
-                    .map(|s| (name, s))
-            })
+            [v.specific(signal), v.generic]
+                .into_iter()
+                .find_map(|name| {
+                    env(name)
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .map(|s| (name, s))
+                })
         };
 
         // Protocol first: how the generic endpoint is read depends on it.
@@ -111,11 +172,13 @@ impl ExportConfig {
             };
         }
 
-        if let Some((var, value)) = lookup(&ENDPOINT) {
+        let endpoint = lookup(&ENDPOINT);
+        let from_env = endpoint.is_some();
+        if let Some((var, value)) = endpoint {
             let value = if var == ENDPOINT.generic && self.protocol == Protocol::HttpProtobuf {
-                // Spec: the generic endpoint is a base URL to which `v1/traces` is appended;
-                // the traces-specific one is used as is.
-                format!("{}/v1/traces", value.trim_end_matches('/'))
+                // Spec: the generic endpoint is a base URL to which `v1/traces` (`v1/metrics`)
+                // is appended; the signal-specific one is used as is.
+                format!("{}/{}", value.trim_end_matches('/'), signal.http_path())
             } else {
                 value
             };
@@ -165,7 +228,7 @@ impl ExportConfig {
         if let Some((_, path)) = lookup(&CLIENT_KEY) {
             self.client_key_file = Some(path.into());
         }
-        Ok(())
+        Ok(from_env)
     }
 }
 

@@ -67,6 +67,7 @@ impl MetricsExporter {
 /// Returns `None` when `interval` is zero (export turned off).
 pub fn spawn(
     cfg: &ExportConfig,
+    endpoint_final: bool,
     interval: Duration,
     resource: Vec<Attribute>,
     telemetry: Arc<Telemetry>,
@@ -78,7 +79,7 @@ pub fn spawn(
     tokio::runtime::Handle::try_current().map_err(|_| ExportError::NoRuntime)?;
     let sink = match &cfg.endpoint {
         None => Sink::Console,
-        Some(endpoint) => sink_for(cfg, endpoint)?,
+        Some(endpoint) => sink_for(cfg, endpoint, endpoint_final)?,
     };
     let (stop, stopped) = oneshot::channel();
     let mut run = Run {
@@ -105,7 +106,9 @@ pub fn spawn(
     Ok(Some(MetricsExporter { stop, task }))
 }
 
-fn sink_for(cfg: &ExportConfig, endpoint: &str) -> Result<Sink, ExportError> {
+/// `endpoint_final`: an OTLP/HTTP endpoint is the metrics URL itself (from the environment),
+/// not the traces URL to derive it from.
+fn sink_for(cfg: &ExportConfig, endpoint: &str, endpoint_final: bool) -> Result<Sink, ExportError> {
     let uri = parse_endpoint(endpoint).map_err(|reason| ExportError::InvalidEndpoint {
         endpoint: endpoint.to_owned(),
         reason,
@@ -123,10 +126,14 @@ fn sink_for(cfg: &ExportConfig, endpoint: &str) -> Result<Sink, ExportError> {
             Sink::Grpc { client, metadata }
         }
         Protocol::HttpProtobuf => {
-            let uri = metrics_http_uri(&uri).map_err(|e| ExportError::InvalidEndpoint {
-                endpoint: endpoint.to_owned(),
-                reason: EndpointError::NotAUrl(e),
-            })?;
+            let uri = if endpoint_final {
+                uri
+            } else {
+                metrics_http_uri(&uri).map_err(|e| ExportError::InvalidEndpoint {
+                    endpoint: endpoint.to_owned(),
+                    reason: EndpointError::NotAUrl(e),
+                })?
+            };
             Sink::Http(HttpClient::new(cfg, uri, tls)?)
         }
     })

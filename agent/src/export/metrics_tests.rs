@@ -126,6 +126,7 @@ async fn exports_every_interval_and_once_more_at_shutdown() {
     recorder.record(&span(2), false);
     let exporter = metrics::spawn(
         &cfg,
+        false,
         Duration::from_millis(100),
         own_resource(),
         telemetry.clone(),
@@ -174,6 +175,7 @@ async fn unavailable_is_retried_and_resource_exhausted_without_retry_info_is_not
     recorder.record(&span(1), true);
     let exporter = metrics::spawn(
         &cfg,
+        false,
         Duration::from_millis(200),
         own_resource(),
         telemetry.clone(),
@@ -210,6 +212,7 @@ async fn a_collector_that_is_down_is_counted_and_never_blocks_shutdown() {
     Recorder::new(telemetry.clone()).record(&span(1), true);
     let exporter = metrics::spawn(
         &cfg,
+        false,
         Duration::from_millis(100),
         own_resource(),
         telemetry.clone(),
@@ -235,6 +238,7 @@ async fn zero_interval_is_off() {
     let telemetry = Arc::new(Telemetry::new());
     let off = metrics::spawn(
         &ExportConfig::default(),
+        false,
         Duration::ZERO,
         own_resource(),
         telemetry,
@@ -309,6 +313,7 @@ async fn http_protobuf_posts_to_v1_metrics_with_headers_and_gzip() {
     Recorder::new(telemetry.clone()).record(&span(1), true);
     let exporter = metrics::spawn(
         &cfg,
+        false,
         Duration::from_millis(100),
         own_resource(),
         telemetry.clone(),

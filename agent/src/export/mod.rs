@@ -42,7 +42,7 @@ use tokio::task::JoinHandle;
 pub use config::{
     Compression, ConfigFieldError, EndpointError, ExportConfig, HeaderError, Protocol,
 };
-pub use env::ENV_VARS;
+pub use env::{Signal, ENV_VARS};
 pub use otlp::encode;
 
 use crate::span::model::Span;
@@ -146,6 +146,7 @@ pub fn spawn(
                     cfg.max_retry_elapsed_ms,
                 )),
                 shutdown_timeout,
+                max_in_flight: cfg.max_concurrent_exports,
             };
             let exporter = batch::Exporter::new(rx, gone_rx, client, telemetry.clone(), settings);
             tracing::info!(

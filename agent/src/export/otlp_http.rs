@@ -36,6 +36,7 @@ use crate::span::model::Span;
 /// Collector answers are tiny; anything bigger than this is not an OTLP response.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
+#[derive(Clone)]
 pub(crate) struct HttpClient {
     client: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
     uri: Uri,

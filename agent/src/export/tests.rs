@@ -240,6 +240,34 @@ async fn full_queue_drops_and_counts_without_blocking() {
 }
 
 #[tokio::test]
+async fn several_batches_are_in_flight_at_once() {
+    let gate = Arc::new(Semaphore::new(0));
+    let blocked = (0..3).map(|_| Reply::Block(gate.clone())).collect();
+    let (addr, collector) = start_collector(blocked).await;
+    let telemetry = Arc::new(Telemetry::new());
+    let cfg = ExportConfig {
+        batch_size: 1,
+        max_concurrent_exports: 3,
+        ..config_for(addr)
+    };
+    let (sender, handle) = spawn(&cfg, telemetry.clone()).expect("spawn");
+    send_n(&sender, 3);
+    // None of the three calls can finish before the gate opens: they are in flight together.
+    eventually("three calls in flight", || {
+        collector.calls.load(Ordering::SeqCst) == 3
+    })
+    .await;
+    assert_eq!(telemetry.get(Counter::SpansExported), 0);
+    send_n(&sender, 2);
+    gate.add_permits(3);
+    drop(sender);
+    finish(handle).await;
+    assert_eq!(collector.spans_received(), 5);
+    assert_eq!(telemetry.get(Counter::SpansExported), 5);
+    assert_eq!(telemetry.get(Counter::SpansQueueDropped), 0);
+}
+
+#[tokio::test]
 async fn retries_unavailable_then_succeeds() {
     let (addr, collector) =
         start_collector(vec![Reply::Fail(Status::unavailable("warming up"))]).await;

@@ -5,14 +5,14 @@
 use super::*;
 use agent_common::Record;
 
-fn rec<T: Record>(v: &T) -> Vec<u8> {
+pub(super) fn rec<T: Record>(v: &T) -> Vec<u8> {
     v.as_bytes().to_vec()
 }
 use crate::span::builder::SpanOptions;
 use crate::span::model::{AttrValue, Attribute, Resource, Span, SpanKind};
 use agent_common::{Direction, EventKind, SockAddr, Syscall, EVENT_VERSION};
 
-struct Res;
+pub(super) struct Res;
 impl Resources for Res {
     fn resource(&mut self, pid: u32, _comm: &str) -> Arc<Resource> {
         Arc::new(Resource {
@@ -25,7 +25,14 @@ fn addr(port: u16) -> SockAddr {
     SockAddr::v4([127, 0, 0, 1], port)
 }
 
-fn hdr(kind: EventKind, pid: u32, tid: u32, conn: u64, dir: Direction, ts: u64) -> EventHeader {
+pub(super) fn hdr(
+    kind: EventKind,
+    pid: u32,
+    tid: u32,
+    conn: u64,
+    dir: Direction,
+    ts: u64,
+) -> EventHeader {
     EventHeader {
         kind: kind as u8,
         version: EVENT_VERSION,
@@ -39,7 +46,7 @@ fn hdr(kind: EventKind, pid: u32, tid: u32, conn: u64, dir: Direction, ts: u64) 
     }
 }
 
-fn open(pid: u32, conn: u64, role: Role, l: u16, r: u16, ts: u64) -> Vec<u8> {
+pub(super) fn open(pid: u32, conn: u64, role: Role, l: u16, r: u16, ts: u64) -> Vec<u8> {
     rec(&ConnOpenEvent {
         header: hdr(EventKind::ConnOpen, pid, pid, conn, Direction::None, ts),
         fd: 3,
@@ -52,7 +59,7 @@ fn open(pid: u32, conn: u64, role: Role, l: u16, r: u16, ts: u64) -> Vec<u8> {
     })
 }
 
-fn data(
+pub(super) fn data(
     pid: u32,
     tid: u32,
     conn: u64,
@@ -69,16 +76,18 @@ fn data(
         } else {
             Syscall::Read as u8
         },
-        _pad: [0; 3],
+        flags: 0,
+        _pad: [0; 2],
         len: payload.len() as u32,
         orig_len: payload.len() as u32,
         enter_ts_ns: enter,
+        goroutine: 0,
     });
     b.extend_from_slice(payload);
     b
 }
 
-fn pipeline() -> Pipeline<Res, Vec<Span>> {
+pub(super) fn pipeline() -> Pipeline<Res, Vec<Span>> {
     let limits = Limits {
         max: 64,
         idle_ns: u64::MAX / 2,

@@ -9,6 +9,9 @@
 //!   simply consuming less than it was given; it is never an error);
 //! - it is told about bytes the kernel did not capture with [`Parser::skip`] and says whether
 //!   it could account for them (inside a body) or must resynchronise;
+//! - it is told about records the kernel could not deliver at all (ring buffer full, an
+//!   unknown number of bytes in either direction) with [`Parser::gap`]: it ends what was in
+//!   flight as aborted and resynchronises, or says it cannot;
 //! - it emits protocol-neutral [`L7Event`]s: a request started (so span ids can be assigned
 //!   while the handling thread is still working) and an exchange ended, carrying its
 //!   protocol's own request and outcome types inside [`Request`] and [`Outcome`];
@@ -52,6 +55,9 @@ pub use set::ProtocolSet;
 pub struct SegmentCtx {
     /// Thread that made the syscall.
     pub tid: u32,
+    /// For a Go program: the goroutine the bytes were moved for (`DataEvent::goroutine`);
+    /// 0 when not known.
+    pub goroutine: u64,
     /// When the first of these bytes moved (CLOCK_MONOTONIC ns): syscall entry for egress
     /// (the bytes existed when the write began), syscall exit for ingress (they existed only
     /// once the read returned).
@@ -69,6 +75,8 @@ pub enum L7Event {
         seq: u64,
         /// Thread that sent (client) or received (server) the request's first byte.
         tid: u32,
+        /// The goroutine those bytes were moved for (Go programs; 0 when not known).
+        goroutine: u64,
         /// `first_ns` of the first segment that held any byte of this request.
         start_ns: u64,
         request: Request,
@@ -127,6 +135,16 @@ pub trait Parser {
     /// bodies) and end every exchange still open (aborted).
     fn close(&mut self, ts_ns: u64, out: &mut Vec<L7Event>);
 
+    /// Records of this connection were lost before the bytes that come next (the kernel's
+    /// ring buffer was full): an unknown number of bytes is missing, in either direction or
+    /// both, and what either direction left unconsumed cannot continue across the hole (the
+    /// caller drops it). End every exchange in flight at `ts_ns`, aborted (its answer, or a
+    /// part of it, may be among the lost bytes; nothing the hole may have completed is
+    /// reported as complete), and resynchronise both directions on what follows. Returns
+    /// false when the protocol cannot resynchronise (state that spans messages, like HPACK's
+    /// dynamic table, may have changed in the lost bytes): the caller gives the connection up.
+    fn gap(&mut self, ts_ns: u64, out: &mut Vec<L7Event>) -> bool;
+
     /// The protocol being parsed now.
     fn protocol(&self) -> ProtocolId;
 
@@ -143,7 +161,7 @@ pub trait Parser {
     }
 }
 
-/// `impl Parser` for a protocol's parser type whose inherent `parse`, `skip` and `close` have
+/// `impl Parser` for a protocol's parser type whose inherent `parse`, `skip`, `close` and `gap` have
 /// the trait's signatures (so tests and benchmarks call them without the trait in scope):
 /// `parser_by_inherent_methods!(Http1Conn);`, or with more trait items after a comma (e.g. a
 /// `successor`).
@@ -174,6 +192,10 @@ macro_rules! parser_by_inherent_methods {
 
             fn close(&mut self, ts_ns: u64, out: &mut Vec<$crate::protocol::L7Event>) {
                 <$t>::close(self, ts_ns, out)
+            }
+
+            fn gap(&mut self, ts_ns: u64, out: &mut Vec<$crate::protocol::L7Event>) -> bool {
+                <$t>::gap(self, ts_ns, out)
             }
 
             fn protocol(&self) -> $crate::protocol::ProtocolId {
@@ -467,6 +489,10 @@ macro_rules! protocols {
 
             fn close(&mut self, ts_ns: u64, out: &mut Vec<L7Event>) {
                 match self { $(ConnParser::$id(p) => p.close(ts_ns, out),)* }
+            }
+
+            fn gap(&mut self, ts_ns: u64, out: &mut Vec<L7Event>) -> bool {
+                match self { $(ConnParser::$id(p) => p.gap(ts_ns, out),)* }
             }
 
             fn protocol(&self) -> ProtocolId {

@@ -73,6 +73,7 @@ impl<'a, P: ReplayParser> Replay<'a, P> {
         self.clock += 1;
         SegmentCtx {
             tid: 1000 + self.clock as u32,
+            goroutine: 0,
             first_ns: self.clock * 1000,
             last_ns: self.clock * 1000 + 500,
         }
@@ -126,6 +127,23 @@ impl<'a, P: ReplayParser> Replay<'a, P> {
         absorbed
     }
 
+    /// Records of the connection were lost (the ring buffer was full): the next `lens[side]`
+    /// bytes of each side never arrive, and the parser is told with `gap`, as `crate::conn`
+    /// does, which then drops what both sides left unconsumed. Returns what `gap` said.
+    pub fn lost(&mut self, lens: [usize; 2]) -> bool {
+        let ctx = self.next_ctx();
+        let resynced = self.conn.gap(ctx.first_ns, &mut self.events);
+        for (side, len) in lens.into_iter().enumerate() {
+            self.to[side] += len;
+            assert!(
+                self.to[side] <= self.streams[side].len(),
+                "losing past the end of the stream"
+            );
+            self.from[side] = self.to[side];
+        }
+        resynced
+    }
+
     pub fn close(&mut self) {
         self.clock += 1;
         let ts = self.clock * 1000 + 1;
@@ -155,6 +173,49 @@ impl<'a, P: ReplayParser> Replay<'a, P> {
             .filter(|e| matches!(e, L7Event::ExchangeEnd { .. }))
             .collect()
     }
+}
+
+/// One step of a hand-written connection that loses records: bytes of one side delivered as
+/// one segment, or bytes of each side that never arrive ([`Replay::lost`]).
+pub(crate) enum Step {
+    Req(Vec<u8>),
+    Resp(Vec<u8>),
+    /// Request-side and response-side bytes lost.
+    Lost(Vec<u8>, Vec<u8>),
+}
+
+/// Replays `steps` (on copies that live as long as the test process: it is short), checking
+/// `check(events, closed)` after each and after the close; every `Lost` must be resynchronised
+/// from. Returns the replay, closed.
+pub(crate) fn replay_steps<P: ReplayParser>(
+    request_dir: Direction,
+    steps: &[Step],
+    check: impl Fn(&[L7Event], bool),
+) -> Replay<'static, P> {
+    let (mut req, mut resp) = (Vec::new(), Vec::new());
+    for s in steps {
+        match s {
+            Step::Req(b) => req.extend_from_slice(b),
+            Step::Resp(b) => resp.extend_from_slice(b),
+            Step::Lost(q, p) => {
+                req.extend_from_slice(q);
+                resp.extend_from_slice(p);
+            }
+        }
+    }
+    let [req, resp] = [req, resp].map(|v| &*Box::leak(v.into_boxed_slice()));
+    let mut r = Replay::new(req, resp, request_dir);
+    for s in steps {
+        match s {
+            Step::Req(b) => r.deliver(0, b.len()),
+            Step::Resp(b) => r.deliver(1, b.len()),
+            Step::Lost(q, p) => assert!(r.lost([q.len(), p.len()]), "no resynchronisation"),
+        }
+        check(&r.events, false);
+    }
+    r.close();
+    check(&r.events, true);
+    r
 }
 
 /// Recorded reads (`(side, length)`, side 0 = requests, 1 = responses) grouped into runs of

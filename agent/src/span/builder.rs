@@ -32,6 +32,7 @@ use std::sync::Arc;
 use agent_common::Role;
 
 use super::context::{new_span_id, new_trace_id, parse_traceparent, parse_tracestate};
+use super::injected::{Found, Injected, Injections};
 use super::messaging::PublishIndex;
 use super::model::{
     Attribute, ProcessTraits, Resource, Span, SpanContext, SpanId, SpanKind, StatusCode,
@@ -88,6 +89,8 @@ struct Inflight {
     pub kind: SpanKind,
     pub start_ns: u64,
     pub tid: u32,
+    /// The goroutine it started on (Go programs; 0 when not known).
+    pub goroutine: u64,
     pub request: Request,
     pub meta: ConnMeta,
     /// A CLIENT request already chosen as the parent of a same-node SERVER span.
@@ -188,14 +191,15 @@ pub use super::work::LINGER_NS;
 pub const KEPT_ERROR_ATTRIBUTE: &str = "ebpf_agent.sampling.kept_error";
 /// W3C Trace Context: the `sampled` trace flag.
 const SAMPLED: u8 = 1;
-use super::work::{Cause, Work};
+use super::work::{Cause, Scope, Work};
 
-/// The thread a request started on, and whether its process's requests move between
-/// threads (see `work`).
+/// The thread (and goroutine) a request started on, and where the request a call was made
+/// for is looked for (see `work`).
 #[derive(Clone, Copy)]
 struct Origin {
     tid: u32,
-    process_scope: bool,
+    goroutine: u64,
+    scope: Scope,
     /// An OpenTelemetry SDK in the process reports spans, and the agent defers to it.
     sdk: bool,
 }
@@ -218,6 +222,8 @@ pub struct SpanBuilder {
     telemetry: Arc<Telemetry>,
     /// RED metrics, recorded from every finished span (see `telemetry::red`).
     red: Recorder,
+    /// Ids the kernel wrote into requests, for their client spans (see `injected`).
+    injections: Injections,
 }
 
 impl SpanBuilder {
@@ -231,6 +237,15 @@ impl SpanBuilder {
             opts,
             red: Recorder::new(telemetry.clone()),
             telemetry,
+            injections: Injections::default(),
+        }
+    }
+
+    /// The kernel wrote a traceparent into the request that starts in the bytes of the
+    /// syscall entered at `enter_ns` on `conn_id`: its client span takes these ids.
+    pub fn injected(&mut self, conn_id: u64, enter_ns: u64, ids: Injected, now_ns: u64) {
+        if !self.injections.note(conn_id, enter_ns, ids, now_ns) {
+            self.telemetry.incr(Counter::InjectUnclaimed);
         }
     }
 
@@ -274,6 +289,8 @@ impl SpanBuilder {
                 .add(Counter::SpansDroppedStale, stale.len() as u64);
         }
         self.work.sweep(now_ns);
+        let unclaimed = self.injections.sweep(now_ns);
+        self.telemetry.add(Counter::InjectUnclaimed, unclaimed);
     }
 
     /// Handles one parser event of connection `meta`.
@@ -289,14 +306,23 @@ impl SpanBuilder {
             L7Event::RequestStart {
                 seq,
                 tid,
+                goroutine,
                 start_ns,
                 request,
             } => {
                 let traits = resources.traits(meta.pid, meta.comm_str());
+                // Only a Go program's records name a goroutine (the kernel reads it only for
+                // processes marked as Go), but a record that predates a pid's reuse might.
+                let goroutine = if traits.threads_migrate { goroutine } else { 0 };
+                let scope = match (traits.threads_migrate, goroutine) {
+                    (false, _) => Scope::Thread,
+                    (true, 0) => Scope::Process,
+                    (true, g) => Scope::Goroutine(g),
+                };
                 let from = Origin {
                     tid,
-                    // Only a call's parent depends on it.
-                    process_scope: meta.role == Role::Client && traits.threads_migrate,
+                    goroutine,
+                    scope,
                     sdk: traits.sdk_traces && self.opts.defer_to_sdk,
                 };
                 self.start(meta, seq, from, start_ns, request, conns);
@@ -334,7 +360,8 @@ impl SpanBuilder {
         seq: u64,
         Origin {
             tid,
-            process_scope,
+            goroutine,
+            scope,
             sdk,
         }: Origin,
         start_ns: u64,
@@ -370,13 +397,29 @@ impl SpanBuilder {
         let sdk_context = header
             .clone()
             .filter(|_| sdk_reported && matches!(kind, SpanKind::Client | SpanKind::Producer));
+        let injected = match kind {
+            SpanKind::Client => match self.injections.take(meta.conn_id, start_ns) {
+                Found::Ids(ids) => Some(ids),
+                Found::Pipelined => {
+                    self.telemetry.incr(Counter::InjectPipelinedNotInjected);
+                    None
+                }
+                Found::None => None,
+            },
+            _ => None,
+        };
+        if let Some(ids) = injected {
+            // The kernel wrote these ids into the request: the span must be the one the
+            // server was told about.
+            return self.adopt(meta, seq, tid, goroutine, scope, start_ns, request, ids);
+        }
         let (ctx, parent) = match kind {
             // A multiplexed protocol's streams are numbered alike by both ends: match the
             // stream exactly; otherwise requests are answered in order, so the oldest
             // unmatched request is the one.
             SpanKind::Server => {
                 let same_seq = protocol.multiplexed().then_some(seq);
-                self.server_parent(meta, header, conns, same_seq)
+                self.server_parent(meta, header, conns, same_seq, &request)
             }
             SpanKind::Consumer => {
                 let producer = request
@@ -393,7 +436,7 @@ impl SpanBuilder {
             // A header of the trace the thread is already working in was most likely forwarded
             // as received (naive propagation by an uninstrumented app): the span the thread
             // handles is the finer parent. A header of another trace is the app's own word.
-            _ => match (header, self.cause(tid, meta.pid, process_scope)) {
+            _ => match (header, self.cause(tid, meta.pid, scope)) {
                 (Some(h), Some(hd)) if h.trace_id != hd.trace_id => {
                     (with_new_span(&h), Some(h.span_id))
                 }
@@ -420,17 +463,18 @@ impl SpanBuilder {
             }
         }
         if matches!(kind, SpanKind::Server | SpanKind::Consumer) {
-            self.work.started(tid, meta.pid, (meta.conn_id, seq));
+            self.work
+                .started(tid, meta.pid, goroutine, (meta.conn_id, seq));
         }
-        self.by_conn.entry(meta.conn_id).or_default().push_back(seq);
-        self.inflight.insert(
-            (meta.conn_id, seq),
+        self.track(
+            seq,
             Inflight {
                 ctx,
                 parent,
                 kind,
                 start_ns,
                 tid,
+                goroutine,
                 request,
                 meta: *meta,
                 claimed: false,
@@ -440,10 +484,67 @@ impl SpanBuilder {
         );
     }
 
+    /// Holds a started exchange until its end.
+    fn track(&mut self, seq: u64, inf: Inflight) {
+        let conn_id = inf.meta.conn_id;
+        self.by_conn.entry(conn_id).or_default().push_back(seq);
+        self.inflight.insert((conn_id, seq), inf);
+    }
+
+    /// Starts the client span of a request the kernel wrote a traceparent into: exactly the
+    /// kernel's trace id, span id and sampled flag (the server, maybe on another node, was
+    /// told them). Its parent is the in-process cause when that is a span of the same trace;
+    /// a cause of another trace means the two sides disagree about what the call is for, and
+    /// a wrong parent is worse than none: no parent, counted.
+    #[allow(clippy::too_many_arguments)] // the pieces of `start` this branch needs, no more
+    fn adopt(
+        &mut self,
+        meta: &ConnMeta,
+        seq: u64,
+        tid: u32,
+        goroutine: u64,
+        scope: Scope,
+        start_ns: u64,
+        request: Request,
+        ids: Injected,
+    ) {
+        let parent = match self.cause(tid, meta.pid, scope) {
+            Some(c) if c.trace_id == ids.trace_id => Some(c.span_id),
+            Some(_) => {
+                self.telemetry.incr(Counter::InjectCauseMismatch);
+                None
+            }
+            None => None,
+        };
+        self.telemetry.incr(Counter::InjectAdopted);
+        let ctx = SpanContext {
+            trace_id: ids.trace_id,
+            span_id: ids.span_id,
+            flags: ids.flags,
+            trace_state: None,
+        };
+        self.track(
+            seq,
+            Inflight {
+                ctx,
+                parent,
+                kind: SpanKind::Client,
+                start_ns,
+                tid,
+                goroutine,
+                request,
+                meta: *meta,
+                claimed: false,
+                sdk_reported: false,
+                sdk_context: None,
+            },
+        );
+    }
+
     /// The context of the request that caused a call made now on `tid` of `pid`, when it can
     /// be known (see `work`); an ambiguous cause is counted.
-    fn cause(&self, tid: u32, pid: u32, process_scope: bool) -> Option<SpanContext> {
-        match self.work.cause(tid, pid, process_scope) {
+    fn cause(&self, tid: u32, pid: u32, scope: Scope) -> Option<SpanContext> {
+        match self.work.cause(tid, pid, scope) {
             Cause::One(key) => self
                 .inflight
                 .get(&key)
@@ -452,10 +553,12 @@ impl SpanBuilder {
             Cause::Lingering(ctx) => Some(ctx),
             Cause::Nothing => None,
             Cause::Ambiguous => {
-                self.telemetry.incr(if process_scope {
-                    Counter::ParentAmbiguousProcess
-                } else {
-                    Counter::ParentAmbiguousThread
+                self.telemetry.incr(match scope {
+                    Scope::Thread => Counter::ParentAmbiguousThread,
+                    Scope::Goroutine(g) if self.work.goroutine_busy(pid, g) => {
+                        Counter::ParentAmbiguousGoroutine
+                    }
+                    Scope::Goroutine(_) | Scope::Process => Counter::ParentAmbiguousProcess,
                 });
                 None
             }
@@ -496,6 +599,7 @@ impl SpanBuilder {
         header: Option<SpanContext>,
         conns: &ConnTable,
         same_seq: Option<u64>,
+        request: &Request,
     ) -> (SpanContext, Option<SpanId>) {
         if let Some(peer) = conns.peer_of(meta).filter(|p| p.role == Role::Client) {
             let unclaimed = |s: &u64| {
@@ -515,6 +619,16 @@ impl SpanBuilder {
                     .inflight
                     .get_mut(&(peer.conn_id, s))
                     .expect("found above");
+                // Both ends parsed the same bytes, so the same request; when they did not, a
+                // record of one end was lost (its ring buffer was full) and the candidate is
+                // another request: no parent rather than a wrong one.
+                if !same_request(&client.request, request) {
+                    self.telemetry.incr(Counter::SpansStitchRefused);
+                    return match header {
+                        Some(h) => (with_new_span(&h), Some(h.span_id)),
+                        None => (new_root(), None),
+                    };
+                }
                 // The client's span, or the SDK's when the SDK reports the call.
                 if let Some(c) = client
                     .for_children()
@@ -545,8 +659,11 @@ impl SpanBuilder {
         }
         if matches!(inf.kind, SpanKind::Server | SpanKind::Consumer) {
             let linger = linger_from.and_then(|ns| Some((inf.for_children()?.clone(), ns)));
-            self.work
-                .ended(inf.tid, inf.meta.pid, (conn_id, seq), linger);
+            self.work.ended(
+                (inf.tid, inf.meta.pid, inf.goroutine),
+                (conn_id, seq),
+                linger,
+            );
         }
         Some(inf)
     }
@@ -592,11 +709,44 @@ impl SpanBuilder {
                 return None;
             }
         };
+        let mut parts = parts;
+        if meta.gaps != inf.meta.gaps {
+            mark_gap(&mut parts);
+        }
         let resource = resources.resource(meta.pid, meta.comm_str());
         let start = self.clock.to_unix(inf.start_ns);
         let end = self.clock.to_unix(end_ns.max(inf.start_ns));
         Some(inf.finish(parts, (start, end), resource))
     }
+}
+
+/// Whether a client's request and a server's request on the other end of its connection can
+/// be the same one: the fields both ends parse from the same bytes agree.
+fn same_request(client: &Request, server: &Request) -> bool {
+    match (client, server) {
+        (Request::Http1(c), Request::Http1(s)) => c.method == s.method && c.target == s.target,
+        // Matched by stream id, which both ends see alike whatever was lost (and one end may
+        // not have decoded the headers another did: HPACK state after joining midway).
+        (c, s) => c.protocol() == s.protocol(),
+    }
+}
+
+/// Set (true) on a span whose exchange was cut by a gap in the capture: records of its
+/// connection were lost (the kernel's ring buffer was full) or its close was never seen.
+pub const CAPTURE_GAP_ATTRIBUTE: &str = "ebpf_agent.capture.gap";
+/// The status message of such a span.
+pub const CAPTURE_GAP_MESSAGE: &str =
+    "bytes of the connection were lost to the capture before the response completed";
+
+/// The exchange straddled a gap, so the parser ended it aborted (it never reports one it
+/// could not see whole as complete): say why, instead of blaming a close.
+fn mark_gap(parts: &mut SpanParts) {
+    if parts.status == StatusCode::Error {
+        parts.status_message = Some(CAPTURE_GAP_MESSAGE.to_owned());
+    }
+    parts
+        .attributes
+        .push(Attribute::new(CAPTURE_GAP_ATTRIBUTE, true));
 }
 
 /// An OTLP export call: gRPC to a `opentelemetry.proto.collector.*` service, or OTLP/HTTP's

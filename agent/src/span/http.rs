@@ -4,7 +4,7 @@
 //! are `builder`'s, redaction helpers are `url`'s, the route heuristic is `route`'s.
 
 use super::model::{Attribute, StatusCode};
-use super::network::{ip_of, push_network};
+use super::network::{ip_string, push_network};
 use super::parts::{Exchange, SpanOptions, SpanParts};
 use super::route::route_template;
 use super::url::{full_url, redact_query, split_target};
@@ -47,8 +47,8 @@ pub(super) fn span(
     let scheme = if meta.tls { "https" } else { "http" };
     attrs.push(Attribute::new("url.scheme", scheme));
     let (host_hdr, port_hdr) = split_host(r.host.as_deref());
-    let local_ip = ip_of(&meta.local).to_string();
-    let remote_ip = ip_of(&meta.remote).to_string();
+    let local_ip = ip_string(&meta.local);
+    let remote_ip = ip_string(&meta.remote);
     if server {
         attrs.push(Attribute::new(
             "server.address",

@@ -6,7 +6,7 @@
 
 use super::http::{known_method, split_host};
 use super::model::{Attribute, StatusCode};
-use super::network::{ip_of, push_network};
+use super::network::{ip_string, push_network};
 use super::parts::{Exchange, SpanOptions, SpanParts};
 use super::route::route_template;
 use super::url::{full_url, redact_query, split_target};
@@ -92,9 +92,9 @@ pub(super) fn span(
         .unwrap_or(if meta.tls { "https" } else { "http" });
     attrs.push(Attribute::new("url.scheme", scheme));
     let (host_hdr, port_hdr) = split_host(r.authority.as_deref());
-    let remote_ip = ip_of(&meta.remote).to_string();
+    let remote_ip = ip_string(&meta.remote);
     if server {
-        let local_ip = ip_of(&meta.local).to_string();
+        let local_ip = ip_string(&meta.local);
         attrs.push(Attribute::new(
             "server.address",
             host_hdr.map(str::to_owned).unwrap_or(local_ip),

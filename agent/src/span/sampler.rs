@@ -85,20 +85,64 @@ impl Sampler {
     }
 }
 
+/// The range of a trace id's random bits.
+const RANGE: u64 = 1 << 56;
+
+/// The threshold a trace id's last 56 bits must fall below for `ratio` of them to pass.
+fn threshold(ratio: f64) -> u64 {
+    // ratio 1.0 gives RANGE: every value is below it.
+    (ratio * RANGE as f64) as u64
+}
+
 /// Sampled when the trace id's last 56 bits fall below `ratio` of their range.
 fn ratio_sampled(ratio: f64, trace_id: &[u8; 16]) -> bool {
-    const RANGE: u64 = 1 << 56;
     let mut last = [0u8; 8];
     last[1..].copy_from_slice(&trace_id[9..]);
-    let random = u64::from_be_bytes(last);
-    // ratio 1.0 gives RANGE: every value is below it.
-    let threshold = (ratio * RANGE as f64) as u64;
-    random < threshold
+    u64::from_be_bytes(last) < threshold(ratio)
+}
+
+impl Sampler {
+    /// For the kernel, which starts root traces itself when it injects a traceparent: a root
+    /// is sampled when its trace id's last 56 bits are below this (`1 << 56`: always, 0:
+    /// never), the same decision [`Sampler::sampled`] makes for a root of that trace id.
+    pub fn root_threshold(&self) -> u64 {
+        match self {
+            Sampler::AlwaysOn | Sampler::ParentBased(Root::AlwaysOn) => RANGE,
+            Sampler::AlwaysOff | Sampler::ParentBased(Root::AlwaysOff) => 0,
+            Sampler::TraceIdRatio(r) | Sampler::ParentBased(Root::TraceIdRatio(r)) => threshold(*r),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_threshold_decides_as_the_sampler_does() {
+        for s in [
+            Sampler::AlwaysOn,
+            Sampler::AlwaysOff,
+            Sampler::TraceIdRatio(0.3),
+            Sampler::ParentBased(Root::TraceIdRatio(0.7)),
+            Sampler::ParentBased(Root::AlwaysOff),
+            Sampler::default(),
+        ] {
+            for last in [
+                0u64,
+                1,
+                0x4c_cccc_cccc_cccc,
+                0x80_0000_0000_0000,
+                0xff_ffff_ffff_ffff,
+            ] {
+                let t = id(last);
+                let mut random = [0u8; 8];
+                random[1..].copy_from_slice(&t[9..]);
+                let kernel = u64::from_be_bytes(random) < s.root_threshold();
+                assert_eq!(kernel, s.sampled(None, &t), "{s:?} {last:#x}");
+            }
+        }
+    }
 
     fn id(last: u64) -> [u8; 16] {
         let mut t = [0xab; 16];

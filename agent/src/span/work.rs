@@ -9,8 +9,13 @@
 //! With several in flight (an event loop — Node.js, Python asyncio, nginx — or pipelined
 //! requests) the cause is [`Cause::Ambiguous`]: the call gets no parent from here, and the
 //! builder counts it. For runtimes whose requests move between OS threads (Go: goroutines are
-//! scheduled on any thread, and `net/http`'s client writes from its own goroutine) the thread
-//! says nothing, so the scope is the whole process: exactly one request in flight in it.
+//! scheduled on any thread) the thread says nothing. When the kernel names the goroutine of a
+//! Go program's records (`DataEvent::goroutine`: the goroutine that made the syscall, or for a
+//! `net/http` client write, the goroutine that called `roundTrip`), the scope is that goroutine:
+//! `net/http`'s server reads a request and runs its handler on one goroutine, so a call made
+//! from it is caused by the one request in flight there. When the goroutine is not known, or
+//! has nothing in flight (a goroutine the handler started, a client whose writer goroutine is
+//! not tied to its caller), the scope is the whole process: exactly one request in flight in it.
 //!
 //! Counts and keys are kept as a count plus wrapping sums of the keys: when the count is one,
 //! the sums are that one key. Every operation is O(1) and allocates nothing per exchange.
@@ -70,46 +75,79 @@ struct Linger {
 /// How long a thread may keep working for a span that already ended (no-ack deliveries).
 pub const LINGER_NS: u64 = 60 * 1_000_000_000;
 
-/// Keyed by thread and process ids (the kernel's, not a peer's): a fast non-keyed hash.
+/// Where to look for the request a call was made for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The calling thread (requests stay on their thread).
+    Thread,
+    /// The whole process (requests move between threads; nothing finer known).
+    Process,
+    /// This goroutine of a Go program, then the process when it has nothing in flight.
+    Goroutine(u64),
+}
+
+/// Keyed by thread and process ids and by goroutines' `g` pointers (the kernel's and the
+/// traced program's, not a peer's): a fast non-keyed hash. Every entry stands for exchanges in
+/// flight (removed with its last one) or a lingering thread (bounded by [`LINGER_NS`]).
 #[derive(Debug, Default)]
 pub struct Work {
     threads: HashMap<u32, Open>,
     procs: HashMap<u32, Open>,
+    /// (pid, goroutine) of Go programs whose records name the goroutine.
+    goroutines: HashMap<(u32, u64), Open>,
     linger: HashMap<u32, Linger>,
 }
 
 impl Work {
-    /// A SERVER or CONSUMER exchange began on thread `tid` of process `pid`. The thread's
-    /// lingering work for an older span, if any, is over.
-    pub fn started(&mut self, tid: u32, pid: u32, key: Key) {
+    /// A SERVER or CONSUMER exchange began on thread `tid` of process `pid`, for goroutine
+    /// `goroutine` (0: not known). The thread's lingering work for an older span, if any, is
+    /// over.
+    pub fn started(&mut self, tid: u32, pid: u32, goroutine: u64, key: Key) {
         let t = self.threads.entry(tid).or_default();
         t.pid = pid;
         t.add(key);
         self.procs.entry(pid).or_default().add(key);
+        if goroutine != 0 {
+            self.goroutines
+                .entry((pid, goroutine))
+                .or_default()
+                .add(key);
+        }
         self.linger.remove(&tid);
     }
 
-    /// That exchange ended. `linger`: the thread goes on working for its span (`ctx`, since
-    /// `ended_ns`).
-    pub fn ended(&mut self, tid: u32, pid: u32, key: Key, linger: Option<(SpanContext, u64)>) {
+    /// That exchange ended (the same `tid`, `pid` and `goroutine` it started with). `linger`:
+    /// the thread goes on working for its span (`ctx`, since `ended_ns`).
+    pub fn ended(
+        &mut self,
+        (tid, pid, goroutine): (u32, u32, u64),
+        key: Key,
+        linger: Option<(SpanContext, u64)>,
+    ) {
         if self.threads.get_mut(&tid).is_some_and(|o| o.remove(key)) {
             self.threads.remove(&tid);
         }
         if self.procs.get_mut(&pid).is_some_and(|o| o.remove(key)) {
             self.procs.remove(&pid);
         }
+        let g = (pid, goroutine);
+        if goroutine != 0 && self.goroutines.get_mut(&g).is_some_and(|o| o.remove(key)) {
+            self.goroutines.remove(&g);
+        }
         if let Some((ctx, ended_ns)) = linger {
             self.linger.insert(tid, Linger { ctx, pid, ended_ns });
         }
     }
 
-    /// What caused a call made now on thread `tid` of process `pid`; `process_scope` for
-    /// runtimes whose requests move between threads.
-    pub fn cause(&self, tid: u32, pid: u32, process_scope: bool) -> Cause {
-        let open = if process_scope {
-            self.procs.get(&pid)
-        } else {
-            self.threads.get(&tid)
+    /// What caused a call made now on thread `tid` of process `pid`, looked for in `scope`.
+    pub fn cause(&self, tid: u32, pid: u32, scope: Scope) -> Cause {
+        let open = match scope {
+            Scope::Thread => self.threads.get(&tid),
+            Scope::Process => self.procs.get(&pid),
+            Scope::Goroutine(g) => self
+                .goroutines
+                .get(&(pid, g))
+                .or_else(|| self.procs.get(&pid)),
         };
         match open {
             Some(o) if o.count == 1 => Cause::One((o.conn_sum, o.seq_sum)),
@@ -119,6 +157,12 @@ impl Work {
                 None => Cause::Nothing,
             },
         }
+    }
+
+    /// Whether goroutine `g` of `pid` has requests in flight of its own (then an ambiguous
+    /// [`Scope::Goroutine`] cause is the goroutine's, not the process's).
+    pub fn goroutine_busy(&self, pid: u32, g: u64) -> bool {
+        self.goroutines.contains_key(&(pid, g))
     }
 
     /// Threads attributed to some span (in flight or lingering).
@@ -137,6 +181,7 @@ impl Work {
         self.linger.retain(|_, l| l.pid != pid);
         self.threads.retain(|_, o| o.pid != pid);
         self.procs.remove(&pid);
+        self.goroutines.retain(|&(p, _), _| p != pid);
     }
 
     /// Lingering attributions older than [`LINGER_NS`] end.
@@ -162,60 +207,138 @@ mod tests {
     #[test]
     fn one_in_flight_is_the_cause_several_are_ambiguous() {
         let mut w = Work::default();
-        assert_eq!(w.cause(10, 1, false), Cause::Nothing);
-        w.started(10, 1, (7, 0));
-        assert_eq!(w.cause(10, 1, false), Cause::One((7, 0)));
-        w.started(10, 1, (8, 3));
-        assert_eq!(w.cause(10, 1, false), Cause::Ambiguous);
+        assert_eq!(w.cause(10, 1, Scope::Thread), Cause::Nothing);
+        w.started(10, 1, 0, (7, 0));
+        assert_eq!(w.cause(10, 1, Scope::Thread), Cause::One((7, 0)));
+        w.started(10, 1, 0, (8, 3));
+        assert_eq!(w.cause(10, 1, Scope::Thread), Cause::Ambiguous);
         // The first ends: the one left is known exactly.
-        w.ended(10, 1, (7, 0), None);
-        assert_eq!(w.cause(10, 1, false), Cause::One((8, 3)));
-        w.ended(10, 1, (8, 3), None);
-        assert_eq!(w.cause(10, 1, false), Cause::Nothing);
+        w.ended((10, 1, 0), (7, 0), None);
+        assert_eq!(w.cause(10, 1, Scope::Thread), Cause::One((8, 3)));
+        w.ended((10, 1, 0), (8, 3), None);
+        assert_eq!(w.cause(10, 1, Scope::Thread), Cause::Nothing);
         assert_eq!(w.threads(), 0);
     }
 
     #[test]
     fn process_scope_sees_requests_on_every_thread() {
         let mut w = Work::default();
-        w.started(10, 1, (7, 0));
-        w.started(11, 1, (9, 0));
+        w.started(10, 1, 0, (7, 0));
+        w.started(11, 1, 0, (9, 0));
         // Thread scope: each thread has its own one.
-        assert_eq!(w.cause(10, 1, false), Cause::One((7, 0)));
-        assert_eq!(w.cause(12, 1, false), Cause::Nothing);
+        assert_eq!(w.cause(10, 1, Scope::Thread), Cause::One((7, 0)));
+        assert_eq!(w.cause(12, 1, Scope::Thread), Cause::Nothing);
         // Process scope (Go): two in flight in the process, on any thread.
-        assert_eq!(w.cause(10, 1, true), Cause::Ambiguous);
-        assert_eq!(w.cause(12, 1, true), Cause::Ambiguous);
-        w.ended(11, 1, (9, 0), None);
-        assert_eq!(w.cause(12, 1, true), Cause::One((7, 0)));
+        assert_eq!(w.cause(10, 1, Scope::Process), Cause::Ambiguous);
+        assert_eq!(w.cause(12, 1, Scope::Process), Cause::Ambiguous);
+        w.ended((11, 1, 0), (9, 0), None);
+        assert_eq!(w.cause(12, 1, Scope::Process), Cause::One((7, 0)));
         // Another process is its own scope.
-        assert_eq!(w.cause(12, 2, true), Cause::Nothing);
+        assert_eq!(w.cause(12, 2, Scope::Process), Cause::Nothing);
     }
 
     #[test]
     fn lingering_work_until_the_thread_starts_another_or_time_passes() {
         let mut w = Work::default();
-        w.started(10, 1, (7, 0));
-        w.ended(10, 1, (7, 0), Some((ctx(5), 100)));
-        assert_eq!(w.cause(10, 1, false), Cause::Lingering(ctx(5)));
+        w.started(10, 1, 0, (7, 0));
+        w.ended((10, 1, 0), (7, 0), Some((ctx(5), 100)));
+        assert_eq!(w.cause(10, 1, Scope::Thread), Cause::Lingering(ctx(5)));
         assert_eq!(w.threads(), 1);
         w.sweep(100 + LINGER_NS - 1);
         assert_eq!(w.threads(), 1);
         w.sweep(100 + LINGER_NS);
         assert_eq!(w.threads(), 0);
-        w.ended(10, 1, (7, 1), Some((ctx(6), 200)));
-        w.started(10, 1, (7, 2));
-        assert_eq!(w.cause(10, 1, false), Cause::One((7, 2)));
-        w.ended(10, 1, (7, 2), None);
+        w.ended((10, 1, 0), (7, 1), Some((ctx(6), 200)));
+        w.started(10, 1, 0, (7, 2));
+        assert_eq!(w.cause(10, 1, Scope::Thread), Cause::One((7, 2)));
+        w.ended((10, 1, 0), (7, 2), None);
         assert_eq!(
-            w.cause(10, 1, false),
+            w.cause(10, 1, Scope::Thread),
             Cause::Nothing,
             "replaced by the newer work"
         );
-        w.ended(10, 1, (7, 3), Some((ctx(7), 300)));
-        w.started(11, 1, (8, 0));
+        w.ended((10, 1, 0), (7, 3), Some((ctx(7), 300)));
+        w.started(11, 1, 0, (8, 0));
         w.process_exit(1);
         assert_eq!(w.threads(), 0);
-        assert_eq!(w.cause(11, 1, true), Cause::Nothing);
+        assert_eq!(w.cause(11, 1, Scope::Process), Cause::Nothing);
+    }
+
+    #[test]
+    fn goroutine_scope_is_exact_among_many_in_flight() {
+        let mut w = Work::default();
+        // 40 requests in flight in one Go process, each on its own serving goroutine, on two
+        // threads (goroutines migrate: the thread says nothing).
+        for i in 0..40u64 {
+            w.started(
+                10 + (i % 2) as u32,
+                1,
+                0xc000_0000 + i * 0x1a0,
+                (100 + i, 0),
+            );
+        }
+        for i in 0..40u64 {
+            let g = 0xc000_0000 + i * 0x1a0;
+            // Any thread: the goroutine decides.
+            assert_eq!(
+                w.cause(99, 1, Scope::Goroutine(g)),
+                Cause::One((100 + i, 0))
+            );
+        }
+        assert_eq!(w.cause(99, 1, Scope::Process), Cause::Ambiguous);
+        // A goroutine with nothing of its own (a writer not tied to its caller, a goroutine the
+        // handler started): the process scope, ambiguous with 40 in flight.
+        assert_eq!(w.cause(99, 1, Scope::Goroutine(0xdead)), Cause::Ambiguous);
+        assert!(!w.goroutine_busy(1, 0xdead));
+        // Another process's goroutine of the same address is another goroutine.
+        assert_eq!(
+            w.cause(99, 2, Scope::Goroutine(0xc000_0000)),
+            Cause::Nothing
+        );
+        for i in 0..40u64 {
+            let g = 0xc000_0000 + i * 0x1a0;
+            w.ended((10 + (i % 2) as u32, 1, g), (100 + i, 0), None);
+        }
+        assert!(w.goroutines.is_empty() && w.procs.is_empty() && w.threads.is_empty());
+    }
+
+    #[test]
+    fn a_reused_goroutine_inherits_nothing() {
+        let mut w = Work::default();
+        let g = 0xc000_1000;
+        w.started(10, 1, g, (7, 0));
+        w.started(11, 1, 0xc000_2000, (8, 0));
+        // Pipelined requests on one serving goroutine: ambiguous there, and counted as such.
+        w.started(10, 1, g, (7, 1));
+        assert_eq!(w.cause(12, 1, Scope::Goroutine(g)), Cause::Ambiguous);
+        assert!(w.goroutine_busy(1, g));
+        w.ended((10, 1, g), (7, 0), None);
+        w.ended((10, 1, g), (7, 1), None);
+        // Its connection is done: a goroutine later given the same `g` finds no request of its
+        // own; the process has one left, which is today's process-scope answer.
+        assert!(!w.goroutine_busy(1, g));
+        assert_eq!(w.cause(12, 1, Scope::Goroutine(g)), Cause::One((8, 0)));
+        w.started(13, 1, g, (9, 0));
+        assert_eq!(w.cause(12, 1, Scope::Goroutine(g)), Cause::One((9, 0)));
+        // Exit forgets every goroutine of the process.
+        w.process_exit(1);
+        assert!(w.goroutines.is_empty());
+        assert_eq!(w.cause(12, 1, Scope::Goroutine(g)), Cause::Nothing);
+    }
+
+    #[test]
+    fn unknown_goroutine_keeps_process_scope() {
+        let mut w = Work::default();
+        // Records without a goroutine (old Go, probes missing): nothing per goroutine.
+        w.started(10, 1, 0, (7, 0));
+        w.started(11, 1, 0, (8, 0));
+        assert!(w.goroutines.is_empty());
+        assert_eq!(w.cause(10, 1, Scope::Process), Cause::Ambiguous);
+        assert_eq!(
+            w.cause(10, 1, Scope::Goroutine(0xc000_1000)),
+            Cause::Ambiguous
+        );
+        w.ended((11, 1, 0), (8, 0), None);
+        assert_eq!(w.cause(10, 1, Scope::Process), Cause::One((7, 0)));
     }
 }

@@ -71,6 +71,9 @@ pub enum TlsRuntime {
         from_pclntab: bool,
         /// Why a function that is present could not be used (one line each, for the log).
         skipped: Vec<String>,
+        /// Where the `net/http` Transport probes go (goroutine-aware trace context), or why
+        /// they cannot be attached.
+        transport: Result<GoTransport, String>,
     },
     /// BoringSSL statically linked (e.g. grpcio's cygrpc .so): symbols are not exported/stable: not traced.
     BoringSsl,
@@ -99,6 +102,15 @@ pub struct GoFunc {
     pub file_offset: u64,
     /// File offsets of every `RET` instruction in the function, ascending; never empty.
     pub return_offsets: Vec<u64>,
+}
+
+/// Entries (file offsets) of `net/http.(*persistConn).writeLoop` and `.roundTrip`: where the
+/// uprobes that tie a client connection's writer goroutine to its caller go (agent-ebpf's
+/// `goctx`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoTransport {
+    pub write_loop: u64,
+    pub round_trip: u64,
 }
 
 /// Why a file could not be inspected.

@@ -44,6 +44,11 @@ pub trait UprobeAttacher {
         file_offset: u64,
     ) -> Result<u64, ProbeError>;
     fn detach(&mut self, link: u64);
+    /// Marks `pid` as a Go program with the register ABI: the kernel then reads the goroutine
+    /// of its records (see agent-ebpf's `goctx`). False when that could not be done.
+    fn mark_go(&mut self, _pid: u32) -> bool {
+        false
+    }
 }
 
 impl UprobeAttacher for crate::ebpf::loader::Loaded {
@@ -58,6 +63,10 @@ impl UprobeAttacher for crate::ebpf::loader::Loaded {
 
     fn detach(&mut self, link: u64) {
         self.detach_uprobe(link)
+    }
+
+    fn mark_go(&mut self, pid: u32) -> bool {
+        self.mark_go_process(pid)
     }
 }
 
@@ -120,6 +129,8 @@ pub struct TlsTracker {
     files: HashMap<FileId, FileState>,
     /// pid → the TLS files it maps (only files with a TLS runtime).
     procs: HashMap<u32, Vec<FileId>>,
+    /// Whether the Go `net/http` Transport programs are loaded (Err: why not).
+    go_context: Result<(), String>,
     telemetry: Arc<Telemetry>,
 }
 
@@ -153,6 +164,16 @@ pub fn start(
         return Err(TlsUnavailable::Rejected(errors));
     }
     let mut t = TlsTracker::new(telemetry);
+    let go_errors = loaded.load_go_context();
+    if !go_errors.is_empty() {
+        let why = go_errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        tracing::warn!("Go goroutine-aware trace context unavailable: {why}");
+        t.go_context = Err(why);
+    }
     t.scan_all(traced, loaded);
     Ok(t)
 }
@@ -162,6 +183,7 @@ impl TlsTracker {
         Self {
             files: HashMap::new(),
             procs: HashMap::new(),
+            go_context: Ok(()),
             telemetry,
         }
     }
@@ -226,6 +248,10 @@ impl TlsTracker {
                 continue;
             }
             f.pids.insert(pid);
+            // Again after every exec (the kernel forgets the mark then).
+            if matches!(f.runtime, Some(TlsRuntime::Go { regabi: true, .. })) && !att.mark_go(pid) {
+                tracing::debug!("pid {pid}: not marked as Go: its calls get no goroutine");
+            }
             f.idle_since = None;
             if !mine.contains(&id) {
                 mine.push(id);
@@ -237,6 +263,9 @@ impl TlsTracker {
                 // The file may have been reached through a process that since exited.
                 f.open_path = open_path(pid, &path);
                 attach_file(f, att, &self.telemetry);
+                if !f.links.is_empty() {
+                    attach_transport(f, att, &self.go_context, &self.telemetry);
+                }
                 // Probes first, then the slow part: the release version from the banner.
                 if let Some(TlsRuntime::OpenSsl {
                     version,
@@ -259,6 +288,21 @@ impl TlsTracker {
     }
 
     /// A process exited: files no live process maps any more start lingering (see `reap`).
+    /// Whether `pid` runs a Go program (known once `scan` looked at it): its goroutines move
+    /// between threads, so per-thread trace context does not hold for it.
+    pub fn is_go(&self, pid: u32) -> bool {
+        self.procs.get(&pid).is_some_and(|ids| {
+            ids.iter().any(|id| {
+                self.files.get(id).is_some_and(|f| {
+                    matches!(
+                        f.runtime,
+                        Some(TlsRuntime::Go { .. } | TlsRuntime::GoWithoutTls { .. })
+                    )
+                })
+            })
+        })
+    }
+
     pub fn process_exit(&mut self, pid: u32) {
         let Some(ids) = self.procs.remove(&pid) else {
             return;
@@ -373,13 +417,18 @@ fn describe(rt: &TlsRuntime) -> String {
         TlsRuntime::Go {
             version,
             from_pclntab,
+            transport,
             ..
         } => format!(
-            "Go crypto/tls ({version}{})",
+            "Go crypto/tls ({version}{}{})",
             if *from_pclntab {
                 ", stripped: functions from pclntab"
             } else {
                 ""
+            },
+            match transport {
+                Ok(_) => String::new(),
+                Err(why) => format!("; no net/http goroutine context: {why}"),
             }
         ),
         TlsRuntime::BoringSsl => "BoringSSL (statically linked)".to_owned(),
@@ -475,6 +524,46 @@ fn attach_file(f: &mut FileState, att: &mut impl UprobeAttacher, telemetry: &Tel
         describe(rt),
         f.links.len()
     );
+}
+
+/// Attaches the Go `net/http` Transport probes (goroutine-aware trace context, agent-ebpf's
+/// `goctx`) of a file whose TLS probes are attached: both or neither. Their absence costs only
+/// parents of concurrent Go calls (they stay unparented), so it is logged and counted, never
+/// fatal to TLS capture.
+fn attach_transport(
+    f: &mut FileState,
+    att: &mut impl UprobeAttacher,
+    loaded: &Result<(), String>,
+    telemetry: &Telemetry,
+) {
+    let Some(TlsRuntime::Go { transport, .. }) = &f.runtime else {
+        return;
+    };
+    let skipped = |why: &str| {
+        tracing::info!("Go context probes not attached to {}: {why}", f.path);
+        telemetry.incr(Counter::GoContextProbesSkipped);
+    };
+    let points = match (transport, loaded) {
+        (Ok(t), Ok(())) => [
+            ("goctx_enter_write_loop", t.write_loop),
+            ("goctx_enter_round_trip", t.round_trip),
+        ],
+        (Err(why), _) | (_, Err(why)) => return skipped(why),
+    };
+    let mut links = Vec::with_capacity(points.len());
+    for (prog, off) in points {
+        match att.attach(prog, &f.open_path, off) {
+            Ok(link) => links.push(link),
+            Err(e) => {
+                for l in links {
+                    att.detach(l);
+                }
+                return skipped(&e.to_string());
+            }
+        }
+    }
+    tracing::info!("Go context probes attached to {}", f.path);
+    f.links.extend(links);
 }
 
 /// Where the agent opens a file a process maps: the path itself when the process shares the

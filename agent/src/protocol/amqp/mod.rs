@@ -86,6 +86,7 @@ enum Peer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Start {
     tid: u32,
+    goroutine: u64,
     first_ns: u64,
 }
 
@@ -179,6 +180,19 @@ impl AmqpConn {
             errors: &mut errors,
         };
         self.streams[peer as usize].skip(n, unconsumed, &mut self.session, &mut io)
+    }
+
+    /// Records were lost before the next bytes; see [`crate::protocol::Parser::gap`]. Both
+    /// streams lose sync, as for an uncaptured range in each: messages being assembled are
+    /// dropped, every unsettled delivery is aborted (its ack may be in the hole), and each
+    /// stream resumes at the next trustworthy frame boundary (`frame::scan`).
+    pub fn gap(&mut self, ts_ns: u64, out: &mut Vec<L7Event>) -> bool {
+        if !self.closed {
+            for stream in &mut self.streams {
+                stream.gap(&mut self.session, ts_ns, out);
+            }
+        }
+        true
     }
 
     /// The connection closed at `ts_ns`: every unsettled delivery is aborted; messages still

@@ -571,6 +571,7 @@ impl Session {
         io.out.push(L7Event::RequestStart {
             seq,
             tid: start.tid,
+            goroutine: start.goroutine,
             start_ns: start.first_ns,
             request: Request::Amqp(msg),
         });

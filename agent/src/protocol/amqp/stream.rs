@@ -47,6 +47,7 @@ struct Cursor {
 fn start_of(ctx: &SegmentCtx) -> Start {
     Start {
         tid: ctx.tid,
+        goroutine: ctx.goroutine,
         first_ns: ctx.first_ns,
     }
 }
@@ -340,6 +341,12 @@ impl Stream {
         self.lose_sync(session, io.ctx.last_ns, io.out);
         self.cursor = Cursor::default();
         false
+    }
+
+    /// Records were lost before the next bytes (see `AmqpConn::gap`).
+    pub(super) fn gap(&mut self, session: &mut Session, now: u64, out: &mut Vec<L7Event>) {
+        self.lose_sync(session, now, out);
+        self.cursor = Cursor::default();
     }
 }
 

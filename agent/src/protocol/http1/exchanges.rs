@@ -67,6 +67,7 @@ pub(super) enum Owner {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Start {
     pub tid: u32,
+    pub goroutine: u64,
     pub first_ns: u64,
 }
 
@@ -100,6 +101,7 @@ impl Exchanges {
         out.push(L7Event::RequestStart {
             seq,
             tid: start.tid,
+            goroutine: start.goroutine,
             start_ns: start.first_ns,
             request: Request::Http1(request),
         });

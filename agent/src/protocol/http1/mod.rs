@@ -160,6 +160,7 @@ impl Http1Conn {
                         up.client_bytes = bytes;
                         up.client_ctx = start.map(|s| SegmentCtx {
                             tid: s.tid,
+                            goroutine: s.goroutine,
                             first_ns: s.first_ns,
                             last_ns: s.first_ns,
                         });
@@ -214,6 +215,27 @@ impl Http1Conn {
         if self.mode == Mode::Http {
             self.responses.close(ts_ns, &mut self.exchanges, out);
         }
+        self.abort_all(ts_ns, out);
+        self.mode = Mode::Closed;
+    }
+
+    /// Records were lost before the next bytes; see [`crate::protocol::Parser::gap`]. Every
+    /// open exchange is aborted (a read-until-close body too: its end may be in the hole),
+    /// and both directions look for the next request line / status line, the first of
+    /// which may start the next read (a lost record ends at a syscall's boundary, and
+    /// messages are mostly written one per syscall). HTTP/1 keeps no state across
+    /// exchanges, so it always resynchronises.
+    pub fn gap(&mut self, ts_ns: u64, out: &mut Vec<L7Event>) -> bool {
+        self.abort_all(ts_ns, out);
+        if self.mode == Mode::Http {
+            self.requests.gap();
+            self.responses.gap();
+        }
+        true
+    }
+
+    /// Ends every open exchange as aborted.
+    fn abort_all(&mut self, ts_ns: u64, out: &mut Vec<L7Event>) {
         // Nobody continued the connection as HTTP/2: the upgraded request's response was
         // never seen.
         if let Some(ex) = self.h2c.take().and_then(|up| up.exchange) {
@@ -227,7 +249,6 @@ impl Http1Conn {
             });
         }
         self.exchanges.abort_all(ts_ns, out);
-        self.mode = Mode::Closed;
     }
 
     /// Exchanges (live or ghost) waiting for a response.

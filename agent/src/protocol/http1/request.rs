@@ -35,6 +35,7 @@ impl Cursor {
             Some(start) if offset < self.carried => start,
             _ => Start {
                 tid: ctx.tid,
+                goroutine: ctx.goroutine,
                 first_ns: ctx.first_ns,
             },
         }
@@ -52,6 +53,7 @@ impl Cursor {
         if consumed >= self.carried || self.carried_start.is_none() {
             self.carried_start = Some(Start {
                 tid: ctx.tid,
+                goroutine: ctx.goroutine,
                 first_ns: ctx.first_ns,
             });
         }
@@ -71,6 +73,9 @@ pub(super) struct RequestStream {
     resume: usize,
     /// The byte before the next `buf` ended a line (resync looks only at line starts).
     line_start: bool,
+    /// After a gap (records lost): a request may start at the first byte of any read, not
+    /// only after a line end, until resync finds one (see `gap`).
+    at_reads: bool,
     /// A copy of the bytes left unconsumed because they start like the HTTP/2 preface after
     /// an `Upgrade: h2c` request (see `parse`): what the HTTP/2 parser gets at the switch.
     held: Vec<u8>,
@@ -97,6 +102,7 @@ impl RequestStream {
             scanned: 0,
             resume: 0,
             line_start: true,
+            at_reads: false,
             held: Vec::new(),
         }
     }
@@ -160,7 +166,7 @@ impl RequestStream {
                 }
                 State::Resync => {
                     let line_start = if pos == 0 {
-                        self.line_start
+                        self.line_start || self.at_reads
                     } else {
                         buf[pos - 1] == b'\n'
                     };
@@ -229,6 +235,8 @@ impl RequestStream {
             Ok(parsed) => parsed,
             Err(detail) => return self.fail(bytes, detail, trusted, 1, io),
         };
+        // In sync again.
+        self.at_reads = false;
         let body = match request_body(&parsed.framing, parsed.request.version_minor) {
             Ok(body) => body,
             // Broken framing: the body's extent is unknown; resync in what follows the head.
@@ -311,15 +319,29 @@ impl RequestStream {
             // A request's first bytes went uncaptured: it exists and will be answered.
             ex.ghost(ctx.last_ns, out);
         }
+        // Bytes right after a gap are mid-line as far as we know.
+        self.lose_sync(false);
+        false
+    }
+
+    /// Records were lost before the next bytes (see `Http1Conn::gap`): whatever was being
+    /// parsed is gone; the next bytes are searched for a request line, from their first byte.
+    /// Writes mostly hold whole messages, so after lost records the next request most likely
+    /// starts a read; the bytes before it (a body's tail) rarely end in a newline.
+    pub(super) fn gap(&mut self) {
+        self.lose_sync(true);
+        self.at_reads = true;
+    }
+
+    /// Resync from the next bytes, which start a line or not. Unconsumed bytes are dropped by
+    /// the caller (a gap that is not absorbed).
+    fn lose_sync(&mut self, line_start: bool) {
         self.state = State::Resync;
         self.scanned = 0;
         self.resume = 0;
         self.cursor = Cursor::default();
-        // Unconsumed bytes are dropped by the caller when a gap is not absorbed.
         self.held.clear();
-        // Bytes right after a gap are mid-line as far as we know.
-        self.line_start = false;
-        false
+        self.line_start = line_start;
     }
 }
 

@@ -34,6 +34,9 @@ pub(super) struct ResponseStream {
     /// `RequestStream::resume`).
     resume: usize,
     line_start: bool,
+    /// After a gap (records lost): a status line may start at the first byte of any read,
+    /// not only after a line end, until resync finds one (see `gap`).
+    at_reads: bool,
 }
 
 /// What a parse call found besides events.
@@ -72,6 +75,7 @@ impl ResponseStream {
             scanned: 0,
             resume: 0,
             line_start: true,
+            at_reads: false,
         }
     }
 
@@ -127,7 +131,7 @@ impl ResponseStream {
                 }
                 State::Resync => {
                     let line_start = if pos == 0 {
-                        self.line_start
+                        self.line_start || self.at_reads
                     } else {
                         buf[pos - 1] == b'\n'
                     };
@@ -177,6 +181,8 @@ impl ResponseStream {
             Ok(h) => h,
             Err(detail) => return self.fail(detail, trusted, 1, io),
         };
+        // In sync again.
+        self.at_reads = false;
         let (owner, kind) = io.ex.next_owner();
         let done = |size| HttpOutcome::Response {
             status: h.status,
@@ -303,6 +309,17 @@ impl ResponseStream {
         self.resume = 0;
         self.line_start = false;
         false
+    }
+
+    /// Records were lost before the next bytes (see `Http1Conn::gap`; the exchanges were
+    /// aborted there): the next bytes are searched for a status line, from their first byte.
+    pub(super) fn gap(&mut self) {
+        self.state = State::Resync;
+        self.scanned = 0;
+        self.resume = 0;
+        self.line_start = true;
+        // As for requests: the next response most likely starts a read.
+        self.at_reads = true;
     }
 
     /// The connection closed: a read-until-close body is complete now (RFC 9112 §6.3 item 8).

@@ -699,6 +699,16 @@ impl H2Conn {
         self.dead = true;
     }
 
+    /// Records were lost before the next bytes; see [`crate::protocol::Parser::gap`]. Every
+    /// open stream is aborted and the connection is given up: the lost bytes may hold header
+    /// blocks that changed HPACK's dynamic table (RFC 7541 §2.3.2), after which every later
+    /// header decoded from it could name the wrong method or path, and frame boundaries are
+    /// lost too.
+    pub fn gap(&mut self, ts_ns: u64, out: &mut Vec<L7Event>) -> bool {
+        self.give_up(ts_ns, out);
+        false
+    }
+
     #[cfg(test)]
     fn open_streams(&self) -> usize {
         self.streams.len()

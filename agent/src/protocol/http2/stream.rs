@@ -186,6 +186,7 @@ impl Streams {
         out.push(L7Event::RequestStart {
             seq,
             tid: start.tid,
+            goroutine: start.goroutine,
             start_ns: start.first_ns,
             request: Request::Http2(h.request),
         });

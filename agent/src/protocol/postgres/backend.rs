@@ -234,8 +234,13 @@ impl Backend {
             }
         }
         session.lose(ctx.last_ns, out);
+        self.lose_sync();
+        false
+    }
+
+    /// Forget where messages start: resume at the next plausible one.
+    pub(super) fn lose_sync(&mut self) {
         self.state = State::Resync;
         self.trusted = false;
-        false
     }
 }

@@ -49,6 +49,7 @@ impl Cursor {
             Some(start) if offset < self.carried => start,
             _ => Start {
                 tid: ctx.tid,
+                goroutine: ctx.goroutine,
                 first_ns: ctx.first_ns,
             },
         }
@@ -65,6 +66,7 @@ impl Cursor {
         if consumed >= self.carried || self.carried_start.is_none() {
             self.carried_start = Some(Start {
                 tid: ctx.tid,
+                goroutine: ctx.goroutine,
                 first_ns: ctx.first_ns,
             });
         }
@@ -455,6 +457,16 @@ impl Frontend {
             _ => {}
         }
         session.lose(ctx.last_ns, out);
+        self.lose_sync();
+        false
+    }
+
+    /// Forget where messages start: resume at the next plausible one. A stopped stream
+    /// (encrypted, or not ours) stays stopped.
+    pub(super) fn lose_sync(&mut self) {
+        if let State::Stopped = self.state {
+            return;
+        }
         self.state = State::Resync;
         self.phase = Phase::Typed;
         self.trusted = false;
@@ -463,6 +475,5 @@ impl Frontend {
         self.cursor = Cursor::default();
         self.head_scan = HeadScan::default();
         self.resync_hint = 0;
-        false
     }
 }

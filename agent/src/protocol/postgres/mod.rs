@@ -206,6 +206,20 @@ impl PgConn {
         }
     }
 
+    /// Records were lost before the next bytes; see [`crate::protocol::Parser::gap`]. The
+    /// statement being answered is aborted and the session stops reporting until it is
+    /// realigned on ReadyForQuery (as after any loss of track: what the hole held is
+    /// unknown, so nothing queued before it is paired with an answer after it); both
+    /// directions resume at the next plausible message.
+    pub fn gap(&mut self, ts_ns: u64, out: &mut Vec<L7Event>) -> bool {
+        if self.mode == Mode::Active {
+            self.session.lose(ts_ns, out);
+            self.frontend.lose_sync();
+            self.backend.lose_sync();
+        }
+        true
+    }
+
     /// The connection closed at `ts_ns`: the statement being answered, if any, is aborted.
     pub fn close(&mut self, ts_ns: u64, out: &mut Vec<L7Event>) {
         self.session.abort_open(ts_ns, out);

@@ -67,6 +67,7 @@ const SYNTAX_ERROR: &[u8] = b"42601";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Start {
     pub tid: u32,
+    pub goroutine: u64,
     pub first_ns: u64,
 }
 
@@ -560,6 +561,7 @@ impl Session {
         out.push(L7Event::RequestStart {
             seq,
             tid: start.tid,
+            goroutine: start.goroutine,
             start_ns: start.first_ns,
             request: Request::Postgres(PgStatement {
                 text,

@@ -30,6 +30,7 @@ fn meta(id: u64, pid: u32, role: Role, l: u16, r: u16) -> ConnMeta {
         remote: addr(r),
         comm: [0; 16],
         tls: false,
+        gaps: 0,
     }
 }
 
@@ -44,9 +45,15 @@ fn req(method: &str, target: &str) -> HttpRequest {
 }
 
 fn start(seq: u64, tid: u32, ts: u64, r: HttpRequest) -> L7Event {
+    start_on(seq, (tid, 0), ts, r)
+}
+
+/// A request start on thread `tid` for goroutine `goroutine` (0: not known).
+fn start_on(seq: u64, (tid, goroutine): (u32, u64), ts: u64, r: HttpRequest) -> L7Event {
     L7Event::RequestStart {
         seq,
         tid,
+        goroutine,
         start_ns: ts,
         request: Request::Http1(r),
     }
@@ -351,6 +358,7 @@ mod queue_and_db {
         L7Event::RequestStart {
             seq,
             tid,
+            goroutine: 0,
             start_ns: ts,
             request,
         }
@@ -596,6 +604,7 @@ mod grpc {
                 L7Event::RequestStart {
                     seq: u64::from(stream),
                     tid: 10,
+                    goroutine: 0,
                     start_ns: 100,
                     request: call(stream),
                 },
@@ -605,6 +614,7 @@ mod grpc {
                 L7Event::RequestStart {
                     seq: u64::from(stream),
                     tid: 20,
+                    goroutine: 0,
                     start_ns: 110,
                     request: call(stream),
                 },
@@ -655,6 +665,7 @@ mod grpc {
                 L7Event::RequestStart {
                     seq: s,
                     tid: 10,
+                    goroutine: 0,
                     start_ns: 100,
                     request: call(s as u32),
                 },
@@ -666,6 +677,7 @@ mod grpc {
                 L7Event::RequestStart {
                     seq: s,
                     tid: 20,
+                    goroutine: 0,
                     start_ns: 110,
                     request: call(s as u32),
                 },
@@ -726,6 +738,7 @@ mod h2c_upgrade {
                 L7Event::RequestStart {
                     seq: 3,
                     tid,
+                    goroutine: 0,
                     start_ns: ts,
                     request: stream3.clone(),
                 },
@@ -817,6 +830,16 @@ fn fan_out(
     call_tid: impl Fn(u64) -> u32,
     migrate: bool,
 ) -> Vec<Option<bool>> {
+    fan_out_on(w, |i| (tid_of(i), 0), |i| (call_tid(i), 0), migrate)
+}
+
+/// [`fan_out`] with the (thread, goroutine) of each request and call.
+fn fan_out_on(
+    w: &mut World,
+    tid_of: impl Fn(u64) -> (u32, u64),
+    call_tid: impl Fn(u64) -> (u32, u64),
+    migrate: bool,
+) -> Vec<Option<bool>> {
     const N: u64 = 40;
     let mut res = MigratingResources(migrate);
     let mut conns = Vec::new();
@@ -830,7 +853,7 @@ fn fan_out(
         let r = req("GET", &format!("/req/{i}"));
         w.b.handle(
             srv,
-            start(0, tid_of(i as u64), 100 + i as u64, r),
+            start_on(0, tid_of(i as u64), 100 + i as u64, r),
             &w.conns,
             &mut res,
             &mut w.out,
@@ -840,7 +863,7 @@ fn fan_out(
         let r = req("GET", &format!("/down/{i}"));
         w.b.handle(
             cli,
-            start(0, call_tid(i as u64), 200 + i as u64, r),
+            start_on(0, call_tid(i as u64), 200 + i as u64, r),
             &w.conns,
             &mut res,
             &mut w.out,
@@ -936,6 +959,49 @@ fn go_calls_made_on_another_thread_are_never_given_a_wrong_parent() {
     let got = fan_out(&mut w, tid_of, call_tid, true);
     assert!(got.iter().all(Option::is_none), "{got:?}");
     assert_eq!(w.tel.get(Counter::ParentAmbiguousProcess), 40);
+}
+
+#[test]
+fn go_calls_named_by_goroutine_all_get_their_parent_whatever_the_thread() {
+    // The kernel names each record's goroutine (the handler's, for a Transport write): the
+    // threads say nothing (request i read on thread i % 3, its call on another one).
+    let g = |i: u64| 0xc000_0000 + i * 0x1a0;
+    let mut w = World::new();
+    let got = fan_out_on(
+        &mut w,
+        |i| (1000 + (i % 3) as u32, g(i)),
+        |i| (1000 + ((i + 1) % 3) as u32, g(i)),
+        true,
+    );
+    assert!(got.iter().all(|p| *p == Some(true)), "{got:?}");
+    assert_eq!(w.tel.get(Counter::ParentAmbiguousProcess), 0);
+    // A call whose goroutine serves nothing (a writeLoop not tied to its caller, a goroutine
+    // the handler started): the process scope, ambiguous with 40 in flight: no parent.
+    let mut w = World::new();
+    let got = fan_out_on(
+        &mut w,
+        |i| (1000 + (i % 3) as u32, g(i)),
+        |i| (1000 + (i % 3) as u32, 0xd000_0000 + i),
+        true,
+    );
+    assert!(got.iter().all(Option::is_none), "{got:?}");
+    assert_eq!(w.tel.get(Counter::ParentAmbiguousProcess), 40);
+    // Pipelined requests on one serving goroutine: ambiguous there, counted as such.
+    let mut w = World::new();
+    let got = fan_out_on(&mut w, |i| (1000, g(i / 2)), |i| (1001, g(i / 2)), true);
+    assert!(got.iter().all(Option::is_none), "{got:?}");
+    assert_eq!(w.tel.get(Counter::ParentAmbiguousGoroutine), 40);
+}
+
+#[test]
+fn a_goroutine_in_records_of_a_non_go_process_is_ignored() {
+    // The process is not Go (say its pid was reused after a Go program's exit): thread scope,
+    // exactly as without a goroutine.
+    let mut w = World::new();
+    let got = fan_out_on(&mut w, |_| (7, 0xc000_0000), |_| (7, 0xc000_0000), false);
+    assert!(got.iter().all(Option::is_none), "{got:?}");
+    assert_eq!(w.tel.get(Counter::ParentAmbiguousThread), 40);
+    assert_eq!(w.tel.get(Counter::ParentAmbiguousGoroutine), 0);
 }
 
 #[test]
@@ -1098,6 +1164,7 @@ mod sdk_coexistence {
         L7Event::RequestStart {
             seq,
             tid,
+            goroutine: 0,
             start_ns: ts,
             request,
         }
@@ -1278,6 +1345,7 @@ fn an_outcome_of_another_protocol_makes_no_span_and_is_counted() {
         L7Event::RequestStart {
             seq: 0,
             tid: 10,
+            goroutine: 0,
             start_ns: 100,
             request: Request::Postgres(crate::protocol::PgStatement {
                 text: Some("SELECT 1".into()),
@@ -1296,4 +1364,98 @@ fn an_outcome_of_another_protocol_makes_no_span_and_is_counted() {
     assert!(w.out.is_empty(), "{:?}", w.out);
     assert_eq!(w.tel.get(Counter::SpansMismatched), 1);
     assert_eq!(w.b.inflight(), 0, "the exchange is gone all the same");
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+const INJ: Injected = Injected {
+    trace_id: [0x4b; 16],
+    span_id: [0x5c; 8],
+    flags: 1,
+};
+
+#[test]
+fn injected_ids_become_the_client_span_and_the_stitched_server_agrees() {
+    let mut w = World::new();
+    // curl (pid 1) → server (pid 2); the kernel wrote INJ into the request sent at 100.
+    let cli = w.open(meta(1, 1, Role::Client, 50000, 8080));
+    let srv = w.open(meta(2, 2, Role::Server, 8080, 50000));
+    w.b.injected(1, 100, INJ, 100);
+    w.ev(&cli, start(0, 10, 100, req("GET", "/a")));
+    // A pipelined request in the same write: not injected, ids of its own.
+    w.ev(&cli, start(1, 10, 100, req("GET", "/b")));
+    let mut seen = req("GET", "/a");
+    seen.traceparent = Some(format!(
+        "00-{}-{}-01",
+        hex(&INJ.trace_id),
+        hex(&INJ.span_id)
+    ));
+    w.ev(&srv, start(0, 20, 110, seen));
+    w.ev(&srv, start(1, 20, 111, req("GET", "/b")));
+    for (c, s) in [(&srv, 0), (&srv, 1), (&cli, 0), (&cli, 1)] {
+        w.ev(c, end(s, 200, 200));
+    }
+    let client_a = w.out.iter().find(|s| s.kind == SpanKind::Client).unwrap();
+    assert_eq!(client_a.context.trace_id, INJ.trace_id);
+    assert_eq!(client_a.context.span_id, INJ.span_id);
+    assert_eq!(client_a.context.flags, 1);
+    assert_eq!(
+        client_a.parent_span_id, None,
+        "a pure client's call is a root"
+    );
+    let servers: Vec<&Span> = w
+        .out
+        .iter()
+        .filter(|s| s.kind == SpanKind::Server)
+        .collect();
+    assert_eq!(servers[0].context.trace_id, INJ.trace_id);
+    assert_eq!(
+        servers[0].parent_span_id,
+        Some(INJ.span_id),
+        "header and stitching agree"
+    );
+    let client_b = w.out.iter().rfind(|s| s.kind == SpanKind::Client).unwrap();
+    assert_ne!(client_b.context.span_id, INJ.span_id);
+    assert_eq!(servers[1].parent_span_id, Some(client_b.context.span_id));
+    assert_eq!(w.tel.get(Counter::InjectAdopted), 1);
+    assert_eq!(w.tel.get(Counter::InjectPipelinedNotInjected), 1);
+    assert_eq!(w.tel.get(Counter::SpansStitched), 2);
+}
+
+#[test]
+fn injected_call_whose_cause_is_another_trace_claims_no_parent() {
+    let mut w = World::new();
+    // pid 2 serves a request (thread 20) and, on that thread, calls out: the kernel injected
+    // a trace that is not the served request's (it cannot know it): no parent, counted.
+    let srv = w.open(meta(1, 2, Role::Server, 8080, 50000));
+    let out_a = w.open(meta(2, 2, Role::Client, 50001, 9090));
+    let out_b = w.open(meta(3, 2, Role::Client, 50002, 9090));
+    w.ev(&srv, start(0, 20, 100, req("GET", "/in")));
+    w.b.injected(2, 110, INJ, 110);
+    w.ev(&out_a, start(0, 20, 110, req("GET", "/other-trace")));
+    // The same served request's trace: the parent is claimed.
+    let trace = w.b.inflight.values().next().unwrap().ctx.trace_id;
+    let same = Injected {
+        trace_id: trace,
+        ..INJ
+    };
+    w.b.injected(3, 120, same, 120);
+    w.ev(&out_b, start(0, 20, 120, req("GET", "/same-trace")));
+    for c in [&out_a, &out_b, &srv] {
+        w.ev(c, end(0, 200, 200));
+    }
+    let server = w.span(2, SpanKind::Server).clone();
+    let calls: Vec<&Span> = w
+        .out
+        .iter()
+        .filter(|s| s.kind == SpanKind::Client)
+        .collect();
+    assert_eq!(calls[0].context.span_id, INJ.span_id);
+    assert_eq!(calls[0].parent_span_id, None);
+    assert_eq!(calls[1].context.trace_id, trace);
+    assert_eq!(calls[1].parent_span_id, Some(server.context.span_id));
+    assert_eq!(w.tel.get(Counter::InjectCauseMismatch), 1);
+    assert_eq!(w.tel.get(Counter::InjectAdopted), 2);
 }

@@ -6,10 +6,16 @@ use object::read::elf::SectionHeader;
 use object::ReadRef;
 
 use super::pclntab::{Layout, Pclntab};
-use super::{GoFunc, Image, InspectError, TlsRuntime};
+use super::{GoFunc, GoTransport, Image, InspectError, TlsRuntime};
 
 const READ: &str = "crypto/tls.(*Conn).Read";
 const WRITE: &str = "crypto/tls.(*Conn).Write";
+/// The goroutine that writes a `net/http` client connection (see agent-ebpf's `goctx`).
+const WRITE_LOOP: &str = "net/http.(*persistConn).writeLoop";
+/// Runs on the goroutine that makes the request and hands it to the connection's writeLoop.
+const ROUND_TRIP: &str = "net/http.(*persistConn).roundTrip";
+/// Looked up together, in this order.
+const FUNCS: [&str; 4] = [READ, WRITE, WRITE_LOOP, ROUND_TRIP];
 
 /// `(*Conn).Read` and `Write` are about 1 KiB of code; anything past this is a bad table.
 const MAX_FUNC_LEN: u64 = 1 << 20;
@@ -54,10 +60,10 @@ pub(super) fn inspect_go<'data, R: ReadRef<'data>>(
         Ok(pclntab.clone())
     };
 
-    let mut ranges = [None, None];
+    let mut ranges = [None, None, None, None];
     let mut from_pclntab = false;
     if let Some(symtab) = &symtab {
-        for (range, name) in ranges.iter_mut().zip([READ, WRITE]) {
+        for (range, name) in ranges.iter_mut().zip(FUNCS) {
             *range = symtab
                 .func(name)
                 .map(|(entry, size)| entry..entry.saturating_add(size));
@@ -66,7 +72,7 @@ pub(super) fn inspect_go<'data, R: ReadRef<'data>>(
     if ranges.iter().any(Option::is_none) {
         match load_pclntab()? {
             Some(table) => {
-                let found = table.find(&[READ, WRITE])?;
+                let found = table.find(&FUNCS)?;
                 for (range, hit) in ranges.iter_mut().zip(found) {
                     if range.is_none() && hit.is_some() {
                         *range = hit;
@@ -89,10 +95,11 @@ pub(super) fn inspect_go<'data, R: ReadRef<'data>>(
             .is_some_and(|t| t.layout() == Layout::Go118),
     };
     let version = version.unwrap_or_else(|| "unknown".to_owned());
-    let [read_range, write_range] = ranges;
+    let [read_range, write_range, write_loop_range, round_trip_range] = ranges;
     if read_range.is_none() && write_range.is_none() {
         return Ok(TlsRuntime::GoWithoutTls { version });
     }
+    let transport = transport(image, regabi, write_loop_range, round_trip_range);
 
     let mut skipped = Vec::new();
     let mut resolve = |name: &str, range: Option<std::ops::Range<u64>>| {
@@ -110,6 +117,29 @@ pub(super) fn inspect_go<'data, R: ReadRef<'data>>(
         write,
         from_pclntab,
         skipped,
+        transport,
+    })
+}
+
+/// The `net/http` Transport probe points, or why there are none.
+fn transport<'data, R: ReadRef<'data>>(
+    image: &Image<'data, R>,
+    regabi: bool,
+    write_loop: Option<std::ops::Range<u64>>,
+    round_trip: Option<std::ops::Range<u64>>,
+) -> Result<GoTransport, String> {
+    if !regabi {
+        return Err("Go before 1.17: no goroutine in R14, arguments on the stack".to_owned());
+    }
+    let entry = |name: &str, range: Option<std::ops::Range<u64>>| {
+        let range = range.ok_or_else(|| format!("{name} not found (no net/http client)"))?;
+        go_func(image, name, range)
+            .map(|f| f.file_offset)
+            .map_err(|reason| format!("{name}: {reason}"))
+    };
+    Ok(GoTransport {
+        write_loop: entry(WRITE_LOOP, write_loop)?,
+        round_trip: entry(ROUND_TRIP, round_trip)?,
     })
 }
 

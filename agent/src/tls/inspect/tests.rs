@@ -307,10 +307,22 @@ fn build_go_programs(go: &Path) -> GoPrograms {
     let version = run(go_cmd(&dir).arg("version"));
     let version = version.split_whitespace().nth(2).unwrap().to_owned();
     let mut objdump = HashMap::new();
-    for name in ["Read", "Write"] {
+    for name in [
+        "crypto/tls.(*Conn).Read",
+        "crypto/tls.(*Conn).Write",
+        "net/http.(*persistConn).writeLoop",
+        "net/http.(*persistConn).roundTrip",
+    ] {
+        let pattern = format!(
+            "^{}$",
+            name.replace('.', "\\.")
+                .replace('(', "\\(")
+                .replace(')', "\\)")
+                .replace('*', "\\*")
+        );
         let text = run(go_cmd(&dir)
             .args(["tool", "objdump", "-s"])
-            .arg(format!("^crypto/tls.\\(\\*Conn\\).{name}$"))
+            .arg(pattern)
             .arg(&tls_path));
         // `  conn.go:1301\t\t0x591b80\t\t493b6610\t\tCMPQ 0x10(R14), SP`
         let lines: Vec<Vec<&str>> = text
@@ -325,7 +337,7 @@ fn build_go_programs(go: &Path) -> GoPrograms {
             .filter(|f| f[3].trim() == "RET")
             .map(addr)
             .collect();
-        objdump.insert(format!("crypto/tls.(*Conn).{name}"), (entry, rets));
+        objdump.insert(name.to_owned(), (entry, rets));
     }
     let programs = GoPrograms {
         version,
@@ -347,6 +359,7 @@ struct GoResult {
     read: GoFunc,
     write: GoFunc,
     from_pclntab: bool,
+    transport: Result<GoTransport, String>,
 }
 
 fn go(result: Option<TlsRuntime>) -> GoResult {
@@ -358,12 +371,14 @@ fn go(result: Option<TlsRuntime>) -> GoResult {
             write: Some(write),
             from_pclntab,
             skipped,
+            transport,
         }) if skipped.is_empty() => GoResult {
             version,
             regabi,
             read,
             write,
             from_pclntab,
+            transport,
         },
         other => panic!("expected Go with Read and Write, got {other:?}"),
     }
@@ -412,6 +427,27 @@ fn go_unstripped_and_stripped_agree_with_objdump() {
         assert_eq!(f.return_offsets, rets, "{}", f.name);
         eprintln!("{}: {} returns", f.name, rets.len());
     }
+    // The net/http Transport probes: at the functions' entries, found alike with and without
+    // the symbol table.
+    assert_eq!(full.transport, stripped.transport);
+    let transport = full.transport.expect("net/http is linked in");
+    let entry = |name: &str| image.file_offset(p.objdump[name].0, 1).unwrap();
+    assert_eq!(
+        transport,
+        GoTransport {
+            write_loop: entry("net/http.(*persistConn).writeLoop"),
+            round_trip: entry("net/http.(*persistConn).roundTrip"),
+        }
+    );
+    for at in [transport.write_loop, transport.round_trip] {
+        let at = usize::try_from(at).unwrap();
+        let start = &p.tls[at..at + 4];
+        // CMPQ 0x10(R14), SP, or LEAQ -n(SP), R12 (8- or 32-bit n) for a big frame.
+        assert!(
+            start == [0x49, 0x3b, 0x66, 0x10] || start[..2] == [0x4c, 0x8d],
+            "a Go prologue at {at:#x}: {start:02x?}"
+        );
+    }
 }
 
 #[test]
@@ -447,6 +483,8 @@ fn go_pie_tables_are_found_when_stripped() {
         assert!(stripped_result.from_pclntab, "{what}");
         assert_eq!(full_result.read, stripped_result.read, "{what}");
         assert_eq!(full_result.write, stripped_result.write, "{what}");
+        assert!(full_result.transport.is_ok(), "{what}");
+        assert_eq!(full_result.transport, stripped_result.transport, "{what}");
         assert_go_prologue(stripped, &stripped_result.read);
         assert_go_prologue(stripped, &stripped_result.write);
     }

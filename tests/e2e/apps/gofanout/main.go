@@ -1,13 +1,14 @@
 // Uninstrumented Go fan-out service for the concurrent trace-context test
 // (test_concurrent_context.py): stdlib net/http only, built offline by harness/gobuild.py.
 //
-//	gofanout -port N -down M [-delay-ms D]
+//	gofanout -port N -down M [-delay-ms D] [-spawn]
 //
 // GET /req/<rid>: waits D ms (so concurrent requests overlap), then GETs
 // http://127.0.0.1:M/down/<rid> with http.DefaultClient (the default Transport: keep-alive,
 // at most 2 idle connections per host, its own readLoop/writeLoop goroutines per connection),
 // then answers 200 with JSON {rid, down_status, inflight}: inflight is how many /req requests
-// were being handled when this one called downstream. Anything else: 404.
+// were being handled when this one called downstream. With -spawn the downstream call is made
+// from a goroutine the handler starts (go func(){...}()) and waits for. Anything else: 404.
 // Prints "READY <port>" once listening.
 package main
 
@@ -29,6 +30,7 @@ func main() {
 	port := flag.Int("port", 0, "port on 127.0.0.1")
 	down := flag.Int("down", 0, "downstream port on 127.0.0.1")
 	delay := flag.Int("delay-ms", 30, "wait before calling downstream")
+	spawn := flag.Bool("spawn", false, "call downstream from a goroutine the handler starts")
 	flag.Parse()
 
 	var inflight int64
@@ -42,7 +44,19 @@ func main() {
 		if now > n {
 			n = now
 		}
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/down/%s", *down, rid))
+		url := fmt.Sprintf("http://127.0.0.1:%d/down/%s", *down, rid)
+		var resp *http.Response
+		var err error
+		if *spawn {
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				resp, err = http.Get(url)
+			}()
+			<-done
+		} else {
+			resp, err = http.Get(url)
+		}
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return

@@ -151,6 +151,7 @@ fn huge_gaps_do_not_overflow() {
     for n in [u64::MAX, u64::MAX - 1, 1 << 40] {
         let ctx = crate::protocol::SegmentCtx {
             tid: 1,
+            goroutine: 0,
             first_ns: 1,
             last_ns: 2,
         };

@@ -7,6 +7,7 @@ mod bounds;
 mod detect;
 mod fixtures;
 mod fuzz;
+mod gap;
 mod malformed;
 mod unit;
 
@@ -32,6 +33,7 @@ impl<'a> Replay<'a> {
                 L7Event::RequestStart {
                     seq,
                     tid,
+                    goroutine: _,
                     start_ns,
                     request: Request::Amqp(m),
                 } => Some((*seq, *tid, *start_ns, m)),

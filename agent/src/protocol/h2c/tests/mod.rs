@@ -197,6 +197,7 @@ impl Golden {
                 L7Event::RequestStart {
                     seq: *seq,
                     tid: ctx.tid,
+                    goroutine: ctx.goroutine,
                     start_ns: ctx.first_ns,
                     request: request.clone(),
                 }

@@ -390,6 +390,7 @@ fn bare_http1_parser_aborts_an_untaken_upgrade() {
     let mut p = Http1Conn::new(Direction::Egress);
     let ctx = SegmentCtx {
         tid: 1,
+        goroutine: 0,
         first_ns: 10,
         last_ns: 20,
     };

@@ -164,6 +164,7 @@ fn huge_gaps_and_lengths_do_not_overflow() {
     r.deliver(RESP, resp.len());
     let ctx = crate::protocol::SegmentCtx {
         tid: 1,
+        goroutine: 0,
         first_ns: 1,
         last_ns: 2,
     };

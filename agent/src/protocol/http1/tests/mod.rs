@@ -6,6 +6,7 @@ mod bounds;
 mod detect;
 mod fixtures;
 mod fuzz;
+mod gap;
 mod unit;
 
 use super::Http1Conn;
@@ -176,6 +177,7 @@ impl Golden {
                 L7Event::RequestStart {
                     seq: *seq,
                     tid: ctx.tid,
+                    goroutine: ctx.goroutine,
                     start_ns: ctx.first_ns,
                     request: Request::Http1(request.clone()),
                 }

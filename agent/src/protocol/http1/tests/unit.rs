@@ -554,6 +554,7 @@ fn direction_none_and_empty_gaps_are_ignored() {
     let (mut out, mut errors) = (Vec::new(), Vec::new());
     let ctx = crate::protocol::SegmentCtx {
         tid: 1,
+        goroutine: 0,
         first_ns: 1,
         last_ns: 2,
     };

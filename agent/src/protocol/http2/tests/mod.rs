@@ -5,6 +5,7 @@
 mod detect;
 mod fixtures;
 mod fuzz;
+mod gap;
 mod hostile;
 mod hpack;
 mod unit;
@@ -156,6 +157,7 @@ impl Golden {
                 L7Event::RequestStart {
                     seq: *seq,
                     tid: ctx.tid,
+                    goroutine: ctx.goroutine,
                     start_ns: ctx.first_ns,
                     request: Request::Http2(request.clone()),
                 }

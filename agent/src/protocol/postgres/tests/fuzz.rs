@@ -172,6 +172,7 @@ fn huge_gaps_and_lengths_do_not_overflow() {
     r.deliver(RESP, resp.len());
     let ctx = SegmentCtx {
         tid: 1,
+        goroutine: 0,
         first_ns: 1,
         last_ns: 2,
     };

@@ -7,6 +7,7 @@ mod bounds;
 mod detect;
 mod fixtures;
 mod fuzz;
+mod gap;
 mod queries;
 mod recovery;
 
@@ -168,6 +169,7 @@ impl Golden {
                 L7Event::RequestStart {
                     seq: *seq,
                     tid: ctx.tid,
+                    goroutine: ctx.goroutine,
                     start_ns: ctx.first_ns,
                     request: Request::Postgres(statement.clone()),
                 }
