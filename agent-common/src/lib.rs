@@ -408,7 +408,8 @@ pub struct IoArgs {
     pub direction: u8,
     /// The connection's [`conn_flags`] when the syscall was entered (only `GAP` is used).
     pub conn_flags: u8,
-    pub _pad: u8,
+    /// The connection's [`Role`] (0 when not a tracked socket's syscall).
+    pub role: u8,
 }
 
 /// Key of the `CONNS` map: the (pid, fd) pair a syscall names.
@@ -543,11 +544,47 @@ pub struct InjectEvent {
 pub struct InjectConfig {
     /// 1: the sockops program puts eligible client sockets into the SOCKHASH.
     pub enabled: u32,
-    pub _pad: u32,
+    /// 1: the sampler follows the parent's sampled flag (`parentbased_*`): a request made for
+    /// a server request that carried a traceparent keeps that header's sampled flag. 0: the
+    /// decision is the trace id's, as for a root.
+    pub parent_based: u32,
     /// The sampler's threshold for root traces the kernel starts: sampled when the trace id's
     /// last 56 bits (W3C level 2 random bits) are below it (`1 << 56`: always; 0: never). The
     /// same rule as user space's `traceidratio`, so both sides decide alike.
     pub root_threshold: u64,
+    /// The key of [`derive_trace_id`], random per agent run.
+    pub secret: u64,
+}
+
+/// The splitmix64 finaliser: a bijection of u64 whose outputs look independent.
+#[inline(always)]
+pub const fn mix64(z: u64) -> u64 {
+    let z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The trace id of a server request that arrived without a (valid) traceparent, when
+/// injection is on: derived, not drawn, so the kernel (which must write it into the requests
+/// the server makes while handling it, before user space has parsed anything) and user space
+/// (which builds the SERVER span) agree without telling each other. The inputs are what both
+/// sides know of the request: the connection id and the time the record that starts it was
+/// written (`EventHeader::ts_ns`), keyed with a per-run secret so ids are not predictable
+/// across agents or runs. Never all zero (an invalid W3C trace id).
+#[inline(always)]
+pub const fn derive_trace_id(secret: u64, conn_id: u64, ts_ns: u64) -> [u8; 16] {
+    let a = mix64(secret ^ mix64(conn_id.wrapping_add(0x9e37_79b9_7f4a_7c15)));
+    let hi = mix64(a ^ ts_ns);
+    let mut lo = mix64(hi ^ secret.rotate_left(32) ^ 0x2545_f491_4f6c_dd1d);
+    if hi == 0 && lo == 0 {
+        lo = 1;
+    }
+    let h = hi.to_be_bytes();
+    let l = lo.to_be_bytes();
+    [
+        h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5], l[6],
+        l[7],
+    ]
 }
 
 /// Indices into the per-CPU `INJECT_COUNTERS` array: what the injection path did and why it
@@ -557,7 +594,8 @@ pub mod inject_counter {
     pub const SOCKETS_ADDED: u32 = 0;
     /// Putting a socket into the SOCKHASH failed (full) or the pending table was full.
     pub const SOCKETS_ADD_FAILED: u32 = 1;
-    /// A connect of a process that may not be injected (server process, excluded, untraced).
+    /// A connect that may not be injected: the process is excluded or untraced, or it serves
+    /// and the connecting thread was not serving a request.
     pub const CONNECT_NOT_ELIGIBLE: u32 = 2;
     /// A traceparent was inserted.
     pub const INJECTED: u32 = 3;
@@ -568,12 +606,29 @@ pub mod inject_counter {
     pub const SKIP_HEAD_INCOMPLETE: u32 = 5;
     /// The request already carries a traceparent header.
     pub const SKIP_HAS_TRACEPARENT: u32 = 6;
-    /// The trace context is unknown: the process serves requests (stage 2 decides which one
-    /// a call belongs to), or no syscall of this thread is being traced.
+    /// The trace context is unknown: no syscall of this thread is being traced, or the
+    /// process is excluded.
     pub const SKIP_CONTEXT_UNKNOWN: u32 = 7;
     /// A kernel helper failed (pull/push data): the message was passed unchanged if possible.
     pub const SKIP_HELPER_FAILED: u32 = 8;
-    pub const COUNT: u32 = 9;
+    /// A process that serves requests sent a request from a thread with no request of its
+    /// own open (none read whole, or already answered): which request it is for is unknown.
+    pub const SKIP_SERVER_IDLE: u32 = 9;
+    /// A thread that has had two requests in flight at once (an event loop) sent a request:
+    /// which of them it is for is unknown, so it is never injected.
+    pub const SKIP_SERVER_CONCURRENT: u32 = 10;
+    /// A traceparent was inserted carrying the trace of the request the thread is serving
+    /// (also counted in `INJECTED`).
+    pub const INJECTED_IN_REQUEST: u32 = 11;
+    /// A server thread read a whole request head, nothing after its body: its calls may be
+    /// injected with its trace.
+    pub const SERVER_REQUEST_OPEN: u32 = 12;
+    /// A server thread read a request start whose extent is unknown (head split over reads or
+    /// longer than scanned, chunked or pipelined bytes after it): its calls are not injected.
+    pub const SERVER_REQUEST_UNKNOWN: u32 = 13;
+    /// A server thread read a request while another was open: marked an event loop.
+    pub const SERVER_THREAD_CONCURRENT: u32 = 14;
+    pub const COUNT: u32 = 15;
 }
 
 records!(

@@ -196,6 +196,8 @@ pub fn try_enter_close(ctx: &TracePointContext) -> Result<(), i64> {
 /// process's connections and metadata (the kernel closes its sockets without a close syscall).
 pub fn try_proc_exit(_ctx: &TracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
+    // Every thread: a new thread given this id must not inherit its request.
+    crate::serverctx::forget(pid_tgid);
     if (pid_tgid >> 32) as u32 != pid_tgid as u32 {
         return Ok(()); // a thread, not the process
     }

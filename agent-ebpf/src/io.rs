@@ -132,7 +132,7 @@ pub fn try_enter(
         syscall: syscall as u8,
         direction: dir as u8,
         conn_flags: flags,
-        _pad: 0,
+        role: info.role,
     };
     ACTIVE_IO
         .insert(&pid_tgid, &args, 0)
@@ -140,35 +140,43 @@ pub fn try_enter(
     Ok(())
 }
 
-pub fn try_exit(ctx: &TracePointContext, syscall: Syscall, kind: BufKind) -> Result<(), i64> {
+/// True when the record written is a server connection's read that `serverctx` must see:
+/// the caller (the program's entry function: a tail call is not allowed in a subprogram) then
+/// tail-calls it.
+pub fn try_exit(ctx: &TracePointContext, syscall: Syscall, kind: BufKind) -> Result<bool, i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: lookup of a Copy value.
     let args = match unsafe { ACTIVE_IO.get(&pid_tgid) } {
         Some(a) => *a,
-        None => return Ok(()),
+        None => return Ok(false),
     };
     let _ = ACTIVE_IO.remove(&pid_tgid);
     if args.syscall != syscall as u8 {
-        return Ok(()); // a stale entry of another syscall: never attribute its bytes here
+        return Ok(false); // a stale entry of another syscall: never attribute its bytes here
     }
     // SAFETY: RET is within the sys_exit record.
     let ret: i64 = unsafe { ctx.read_at(RET) }.map_err(|e| e as i64)?;
-    emit(pid_tgid, &args, kind, ret);
-    Ok(())
+    let written = emit(pid_tgid, &args, kind, ret);
+    if args.direction == Direction::Egress as u8 {
+        crate::serverctx::after_write(pid_tgid, &args);
+        return Ok(false);
+    }
+    Ok(written && crate::serverctx::wants_read(&args))
 }
 
 /// Outputs one data record: header plus `min(ret, capture_bytes)` bytes from the buffer (or
-/// iovec array) in `args`. Used by the syscall exits and by the TLS uprobes.
+/// iovec array) in `args`. Used by the syscall exits and by the TLS uprobes. True when the
+/// record was written (this CPU's scratch slot then holds it).
 #[inline(always)]
-pub fn emit(pid_tgid: u64, args: &IoArgs, kind: BufKind, ret: i64) {
+pub fn emit(pid_tgid: u64, args: &IoArgs, kind: BufKind, ret: i64) -> bool {
     if ret <= 0 {
-        return; // EAGAIN, errors and EOF move no bytes
+        return false; // EAGAIN, errors and EOF move no bytes
     }
     // SAFETY: no preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let rec = match SCRATCH.get_ptr_mut(cpu) {
         Some(r) => r,
-        None => return,
+        None => return false,
     };
     // SAFETY: `rec` points at this CPU's scratch slot; nothing else runs on it concurrently.
     let rec: &mut DataRecord = unsafe { &mut *rec };
@@ -224,6 +232,7 @@ pub fn emit(pid_tgid: u64, args: &IoArgs, kind: BufKind, ret: i64) {
         args.fd,
         args.conn_id,
     );
+    written
 }
 
 /// Copies `len` (1..=MAX_PAYLOAD) user bytes to `payload[off..]` (off < MAX_PAYLOAD). Returns the

@@ -18,6 +18,7 @@ mod goctx;
 mod inject;
 mod io;
 mod maps;
+mod serverctx;
 mod sock;
 mod tls;
 
@@ -155,8 +156,27 @@ pub fn inject_sockops(ctx: SockOpsContext) -> u32 {
 /// The verdict program of `INJECT_SOCKS`: always passes the message, sometimes with a
 /// traceparent inserted (see `inject`).
 #[sk_msg]
+#[inline(always)] // into the entry function, where a tail call is allowed
 pub fn inject_sk_msg(ctx: SkMsgContext) -> u32 {
-    inject::sk_msg(&ctx)
+    if inject::check(&ctx) {
+        inject::tail_call(&ctx);
+    }
+    aya_ebpf::bindings::sk_action::SK_PASS
+}
+
+/// The second half of `inject_sk_msg`, reached by tail call (see `inject::check`). Loaded,
+/// never attached.
+#[sk_msg]
+pub fn inject_sk_msg_write(ctx: SkMsgContext) -> u32 {
+    inject::write(&ctx)
+}
+
+/// Reached by tail call from the read exits on server connections when injection is on: which
+/// request the reading thread now serves (see `serverctx`). Loaded, never attached.
+#[tracepoint]
+pub fn server_ctx(_ctx: TracePointContext) -> u32 {
+    let _ = serverctx::parse();
+    0
 }
 
 macro_rules! data_probe {
@@ -167,8 +187,11 @@ macro_rules! data_probe {
             0
         }
         #[tracepoint]
+        #[inline(always)] // into the entry function, where a tail call is allowed
         pub fn $exit(ctx: TracePointContext) -> u32 {
-            let _ = io::try_exit(&ctx, $syscall, $kind);
+            if let Ok(true) = io::try_exit(&ctx, $syscall, $kind) {
+                serverctx::tail_call(&ctx);
+            }
             0
         }
     };

@@ -227,7 +227,7 @@ fn plaintext_io(
         },
         direction,
         conn_flags: flags,
-        _pad: 0,
+        role: 0, // plaintext of TLS: no server context is taken from it (see `serverctx`)
     }
 }
 

@@ -134,6 +134,7 @@ async fn run_async(cfg: Config, args: crate::cli::RunArgs) -> anyhow::Result<()>
             sampler: cfg.sampling.sampler().unwrap_or_default(),
             keep_errors: cfg.sampling.keep_errors,
             defer_to_sdk: cfg.sdk.defer,
+            derive_roots: opts.inject.as_ref().map(|i| i.secret),
         },
         resources,
         sender,
@@ -455,6 +456,12 @@ const INJECT_COUNTERS: [Counter; agent_common::inject_counter::COUNT as usize] =
     Counter::KernelInjectSkipHasTraceparent,
     Counter::KernelInjectSkipContext,
     Counter::KernelInjectSkipHelper,
+    Counter::KernelInjectSkipServerIdle,
+    Counter::KernelInjectSkipServerConcurrent,
+    Counter::KernelInjectedInRequest,
+    Counter::KernelServerRequestOpen,
+    Counter::KernelServerRequestUnknown,
+    Counter::KernelServerThreadConcurrent,
 ];
 
 const KERNEL_COUNTERS: [Counter; agent_common::counter::COUNT as usize] = [

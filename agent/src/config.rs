@@ -546,6 +546,8 @@ impl Config {
                 cgroup: self.propagation.cgroup.clone(),
                 // Validated with the rest of the config.
                 root_threshold: self.sampling.sampler().map_or(0, |s| s.root_threshold()),
+                parent_based: self.sampling.sampler().is_ok_and(|s| s.parent_based()),
+                secret: fastrand::u64(..),
             }),
         }
     }
@@ -639,12 +641,20 @@ mod tests {
         )
         .unwrap();
         c.validate().unwrap();
+        let inject = c.load_options().inject.expect("on");
         assert_eq!(
-            c.load_options().inject,
-            Some(InjectOptions {
+            inject,
+            InjectOptions {
                 cgroup: Some("/sys/fs/cgroup/unified/x".into()),
                 root_threshold: 1 << 55,
-            })
+                parent_based: true,
+                secret: inject.secret,
+            }
+        );
+        assert_ne!(
+            inject.secret,
+            c.load_options().inject.expect("on").secret,
+            "a new key per run"
         );
         let bad = Config::from_yaml("propagation: {inject_http1: true, cgroup: rel/x}", "t")
             .unwrap()

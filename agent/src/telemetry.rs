@@ -119,13 +119,19 @@ counters! {
     // eBPF INJECT_COUNTERS map.
     KernelInjectSocketsAdded => "agent_kernel_inject_sockets_added_total", "client sockets put into the injection sockhash at connection establishment";
     KernelInjectSocketsAddFailed => "agent_kernel_inject_sockets_add_failed_total", "client sockets that could not be put into the injection sockhash (table full)";
-    KernelInjectConnectNotEligible => "agent_kernel_inject_connects_not_eligible_total", "connects of processes that may not be injected (servers, Go programs, untraced): socket left out of the sockhash";
+    KernelInjectConnectNotEligible => "agent_kernel_inject_connects_not_eligible_total", "connects that may not be injected (Go programs, opt-outs, untraced; a serving process's thread serving no request): socket left out of the sockhash";
     KernelInjected => "agent_kernel_traceparent_injected_total", "HTTP/1 requests the kernel inserted a traceparent into";
     KernelInjectSkipNotHttp1 => "agent_kernel_inject_skipped_not_http1_total", "sends on injectable sockets that did not start an HTTP/1 request (bodies, TLS, other protocols)";
     KernelInjectSkipIncomplete => "agent_kernel_inject_skipped_head_incomplete_total", "HTTP/1 requests not injected: the head was split over writes or longer than the kernel scans";
     KernelInjectSkipHasTraceparent => "agent_kernel_inject_skipped_has_traceparent_total", "HTTP/1 requests not injected: they carry a traceparent already";
     KernelInjectSkipContext => "agent_kernel_inject_skipped_context_unknown_total", "HTTP/1 sends not injected: the trace they belong to is unknown (server process, untraced syscall)";
     KernelInjectSkipHelper => "agent_kernel_inject_skipped_helper_failed_total", "HTTP/1 requests not injected: a kernel helper (pull/push data) failed";
+    KernelInjectSkipServerIdle => "agent_kernel_inject_skipped_server_idle_total", "HTTP/1 requests of serving processes not injected: the sending thread had no request open (none read whole, or answered)";
+    KernelInjectSkipServerConcurrent => "agent_kernel_inject_skipped_server_concurrent_total", "HTTP/1 requests not injected: the sending thread has had several requests in flight at once (event loop)";
+    KernelInjectedInRequest => "agent_kernel_traceparent_injected_in_request_total", "injected HTTP/1 requests that carry the trace of the request the sending thread serves";
+    KernelServerRequestOpen => "agent_kernel_server_requests_open_total", "HTTP/1 requests a server thread read whole (head, nothing past the body): their calls may be injected";
+    KernelServerRequestUnknown => "agent_kernel_server_requests_unknown_total", "HTTP/1 request starts whose extent the kernel could not read (split or long head, pipelined or chunked bytes after it): their calls are not injected";
+    KernelServerThreadConcurrent => "agent_kernel_server_threads_concurrent_total", "server threads marked event loops: a request read while another was open";
     InjectAdopted => "agent_inject_ids_adopted_total", "client spans that took the trace and span id the kernel injected";
     InjectCauseMismatch => "agent_inject_cause_mismatch_total", "injected client spans whose in-process cause was another trace: left without a parent";
     InjectUnclaimed => "agent_inject_reports_unclaimed_total", "kernel injection reports no client span took (its request was not parsed), or dropped when their table was full";

@@ -127,6 +127,8 @@ fn injects_whole_heads_only_and_reports_the_ids() {
         inject: Some(InjectOptions {
             cgroup: Some(cg.0.clone()),
             root_threshold: 1 << 56,
+            parent_based: true,
+            secret: 0x5eed,
         }),
     };
     let mut loaded = load(&opts).expect("load eBPF object (needs root)");

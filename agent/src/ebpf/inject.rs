@@ -5,8 +5,9 @@
 //! and when is decided in the kernel; how user space adopts the ids is `span::builder`'s.
 
 use agent_common::inject_counter;
+use aya::maps::ProgramArray;
 use aya::maps::{HashMap as BpfHashMap, PerCpuArray, SockHash};
-use aya::programs::{CgroupAttachMode, SkMsg, SockOps};
+use aya::programs::{CgroupAttachMode, SkMsg, SockOps, TracePoint};
 use aya::Ebpf;
 use std::path::PathBuf;
 
@@ -17,6 +18,11 @@ pub struct InjectOptions {
     pub cgroup: Option<PathBuf>,
     /// See `agent_common::InjectConfig::root_threshold`.
     pub root_threshold: u64,
+    /// See `agent_common::InjectConfig::parent_based`.
+    pub parent_based: bool,
+    /// The key of `agent_common::derive_trace_id` (random per run); the span builder derives
+    /// the same ids (`SpanOptions::derive_roots`).
+    pub secret: u64,
 }
 
 /// Whether injection runs, for `agent check` and the start-up log.
@@ -66,6 +72,32 @@ fn program_err(what: &'static str) -> impl Fn(aya::programs::ProgramError) -> In
     }
 }
 
+fn program_fd(fd: &aya::programs::ProgramFd) -> Result<aya::programs::ProgramFd, InjectError> {
+    fd.try_clone().map_err(|source| InjectError::Cgroup {
+        path: "a program fd".into(),
+        source,
+    })
+}
+
+/// Puts `fd` into slot 0 of the program array `name` (a tail call's target).
+fn set_slot(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    fd: &aya::programs::ProgramFd,
+) -> Result<(), InjectError> {
+    let m = ebpf
+        .map_mut(name)
+        .ok_or(InjectError::MissingProgram(name))?;
+    let mut arr = ProgramArray::try_from(m).map_err(|e| InjectError::Program {
+        what: name,
+        chain: e.to_string(),
+    })?;
+    arr.set(0, fd, 0).map_err(|e| InjectError::Program {
+        what: name,
+        chain: e.to_string(),
+    })
+}
+
 /// Loads and attaches both programs. The sk_msg program goes on first, so no socket is in the
 /// sockhash without it.
 pub fn attach(ebpf: &mut Ebpf, opts: &InjectOptions) -> Result<PathBuf, InjectError> {
@@ -91,6 +123,18 @@ pub fn attach(ebpf: &mut Ebpf, opts: &InjectOptions) -> Result<PathBuf, InjectEr
             source,
         })?
     };
+    // The verdict program's second half (agent-ebpf's `inject::write`), reached by tail call:
+    // in place before the first half can run.
+    let write: &mut SkMsg = ebpf
+        .program_mut("inject_sk_msg_write")
+        .ok_or(InjectError::MissingProgram("inject_sk_msg_write"))?
+        .try_into()
+        .map_err(program_err("inject_sk_msg_write"))?;
+    write
+        .load()
+        .map_err(program_err("loading inject_sk_msg_write"))?;
+    let write_fd = program_fd(write.fd().map_err(program_err("inject_sk_msg_write"))?)?;
+    set_slot(ebpf, "INJECT_PROG", &write_fd)?;
     let msg: &mut SkMsg = ebpf
         .program_mut("inject_sk_msg")
         .ok_or(InjectError::MissingProgram("inject_sk_msg"))?
@@ -99,6 +143,16 @@ pub fn attach(ebpf: &mut Ebpf, opts: &InjectOptions) -> Result<PathBuf, InjectEr
     msg.load().map_err(program_err("loading inject_sk_msg"))?;
     msg.attach(&socks)
         .map_err(program_err("attaching inject_sk_msg to INJECT_SOCKS"))?;
+    // Which request a server thread serves (agent-ebpf's `serverctx`): the read exits tail-call
+    // it; until it is in place they skip it, and serving processes are not injected.
+    let ctx_prog: &mut TracePoint = ebpf
+        .program_mut("server_ctx")
+        .ok_or(InjectError::MissingProgram("server_ctx"))?
+        .try_into()
+        .map_err(program_err("server_ctx"))?;
+    ctx_prog.load().map_err(program_err("loading server_ctx"))?;
+    let ctx_fd = program_fd(ctx_prog.fd().map_err(program_err("server_ctx"))?)?;
+    set_slot(ebpf, "SERVER_CTX_PROG", &ctx_fd)?;
     let ops: &mut SockOps = ebpf
         .program_mut("inject_sockops")
         .ok_or(InjectError::MissingProgram("inject_sockops"))?

@@ -214,8 +214,9 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     };
     let inject_cfg = agent_common::InjectConfig {
         enabled: opts.inject.is_some() as u32,
-        _pad: 0,
+        parent_based: opts.inject.as_ref().is_some_and(|i| i.parent_based) as u32,
         root_threshold: opts.inject.as_ref().map_or(0, |i| i.root_threshold),
+        secret: opts.inject.as_ref().map_or(0, |i| i.secret),
     };
     let cpus = aya::util::nr_cpus().map(|n| n as u32).unwrap_or(256).max(1);
     let mut ebpf = EbpfLoader::new()

@@ -295,7 +295,7 @@ pub fn blocked_reads(seeded: &[SeededConn], now_ns: u64) -> Vec<(u64, IoArgs)> {
                 syscall: syscall as u8,
                 direction: Direction::Ingress as u8,
                 conn_flags: 0,
-                _pad: 0,
+                role: 0, // not known here: no server context is taken from a seeded read
             };
             out.push(((u64::from(pid) << 32) | u64::from(tid), args));
         }

@@ -419,7 +419,7 @@ impl SpanBuilder {
             // unmatched request is the one.
             SpanKind::Server => {
                 let same_seq = protocol.multiplexed().then_some(seq);
-                self.server_parent(meta, header, conns, same_seq, &request)
+                self.server_parent(meta, header, conns, same_seq, &request, start_ns)
             }
             SpanKind::Consumer => {
                 let producer = request
@@ -593,6 +593,9 @@ impl SpanBuilder {
         })
     }
 
+    /// A SERVER span's context: the client span's on this node when stitched, else the
+    /// header's, else a new root (see `server_root`).
+    #[allow(clippy::too_many_arguments)] // the pieces of `start` this decision needs
     fn server_parent(
         &mut self,
         meta: &ConnMeta,
@@ -600,6 +603,7 @@ impl SpanBuilder {
         conns: &ConnTable,
         same_seq: Option<u64>,
         request: &Request,
+        start_ns: u64,
     ) -> (SpanContext, Option<SpanId>) {
         if let Some(peer) = conns.peer_of(meta).filter(|p| p.role == Role::Client) {
             let unclaimed = |s: &u64| {
@@ -626,7 +630,7 @@ impl SpanBuilder {
                     self.telemetry.incr(Counter::SpansStitchRefused);
                     return match header {
                         Some(h) => (with_new_span(&h), Some(h.span_id)),
-                        None => (new_root(), None),
+                        None => (self.server_root(meta.conn_id, start_ns), None),
                     };
                 }
                 // The client's span, or the SDK's when the SDK reports the call.
@@ -643,7 +647,22 @@ impl SpanBuilder {
         }
         match header {
             Some(h) => (with_new_span(&h), Some(h.span_id)),
-            None => (new_root(), None),
+            None => (self.server_root(meta.conn_id, start_ns), None),
+        }
+    }
+
+    /// A new trace for a request that came without context: derived from the connection and
+    /// the request's first record time when injection is on (the kernel wrote the same id into
+    /// the calls its thread made for it, see `agent_common::derive_trace_id`), else drawn.
+    fn server_root(&self, conn_id: u64, start_ns: u64) -> SpanContext {
+        match self.opts.derive_roots {
+            Some(secret) => SpanContext {
+                trace_id: agent_common::derive_trace_id(secret, conn_id, start_ns),
+                span_id: new_span_id(),
+                flags: 1,
+                trace_state: None,
+            },
+            None => new_root(),
         }
     }
 

@@ -22,6 +22,10 @@ pub struct SpanOptions {
     /// Make no span for what an OpenTelemetry SDK in the process reports itself (its context
     /// is still followed); false keeps both.
     pub defer_to_sdk: bool,
+    /// With traceparent injection on: the key with which a SERVER span that arrived without
+    /// trace context gets its trace id derived (`agent_common::derive_trace_id`), as the kernel
+    /// does for the requests its thread makes; None: drawn at random.
+    pub derive_roots: Option<u64>,
 }
 
 impl Default for SpanOptions {
@@ -32,6 +36,7 @@ impl Default for SpanOptions {
             sampler: Sampler::default(),
             keep_errors: false,
             defer_to_sdk: true,
+            derive_roots: None,
         }
     }
 }

@@ -102,6 +102,11 @@ fn ratio_sampled(ratio: f64, trace_id: &[u8; 16]) -> bool {
 }
 
 impl Sampler {
+    /// Whether a span with a parent follows the parent's sampled flag (`parentbased_*`).
+    pub fn parent_based(&self) -> bool {
+        matches!(self, Sampler::ParentBased(_))
+    }
+
     /// For the kernel, which starts root traces itself when it injects a traceparent: a root
     /// is sampled when its trace id's last 56 bits are below this (`1 << 56`: always, 0:
     /// never), the same decision [`Sampler::sampled`] makes for a root of that trace id.

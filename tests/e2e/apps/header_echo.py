@@ -1,11 +1,13 @@
 """HTTP/1.1 server (keep-alive) that answers every request with what it received: its path, its
 headers in order and its body, as JSON. `GET /chunked/...` answers with a chunked body.
 
-Used by test_inject.py to see exactly which `traceparent` the kernel wrote into a request.
-Prints its port on stdout once it listens.
+Used by test_inject.py and test_two_nodes.py to see exactly which `traceparent` the kernel
+wrote into a request. Listens on ECHO_HOST (default 127.0.0.1) and prints its port on stdout
+once it listens.
 """
 
 import json
+import os
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -26,10 +28,17 @@ class H(BaseHTTPRequestHandler):
                 self.rfile.readline()
         return self.rfile.read(int(self.headers.get("Content-Length", "0")))
 
-    def answer(self) -> None:
+    def received(self) -> dict:
+        """What the request brought: path, headers in order, body."""
         got = self.body()
-        doc = json.dumps({"path": self.path, "headers": list(self.headers.items()),
-                          "body": got.decode("latin-1")}).encode()
+        return {"path": self.path, "headers": list(self.headers.items()),
+                "body": got.decode("latin-1")}
+
+    def answer(self) -> None:
+        self.send_doc(self.received())
+
+    def send_doc(self, d: dict) -> None:
+        doc = json.dumps(d).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         if self.path.startswith("/chunked"):
@@ -51,7 +60,13 @@ class H(BaseHTTPRequestHandler):
         pass
 
 
-srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-srv.daemon_threads = True
-print(srv.server_address[1], flush=True)
-srv.serve_forever()
+def serve(handler: type) -> None:
+    """Serves on ECHO_HOST (default 127.0.0.1), an ephemeral port printed first."""
+    srv = ThreadingHTTPServer((os.environ.get("ECHO_HOST", "127.0.0.1"), 0), handler)
+    srv.daemon_threads = True
+    print(srv.server_address[1], flush=True)
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    serve(H)

@@ -1,5 +1,5 @@
 """A pure HTTP/1.1 client (it never accepts a connection) for test_inject.py, driving
-apps/header_echo.py at 127.0.0.1:argv[1]; prints one JSON line per request: the request id,
+apps/header_echo.py (or apps/relay.py) at INJECT_HOST (default 127.0.0.1):argv[1]; prints one JSON line per request: the request id,
 the status, what the server says it received (its headers) and whether the echoed body is
 the one sent.
 
@@ -9,24 +9,32 @@ Cases, by argv[2]:
 - concurrent: argv[3] threads, each its own connection, argv[4] requests each.
 - pipelined: two requests in ONE write on a raw socket (the kernel injects only the first).
 - split: a request whose head is written in two sends (never injected).
+
+With INJECT_WAIT set it reads a line from stdin before it starts (so that it can be started
+before the agent that traces it learns its pid).
 """
 
 import http.client
 import json
+import os
 import socket
 import sys
 import threading
 import time
 
+HOST = os.environ.get("INJECT_HOST", "127.0.0.1")
 port = int(sys.argv[1])
 case = sys.argv[2]
 lock = threading.Lock()
+if os.environ.get("INJECT_WAIT"):
+    sys.stdin.readline()  # started before the agents that trace it: wait for them
 
 
 def out(rid: str, status: int, doc: dict, body_ok: bool) -> None:
     with lock:
         print(json.dumps({"rid": rid, "status": status, "headers": doc["headers"],
-                          "path": doc["path"], "body_ok": body_ok}), flush=True)
+                          "path": doc["path"], "body_ok": body_ok,
+                          "downstream": doc.get("downstream")}), flush=True)
 
 
 def read_responses(sock: socket.socket, n: int) -> list:
@@ -45,7 +53,7 @@ def read_responses(sock: socket.socket, n: int) -> list:
 
 
 if case == "keepalive":
-    c = http.client.HTTPConnection("127.0.0.1", port)
+    c = http.client.HTTPConnection(HOST, port)
     c.request("GET", "/ka/get")
     r = c.getresponse(); d = json.loads(r.read()); out("get", r.status, d, d["body"] == "")
     body = "x=" + "y" * 3000
@@ -63,7 +71,7 @@ elif case == "concurrent":
     barrier = threading.Barrier(threads)
 
     def worker(t: int) -> None:
-        c = http.client.HTTPConnection("127.0.0.1", port)
+        c = http.client.HTTPConnection(HOST, port)
         barrier.wait()
         for i in range(each):
             body = f"t{t}-{i}"
@@ -78,14 +86,14 @@ elif case == "concurrent":
     for t in ts:
         t.join()
 elif case == "pipelined":
-    s = socket.create_connection(("127.0.0.1", port))
+    s = socket.create_connection((HOST, port))
     s.sendall(b"GET /pipe/1 HTTP/1.1\r\nHost: e2e\r\n\r\n"
               b"GET /pipe/2 HTTP/1.1\r\nHost: e2e\r\n\r\n")
     for rid, (st, d) in zip(("pipe-1", "pipe-2"), read_responses(s, 2)):
         out(rid, st, d, True)
     s.close()
 elif case == "split":
-    s = socket.create_connection(("127.0.0.1", port))
+    s = socket.create_connection((HOST, port))
     s.send(b"GET /split HTTP/1.1\r\nHost: e2e\r\nAcc")
     time.sleep(0.05)
     s.send(b"ept: */*\r\n\r\n")

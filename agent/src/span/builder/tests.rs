@@ -1459,3 +1459,59 @@ fn injected_call_whose_cause_is_another_trace_claims_no_parent() {
     assert_eq!(w.tel.get(Counter::InjectCauseMismatch), 1);
     assert_eq!(w.tel.get(Counter::InjectAdopted), 2);
 }
+
+#[test]
+fn with_injection_a_server_root_has_the_trace_id_the_kernel_derives() {
+    let secret = 0x5eed_u64;
+    let mut w = World::new();
+    w.b = SpanBuilder::new(
+        Clock::fixed(1_000_000),
+        SpanOptions {
+            derive_roots: Some(secret),
+            ..SpanOptions::default()
+        },
+        w.tel.clone(),
+    );
+    // A request without context on connection 7 (its record written at 100), and the call
+    // its thread makes, which the kernel injected with the id it derived alike.
+    let srv = w.open(meta(7, 2, Role::Server, 8080, 50000));
+    let out = w.open(meta(8, 2, Role::Client, 50001, 9090));
+    w.ev(&srv, start(0, 20, 100, req("GET", "/in")));
+    let derived = agent_common::derive_trace_id(secret, 7, 100);
+    w.b.injected(
+        8,
+        110,
+        Injected {
+            trace_id: derived,
+            ..INJ
+        },
+        110,
+    );
+    w.ev(&out, start(0, 20, 110, req("GET", "/down")));
+    // A header beats derivation; an invalid one does not.
+    let mut with_tp = req("GET", "/tp");
+    with_tp.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+    let srv2 = w.open(meta(9, 3, Role::Server, 8080, 50002));
+    w.ev(&srv2, start(0, 30, 300, with_tp));
+    for c in [&out, &srv, &srv2] {
+        w.ev(c, end(0, 400, 200));
+    }
+    let server = w.span(2, SpanKind::Server).clone();
+    let call = w.span(2, SpanKind::Client).clone();
+    assert_eq!(server.context.trace_id, derived);
+    assert_eq!(server.parent_span_id, None);
+    assert_eq!(
+        (call.context.trace_id, call.context.span_id),
+        (derived, INJ.span_id)
+    );
+    assert_eq!(call.parent_span_id, Some(server.context.span_id));
+    assert_eq!(
+        super::super::model::hex(&w.span(3, SpanKind::Server).context.trace_id),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(w.tel.get(Counter::InjectCauseMismatch), 0);
+    // Derived ids differ per connection, per request and per key.
+    assert_ne!(derived, agent_common::derive_trace_id(secret, 7, 101));
+    assert_ne!(derived, agent_common::derive_trace_id(secret, 8, 100));
+    assert_ne!(derived, agent_common::derive_trace_id(secret + 1, 7, 100));
+}
