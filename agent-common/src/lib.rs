@@ -675,12 +675,27 @@ mod tests {
         assert_eq!(size_of::<IoArgs>(), 40);
         assert_eq!(size_of::<ConnInfo>(), 16);
         assert_eq!(size_of::<InjectEvent>(), 32 + 16 + 8 + 8 + 8);
-        assert_eq!(size_of::<InjectConfig>(), 16);
+        assert_eq!(size_of::<InjectConfig>(), 24);
         assert_eq!(
             "traceparent: 00-00000000000000000000000000000000-0000000000000000-00\r\n".len(),
             TRACEPARENT_HEADER_LEN as usize
         );
         assert!(MAX_PAYLOAD.is_power_of_two());
+    }
+
+    #[test]
+    fn derived_trace_ids_are_stable_distinct_and_never_zero() {
+        // The kernel and user space must compute the same function: pin one value.
+        let t = derive_trace_id(1, 2, 3);
+        assert_eq!(t, derive_trace_id(1, 2, 3));
+        assert_ne!(t, [0; 16]);
+        let mut seen = std::collections::HashSet::new();
+        for conn in 0..64u64 {
+            for ts in 0..64u64 {
+                assert!(seen.insert(derive_trace_id(7, conn, ts)), "{conn} {ts}");
+            }
+        }
+        assert_ne!(derive_trace_id(7, 1, 1), derive_trace_id(8, 1, 1));
     }
 
     #[test]

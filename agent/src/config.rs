@@ -76,11 +76,13 @@ pub struct Config {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PropagationConfig {
-    /// Insert `traceparent` into plaintext HTTP/1.x requests of processes that never served a
-    /// request (pure clients: curl, load generators, jobs), each a new root trace whose client
-    /// span is the header's parent, so a server traced by another node's agent joins it.
-    /// Only where safe: the whole head in one write, no traceparent already, not TLS, not a
-    /// Go program. Default false (see above).
+    /// Insert `traceparent` into plaintext HTTP/1.x requests, so a server traced by another
+    /// node's agent joins the trace; the client span is the header's parent. A pure client
+    /// (never accepted a connection: curl, load generators, jobs) starts a new root trace per
+    /// request; a thread-per-request server passes on the trace of the request its thread
+    /// serves (agent-ebpf's `serverctx`; event-loop threads are never injected). Only where
+    /// safe: the whole head in one write, no traceparent already, not TLS, not a Go program.
+    /// Default false (see above).
     pub inject_http1: bool,
     /// The cgroup v2 directory the sockops program is attached to: only sockets created by
     /// processes below it can be injected. Unset: the cgroup v2 root (found in
