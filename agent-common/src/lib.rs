@@ -14,7 +14,7 @@
 #![no_std]
 
 /// Version of the record layouts below. Checked by user space on every record.
-pub const EVENT_VERSION: u8 = 6;
+pub const EVENT_VERSION: u8 = 7;
 
 /// Hard upper bound for payload bytes copied per syscall. The runtime limit
 /// ([`Config::capture_bytes`]) can only lower it. Must be a power of two: the kernel masks
@@ -44,6 +44,9 @@ pub enum EventKind {
     /// The sk_msg program wrote a `traceparent` header into the request this thread is
     /// sending: an [`InjectEvent`], output during the syscall, before its data record.
     Inject = 6,
+    /// A Go program started a goroutine: a [`GoSpawnEvent`] (from `runtime.newproc1`'s
+    /// returns).
+    GoSpawn = 7,
 }
 
 impl EventKind {
@@ -55,6 +58,7 @@ impl EventKind {
             4 => Self::ProcExit,
             5 => Self::ProcExec,
             6 => Self::Inject,
+            7 => Self::GoSpawn,
             _ => return None,
         })
     }
@@ -631,9 +635,23 @@ pub mod inject_counter {
     pub const COUNT: u32 = 15;
 }
 
+/// A goroutine was created (`runtime.newproc1` returned): which goroutine (`g`) started
+/// which, so user space can give calls made from the new one the request the starting one was
+/// handling at that moment (`agent::span::work`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GoSpawnEvent {
+    pub header: EventHeader,
+    /// The goroutine that executed the `go` statement (`callergp`).
+    pub parent: u64,
+    /// The new goroutine (`newproc1`'s result).
+    pub child: u64,
+}
+
 records!(
     EventHeader,
     InjectEvent,
+    GoSpawnEvent,
     ConnOpenEvent,
     ConnCloseEvent,
     DataEvent,

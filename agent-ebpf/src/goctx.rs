@@ -13,14 +13,25 @@
 //! connection's `(*persistConn).writeLoop` goroutine. Both functions take the `*persistConn`
 //! as their first argument (RAX), which links them without any struct offset.
 
-use agent_common::{conn_key, counter, Direction, GoKey, GoWriter, IoArgs, Role};
+use agent_common::{
+    conn_key, counter, Direction, EventKind, GoKey, GoSpawnEvent, GoWriter, IoArgs, Role,
+};
 use aya_ebpf::{
     helpers::generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::map,
+    maps::LruHashMap,
     programs::ProbeContext,
 };
 
-use crate::maps::{count, CONNS, GO_CALLER, GO_PROCS, GO_WRITER};
+use crate::conn::header;
+use crate::maps::{count, output_flags, CONNS, EVENTS, GO_CALLER, GO_PROCS, GO_WRITER};
+
+/// Thread (pid_tgid) inside `runtime.newproc1` → the goroutine that executed the `go`
+/// statement. newproc1 runs on the system stack of the caller's thread and cannot be
+/// rescheduled, so its returns run on the same thread.
+#[map]
+static GO_SPAWNING: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
 
 /// x86-64 `struct pt_regs` starts `r15, r14, ...`.
 const PT_REGS_R14: usize = 1;
@@ -130,6 +141,47 @@ pub fn enter_round_trip(ctx: &ProbeContext) -> Result<(), i64> {
         _pad: 0,
     };
     GO_CALLER.insert(&key, &g, 0).map_err(|e| e as i64)
+}
+
+/// Entry of `runtime.newproc1(fn *funcval, callergp *g, callerpc uintptr) *g` (Go >= 1.18;
+/// user space attaches it only then): `callergp` is in RBX. R14 is no help here: newproc1
+/// runs on the system stack, where R14 is the thread's g0.
+#[inline(always)]
+pub fn enter_newproc1(ctx: &ProbeContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: plain map lookup.
+    if unsafe { GO_PROCS.get(&((pid_tgid >> 32) as u32)) }.is_none() {
+        return Ok(());
+    }
+    // SAFETY: a uprobe's context is the task's saved user registers.
+    let parent = unsafe { (*ctx.regs).rbx };
+    GO_SPAWNING
+        .insert(&pid_tgid, &parent, 0)
+        .map_err(|e| e as i64)
+}
+
+/// At each return of `runtime.newproc1`: the new goroutine is in RAX. Tells user space.
+#[inline(always)]
+pub fn exit_newproc1(ctx: &ProbeContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: plain map lookup of a Copy value.
+    let Some(&parent) = (unsafe { GO_SPAWNING.get(&pid_tgid) }) else {
+        return Ok(());
+    };
+    let _ = GO_SPAWNING.remove(&pid_tgid);
+    // SAFETY: as above.
+    let child = unsafe { (*ctx.regs).rax };
+    // SAFETY: no preconditions.
+    let ts = unsafe { bpf_ktime_get_ns() };
+    let ev = GoSpawnEvent {
+        header: header(EventKind::GoSpawn, pid_tgid, 0, Direction::None as u8, ts),
+        parent,
+        child,
+    };
+    if EVENTS.output::<GoSpawnEvent>(&ev, output_flags()).is_err() {
+        count(counter::RINGBUF_FULL);
+    }
+    Ok(())
 }
 
 /// The process exited or exec'd another program: its goroutines are gone (user space marks a

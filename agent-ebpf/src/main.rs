@@ -139,6 +139,20 @@ pub fn goctx_enter_round_trip(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// Entry of Go's `runtime.newproc1` (see `goctx`).
+#[uprobe]
+pub fn goctx_enter_newproc1(ctx: ProbeContext) -> u32 {
+    let _ = goctx::enter_newproc1(&ctx);
+    0
+}
+
+/// Attached (as a plain uprobe) at every return instruction of `runtime.newproc1`.
+#[uprobe]
+pub fn goctx_exit_newproc1(ctx: ProbeContext) -> u32 {
+    let _ = goctx::exit_newproc1(&ctx);
+    0
+}
+
 /// Attached (as a plain uprobe) at every return instruction of Read and Write.
 #[uprobe]
 pub fn tls_exit_go(ctx: ProbeContext) -> u32 {

@@ -240,7 +240,7 @@ fn is_zero(x: u64) -> u64 {
     (x.wrapping_sub(1) & !x) >> 63
 }
 
-/// Line starts `scan` records at most (a head with more lines is not opened).
+/// Line starts `scan` records, plus one (a head with more header lines is not opened).
 const MAX_LINES: usize = 32;
 
 #[repr(C)]
@@ -279,7 +279,8 @@ fn scan(cs: &mut CtxScratch, len: usize, line_end: usize) -> (u64, u64, u64) {
     }
     let end = launder(&mut cs.s, end);
     let k = launder(&mut cs.s, k);
-    if end == 0 || k > MAX_LINES as u64 {
+    // At MAX_LINES the slots wrapped (the first was overwritten): refuse, as for more.
+    if end == 0 || k >= MAX_LINES as u64 {
         return (0, 0, 0);
     }
     let (mut tp, mut cl) = (0u64, 0u64);

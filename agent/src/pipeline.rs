@@ -41,6 +41,8 @@ enum Owned {
     Close(ConnCloseEvent),
     Data(DataEvent, Vec<u8>),
     Exit(EventHeader),
+    /// (pid, parent goroutine, child goroutine).
+    Spawn(u32, u64, u64),
 }
 
 struct Held {
@@ -186,6 +188,7 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
                 return;
             }
             Event::ProcExit(h) => Owned::Exit(h),
+            Event::GoSpawn(s) => Owned::Spawn(s.header.pid, s.parent, s.child),
             Event::ProcExec(h) => {
                 // Not ordered with the rest: only says "look at this process's mappings".
                 if h.conn_id == agent_common::PROC_EXEC_NEW_PROGRAM {
@@ -360,6 +363,7 @@ impl<R: Resources, S: SpanSink> Pipeline<R, S> {
                 self.conns
                     .close(c.header.conn_id, c.header.ts_ns, &mut self.scratch)
             }
+            Owned::Spawn(pid, parent, child) => self.spans.go_spawned(pid, parent, child),
             Owned::Exit(h) => {
                 let fds = self.conns.process_exit(h.pid, h.ts_ns, &mut self.scratch);
                 self.untrack.extend(fds);

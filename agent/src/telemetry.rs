@@ -132,6 +132,9 @@ counters! {
     KernelServerRequestOpen => "agent_kernel_server_requests_open_total", "HTTP/1 requests a server thread read whole (head, nothing past the body): their calls may be injected";
     KernelServerRequestUnknown => "agent_kernel_server_requests_unknown_total", "HTTP/1 request starts whose extent the kernel could not read (split or long head, pipelined or chunked bytes after it): their calls are not injected";
     KernelServerThreadConcurrent => "agent_kernel_server_threads_concurrent_total", "server threads marked event loops: a request read while another was open";
+    GoSpawnInherits => "agent_go_goroutines_inherited_total", "goroutines started while their parent handled exactly one request: their calls get it as parent";
+    GoSpawnNoCause => "agent_go_goroutines_no_cause_total", "goroutines started while their parent handled no request or several: their calls get no parent from it";
+    GoSpawnTableFull => "agent_go_goroutines_untracked_total", "goroutine starts not recorded: the table of started goroutines was full";
     InjectAdopted => "agent_inject_ids_adopted_total", "client spans that took the trace and span id the kernel injected";
     InjectCauseMismatch => "agent_inject_cause_mismatch_total", "injected client spans whose in-process cause was another trace: left without a parent";
     InjectUnclaimed => "agent_inject_reports_unclaimed_total", "kernel injection reports no client span took (its request was not parsed), or dropped when their table was full";

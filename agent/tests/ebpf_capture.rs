@@ -122,7 +122,7 @@ fn run_case(family: &str) {
                 Event::ConnOpen(o) => opens.push(o),
                 Event::ConnClose(c) => closes.push(c),
                 Event::Data(d, p) => data.push((d, p.to_vec())),
-                Event::ProcExit(_) | Event::ProcExec(_) | Event::Inject(_) => {}
+                Event::ProcExit(_) | Event::ProcExec(_) | Event::Inject(_) | Event::GoSpawn(_) => {}
             },
             None => std::thread::sleep(Duration::from_millis(10)),
         }

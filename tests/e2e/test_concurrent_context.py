@@ -300,10 +300,16 @@ def test_go_all_parents_correct(scn: Scenario, gofanout: Path) -> None:
 
 
 def test_go_spawned_goroutine_no_wrong_parents(scn: Scenario, gofanout: Path) -> None:
-    """The call is made from a goroutine the handler started: its goroutine serves no request,
-    and the agent does not follow goroutine creation (yet), so the call stays unparented
-    unless the process has only one request in flight — never another request's parent."""
     assert_no_wrong(measure(scn, "go-spawn", gofanout))
+
+
+def test_go_spawned_goroutine_all_parents_correct(scn: Scenario, gofanout: Path) -> None:
+    """The call is made from a goroutine the handler started (`go func()`): the kernel
+    reports runtime.newproc1 (which goroutine started which), and the new goroutine works for
+    the one request its parent handled at the `go` statement."""
+    f = measure(scn, "go-spawn", gofanout)
+    correct = f.correct
+    assert correct == N, f"Go, call from go func(): {f.correct} of {N} correct\n{f.table()}"
 
 
 def test_node_no_wrong_parents(scn: Scenario) -> None:

@@ -5,8 +5,8 @@
 //! malformed (and counted by the caller), never trusted.
 
 use agent_common::{
-    ConnCloseEvent, ConnOpenEvent, DataEvent, Direction, EventHeader, EventKind, InjectEvent,
-    ProcExitEvent, EVENT_VERSION,
+    ConnCloseEvent, ConnOpenEvent, DataEvent, Direction, EventHeader, EventKind, GoSpawnEvent,
+    InjectEvent, ProcExitEvent, EVENT_VERSION,
 };
 use std::mem::size_of;
 
@@ -21,6 +21,8 @@ pub enum Event<'a> {
     ProcExec(EventHeader),
     /// The kernel wrote a traceparent into a request (see `EventKind::Inject`).
     Inject(InjectEvent),
+    /// A Go program started a goroutine (see `EventKind::GoSpawn`).
+    GoSpawn(GoSpawnEvent),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,6 +61,7 @@ pub fn decode(buf: &[u8]) -> Result<Event<'_>, DecodeError> {
         EventKind::ProcExit => Ok(Event::ProcExit(read::<ProcExitEvent>(buf)?.header)),
         EventKind::ProcExec => Ok(Event::ProcExec(read::<ProcExitEvent>(buf)?.header)),
         EventKind::Inject => Ok(Event::Inject(read(buf)?)),
+        EventKind::GoSpawn => Ok(Event::GoSpawn(read(buf)?)),
         EventKind::Data => {
             let d: DataEvent = read(buf)?;
             let payload = &buf[size_of::<DataEvent>()..];
@@ -81,6 +84,7 @@ impl Event<'_> {
             Event::Data(e, _) => &e.header,
             Event::ProcExit(h) | Event::ProcExec(h) => h,
             Event::Inject(e) => &e.header,
+            Event::GoSpawn(e) => &e.header,
         }
     }
 

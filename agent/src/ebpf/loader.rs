@@ -82,7 +82,12 @@ pub const UPROBE_PROGRAMS: [&str; 10] = [
 
 /// The Go `net/http` Transport uprobes (see agent-ebpf's `goctx` module): loaded apart from
 /// the TLS ones, so that a rejection costs goroutine-aware context only, never TLS capture.
-pub const GO_CONTEXT_PROGRAMS: [&str; 2] = ["goctx_enter_write_loop", "goctx_enter_round_trip"];
+pub const GO_CONTEXT_PROGRAMS: [&str; 4] = [
+    "goctx_enter_write_loop",
+    "goctx_enter_round_trip",
+    "goctx_enter_newproc1",
+    "goctx_exit_newproc1",
+];
 
 /// What to load with.
 #[derive(Clone, Debug)]

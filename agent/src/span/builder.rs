@@ -262,6 +262,16 @@ impl SpanBuilder {
         self.work.threads()
     }
 
+    /// Goroutine `parent` of Go program `pid` started goroutine `child` (see `work`).
+    pub fn go_spawned(&mut self, pid: u32, parent: u64, child: u64) {
+        self.telemetry
+            .incr(match self.work.spawned(pid, parent, child) {
+                super::work::Spawn::Inherits => Counter::GoSpawnInherits,
+                super::work::Spawn::NoCause => Counter::GoSpawnNoCause,
+                super::work::Spawn::Full => Counter::GoSpawnTableFull,
+            });
+    }
+
     /// The process exited: its threads work for nothing any more.
     pub fn process_exit(&mut self, pid: u32) {
         self.work.process_exit(pid);

@@ -17,6 +17,14 @@
 //! has nothing in flight (a goroutine the handler started, a client whose writer goroutine is
 //! not tied to its caller), the scope is the whole process: exactly one request in flight in it.
 //!
+//! A goroutine started while its parent goroutine had exactly one request in flight (the
+//! kernel reports every `runtime.newproc1`, see agent-ebpf's `goctx`) works for that request:
+//! its calls get it as parent while it is in flight (after it ended, the builder finds no such
+//! exchange: no parent). The link is taken at the moment of the `go` statement, never later,
+//! and passes on to the goroutines it starts, to [`MAX_SPAWN_DEPTH`] levels; a goroutine
+//! started with several requests (or none) in flight in its parent is known to have no
+//! single cause, and gets none (not the process's).
+//!
 //! Counts and keys are kept as a count plus wrapping sums of the keys: when the count is one,
 //! the sums are that one key. Every operation is O(1) and allocates nothing per exchange.
 
@@ -72,6 +80,12 @@ struct Linger {
     ended_ns: u64,
 }
 
+/// Goroutines whose start was seen, at most (a `g` is reused by the runtime for a later
+/// goroutine, whose start replaces the entry, so this bounds distinct `g`s, not starts).
+pub const MAX_SPAWNED: usize = 65536;
+/// Levels of `go` statements a request's context follows.
+pub const MAX_SPAWN_DEPTH: u8 = 8;
+
 /// How long a thread may keep working for a span that already ended (no-ack deliveries).
 pub const LINGER_NS: u64 = 60 * 1_000_000_000;
 
@@ -95,7 +109,21 @@ pub struct Work {
     procs: HashMap<u32, Open>,
     /// (pid, goroutine) of Go programs whose records name the goroutine.
     goroutines: HashMap<(u32, u64), Open>,
+    /// (pid, goroutine) → the request its parent was handling when it started it (and at
+    /// what depth), or None: no single one.
+    spawned: HashMap<(u32, u64), Option<(Key, u8)>>,
     linger: HashMap<u32, Linger>,
+}
+
+/// What [`Work::spawned`] recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spawn {
+    /// The new goroutine works for its parent's one request.
+    Inherits,
+    /// Its parent had none, or several, in flight (or the depth limit was reached).
+    NoCause,
+    /// The table is full: not recorded (the goroutine's calls fall back to the process).
+    Full,
 }
 
 impl Work {
@@ -139,15 +167,44 @@ impl Work {
         }
     }
 
+    /// Goroutine `parent` of Go program `pid` started goroutine `child` now.
+    pub fn spawned(&mut self, pid: u32, parent: u64, child: u64) -> Spawn {
+        let cause = match self.goroutines.get(&(pid, parent)) {
+            Some(o) if o.count == 1 => Some(((o.conn_sum, o.seq_sum), 1)),
+            Some(_) => None,
+            None => self
+                .spawned
+                .get(&(pid, parent))
+                .copied()
+                .flatten()
+                .filter(|&(_, depth)| depth < MAX_SPAWN_DEPTH)
+                .map(|(key, depth)| (key, depth + 1)),
+        };
+        let slot = (pid, child);
+        if self.spawned.len() >= MAX_SPAWNED && !self.spawned.contains_key(&slot) {
+            return Spawn::Full;
+        }
+        self.spawned.insert(slot, cause);
+        if cause.is_some() {
+            Spawn::Inherits
+        } else {
+            Spawn::NoCause
+        }
+    }
+
     /// What caused a call made now on thread `tid` of process `pid`, looked for in `scope`.
     pub fn cause(&self, tid: u32, pid: u32, scope: Scope) -> Cause {
         let open = match scope {
             Scope::Thread => self.threads.get(&tid),
             Scope::Process => self.procs.get(&pid),
-            Scope::Goroutine(g) => self
-                .goroutines
-                .get(&(pid, g))
-                .or_else(|| self.procs.get(&pid)),
+            Scope::Goroutine(g) => match self.goroutines.get(&(pid, g)) {
+                Some(o) => Some(o),
+                None => match self.spawned.get(&(pid, g)) {
+                    Some(Some((key, _))) => return Cause::One(*key),
+                    Some(None) => None,
+                    None => self.procs.get(&pid),
+                },
+            },
         };
         match open {
             Some(o) if o.count == 1 => Cause::One((o.conn_sum, o.seq_sum)),
@@ -182,6 +239,7 @@ impl Work {
         self.threads.retain(|_, o| o.pid != pid);
         self.procs.remove(&pid);
         self.goroutines.retain(|&(p, _), _| p != pid);
+        self.spawned.retain(|&(p, _), _| p != pid);
     }
 
     /// Lingering attributions older than [`LINGER_NS`] end.
@@ -340,5 +398,45 @@ mod tests {
         );
         w.ended((11, 1, 0), (8, 0), None);
         assert_eq!(w.cause(10, 1, Scope::Process), Cause::One((7, 0)));
+    }
+
+    #[test]
+    fn a_started_goroutine_works_for_its_parents_one_request_at_the_go_statement() {
+        let mut w = Work::default();
+        let (handler_a, handler_b, accept) = (0xa0, 0xb0, 0x10);
+        // Two requests in flight, each on its handler goroutine (threads say nothing in Go).
+        w.started(10, 1, handler_a, (7, 0));
+        w.started(11, 1, handler_b, (8, 0));
+        assert_eq!(w.spawned(1, handler_a, 0xa1), Spawn::Inherits);
+        assert_eq!(w.spawned(1, handler_b, 0xb1), Spawn::Inherits);
+        // Grandchildren follow, to the depth limit.
+        assert_eq!(w.spawned(1, 0xa1, 0xa2), Spawn::Inherits);
+        // The accept loop has no request: its goroutines get none, not the process's two.
+        assert_eq!(w.spawned(1, accept, 0xc1), Spawn::NoCause);
+        assert_eq!(w.cause(12, 1, Scope::Goroutine(0xa1)), Cause::One((7, 0)));
+        assert_eq!(w.cause(12, 1, Scope::Goroutine(0xa2)), Cause::One((7, 0)));
+        assert_eq!(w.cause(13, 1, Scope::Goroutine(0xb1)), Cause::One((8, 0)));
+        assert_eq!(w.cause(13, 1, Scope::Goroutine(0xc1)), Cause::Nothing);
+        // Unknown goroutines still fall back to the process: ambiguous here.
+        assert_eq!(w.cause(13, 1, Scope::Goroutine(0xdd)), Cause::Ambiguous);
+        // The link was taken at the go statement: a later request of the parent is not it.
+        w.ended((10, 1, handler_a), (7, 0), None);
+        w.started(10, 1, handler_a, (7, 1));
+        assert_eq!(w.cause(12, 1, Scope::Goroutine(0xa1)), Cause::One((7, 0)));
+        // A reused g gets the context of its new start.
+        assert_eq!(w.spawned(1, accept, 0xa1), Spawn::NoCause);
+        assert_eq!(w.cause(12, 1, Scope::Goroutine(0xa1)), Cause::Nothing);
+        // A parent with two requests at once: no single cause.
+        w.started(10, 1, handler_b, (9, 0));
+        assert_eq!(w.spawned(1, handler_b, 0xb2), Spawn::NoCause);
+        // Depth is bounded.
+        let mut g = 0xa2;
+        for _ in 0..MAX_SPAWN_DEPTH {
+            w.spawned(1, g, g + 1);
+            g += 1;
+        }
+        assert_eq!(w.cause(12, 1, Scope::Goroutine(g)), Cause::Nothing);
+        w.process_exit(1);
+        assert!(w.spawned.is_empty());
     }
 }

@@ -106,11 +106,13 @@ pub struct GoFunc {
 
 /// Entries (file offsets) of `net/http.(*persistConn).writeLoop` and `.roundTrip`: where the
 /// uprobes that tie a client connection's writer goroutine to its caller go (agent-ebpf's
-/// `goctx`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `goctx`); and `runtime.newproc1`, whose entry and returns tell which goroutine started
+/// which (None before Go 1.18, whose newproc1 takes `callergp` elsewhere, or when not found).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GoTransport {
     pub write_loop: u64,
     pub round_trip: u64,
+    pub spawn: Option<GoFunc>,
 }
 
 /// Why a file could not be inspected.

@@ -543,11 +543,14 @@ fn attach_transport(
         tracing::info!("Go context probes not attached to {}: {why}", f.path);
         telemetry.incr(Counter::GoContextProbesSkipped);
     };
-    let points = match (transport, loaded) {
-        (Ok(t), Ok(())) => [
-            ("goctx_enter_write_loop", t.write_loop),
-            ("goctx_enter_round_trip", t.round_trip),
-        ],
+    let (points, spawn) = match (transport, loaded) {
+        (Ok(t), Ok(())) => (
+            [
+                ("goctx_enter_write_loop", t.write_loop),
+                ("goctx_enter_round_trip", t.round_trip),
+            ],
+            t.spawn.clone(),
+        ),
         (Err(why), _) | (_, Err(why)) => return skipped(why),
     };
     let mut links = Vec::with_capacity(points.len());
@@ -562,8 +565,36 @@ fn attach_transport(
             }
         }
     }
-    tracing::info!("Go context probes attached to {}", f.path);
+    // Goroutine starts: entry and every return of runtime.newproc1, all or none.
+    let spawn_points: Vec<(&str, u64)> = spawn
+        .iter()
+        .flat_map(|s| {
+            std::iter::once(("goctx_enter_newproc1", s.file_offset))
+                .chain(s.return_offsets.iter().map(|&o| ("goctx_exit_newproc1", o)))
+        })
+        .collect();
+    let mut spawn_links = Vec::with_capacity(spawn_points.len());
+    let mut spawn_note = if spawn.is_some() {
+        "goroutine starts followed"
+    } else {
+        "goroutine starts not followed (Go before 1.18, or runtime.newproc1 not found)"
+    };
+    for (prog, off) in spawn_points {
+        match att.attach(prog, &f.open_path, off) {
+            Ok(link) => spawn_links.push(link),
+            Err(e) => {
+                tracing::info!("goroutine-start probes not attached to {}: {e}", f.path);
+                for l in spawn_links.drain(..) {
+                    att.detach(l);
+                }
+                spawn_note = "goroutine starts not followed (probe refused)";
+                break;
+            }
+        }
+    }
+    tracing::info!("Go context probes attached to {} ({spawn_note})", f.path);
     f.links.extend(links);
+    f.links.extend(spawn_links);
 }
 
 /// Where the agent opens a file a process maps: the path itself when the process shares the

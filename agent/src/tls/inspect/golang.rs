@@ -14,8 +14,10 @@ const WRITE: &str = "crypto/tls.(*Conn).Write";
 const WRITE_LOOP: &str = "net/http.(*persistConn).writeLoop";
 /// Runs on the goroutine that makes the request and hands it to the connection's writeLoop.
 const ROUND_TRIP: &str = "net/http.(*persistConn).roundTrip";
+/// Creates every goroutine: `newproc1(fn, callergp, callerpc) *g` since Go 1.18.
+const NEWPROC1: &str = "runtime.newproc1";
 /// Looked up together, in this order.
-const FUNCS: [&str; 4] = [READ, WRITE, WRITE_LOOP, ROUND_TRIP];
+const FUNCS: [&str; 5] = [READ, WRITE, WRITE_LOOP, ROUND_TRIP, NEWPROC1];
 
 /// `(*Conn).Read` and `Write` are about 1 KiB of code; anything past this is a bad table.
 const MAX_FUNC_LEN: u64 = 1 << 20;
@@ -60,7 +62,7 @@ pub(super) fn inspect_go<'data, R: ReadRef<'data>>(
         Ok(pclntab.clone())
     };
 
-    let mut ranges = [None, None, None, None];
+    let mut ranges = [None, None, None, None, None];
     let mut from_pclntab = false;
     if let Some(symtab) = &symtab {
         for (range, name) in ranges.iter_mut().zip(FUNCS) {
@@ -85,7 +87,8 @@ pub(super) fn inspect_go<'data, R: ReadRef<'data>>(
         }
     }
 
-    let regabi = match version.as_deref().and_then(go_release) {
+    let release = version.as_deref().and_then(go_release);
+    let regabi = match release {
         Some(release) => release >= (1, 17),
         // No version string: a 1.18+ table layout implies a register-ABI toolchain.
         // Best effort: an unreadable table here only means the ABI is not known.
@@ -95,11 +98,16 @@ pub(super) fn inspect_go<'data, R: ReadRef<'data>>(
             .is_some_and(|t| t.layout() == Layout::Go118),
     };
     let version = version.unwrap_or_else(|| "unknown".to_owned());
-    let [read_range, write_range, write_loop_range, round_trip_range] = ranges;
+    let [read_range, write_range, write_loop_range, round_trip_range, newproc1_range] = ranges;
     if read_range.is_none() && write_range.is_none() {
         return Ok(TlsRuntime::GoWithoutTls { version });
     }
-    let transport = transport(image, regabi, write_loop_range, round_trip_range);
+    // newproc1's arguments moved in Go 1.18 (callergp second, in RBX): only from there on.
+    let spawn = newproc1_range
+        .filter(|_| release.is_some_and(|r| r >= (1, 18)))
+        .and_then(|range| go_func(image, NEWPROC1, range).ok());
+    let transport = transport(image, regabi, write_loop_range, round_trip_range)
+        .map(|t| GoTransport { spawn, ..t });
 
     let mut skipped = Vec::new();
     let mut resolve = |name: &str, range: Option<std::ops::Range<u64>>| {
@@ -140,6 +148,7 @@ fn transport<'data, R: ReadRef<'data>>(
     Ok(GoTransport {
         write_loop: entry(WRITE_LOOP, write_loop)?,
         round_trip: entry(ROUND_TRIP, round_trip)?,
+        spawn: None,
     })
 }
 

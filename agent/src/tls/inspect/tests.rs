@@ -312,6 +312,7 @@ fn build_go_programs(go: &Path) -> GoPrograms {
         "crypto/tls.(*Conn).Write",
         "net/http.(*persistConn).writeLoop",
         "net/http.(*persistConn).roundTrip",
+        "runtime.newproc1",
     ] {
         let pattern = format!(
             "^{}$",
@@ -432,11 +433,22 @@ fn go_unstripped_and_stripped_agree_with_objdump() {
     assert_eq!(full.transport, stripped.transport);
     let transport = full.transport.expect("net/http is linked in");
     let entry = |name: &str| image.file_offset(p.objdump[name].0, 1).unwrap();
+    // runtime.newproc1: its entry and every RET, as objdump lists them (the toolchain here
+    // is >= 1.18).
+    let spawn = transport.spawn.clone().expect("runtime.newproc1 found");
+    let (sp_entry, sp_rets) = &p.objdump["runtime.newproc1"];
+    assert_eq!(spawn.file_offset, image.file_offset(*sp_entry, 1).unwrap());
+    let sp_rets: Vec<u64> = sp_rets
+        .iter()
+        .map(|&r| image.file_offset(r, 1).unwrap())
+        .collect();
+    assert_eq!(spawn.return_offsets, sp_rets);
     assert_eq!(
         transport,
         GoTransport {
             write_loop: entry("net/http.(*persistConn).writeLoop"),
             round_trip: entry("net/http.(*persistConn).roundTrip"),
+            spawn: Some(spawn),
         }
     );
     for at in [transport.write_loop, transport.round_trip] {
