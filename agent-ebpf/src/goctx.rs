@@ -50,7 +50,7 @@ fn user_r14() -> u64 {
 
 /// The goroutine a data record of `args` is for: 0 for a process not in `GO_PROCS`; for a
 /// write by a writeLoop goroutine, the goroutine that called `roundTrip` on its connection
-/// (when seen); otherwise the goroutine that made the call.
+/// (when seen, else 0: unknown); otherwise the goroutine that made the call.
 #[inline(always)]
 pub fn goroutine(pid_tgid: u64, args: &IoArgs) -> u64 {
     let pid = (pid_tgid >> 32) as u32;
@@ -100,8 +100,11 @@ pub fn goroutine(pid_tgid: u64, args: &IoArgs) -> u64 {
             caller
         }
         _ => {
+            // Not the writeLoop's own g: it writes for every request of its connection (and
+            // inherited the one that dialed it, see `agent::span::work`). Unknown: the
+            // process scope decides.
             count(counter::GO_CALLER_MISSING);
-            g
+            0
         }
     }
 }

@@ -21,8 +21,11 @@
 //! kernel reports every `runtime.newproc1`, see agent-ebpf's `goctx`) works for that request:
 //! its calls get it as parent while it is in flight (after it ended, the builder finds no such
 //! exchange: no parent). The link is taken at the moment of the `go` statement, never later,
-//! and passes on to the goroutines it starts, to [`MAX_SPAWN_DEPTH`] levels; a goroutine
-//! started with several requests (or none) in flight in its parent is known to have no
+//! and only for goroutines the request's own goroutine starts ([`MAX_SPAWN_DEPTH`] 1): the
+//! runtimes' long-lived goroutines that multiplex many requests (gRPC's loopy writer, HTTP/2
+//! and HTTP/1 Transport read and write loops) are started deeper, by connection-setup
+//! goroutines, and must not pass the first request on to all the others. A goroutine started
+//! with several requests (or none) in flight in its parent, or deeper, is known to have no
 //! single cause, and gets none (not the process's).
 //!
 //! Counts and keys are kept as a count plus wrapping sums of the keys: when the count is one,
@@ -83,8 +86,8 @@ struct Linger {
 /// Goroutines whose start was seen, at most (a `g` is reused by the runtime for a later
 /// goroutine, whose start replaces the entry, so this bounds distinct `g`s, not starts).
 pub const MAX_SPAWNED: usize = 65536;
-/// Levels of `go` statements a request's context follows.
-pub const MAX_SPAWN_DEPTH: u8 = 8;
+/// Levels of `go` statements a request's context follows (see the module doc for why one).
+pub const MAX_SPAWN_DEPTH: u8 = 1;
 
 /// How long a thread may keep working for a span that already ended (no-ack deliveries).
 pub const LINGER_NS: u64 = 60 * 1_000_000_000;
@@ -409,12 +412,12 @@ mod tests {
         w.started(11, 1, handler_b, (8, 0));
         assert_eq!(w.spawned(1, handler_a, 0xa1), Spawn::Inherits);
         assert_eq!(w.spawned(1, handler_b, 0xb1), Spawn::Inherits);
-        // Grandchildren follow, to the depth limit.
-        assert_eq!(w.spawned(1, 0xa1, 0xa2), Spawn::Inherits);
+        // Grandchildren do not (a connection-setup goroutine's loops serve every request).
+        assert_eq!(w.spawned(1, 0xa1, 0xa2), Spawn::NoCause);
         // The accept loop has no request: its goroutines get none, not the process's two.
         assert_eq!(w.spawned(1, accept, 0xc1), Spawn::NoCause);
         assert_eq!(w.cause(12, 1, Scope::Goroutine(0xa1)), Cause::One((7, 0)));
-        assert_eq!(w.cause(12, 1, Scope::Goroutine(0xa2)), Cause::One((7, 0)));
+        assert_eq!(w.cause(12, 1, Scope::Goroutine(0xa2)), Cause::Nothing);
         assert_eq!(w.cause(13, 1, Scope::Goroutine(0xb1)), Cause::One((8, 0)));
         assert_eq!(w.cause(13, 1, Scope::Goroutine(0xc1)), Cause::Nothing);
         // Unknown goroutines still fall back to the process: ambiguous here.
@@ -429,13 +432,6 @@ mod tests {
         // A parent with two requests at once: no single cause.
         w.started(10, 1, handler_b, (9, 0));
         assert_eq!(w.spawned(1, handler_b, 0xb2), Spawn::NoCause);
-        // Depth is bounded.
-        let mut g = 0xa2;
-        for _ in 0..MAX_SPAWN_DEPTH {
-            w.spawned(1, g, g + 1);
-            g += 1;
-        }
-        assert_eq!(w.cause(12, 1, Scope::Goroutine(g)), Cause::Nothing);
         w.process_exit(1);
         assert!(w.spawned.is_empty());
     }
