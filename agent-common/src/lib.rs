@@ -591,6 +591,15 @@ pub const fn derive_trace_id(secret: u64, conn_id: u64, ts_ns: u64) -> [u8; 16] 
     ]
 }
 
+/// Values of the kernel's `INJECT_DENY` map (process → class), written by both sides.
+pub mod inject_class {
+    /// Never injected: user space excluded it (a Go program, an opt-out).
+    pub const EXCLUDED: u8 = 1;
+    /// Accepted a connection (set by the kernel): injected only while the sending thread
+    /// serves a request.
+    pub const SERVED: u8 = 2;
+}
+
 /// Indices into the per-CPU `INJECT_COUNTERS` array: what the injection path did and why it
 /// left a message alone.
 pub mod inject_counter {

@@ -81,9 +81,7 @@ pub static INJECT_COUNTERS: PerCpuArray<u64> =
 #[map]
 pub static INJECT_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
-/// `INJECT_DENY` values.
-pub const EXCLUDED: u8 = 1;
-pub const SERVED: u8 = 2;
+use agent_common::inject_class::{EXCLUDED, SERVED};
 
 #[repr(C)]
 pub struct Scratch {

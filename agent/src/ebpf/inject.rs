@@ -195,7 +195,10 @@ pub fn sockets(ebpf: &Ebpf) -> usize {
 pub fn deny(ebpf: &mut Ebpf, pid: u32) -> bool {
     ebpf.map_mut("INJECT_DENY")
         .and_then(|m| BpfHashMap::<_, u32, u8>::try_from(m).ok())
-        .is_some_and(|mut m| m.insert(pid, 1, 0).is_ok())
+        .is_some_and(|mut m| {
+            m.insert(pid, agent_common::inject_class::EXCLUDED, 0)
+                .is_ok()
+        })
 }
 
 #[cfg(test)]
